@@ -1,0 +1,132 @@
+//! Wiring: starts every stage for a [`Config`] and stops them in order.
+//!
+//! Start: journal (so nothing is accepted before it can be kept), forwarder, HTTP, then
+//! the device side. Stop (on `shutdown`): the forwarder gets `cloud.shutdown_timeout` to
+//! collect the acks of batches in flight, then the journal commits what it has been handed
+//! and closes. rumqttd cannot be stopped; its thread ends with the process.
+
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::sync::{mpsc, Arc};
+use std::time::Instant;
+
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+use crate::config::{Config, DevicesMode};
+use crate::devices::{self, embedded};
+use crate::http::{self, Status};
+use crate::ingest::Ingest;
+use crate::metrics::Metrics;
+use crate::{forward, store};
+
+/// Why the gateway could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The journal could not be opened.
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    /// The device side could not start.
+    #[error(transparent)]
+    Devices(#[from] devices::DevicesError),
+    /// The HTTP endpoints could not start.
+    #[error(transparent)]
+    Http(#[from] std::io::Error),
+}
+
+/// Runs the gateway until `shutdown` resolves.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+    let started = Instant::now();
+    let route_names: Vec<String> = config.routes.iter().map(|r| r.name.clone()).collect();
+    let metrics = Arc::new(Metrics::new(&route_names));
+    let (acks_tx, acks_rx) = mpsc::channel();
+    let (store, opened, writer) = store::open(&config.gateway.data_dir, &config.store, &route_names, metrics.clone(), Some(acks_tx))?;
+    let backlog: u64 = opened.depth.iter().sum();
+    info!(backlog, took_ms = started.elapsed().as_millis() as u64, "journal open");
+
+    let stop = CancellationToken::new();
+    let status = Arc::new(Status {
+        gateway_id: config.gateway.id.clone(),
+        metrics: metrics.clone(),
+        ready: false.into(),
+        healthy: true.into(),
+        started,
+    });
+    let http = match config.http.listen {
+        Some(listen) => {
+            // Bind now so that a taken port is a start-up error, not a log line.
+            let task_status = status.clone();
+            let task_stop = stop.clone();
+            let listener = std::net::TcpListener::bind(listen)
+                .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen for HTTP on {listen}: {e} (change [http].listen)")))?;
+            drop(listener);
+            Some(tokio::spawn(async move {
+                if let Err(err) = http::serve(listen, task_status, task_stop).await {
+                    error!(error = %err, "HTTP endpoints stopped");
+                }
+            }))
+        }
+        None => None,
+    };
+
+    let forwarder = tokio::spawn(forward::run(
+        config.gateway.id.clone(),
+        config.cloud.clone(),
+        config.routes.clone(),
+        opened.last_batch.clone(),
+        store.clone(),
+        metrics.clone(),
+        stop.clone(),
+    ));
+
+    let ingest = Ingest::new(config.routes.clone(), metrics.clone());
+    let device_task = match &config.devices.mode {
+        DevicesMode::Embedded { listen, max_connections, broker_memory } => {
+            let settings = embedded::BrokerSettings {
+                listen: *listen,
+                max_connections: *max_connections,
+                max_payload: config.devices.max_payload,
+                memory: *broker_memory,
+            };
+            let runtime = tokio::runtime::Handle::current();
+            let for_ingest = store.clone();
+            let started = tokio::task::spawn_blocking(move || embedded::start(settings, ingest, for_ingest, acks_rx, runtime))
+                .await
+                .map_err(|e| devices::DevicesError::Broker(e.to_string()))?;
+            if let Err(err) = started {
+                stop.cancel();
+                store.shutdown();
+                let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+                return Err(err.into());
+            }
+            None
+        }
+        DevicesMode::External { url, client_id } => Some(tokio::spawn(devices::external::run(
+            url.clone(),
+            client_id.clone(),
+            config.devices.max_payload,
+            ingest,
+            store.clone(),
+            acks_rx,
+            stop.clone(),
+        ))),
+    };
+    status.ready.store(true, Ordering::Relaxed);
+    info!("{}", config.summary());
+    info!("gateway ready");
+
+    shutdown.await;
+    info!("shutting down: stop taking events, wait for in-flight acks, close the journal");
+    stop.cancel();
+    if let Some(task) = device_task {
+        let _ = task.await;
+    }
+    let _ = forwarder.await;
+    store.shutdown();
+    let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+    if let Some(task) = http {
+        let _ = task.await;
+    }
+    info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,84 @@
+//! The config file as written: serde structs with `deny_unknown_fields`, every key optional
+//! where a default exists. Sizes and durations stay raw ([`RawUnit`]) so that validation can
+//! report all of their errors at once; [`super::Config`] is what the rest of the gateway sees.
+
+use serde::Deserialize;
+
+use super::units::RawUnit;
+
+/// `[gateway]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Gateway {
+    pub id: Option<String>,
+    pub data_dir: Option<String>,
+}
+
+/// `[devices]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Devices {
+    pub mode: Option<String>,
+    pub listen: Option<String>,
+    pub url: Option<String>,
+    pub client_id: Option<String>,
+    pub max_connections: Option<i64>,
+    pub max_payload: Option<RawUnit>,
+    pub broker_memory: Option<RawUnit>,
+}
+
+/// `[store]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Store {
+    pub max_bytes: Option<RawUnit>,
+    pub max_age: Option<RawUnit>,
+    pub when_full: Option<String>,
+    pub synchronous: Option<String>,
+    pub commit_max_events: Option<i64>,
+    pub dead_letters_max: Option<i64>,
+}
+
+/// `[cloud]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cloud {
+    pub url: Option<String>,
+    pub client_id: Option<String>,
+    pub keep_alive: Option<RawUnit>,
+    pub max_packet_size: Option<RawUnit>,
+    pub max_inflight: Option<i64>,
+    pub connect_timeout: Option<RawUnit>,
+    pub backoff_min: Option<RawUnit>,
+    pub backoff_max: Option<RawUnit>,
+    pub shutdown_timeout: Option<RawUnit>,
+}
+
+/// `[http]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Http {
+    pub listen: Option<String>,
+}
+
+/// One `[[routes]]` entry.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    pub name: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub batch: Option<Batch>,
+}
+
+/// `routes[n].batch`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Batch {
+    pub max_events: Option<i64>,
+    pub max_bytes: Option<RawUnit>,
+    pub max_delay: Option<RawUnit>,
+}
+
+/// The sections a config file may hold.
+pub const SECTIONS: [&str; 6] = ["gateway", "devices", "store", "cloud", "http", "routes"];

@@ -1,0 +1,195 @@
+//! The embedded device broker (rumqttd) and the in-process link that drains it.
+//!
+//! rumqttd cannot be stopped and only logs a port already in use, so: the port is
+//! bind-checked first (a clear error instead of silently sharing another broker), the broker
+//! runs on its own thread for the life of the process, and readiness is probed with a real
+//! MQTT CONNECT. Its in-process link is QoS 0 and skips a reader that falls behind its
+//! in-memory segments, so the link thread does nothing but decode and hand over: the store
+//! commits far faster than rumqttd can accept publishes (see BENCHMARKS.md).
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rumqttd::local::{LinkError, LinkRx, LinkTx};
+use rumqttd::protocol::{Packet, Publish};
+use rumqttd::{Broker, Config, ConnectionSettings, Notification, RouterConfig, ServerSettings};
+use tracing::{error, info, warn};
+
+use super::{ack_payload, ack_topic, Batcher, DevicesError};
+use crate::config::ByteSize;
+use crate::ingest::Ingest;
+use crate::store::{DeviceAck, StoreHandle};
+
+/// Filter the link subscribes to so that its ack publishes always match a filter (rumqttd
+/// disconnects a link that publishes to a topic no filter matches). Forwards on it are ignored.
+const ACK_FILTER: &str = "devices/+/ack";
+
+/// Settings of the embedded broker.
+#[derive(Debug, Clone)]
+pub struct BrokerSettings {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Most device connections.
+    pub max_connections: usize,
+    /// Largest publish.
+    pub max_payload: ByteSize,
+    /// Memory for in-flight messages (split into segments).
+    pub memory: ByteSize,
+}
+
+/// The running device side; the broker thread lives as long as the process.
+pub struct Embedded {
+    /// Where devices connect.
+    pub listen: SocketAddr,
+    _broker: JoinHandle<()>,
+    /// Ends when the link is lost (the broker died).
+    pub ingest_thread: JoinHandle<()>,
+}
+
+/// Starts the broker, its link, the ingest thread and the ack publisher.
+pub fn start(
+    settings: BrokerSettings,
+    ingest: Ingest,
+    store: StoreHandle,
+    acks: mpsc::Receiver<Vec<DeviceAck>>,
+    runtime: tokio::runtime::Handle,
+) -> Result<Embedded, DevicesError> {
+    TcpListener::bind(settings.listen).map_err(|source| DevicesError::PortInUse { addr: settings.listen, source })?;
+    let mut broker = Broker::new(broker_config(&settings));
+    let (mut link_tx, link_rx) = broker.link("edge-gateway-ingest").map_err(|e| DevicesError::Broker(e.to_string()))?;
+    for filter in ingest.filters().iter().map(String::as_str).chain([ACK_FILTER]) {
+        link_tx.subscribe(filter).map_err(|e| DevicesError::Broker(format!("subscribe {filter}: {e}")))?;
+    }
+    let broker_thread = std::thread::Builder::new().name("device-broker".into()).spawn(move || {
+        if let Err(err) = broker.start() {
+            error!(error = %err, "the embedded device broker stopped");
+        }
+    })?;
+    wait_until_listening(settings.listen)?;
+    let batcher = Batcher::new(ingest, store);
+    let ingest_thread = std::thread::Builder::new().name("device-ingest".into()).spawn(move || drain(link_rx, batcher))?;
+    std::thread::Builder::new().name("device-acks".into()).spawn(move || publish_acks(link_tx, acks, runtime))?;
+    info!(listen = %settings.listen, "embedded device broker listening");
+    Ok(Embedded { listen: settings.listen, _broker: broker_thread, ingest_thread })
+}
+
+fn broker_config(settings: &BrokerSettings) -> Config {
+    const SEGMENTS: usize = 8;
+    let connections = ConnectionSettings {
+        connection_timeout_ms: 10_000,
+        max_payload_size: settings.max_payload.bytes() as usize,
+        max_inflight_count: 100,
+        auth: None,
+        external_auth: None,
+        // A device publishing on a topic no route takes is counted, not disconnected.
+        dynamic_filters: true,
+    };
+    let server = ServerSettings {
+        name: "devices".into(),
+        listen: settings.listen,
+        tls: None,
+        next_connection_delay_ms: 1,
+        connections,
+    };
+    Config {
+        id: 0,
+        router: RouterConfig {
+            max_connections: settings.max_connections + 2,
+            max_outgoing_packet_count: 200,
+            max_segment_size: (settings.memory.bytes() as usize / SEGMENTS).max(64 * 1024),
+            max_segment_count: SEGMENTS,
+            ..RouterConfig::default()
+        },
+        v4: Some(HashMap::from([("devices".to_owned(), server)])),
+        ..Config::default()
+    }
+}
+
+/// Waits for the broker to answer an MQTT CONNECT (a bare TCP probe makes it log errors).
+fn wait_until_listening(listen: SocketAddr) -> Result<(), DevicesError> {
+    use std::io::{Read, Write};
+    let target = if listen.ip().is_unspecified() { SocketAddr::from(([127, 0, 0, 1], listen.port())) } else { listen };
+    // CONNECT, MQTT 3.1.1, clean session, keep-alive 10 s, client id "edge-gateway-probe".
+    let mut connect = vec![0x10, 0, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x02, 0x00, 0x0a, 0x00, 18];
+    connect.extend_from_slice(b"edge-gateway-probe");
+    connect[1] = (connect.len() - 2) as u8;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut last_error = String::new();
+    while Instant::now() < deadline {
+        match std::net::TcpStream::connect_timeout(&target, Duration::from_millis(500)) {
+            Ok(mut stream) => {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+                let mut connack = [0u8; 4];
+                if stream.write_all(&connect).is_ok() && stream.read_exact(&mut connack).is_ok() && connack[0] == 0x20 {
+                    let _ = stream.write_all(&[0xe0, 0x00]);
+                    return Ok(());
+                }
+                last_error = "no CONNACK".into();
+            }
+            Err(err) => last_error = err.to_string(),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Err(DevicesError::Broker(format!("no MQTT answer on {target} within 10 s ({last_error})")))
+}
+
+/// The ingest thread: takes everything the link has, hands it to the store in groups.
+fn drain(mut link_rx: LinkRx, mut batcher: Batcher) {
+    loop {
+        let next = if batcher.has_pending() { link_rx.recv_deadline(Instant::now()) } else { link_rx.recv() };
+        match next {
+            Ok(Some(Notification::Forward(forward))) => {
+                let Ok(topic) = std::str::from_utf8(&forward.publish.topic) else {
+                    warn!("device publish with a topic that is not UTF-8 ignored");
+                    continue;
+                };
+                if topic.ends_with("/ack") && topic.starts_with("devices/") {
+                    continue;
+                }
+                if batcher.push(topic, &forward.publish.payload, None).is_err() {
+                    break;
+                }
+            }
+            Ok(Some(Notification::Unschedule)) => {
+                if link_rx.ready().is_err() {
+                    break;
+                }
+            }
+            Ok(_) => {}
+            Err(LinkError::RecvTimeout(_)) => {
+                if batcher.flush().is_err() {
+                    break;
+                }
+            }
+            Err(err) => {
+                error!(error = %err, "lost the link to the embedded broker; no more device events will be taken");
+                break;
+            }
+        }
+    }
+    let _ = batcher.flush();
+}
+
+/// Publishes each device's committed mark, retained, so a reconnecting device learns it.
+fn publish_acks(mut link_tx: LinkTx, acks: mpsc::Receiver<Vec<DeviceAck>>, runtime: tokio::runtime::Handle) {
+    while let Ok(mut marks) = acks.recv() {
+        // Coalesce: only the newest mark per device matters.
+        while let Ok(more) = acks.try_recv() {
+            marks.extend(more);
+        }
+        let mut newest: HashMap<String, DeviceAck> = HashMap::with_capacity(marks.len());
+        for mark in marks {
+            newest.insert(mark.device.clone(), mark);
+        }
+        for mark in newest.values() {
+            let publish = Publish::new(ack_topic(&mark.device).into_bytes(), ack_payload(mark), true);
+            if let Err(err) = runtime.block_on(link_tx.send(Packet::Publish(publish, None))) {
+                error!(error = %err, "cannot publish device acks; stopping the ack publisher");
+                return;
+            }
+        }
+    }
+}

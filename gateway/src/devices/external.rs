@@ -1,0 +1,110 @@
+//! Client of an existing device broker (e.g. Mosquitto): QoS 1 subscriptions on a
+//! persistent session, with manual acks. A device's message is acknowledged to that broker
+//! only after the journal committed it (or deliberately dropped it), so a crash between
+//! receipt and commit makes the broker redeliver instead of losing it.
+//!
+//! Acks carry packet ids of one connection: after a reconnect, an ack for a message of the
+//! old connection would acknowledge a different message, so every `done` checks that its
+//! connection is still the current one (the broker then redelivers; dedupe drops the copy).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::{ack_payload, ack_topic, Batcher};
+use crate::config::{BrokerUrl, ByteSize};
+use crate::ingest::{Ingest, RateLimited};
+use crate::store::{DeviceAck, Done, StoreHandle};
+
+/// Runs the client until `shutdown`; reconnects with a capped backoff on errors.
+pub async fn run(
+    url: BrokerUrl,
+    client_id: String,
+    max_payload: ByteSize,
+    ingest: Ingest,
+    store: StoreHandle,
+    acks: mpsc::Receiver<Vec<DeviceAck>>,
+    shutdown: CancellationToken,
+) {
+    let filters = ingest.filters();
+    let mut options = MqttOptions::new(client_id, url.host.clone(), url.port);
+    options
+        .set_clean_session(false)
+        .set_manual_acks(true)
+        .set_keep_alive(Duration::from_secs(30))
+        .set_max_packet_size(max_payload.bytes() as usize + 1024, 64 * 1024)
+        .set_inflight(1000);
+    let (client, mut eventloop) = AsyncClient::new(options, 1024);
+    let generation = Arc::new(AtomicU64::new(0));
+    spawn_ack_publisher(client.clone(), acks);
+    let mut batcher = Batcher::new(ingest, store);
+    let mut errors = RateLimited::new(Duration::from_secs(30));
+    let mut delay = Duration::from_millis(200);
+    loop {
+        let event = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            event = eventloop.poll() => event,
+        };
+        match event {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                generation.fetch_add(1, Ordering::AcqRel);
+                delay = Duration::from_millis(200);
+                info!(broker = %url, "connected to the device broker");
+                for filter in &filters {
+                    if let Err(err) = client.subscribe(filter.clone(), QoS::AtLeastOnce).await {
+                        warn!(error = %err, filter, "cannot subscribe on the device broker");
+                    }
+                }
+            }
+            Ok(Event::Incoming(Packet::Publish(publish))) => {
+                let topic = publish.topic.clone();
+                let payload = publish.payload.clone();
+                let done = ack_after_commit(client.clone(), publish, generation.clone());
+                if batcher.push(&topic, &payload, Some(done)).and_then(|()| batcher.flush()).is_err() {
+                    break;
+                }
+            }
+            Ok(_) => {}
+            Err(err) => {
+                if let Some(suppressed) = errors.allow() {
+                    warn!(error = %err, broker = %url, suppressed, "device broker connection failed; retrying");
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+    let _ = batcher.flush();
+    let _ = client.try_disconnect();
+}
+
+fn ack_after_commit(client: AsyncClient, publish: rumqttc::Publish, generation: Arc<AtomicU64>) -> Done {
+    let mine = generation.load(Ordering::Acquire);
+    Box::new(move || {
+        if generation.load(Ordering::Acquire) == mine {
+            let _ = client.try_ack(&publish);
+        }
+    })
+}
+
+fn spawn_ack_publisher(client: AsyncClient, acks: mpsc::Receiver<Vec<DeviceAck>>) {
+    let spawned = std::thread::Builder::new().name("device-acks".into()).spawn(move || {
+        while let Ok(marks) = acks.recv() {
+            for mark in marks {
+                if let Err(err) = client.try_publish(ack_topic(&mark.device), QoS::AtLeastOnce, true, ack_payload(&mark)) {
+                    warn!(error = %err, device = %mark.device, "device ack not published (device broker busy or down)");
+                }
+            }
+        }
+    });
+    if let Err(err) = spawned {
+        warn!(error = %err, "cannot start the device ack publisher; devices will not get acks");
+    }
+}

@@ -1,0 +1,89 @@
+//! The device side: where events come from and where device acks go.
+//!
+//! Two modes, one contract: every publish on a route's topic is handed to [`Ingest`] on a
+//! dedicated thread and then to the store; after each commit, the highest committed
+//! `(boot, seq)` of every device in it is published, retained, on `devices/{device}/ack`
+//! (`{"boot":B,"seq":S}`), so firmware can free its retention ring (DESIGN.md guarantee 6).
+//!
+//! - [`embedded`]: rumqttd inside the gateway. It acknowledges a device's QoS 1 publish
+//!   when the message is in its memory, before the journal has it; the device ack above
+//!   closes that gap for firmware that waits for it.
+//! - [`external`]: a client of an existing broker (QoS 1, persistent session, manual acks):
+//!   the broker's message is acknowledged only after the journal committed it.
+
+pub mod embedded;
+pub mod external;
+
+use crate::ingest::Ingest;
+use crate::store::DeviceAck;
+
+/// Errors starting the device side.
+#[derive(Debug, thiserror::Error)]
+pub enum DevicesError {
+    /// Another process (maybe another gateway) holds the port.
+    #[error("cannot listen for devices on {addr}: {source} (is another gateway or MQTT broker running there? change [devices].listen)")]
+    PortInUse {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The broker did not come up.
+    #[error("the embedded broker did not start: {0}")]
+    Broker(String),
+    /// A thread could not be started.
+    #[error("cannot start a device-side thread: {0}")]
+    Thread(#[from] std::io::Error),
+}
+
+/// The ack topic of a device.
+pub fn ack_topic(device: &str) -> String {
+    format!("devices/{device}/ack")
+}
+
+/// The ack payload: `{"boot":B,"seq":S}`.
+pub fn ack_payload(ack: &DeviceAck) -> Vec<u8> {
+    let mut buf = [0u8; 48];
+    let wire = edge_event::Ack { boot: ack.boot, seq: ack.seq };
+    match wire.encode_json(&mut buf) {
+        Ok(len) => buf[..len].to_vec(),
+        Err(_) => format!("{{\"boot\":{},\"seq\":{}}}", ack.boot, ack.seq).into_bytes(),
+    }
+}
+
+/// Flushes a batch of processed publishes to the store when it is big enough or the
+/// source has nothing more right now.
+pub(crate) struct Batcher {
+    ingest: Ingest,
+    store: crate::store::StoreHandle,
+    pending: Vec<crate::store::Incoming>,
+}
+
+impl Batcher {
+    pub(crate) fn new(ingest: Ingest, store: crate::store::StoreHandle) -> Self {
+        Batcher { ingest, store, pending: Vec::with_capacity(256) }
+    }
+
+    /// Processes one publish; flushes when 256 are waiting.
+    pub(crate) fn push(&mut self, topic: &str, payload: &[u8], done: Option<crate::store::Done>) -> Result<(), crate::store::StoreError> {
+        if let Some(item) = self.ingest.process(topic, payload, done) {
+            self.pending.push(item);
+        }
+        if self.pending.len() >= 256 {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Hands everything waiting to the store.
+    pub(crate) fn flush(&mut self) -> Result<(), crate::store::StoreError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        self.store.ingest(std::mem::replace(&mut self.pending, Vec::with_capacity(256)))
+    }
+
+    pub(crate) fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+}

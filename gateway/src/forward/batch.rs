@@ -1,0 +1,166 @@
+//! One cloud publish from a run of queued rows: the JSON batch of DESIGN.md,
+//! `{"gateway":..,"route":..,"batch":N,"events":[...]}`.
+//!
+//! Invariants: a batch is a contiguous prefix of the rows it is given (the rest stay
+//! queued, in order); it never exceeds `max_bytes` unless a single event alone does (which
+//! config validation rules out: `batch.max_bytes` >= 4KiB > the largest event); with a
+//! per-event topic (`{device}` / `{type}`) all its events share that topic.
+
+use crate::routes::TopicTemplate;
+use crate::store::Row;
+
+/// A batch ready to publish.
+#[derive(Debug)]
+pub struct Built {
+    /// Cloud topic.
+    pub topic: String,
+    /// Encoded batch.
+    pub payload: Vec<u8>,
+    /// Id of the first row it covers.
+    pub first: i64,
+    /// Id of the last row it covers.
+    pub last: i64,
+    /// Rows covered (including any undecodable row skipped inside the range).
+    pub rows: usize,
+    /// Receive times of the events, for the latency histogram.
+    pub received_ms: Vec<i64>,
+    /// Rows in the range whose payload could not be decoded (journal damage).
+    pub undecodable: u64,
+}
+
+/// What a batch is made of besides its rows.
+pub struct Header<'a> {
+    /// `"gateway"`.
+    pub gateway: &'a str,
+    /// `"route"`.
+    pub route: &'a str,
+    /// `"batch"`.
+    pub batch: u64,
+    /// Cloud topic template.
+    pub topic: &'a TopicTemplate,
+    /// Size bound.
+    pub max_bytes: usize,
+}
+
+/// Builds a batch from a prefix of `rows`; None when `rows` is empty.
+pub fn build(header: &Header<'_>, rows: &[Row]) -> Option<Built> {
+    let first_row = rows.first()?;
+    let mut payload = Vec::with_capacity(header.max_bytes.min(64 * 1024));
+    payload.extend_from_slice(
+        format!(r#"{{"gateway":"{}","route":"{}","batch":{},"events":["#, header.gateway, header.route, header.batch).as_bytes(),
+    );
+    let mut topic: Option<String> = None;
+    let mut scratch = Vec::with_capacity(512);
+    let mut built = Built {
+        topic: String::new(),
+        payload: Vec::new(),
+        first: first_row.id,
+        last: first_row.id,
+        rows: 0,
+        received_ms: Vec::with_capacity(rows.len()),
+        undecodable: 0,
+    };
+    for row in rows {
+        let event = match edge_event::decode(&row.payload) {
+            Ok(event) => event,
+            Err(err) => {
+                tracing::error!(row = row.id, error = %err, "journal row cannot be decoded; it is skipped and counted as dropped (invalid)");
+                built.undecodable += 1;
+                built.last = row.id;
+                built.rows += 1;
+                continue;
+            }
+        };
+        let event_topic = || header.topic.render(header.gateway, header.route, event.device.as_str(), event.kind.as_str());
+        if header.topic.per_event() {
+            let this = event_topic();
+            match &topic {
+                Some(current) if *current != this => break,
+                Some(_) => {}
+                None => topic = Some(this),
+            }
+        } else if topic.is_none() {
+            topic = Some(event_topic());
+        }
+        scratch.clear();
+        edge_event::json::write(&event, &mut scratch);
+        let taken = built.received_ms.len();
+        if taken > 0 && payload.len() + 1 + scratch.len() + 2 > header.max_bytes {
+            break;
+        }
+        if taken > 0 {
+            payload.push(b',');
+        }
+        payload.extend_from_slice(&scratch);
+        built.received_ms.push(row.received_ms);
+        built.last = row.id;
+        built.rows += 1;
+    }
+    payload.extend_from_slice(b"]}");
+    built.topic = topic.unwrap_or_else(|| header.topic.render(header.gateway, header.route, "", ""));
+    built.payload = payload;
+    Some(built)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: i64, device: &str, seq: u32, kind: &str) -> Row {
+        let json = format!(r#"{{"device":"{device}","boot":1,"seq":{seq},"ts":1764000000123,"type":"{kind}","readings":{{"celsius":21.5}}}}"#);
+        let event = edge_event::json::from_slice(json.as_bytes()).unwrap();
+        let mut buf = [0u8; edge_event::MAX_ENCODED_LEN];
+        let len = edge_event::encode(&event, &mut buf).unwrap();
+        Row { id, received_ms: 1000 + id, payload: buf[..len].to_vec() }
+    }
+
+    fn header(topic: &TopicTemplate, max_bytes: usize) -> Header<'_> {
+        Header { gateway: "gw-01", route: "telemetry", batch: 7, topic, max_bytes }
+    }
+
+    #[test]
+    fn a_batch_is_the_design_json_with_every_event() {
+        let topic = TopicTemplate::parse("gateways/{gateway}/telemetry").unwrap();
+        let rows = [row(1, "d1", 1, "temperature"), row(2, "d2", 5, "temperature")];
+        let built = build(&header(&topic, 65536), &rows).unwrap();
+        assert_eq!(built.topic, "gateways/gw-01/telemetry");
+        assert_eq!((built.first, built.last, built.rows), (1, 2, 2));
+        let value: serde_json::Value = serde_json::from_slice(&built.payload).unwrap();
+        assert_eq!(value["gateway"], "gw-01");
+        assert_eq!(value["route"], "telemetry");
+        assert_eq!(value["batch"], 7);
+        assert_eq!(value["events"][1]["device"], "d2");
+        assert_eq!(value["events"][1]["seq"], 5);
+        assert_eq!(value["events"][0]["readings"]["celsius"], 21.5);
+    }
+
+    #[test]
+    fn a_batch_stops_before_max_bytes_and_leaves_the_rest_queued() {
+        let topic = TopicTemplate::parse("t").unwrap();
+        let rows: Vec<Row> = (1..=100).map(|i| row(i, "d1", i as u32, "temperature")).collect();
+        let built = build(&header(&topic, 1000), &rows).unwrap();
+        assert!(built.payload.len() <= 1000, "{}", built.payload.len());
+        assert!(built.rows > 1 && built.rows < 100);
+        assert_eq!(built.last, built.rows as i64);
+        serde_json::from_slice::<serde_json::Value>(&built.payload).unwrap();
+    }
+
+    #[test]
+    fn a_per_device_topic_cuts_the_batch_where_the_device_changes() {
+        let topic = TopicTemplate::parse("c/{device}/{type}").unwrap();
+        let rows = [row(1, "d1", 1, "t"), row(2, "d1", 2, "t"), row(3, "d2", 1, "t")];
+        let built = build(&header(&topic, 65536), &rows).unwrap();
+        assert_eq!(built.topic, "c/d1/t");
+        assert_eq!((built.first, built.last), (1, 2));
+    }
+
+    #[test]
+    fn an_undecodable_row_is_skipped_but_covered_so_the_queue_moves_on() {
+        let topic = TopicTemplate::parse("t").unwrap();
+        let rows = [row(1, "d1", 1, "t"), Row { id: 2, received_ms: 0, payload: vec![0xff, 0x00] }, row(3, "d1", 3, "t")];
+        let built = build(&header(&topic, 65536), &rows).unwrap();
+        assert_eq!((built.rows, built.undecodable, built.last), (3, 1, 3));
+        let value: serde_json::Value = serde_json::from_slice(&built.payload).unwrap();
+        assert_eq!(value["events"].as_array().unwrap().len(), 2);
+    }
+}

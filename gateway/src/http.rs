@@ -1,0 +1,130 @@
+//! The local HTTP endpoints: `/metrics` (Prometheus text), `/healthz` (the process and its
+//! stages run), `/readyz` (journal open and devices side listening; a cloud outage is
+//! reported, not a failure: buffering is normal operation), `/api/status` (JSON).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::{DropReason, Metrics};
+use crate::store::now_ms;
+
+/// What the endpoints read.
+pub struct Status {
+    /// Gateway id.
+    pub gateway_id: String,
+    /// Shared metrics.
+    pub metrics: Arc<Metrics>,
+    /// Set once the journal is open and the device side listens.
+    pub ready: AtomicBool,
+    /// Cleared when a stage has stopped unexpectedly.
+    pub healthy: AtomicBool,
+    /// Process start.
+    pub started: Instant,
+}
+
+#[derive(Serialize)]
+struct RouteStatus<'a> {
+    name: &'a str,
+    queue_depth: u64,
+    queue_bytes: u64,
+    oldest_age_seconds: u64,
+    forwarded: u64,
+    batches: u64,
+}
+
+#[derive(Serialize)]
+struct StatusBody<'a> {
+    gateway: &'a str,
+    version: &'static str,
+    uptime_seconds: u64,
+    ready: bool,
+    cloud_link_up: bool,
+    cloud_reconnects: u64,
+    events_received: u64,
+    events_committed: u64,
+    dead_letters: u64,
+    store_bytes: u64,
+    dropped: std::collections::BTreeMap<&'static str, u64>,
+    routes: Vec<RouteStatus<'a>>,
+}
+
+/// Binds `listen` (the error names the address) and serves until `shutdown`.
+pub async fn serve(listen: SocketAddr, status: Arc<Status>, shutdown: CancellationToken) -> Result<(), std::io::Error> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen for HTTP on {listen}: {e} (change [http].listen)")))?;
+    tracing::info!(%listen, "HTTP endpoints listening");
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/api/status", get(api_status))
+        .with_state(status);
+    axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
+}
+
+async fn metrics(State(status): State<Arc<Status>>) -> Response {
+    let body = status.metrics.render(now_ms().max(0) as u64);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
+async fn healthz(State(status): State<Arc<Status>>) -> Response {
+    if status.healthy.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ok\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "a pipeline stage has stopped; see the log\n").into_response()
+    }
+}
+
+async fn readyz(State(status): State<Arc<Status>>) -> Response {
+    let link = if status.metrics.link_up.get() == 1 { "up" } else { "down (buffering)" };
+    if status.ready.load(Ordering::Relaxed) && status.healthy.load(Ordering::Relaxed) {
+        (StatusCode::OK, format!("ready; cloud link {link}\n")).into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, format!("not ready; cloud link {link}\n")).into_response()
+    }
+}
+
+async fn api_status(State(status): State<Arc<Status>>) -> Json<serde_json::Value> {
+    let m = &status.metrics;
+    let now = now_ms().max(0) as u64;
+    let body = StatusBody {
+        gateway: &status.gateway_id,
+        version: env!("CARGO_PKG_VERSION"),
+        uptime_seconds: status.started.elapsed().as_secs(),
+        ready: status.ready.load(Ordering::Relaxed),
+        cloud_link_up: m.link_up.get() == 1,
+        cloud_reconnects: m.reconnects.get(),
+        events_received: m.received.get(),
+        events_committed: m.committed.get(),
+        dead_letters: m.dead_letters.get(),
+        store_bytes: m.store_bytes.get(),
+        dropped: DropReason::ALL.iter().map(|r| (r.label(), m.dropped(*r))).collect(),
+        routes: m
+            .routes
+            .iter()
+            .map(|r| RouteStatus {
+                name: &r.name,
+                queue_depth: r.depth.get(),
+                queue_bytes: r.bytes.get(),
+                oldest_age_seconds: match r.oldest_ms.get() {
+                    0 => 0,
+                    oldest => now.saturating_sub(oldest) / 1000,
+                },
+                forwarded: r.forwarded.get(),
+                batches: r.batches.get(),
+            })
+            .collect(),
+    };
+    Json(serde_json::to_value(body).unwrap_or_default())
+}

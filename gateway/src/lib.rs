@@ -1,0 +1,26 @@
+//! edge-gateway: device MQTT in, a durable SQLite journal, batched and acknowledged
+//! forwarding to cloud MQTT.
+//!
+//! The stages, in the order an event meets them:
+//! - [`devices`]: the embedded broker (rumqttd) or a client of an existing one; device acks.
+//! - [`ingest`]: decode and validate (`edge-event`), pick routes, or make a dead letter.
+//! - [`routes`]: topic filters with a device level, cloud topic templates.
+//! - [`store`]: the journal (SQLite, WAL, group commit, retention). Durable from here on.
+//! - [`forward`]: batches per route to the cloud (rumqttc, QoS 1); delete on PUBACK only.
+//! - [`http`]: `/metrics`, `/healthz`, `/readyz`, `/api/status`.
+//!
+//! Around them: [`config`] (the TOML file, validated in one place), [`metrics`], and
+//! [`app::run`], which wires the stages for a config and stops them in order.
+
+pub mod app;
+pub mod config;
+pub mod devices;
+pub mod forward;
+pub mod http;
+pub mod ingest;
+pub mod metrics;
+pub mod routes;
+pub mod store;
+
+pub use app::{run, RunError};
+pub use config::Config;

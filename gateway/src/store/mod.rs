@@ -1,0 +1,276 @@
+//! The journal: every accepted event, durably, until the cloud has acknowledged it.
+//!
+//! # Design
+//!
+//! One SQLite file (`{data_dir}/journal.db`) in WAL mode, owned by one thread (the
+//! *writer*, [`writer`]). Every other stage talks to it through a [`StoreHandle`]: ingest
+//! sends events, the forwarder reads batches and acknowledges them. One owner means no
+//! lock contention, no `SQLITE_BUSY`, and one place where the invariants hold:
+//!
+//! 1. **Committed means durable.** An event counts as committed (device ack published,
+//!    external broker acked, forwarder told) only after the transaction that inserted it
+//!    committed. With `synchronous = FULL` (the default) that survives a power cut; with
+//!    `NORMAL` it survives `kill -9`, and a power cut may lose the last ~second.
+//! 2. **Deleted only when acknowledged.** A row leaves `events` only when (a) the cloud sent
+//!    the PUBACK of the publish that carried it ([`StoreHandle::ack`]), or (b) a configured
+//!    bound dropped it (`max_bytes` with `drop_oldest`, `max_age`), counted by reason.
+//! 3. **Order.** `events.id` is `AUTOINCREMENT`: ids only grow, never reused, even when the
+//!    table empties. A route's queue is its rows in id order; a batch is a contiguous id range
+//!    of one route, so a crash can never lose half a batch.
+//! 4. **Bounded memory, fast start.** Queue depth and bytes per route are counters kept in
+//!    the `routes` table, updated in the same transaction as the rows; start-up reads those
+//!    counters and the per-device high-water marks, never the queue itself.
+//!
+//! # Group commit
+//!
+//! The writer takes everything waiting in its channel (up to `store.commit_max_events`
+//! events) into one transaction. Under no load that is one event and no added latency;
+//! under load the next group forms while the previous commit is being synced.
+//!
+//! # Duplicates
+//!
+//! `devices` holds, per device, the highest committed `(boot, seq)`. Within a boot, seqs
+//! must grow: an event whose seq is not above the mark of its boot is a duplicate (a
+//! retransmit) and is dropped, counted as `duplicate`. A different boot id starts a new
+//! mark. The mark is what `devices/{device}/ack` publishes.
+
+mod schema;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+
+use tokio::sync::{oneshot, Notify};
+
+use crate::config::StoreConfig;
+use crate::metrics::Metrics;
+
+/// Index of a route in the config's `[[routes]]` list.
+pub type RouteIndex = usize;
+
+/// Called once the event (or dead letter) it came with is committed or deliberately
+/// dropped: the external-broker mode acknowledges the device's publish here.
+pub type Done = Box<dyn FnOnce() + Send>;
+
+/// A decoded, validated event on its way into the journal.
+pub struct NewEvent {
+    /// Device id.
+    pub device: String,
+    /// Boot id.
+    pub boot: u32,
+    /// Sequence number within the boot.
+    pub seq: u32,
+    /// Routes that take it (one row each).
+    pub routes: Vec<RouteIndex>,
+    /// The event, postcard-encoded (`edge_event::encode`).
+    pub payload: Vec<u8>,
+    /// Gateway receive time, ms since the Unix epoch.
+    pub received_ms: i64,
+    /// Run after commit.
+    pub done: Option<Done>,
+}
+
+/// A payload that could not be accepted, kept with its reason.
+pub struct DeadLetter {
+    /// Device-side topic.
+    pub topic: String,
+    /// The raw bytes as received.
+    pub payload: Vec<u8>,
+    /// Why it was refused (a full sentence).
+    pub reason: String,
+    /// Gateway receive time, ms since the Unix epoch.
+    pub received_ms: i64,
+    /// Run after commit.
+    pub done: Option<Done>,
+}
+
+/// What ingest hands the store.
+pub enum Incoming {
+    /// An accepted event.
+    Event(NewEvent),
+    /// A refused payload.
+    DeadLetter(DeadLetter),
+}
+
+/// One queued row of a route.
+#[derive(Debug, Clone)]
+pub struct Row {
+    /// Journal id (grows with commit order).
+    pub id: i64,
+    /// Gateway receive time, ms since the Unix epoch.
+    pub received_ms: i64,
+    /// The postcard-encoded event.
+    pub payload: Vec<u8>,
+}
+
+/// The highest committed `(boot, seq)` of a device: what `devices/{device}/ack` carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceAck {
+    /// Device id.
+    pub device: String,
+    /// Boot id.
+    pub boot: u32,
+    /// Highest committed seq of that boot.
+    pub seq: u32,
+}
+
+/// Errors of the journal.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The data folder or file could not be created or opened.
+    #[error("cannot open the journal {path}: {source}")]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: rusqlite::Error,
+    },
+    /// The data folder could not be created.
+    #[error("cannot create the data folder {path}: {source}")]
+    DataDir {
+        /// The folder.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file is not a journal or is damaged. It is never deleted automatically.
+    #[error(
+        "the journal {path} is damaged or not an edge-gateway journal ({source}). Nothing was \
+         changed. Stop the gateway, move the file (and its -wal/-shm files) aside to keep the data \
+         for recovery (e.g. `sqlite3 journal.db .recover`), then start again with an empty journal"
+    )]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What SQLite said.
+        source: rusqlite::Error,
+    },
+    /// The journal was written by a newer gateway.
+    #[error("the journal {path} has schema version {found}; this gateway knows up to {known}: upgrade the gateway")]
+    TooNew {
+        /// The file.
+        path: PathBuf,
+        /// Version in the file.
+        found: i64,
+        /// Newest version this build knows.
+        known: i64,
+    },
+    /// A statement failed while running.
+    #[error("journal error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The writer thread has stopped.
+    #[error("the journal writer has stopped")]
+    Closed,
+}
+
+enum Command {
+    Ingest(Vec<Incoming>),
+    Read { route: RouteIndex, after: i64, limit: usize, reply: oneshot::Sender<Result<Vec<Row>, StoreError>> },
+    Ack { route: RouteIndex, first: i64, last: i64, batch: u64 },
+    Shutdown,
+}
+
+/// Per-route counters the forwarder watches: rows committed since start.
+#[derive(Debug)]
+pub struct Committed {
+    counts: Vec<AtomicU64>,
+    notify: Notify,
+}
+
+impl Committed {
+    /// Rows committed to `route` since start.
+    pub fn count(&self, route: RouteIndex) -> u64 {
+        self.counts.get(route).map_or(0, |c| c.load(Ordering::Acquire))
+    }
+
+    /// Resolves after the next commit that added rows.
+    pub async fn changed(&self) {
+        self.notify.notified().await
+    }
+}
+
+/// What the journal held at start-up.
+#[derive(Debug, Clone)]
+pub struct Opened {
+    /// Rows waiting per route (config order).
+    pub depth: Vec<u64>,
+    /// Last batch number acknowledged per route.
+    pub last_batch: Vec<u64>,
+}
+
+/// The other stages' handle on the journal. Cheap to clone.
+#[derive(Clone)]
+pub struct StoreHandle {
+    tx: mpsc::Sender<Command>,
+    committed: Arc<Committed>,
+}
+
+impl StoreHandle {
+    /// Hands events and dead letters to the writer (committed in the next group).
+    pub fn ingest(&self, items: Vec<Incoming>) -> Result<(), StoreError> {
+        self.tx.send(Command::Ingest(items)).map_err(|_| StoreError::Closed)
+    }
+
+    /// Up to `limit` rows of `route` with ids above `after`, oldest first.
+    pub async fn read(&self, route: RouteIndex, after: i64, limit: usize) -> Result<Vec<Row>, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Command::Read { route, after, limit, reply }).map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// The cloud acknowledged batch `batch` of `route`, rows `first..=last`: delete them.
+    pub fn ack(&self, route: RouteIndex, first: i64, last: i64, batch: u64) -> Result<(), StoreError> {
+        self.tx.send(Command::Ack { route, first, last, batch }).map_err(|_| StoreError::Closed)
+    }
+
+    /// The per-route commit counters.
+    pub fn committed(&self) -> &Arc<Committed> {
+        &self.committed
+    }
+
+    /// Asks the writer to commit what it has and stop; join its thread to wait.
+    pub fn shutdown(&self) {
+        let _ = self.tx.send(Command::Shutdown);
+    }
+}
+
+/// Opens (or creates) the journal under `data_dir` and starts its writer thread.
+/// `acks` receives, after every commit, the new high-water mark of each device in it.
+pub fn open(
+    data_dir: &Path,
+    config: &StoreConfig,
+    route_names: &[String],
+    metrics: Arc<Metrics>,
+    acks: Option<mpsc::Sender<Vec<DeviceAck>>>,
+) -> Result<(StoreHandle, Opened, JoinHandle<()>), StoreError> {
+    std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir { path: data_dir.to_owned(), source })?;
+    let path = data_dir.join("journal.db");
+    let (conn, state) = schema::open(&path, config, route_names)?;
+    let committed = Arc::new(Committed {
+        counts: route_names.iter().map(|_| AtomicU64::new(0)).collect(),
+        notify: Notify::new(),
+    });
+    let opened = Opened {
+        depth: state.routes.iter().map(|r| r.depth).collect(),
+        last_batch: state.routes.iter().map(|r| r.last_batch).collect(),
+    };
+    let (tx, rx) = mpsc::channel();
+    let writer = writer::Writer::new(conn, config.clone(), state, metrics, committed.clone(), acks);
+    let thread = std::thread::Builder::new()
+        .name("store-writer".into())
+        .spawn(move || writer.run(rx))
+        .map_err(|source| StoreError::DataDir { path: data_dir.to_owned(), source })?;
+    Ok((StoreHandle { tx, committed }, opened, thread))
+}
+
+/// Milliseconds since the Unix epoch, by the gateway's clock.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+#[cfg(test)]
+mod tests;

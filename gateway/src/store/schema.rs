@@ -1,0 +1,137 @@
+//! Opening the journal file: pragmas, schema, and the small state read at start-up
+//! (per-route counters, per-device high-water marks) — never the queue itself.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{params, Connection, ErrorCode, OpenFlags};
+
+use super::StoreError;
+use crate::config::{StoreConfig, Synchronous};
+
+/// Schema version written to `PRAGMA user_version`.
+pub const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS routes (
+    id         INTEGER PRIMARY KEY,
+    name       TEXT NOT NULL UNIQUE,
+    depth      INTEGER NOT NULL DEFAULT 0,   -- rows waiting, kept with every insert/delete
+    bytes      INTEGER NOT NULL DEFAULT 0,   -- payload bytes waiting
+    last_batch INTEGER NOT NULL DEFAULT 0    -- last batch number the cloud acknowledged
+);
+CREATE TABLE IF NOT EXISTS events (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: the queue order
+    route       INTEGER NOT NULL,
+    received_ms INTEGER NOT NULL,
+    payload     BLOB NOT NULL                        -- postcard-encoded edge-event
+);
+CREATE INDEX IF NOT EXISTS events_by_route ON events (route, id);
+CREATE TABLE IF NOT EXISTS devices (
+    device       TEXT PRIMARY KEY,
+    boot         INTEGER NOT NULL,
+    seq          INTEGER NOT NULL,    -- highest committed seq of that boot
+    last_seen_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    received_ms INTEGER NOT NULL,
+    topic       TEXT NOT NULL,
+    reason      TEXT NOT NULL,
+    payload     BLOB NOT NULL
+);
+";
+
+/// A configured route as the journal knows it.
+#[derive(Debug, Clone)]
+pub struct RouteState {
+    /// `routes.id`.
+    pub db_id: i64,
+    /// Rows waiting.
+    pub depth: u64,
+    /// Payload bytes waiting.
+    pub bytes: u64,
+    /// Last acknowledged batch number.
+    pub last_batch: u64,
+}
+
+/// What start-up reads.
+#[derive(Debug)]
+pub struct State {
+    /// Per configured route, in config order.
+    pub routes: Vec<RouteState>,
+    /// Per device: `(boot, highest committed seq)`.
+    pub devices: HashMap<String, (u32, u32)>,
+}
+
+fn classify(path: &Path, source: rusqlite::Error) -> StoreError {
+    match source.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => StoreError::Corrupt { path: path.to_owned(), source },
+        _ => StoreError::Open { path: path.to_owned(), source },
+    }
+}
+
+/// Opens or creates the journal, applies the pragmas and the schema, reads the state.
+pub fn open(path: &Path, config: &StoreConfig, route_names: &[String]) -> Result<(Connection, State), StoreError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).map_err(|e| classify(path, e))?;
+    conn.busy_timeout(Duration::from_secs(5)).map_err(|e| classify(path, e))?;
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| classify(path, e))?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::TooNew { path: path.to_owned(), found: version, known: SCHEMA_VERSION });
+    }
+    let sync = match config.synchronous {
+        Synchronous::Full => "FULL",
+        Synchronous::Normal => "NORMAL",
+    };
+    // auto_vacuum must be chosen before the first table exists; it lets retention give
+    // pages back to the file system (`incremental_vacuum`) instead of only reusing them.
+    let pragmas = format!(
+        "PRAGMA auto_vacuum = INCREMENTAL;
+         PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = {sync};
+         PRAGMA journal_size_limit = 67108864;
+         PRAGMA cache_size = -8192;
+         PRAGMA temp_store = MEMORY;"
+    );
+    conn.execute_batch(&pragmas).map_err(|e| classify(path, e))?;
+    conn.execute_batch(SCHEMA).map_err(|e| classify(path, e))?;
+    conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}")).map_err(|e| classify(path, e))?;
+
+    let mut routes = Vec::with_capacity(route_names.len());
+    for name in route_names {
+        conn.execute("INSERT INTO routes (name) VALUES (?1) ON CONFLICT(name) DO NOTHING", params![name])
+            .map_err(|e| classify(path, e))?;
+        let route = conn
+            .query_row("SELECT id, depth, bytes, last_batch FROM routes WHERE name = ?1", params![name], |r| {
+                Ok(RouteState {
+                    db_id: r.get(0)?,
+                    depth: r.get::<_, i64>(1)?.max(0) as u64,
+                    bytes: r.get::<_, i64>(2)?.max(0) as u64,
+                    last_batch: r.get::<_, i64>(3)?.max(0) as u64,
+                })
+            })
+            .map_err(|e| classify(path, e))?;
+        routes.push(route);
+    }
+    let orphans: Vec<(String, i64)> = conn
+        .prepare("SELECT name, depth FROM routes WHERE depth > 0")
+        .and_then(|mut stmt| stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+        .map_err(|e| classify(path, e))?;
+    for (name, depth) in orphans.iter().filter(|(name, _)| !route_names.contains(name)) {
+        tracing::warn!(route = %name, depth, "a route no longer in the config still has events in the journal; they are kept (and count towards store.max_bytes) until the route is configured again");
+    }
+
+    let mut devices = HashMap::new();
+    let mut stmt = conn.prepare("SELECT device, boot, seq FROM devices").map_err(|e| classify(path, e))?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?, r.get::<_, u32>(2)?)))
+        .map_err(|e| classify(path, e))?;
+    for row in rows {
+        let (device, boot, seq) = row.map_err(|e| classify(path, e))?;
+        devices.insert(device, (boot, seq));
+    }
+    drop(stmt);
+    Ok((conn, State { routes, devices }))
+}

@@ -1,0 +1,204 @@
+//! Journal tests on a real SQLite file: commit, read, ack, dedupe, restart, retention,
+//! and a damaged file.
+
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+use crate::config::{ByteSize, StoreConfig, Synchronous, WhenFull};
+use crate::metrics::{DropReason, Metrics};
+
+fn config(max_bytes: u64, when_full: WhenFull) -> StoreConfig {
+    StoreConfig {
+        max_bytes: ByteSize(max_bytes),
+        max_age: Duration::from_secs(3600),
+        when_full,
+        synchronous: Synchronous::Normal,
+        commit_max_events: 1000,
+        dead_letters_max: 3,
+    }
+}
+
+fn event(device: &str, boot: u32, seq: u32, size: usize) -> Incoming {
+    Incoming::Event(NewEvent {
+        device: device.into(),
+        boot,
+        seq,
+        routes: vec![0],
+        payload: vec![7; size],
+        received_ms: now_ms(),
+        done: None,
+    })
+}
+
+struct Open {
+    handle: StoreHandle,
+    opened: Opened,
+    thread: std::thread::JoinHandle<()>,
+    metrics: Arc<Metrics>,
+    acks: mpsc::Receiver<Vec<DeviceAck>>,
+}
+
+fn open_store(dir: &Path, config: &StoreConfig) -> Open {
+    let metrics = Arc::new(Metrics::new(&["r".into()]));
+    let (tx, acks) = mpsc::channel();
+    let (handle, opened, thread) = open(dir, config, &["r".into()], metrics.clone(), Some(tx)).unwrap();
+    Open { handle, opened, thread, metrics, acks }
+}
+
+fn close(store: Open) {
+    store.handle.shutdown();
+    store.thread.join().unwrap();
+}
+
+/// Waits until the writer has applied everything sent before (reads are answered in order).
+async fn sync(store: &Open) -> Vec<Row> {
+    store.handle.read(0, 0, 1_000_000).await.unwrap()
+}
+
+#[tokio::test]
+async fn committed_events_are_read_in_order_and_deleted_only_when_acked() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path(), &config(1 << 30, WhenFull::DropOldest));
+    store.handle.ingest((1..=5).map(|seq| event("d1", 1, seq, 10)).collect()).unwrap();
+    let rows = sync(&store).await;
+    assert_eq!(rows.len(), 5);
+    assert!(rows.windows(2).all(|w| w[0].id < w[1].id));
+    let acks = store.acks.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(acks, vec![DeviceAck { device: "d1".into(), boot: 1, seq: 5 }]);
+    assert_eq!(store.metrics.routes[0].depth.get(), 5);
+
+    store.handle.ack(0, rows[0].id, rows[2].id, 1).unwrap();
+    let left = sync(&store).await;
+    assert_eq!(left.iter().map(|r| r.id).collect::<Vec<_>>(), vec![rows[3].id, rows[4].id]);
+    assert_eq!(store.metrics.routes[0].depth.get(), 2);
+    close(store);
+}
+
+#[tokio::test]
+async fn a_restart_keeps_the_queue_counters_and_device_marks_without_scanning() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path(), &config(1 << 30, WhenFull::DropOldest));
+    store.handle.ingest((1..=3).map(|seq| event("d1", 9, seq, 10)).collect()).unwrap();
+    let rows = sync(&store).await;
+    store.handle.ack(0, rows[0].id, rows[0].id, 4).unwrap();
+    sync(&store).await;
+    close(store);
+
+    let store = open_store(dir.path(), &config(1 << 30, WhenFull::DropOldest));
+    assert_eq!(store.opened.depth, vec![2]);
+    assert_eq!(store.opened.last_batch, vec![4]);
+    // The retransmit of seq 3 is a duplicate; seq 4 is new.
+    store.handle.ingest(vec![event("d1", 9, 3, 10), event("d1", 9, 4, 10)]).unwrap();
+    let rows = sync(&store).await;
+    assert_eq!(rows.len(), 3);
+    assert_eq!(store.metrics.dropped(DropReason::Duplicate), 1);
+    close(store);
+}
+
+#[tokio::test]
+async fn ids_keep_growing_after_the_queue_empties() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path(), &config(1 << 30, WhenFull::DropOldest));
+    store.handle.ingest(vec![event("d1", 1, 1, 10)]).unwrap();
+    let first = sync(&store).await[0].id;
+    store.handle.ack(0, first, first, 1).unwrap();
+    assert!(sync(&store).await.is_empty());
+    store.handle.ingest(vec![event("d1", 1, 2, 10)]).unwrap();
+    assert!(sync(&store).await[0].id > first, "a reused id would hide the row from a forwarder cursor");
+    close(store);
+}
+
+#[tokio::test]
+async fn a_new_boot_starts_a_new_mark() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path(), &config(1 << 30, WhenFull::DropOldest));
+    store.handle.ingest(vec![event("d1", 1, 50, 1), event("d1", 2, 1, 1), event("d1", 2, 1, 1)]).unwrap();
+    assert_eq!(sync(&store).await.len(), 2);
+    assert_eq!(store.metrics.dropped(DropReason::Duplicate), 1);
+    close(store);
+}
+
+#[tokio::test]
+async fn drop_oldest_keeps_the_newest_events_within_max_bytes_and_counts_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let max = 2 << 20;
+    let store = open_store(dir.path(), &config(max, WhenFull::DropOldest));
+    for chunk in 0..40u32 {
+        store.handle.ingest((0..100).map(|i| event("d1", 1, chunk * 100 + i + 1, 1000)).collect()).unwrap();
+    }
+    let rows = sync(&store).await;
+    let dropped = store.metrics.dropped(DropReason::Full);
+    assert!(dropped > 0, "4 MB into a 2 MiB journal must drop");
+    assert_eq!(rows.len() as u64 + dropped, 4000);
+    assert!(store.metrics.store_bytes.get() <= max, "{} > {max}", store.metrics.store_bytes.get());
+    // The newest survive: the last row is the last event.
+    let last = edge_seq(&rows);
+    assert_eq!(last, rows.len());
+    close(store);
+}
+
+/// Rows are inserted in seq order, so the survivors must be a suffix: contiguous ids.
+fn edge_seq(rows: &[Row]) -> usize {
+    let first = rows[0].id;
+    rows.iter().enumerate().take_while(|(i, r)| r.id == first + *i as i64).count()
+}
+
+#[tokio::test]
+async fn reject_new_keeps_the_oldest_events_and_counts_the_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path(), &config(1 << 20, WhenFull::RejectNew));
+    for chunk in 0..30u32 {
+        store.handle.ingest((0..100).map(|i| event("d1", 1, chunk * 100 + i + 1, 1000)).collect()).unwrap();
+    }
+    let rows = sync(&store).await;
+    let rejected = store.metrics.dropped(DropReason::Full);
+    assert!(rejected > 0);
+    assert_eq!(rows.len() as u64 + rejected, 3000);
+    let first = rows[0].id;
+    assert_eq!(rows.last().unwrap().id, first + rows.len() as i64 - 1, "the oldest are kept, in one run");
+    close(store);
+}
+
+#[tokio::test]
+async fn dead_letters_are_kept_and_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path(), &config(1 << 30, WhenFull::DropOldest));
+    let letters = (0..5)
+        .map(|i| {
+            Incoming::DeadLetter(DeadLetter {
+                topic: "devices/d1/events".into(),
+                payload: vec![i],
+                reason: format!("bad {i}"),
+                received_ms: now_ms(),
+                done: None,
+            })
+        })
+        .collect();
+    store.handle.ingest(letters).unwrap();
+    sync(&store).await;
+    close(store);
+    let conn = rusqlite::Connection::open(dir.path().join("journal.db")).unwrap();
+    let reasons: Vec<String> = conn
+        .prepare("SELECT reason FROM dead_letters ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(reasons, vec!["bad 2", "bad 3", "bad 4"]);
+}
+
+#[test]
+fn a_damaged_journal_is_a_clear_error_and_is_not_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("journal.db");
+    std::fs::write(&path, vec![0x42; 8192]).unwrap();
+    let metrics = Arc::new(Metrics::new(&["r".into()]));
+    let err = open(dir.path(), &config(1 << 30, WhenFull::DropOldest), &["r".into()], metrics, None).err().unwrap();
+    let text = err.to_string();
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{text}");
+    assert!(text.contains("journal.db") && text.contains("move the file"), "{text}");
+    assert_eq!(std::fs::read(&path).unwrap(), vec![0x42; 8192]);
+}

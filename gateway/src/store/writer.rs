@@ -1,0 +1,455 @@
+//! The writer thread: the only owner of the journal connection. See the module essay in
+//! `store/mod.rs` for the invariants; this file keeps them.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use rusqlite::{params, Connection, OptionalExtension};
+use tracing::{debug, error, info, warn};
+
+use super::schema::{RouteState, State};
+use super::{Command, Committed, DeadLetter, DeviceAck, Done, Incoming, NewEvent, Row, StoreError};
+use crate::config::{StoreConfig, WhenFull};
+use crate::metrics::{DropReason, Metrics};
+
+/// How often retention, vacuum and the oldest-age gauges run.
+const MAINTENANCE_EVERY: Duration = Duration::from_millis(500);
+/// Rows deleted per retention statement (keeps each transaction short).
+const RETENTION_CHUNK: i64 = 20_000;
+
+pub struct Writer {
+    conn: Connection,
+    config: StoreConfig,
+    routes: Vec<RouteState>,
+    /// route db id -> config index.
+    route_index: HashMap<i64, usize>,
+    devices: HashMap<String, (u32, u32)>,
+    metrics: Arc<Metrics>,
+    committed: Arc<Committed>,
+    acks: Option<mpsc::Sender<Vec<DeviceAck>>>,
+    page_size: u64,
+    /// Journal bytes in use after the last commit.
+    used_bytes: u64,
+    last_full_log: Option<Instant>,
+}
+
+/// What one group changed, applied to memory only after its commit.
+#[derive(Default)]
+struct Group {
+    /// Per route: rows and bytes added (negative: removed).
+    route_delta: HashMap<usize, (i64, i64)>,
+    /// Devices whose mark moved, with the mark before the group (for rollback).
+    marks_before: HashMap<String, Option<(u32, u32)>>,
+    done: Vec<Done>,
+    committed_events: u64,
+    dead_letters: u64,
+    duplicates: u64,
+    rejected: u64,
+    batches: Vec<(usize, u64)>,
+}
+
+impl Writer {
+    pub fn new(
+        conn: Connection,
+        config: StoreConfig,
+        state: State,
+        metrics: Arc<Metrics>,
+        committed: Arc<Committed>,
+        acks: Option<mpsc::Sender<Vec<DeviceAck>>>,
+    ) -> Writer {
+        let page_size = conn.query_row("PRAGMA page_size", [], |r| r.get::<_, i64>(0)).unwrap_or(4096).max(512) as u64;
+        let route_index = state.routes.iter().enumerate().map(|(i, r)| (r.db_id, i)).collect();
+        let mut writer = Writer {
+            conn,
+            config,
+            routes: state.routes,
+            route_index,
+            devices: state.devices,
+            metrics,
+            committed,
+            acks,
+            page_size,
+            used_bytes: 0,
+            last_full_log: None,
+        };
+        writer.refresh_gauges();
+        writer
+    }
+
+    pub fn run(mut self, rx: mpsc::Receiver<Command>) {
+        let mut next_maintenance = Instant::now();
+        loop {
+            let wait = next_maintenance.saturating_duration_since(Instant::now());
+            let first = match rx.recv_timeout(wait) {
+                Ok(command) => Some(command),
+                Err(mpsc::RecvTimeoutError::Timeout) => None,
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            };
+            let mut stop = false;
+            if let Some(first) = first {
+                let mut commands = vec![first];
+                let mut events = 0;
+                while events < self.config.commit_max_events {
+                    match rx.try_recv() {
+                        Ok(Command::Ingest(items)) => {
+                            events += items.len();
+                            commands.push(Command::Ingest(items));
+                        }
+                        Ok(other) => commands.push(other),
+                        Err(_) => break,
+                    }
+                }
+                stop = self.apply(commands);
+            }
+            if stop {
+                break;
+            }
+            if Instant::now() >= next_maintenance {
+                if let Err(err) = self.maintenance() {
+                    error!(error = %err, "journal maintenance failed; will retry");
+                }
+                next_maintenance = Instant::now() + MAINTENANCE_EVERY;
+            }
+        }
+        if let Err(err) = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
+            warn!(error = %err, "final WAL checkpoint failed (the data is safe in the WAL)");
+        }
+        info!("journal closed");
+    }
+
+    /// Applies one group of commands; returns true on shutdown.
+    fn apply(&mut self, commands: Vec<Command>) -> bool {
+        let mut group = Group::default();
+        let mut reads = Vec::new();
+        let mut stop = false;
+        let result = (|| -> Result<(), rusqlite::Error> {
+            self.conn.execute_batch("BEGIN IMMEDIATE")?;
+            for command in commands {
+                match command {
+                    Command::Ingest(items) => {
+                        for item in items {
+                            match item {
+                                Incoming::Event(event) => self.insert_event(&mut group, event)?,
+                                Incoming::DeadLetter(letter) => self.insert_dead_letter(&mut group, letter)?,
+                            }
+                        }
+                    }
+                    Command::Ack { route, first, last, batch } => self.delete_acked(&mut group, route, first, last, batch)?,
+                    Command::Read { route, after, limit, reply } => reads.push((route, after, limit, reply)),
+                    Command::Shutdown => stop = true,
+                }
+            }
+            if group.dead_letters > 0 {
+                self.conn
+                    .prepare_cached("DELETE FROM dead_letters WHERE id <= (SELECT MAX(id) FROM dead_letters) - ?1")?
+                    .execute(params![self.config.dead_letters_max as i64])?;
+            }
+            self.write_counters(&group)?;
+            self.conn.execute_batch("COMMIT")
+        })();
+        match result {
+            Ok(()) => self.after_commit(group),
+            Err(err) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                self.after_failure(group, &err)
+            }
+        }
+        for (route, after, limit, reply) in reads {
+            let _ = reply.send(self.read(route, after, limit).map_err(StoreError::from));
+        }
+        stop
+    }
+
+    fn insert_event(&mut self, group: &mut Group, event: NewEvent) -> Result<(), rusqlite::Error> {
+        let mark = self.devices.get(&event.device).copied();
+        if matches!(mark, Some((boot, seq)) if boot == event.boot && event.seq <= seq) {
+            group.duplicates += 1;
+            group.done.extend(event.done);
+            return Ok(());
+        }
+        if self.config.when_full == WhenFull::RejectNew && self.used_bytes >= self.config.max_bytes.bytes() {
+            group.rejected += 1;
+            // No `done`: an external broker keeps the message and redelivers it later.
+            return Ok(());
+        }
+        let mut insert = self.conn.prepare_cached("INSERT INTO events (route, received_ms, payload) VALUES (?1, ?2, ?3)")?;
+        for &route in &event.routes {
+            let Some(state) = self.routes.get(route) else { continue };
+            insert.execute(params![state.db_id, event.received_ms, event.payload])?;
+            let delta = group.route_delta.entry(route).or_default();
+            delta.0 += 1;
+            delta.1 += event.payload.len() as i64;
+        }
+        drop(insert);
+        self.conn
+            .prepare_cached(
+                "INSERT INTO devices (device, boot, seq, last_seen_ms) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(device) DO UPDATE SET boot = excluded.boot, seq = excluded.seq, last_seen_ms = excluded.last_seen_ms",
+            )?
+            .execute(params![event.device, event.boot, event.seq, event.received_ms])?;
+        group.marks_before.entry(event.device.clone()).or_insert(mark);
+        self.devices.insert(event.device, (event.boot, event.seq));
+        group.committed_events += 1;
+        group.done.extend(event.done);
+        Ok(())
+    }
+
+    fn insert_dead_letter(&mut self, group: &mut Group, letter: DeadLetter) -> Result<(), rusqlite::Error> {
+        self.conn
+            .prepare_cached("INSERT INTO dead_letters (received_ms, topic, reason, payload) VALUES (?1, ?2, ?3, ?4)")?
+            .execute(params![letter.received_ms, letter.topic, letter.reason, letter.payload])?;
+        group.dead_letters += 1;
+        group.done.extend(letter.done);
+        Ok(())
+    }
+
+    fn delete_acked(&mut self, group: &mut Group, route: usize, first: i64, last: i64, batch: u64) -> Result<(), rusqlite::Error> {
+        let Some(state) = self.routes.get(route) else { return Ok(()) };
+        let mut stmt = self
+            .conn
+            .prepare_cached("DELETE FROM events WHERE route = ?1 AND id BETWEEN ?2 AND ?3 RETURNING length(payload)")?;
+        let sizes = stmt.query_map(params![state.db_id, first, last], |r| r.get::<_, i64>(0))?;
+        let delta = group.route_delta.entry(route).or_default();
+        for size in sizes {
+            delta.0 -= 1;
+            delta.1 -= size?;
+        }
+        group.batches.push((route, batch));
+        Ok(())
+    }
+
+    fn write_counters(&mut self, group: &Group) -> Result<(), rusqlite::Error> {
+        for (&route, &(rows, bytes)) in &group.route_delta {
+            self.conn
+                .prepare_cached("UPDATE routes SET depth = MAX(depth + ?1, 0), bytes = MAX(bytes + ?2, 0) WHERE id = ?3")?
+                .execute(params![rows, bytes, self.routes[route].db_id])?;
+        }
+        for &(route, batch) in &group.batches {
+            self.conn
+                .prepare_cached("UPDATE routes SET last_batch = MAX(last_batch, ?1) WHERE id = ?2")?
+                .execute(params![batch as i64, self.routes[route].db_id])?;
+        }
+        Ok(())
+    }
+
+    fn after_commit(&mut self, group: Group) {
+        let mut notify = false;
+        for (&route, &(rows, bytes)) in &group.route_delta {
+            let state = &mut self.routes[route];
+            state.depth = state.depth.saturating_add_signed(rows);
+            state.bytes = state.bytes.saturating_add_signed(bytes);
+            // Depth before the counter: the forwarder reads the counter, then the depth.
+            if let Some(m) = self.metrics.routes.get(route) {
+                m.depth.set(state.depth);
+            }
+            if rows > 0 {
+                self.committed.counts[route].fetch_add(rows as u64, Ordering::Release);
+                notify = true;
+            }
+        }
+        for &(route, batch) in &group.batches {
+            self.routes[route].last_batch = self.routes[route].last_batch.max(batch);
+        }
+        if notify {
+            self.committed.notify.notify_waiters();
+            self.committed.notify.notify_one();
+        }
+        self.metrics.committed.add(group.committed_events);
+        self.metrics.dead_letters.add(group.dead_letters);
+        self.metrics.count_drop(DropReason::Duplicate, group.duplicates);
+        self.metrics.count_drop(DropReason::Full, group.rejected);
+        if group.rejected > 0 {
+            self.log_full(group.rejected, "refused new events (when_full = \"reject_new\")");
+        }
+        if !group.marks_before.is_empty() {
+            if let Some(acks) = &self.acks {
+                let marks = group
+                    .marks_before
+                    .keys()
+                    .filter_map(|d| self.devices.get(d).map(|&(boot, seq)| DeviceAck { device: d.clone(), boot, seq }))
+                    .collect();
+                let _ = acks.send(marks);
+            }
+        }
+        for done in group.done {
+            done();
+        }
+        self.refresh_gauges();
+        if self.config.when_full == WhenFull::DropOldest && self.used_bytes > self.config.max_bytes.bytes() {
+            if let Err(err) = self.drop_oldest() {
+                error!(error = %err, "could not drop the oldest events of a full journal");
+            }
+        }
+    }
+
+    fn after_failure(&mut self, group: Group, err: &rusqlite::Error) {
+        // Nothing of the group is durable: undo the in-memory marks so that the devices'
+        // retransmits are accepted, and run no `done` (external brokers redeliver).
+        for (device, before) in group.marks_before {
+            match before {
+                Some(mark) => self.devices.insert(device, mark),
+                None => self.devices.remove(&device),
+            };
+        }
+        error!(error = %err, events = group.committed_events, "commit failed; the group was not stored and devices were not acknowledged");
+    }
+
+    fn read(&mut self, route: usize, after: i64, limit: usize) -> Result<Vec<Row>, rusqlite::Error> {
+        let Some(state) = self.routes.get(route) else { return Ok(Vec::new()) };
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, received_ms, payload FROM events WHERE route = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(params![state.db_id, after, limit as i64], |r| {
+            Ok(Row { id: r.get(0)?, received_ms: r.get(1)?, payload: r.get(2)? })
+        })?;
+        rows.collect()
+    }
+
+    /// Deletes rows chosen by `select` (ids, oldest first), counting them under `reason`.
+    fn drop_rows(&mut self, where_clause: &str, param: i64, reason: DropReason) -> Result<u64, rusqlite::Error> {
+        let sql = format!(
+            "DELETE FROM events WHERE id IN (SELECT id FROM events ORDER BY id LIMIT ?1) {where_clause} RETURNING route, length(payload)"
+        );
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        let result = self.drop_rows_in_transaction(&sql, where_clause.is_empty(), param);
+        let delta = match result {
+            Ok(delta) => delta,
+            Err(err) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                return Err(err);
+            }
+        };
+        let group = Group { route_delta: delta, ..Group::default() };
+        if let Err(err) = self.write_counters(&group).and_then(|()| self.conn.execute_batch("COMMIT")) {
+            let _ = self.conn.execute_batch("ROLLBACK");
+            return Err(err);
+        }
+        let dropped: i64 = group.route_delta.values().map(|d| -d.0).sum();
+        for (&route, &(rows, bytes)) in &group.route_delta {
+            let state = &mut self.routes[route];
+            state.depth = state.depth.saturating_add_signed(rows);
+            state.bytes = state.bytes.saturating_add_signed(bytes);
+        }
+        self.metrics.count_drop(reason, dropped as u64);
+        Ok(dropped as u64)
+    }
+
+    fn drop_rows_in_transaction(&mut self, sql: &str, limit_only: bool, param: i64) -> Result<HashMap<usize, (i64, i64)>, rusqlite::Error> {
+        let mut delta: HashMap<usize, (i64, i64)> = HashMap::new();
+        {
+            let mut stmt = self.conn.prepare_cached(sql)?;
+            let mut rows = if limit_only {
+                stmt.query(params![RETENTION_CHUNK.min(param)])?
+            } else {
+                stmt.query(params![RETENTION_CHUNK, param])?
+            };
+            while let Some(row) = rows.next()? {
+                let db_id: i64 = row.get(0)?;
+                let size: i64 = row.get(1)?;
+                if let Some(&route) = self.route_index.get(&db_id) {
+                    let d = delta.entry(route).or_default();
+                    d.0 -= 1;
+                    d.1 -= size;
+                }
+            }
+        }
+        Ok(delta)
+    }
+
+    fn drop_oldest(&mut self) -> Result<(), rusqlite::Error> {
+        // Drop down to 95% of the bound, so that the next commits do not each drop a few.
+        let target = self.config.max_bytes.bytes() / 100 * 95;
+        let mut total = 0;
+        for _ in 0..16 {
+            if self.used_bytes <= target {
+                break;
+            }
+            let rows: u64 = self.routes.iter().map(|r| r.depth).sum();
+            let bytes: u64 = self.routes.iter().map(|r| r.bytes).sum();
+            // Estimate rows to free from the average row (payload + index + overhead).
+            let per_row = (bytes / rows.max(1)).max(1) + 48;
+            let want = ((self.used_bytes - target) / per_row).max(64) as i64;
+            let dropped = self.drop_rows("", want, DropReason::Full)?;
+            self.refresh_gauges();
+            total += dropped;
+            if dropped == 0 {
+                break;
+            }
+        }
+        if total > 0 {
+            self.log_full(total, "dropped the oldest events (when_full = \"drop_oldest\")");
+        }
+        Ok(())
+    }
+
+    fn log_full(&mut self, count: u64, what: &str) {
+        let quiet = self.last_full_log.is_some_and(|t| t.elapsed() < Duration::from_secs(10));
+        if !quiet {
+            warn!(count, max_bytes = %self.config.max_bytes, "journal full: {what}; further messages suppressed for 10s");
+            self.last_full_log = Some(Instant::now());
+        }
+    }
+
+    fn maintenance(&mut self) -> Result<(), rusqlite::Error> {
+        let cutoff = super::now_ms() - self.config.max_age.as_millis() as i64;
+        let mut expired = 0;
+        for _ in 0..10 {
+            let n = self.drop_rows("AND received_ms < ?2", cutoff, DropReason::Ttl)?;
+            expired += n;
+            if n < RETENTION_CHUNK as u64 {
+                break;
+            }
+        }
+        if expired > 0 {
+            warn!(count = expired, max_age = ?self.config.max_age, "dropped events older than store.max_age");
+        }
+        let (pages, free): (i64, i64) = self.conn.query_row(
+            "SELECT (SELECT page_count FROM pragma_page_count()), (SELECT freelist_count FROM pragma_freelist_count())",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        if free > 1024 && free * 10 > pages {
+            debug!(free_pages = free, "giving free journal pages back to the file system");
+            self.conn.query_row("PRAGMA incremental_vacuum(4096)", [], |_| Ok(())).or_else(ignore_no_rows)?;
+        }
+        for (i, route) in self.routes.iter().enumerate() {
+            let oldest: Option<i64> = self
+                .conn
+                .prepare_cached("SELECT received_ms FROM events WHERE route = ?1 ORDER BY id LIMIT 1")?
+                .query_row(params![route.db_id], |r| r.get(0))
+                .optional()?;
+            if let Some(m) = self.metrics.routes.get(i) {
+                m.oldest_ms.set(oldest.unwrap_or(0).max(0) as u64);
+            }
+        }
+        self.refresh_gauges();
+        Ok(())
+    }
+
+    /// Re-reads the bytes in use and publishes the per-route gauges.
+    fn refresh_gauges(&mut self) {
+        let used = self.conn.query_row(
+            "SELECT (SELECT page_count FROM pragma_page_count()) - (SELECT freelist_count FROM pragma_freelist_count())",
+            [],
+            |r| r.get::<_, i64>(0),
+        );
+        if let Ok(pages) = used {
+            self.used_bytes = pages.max(0) as u64 * self.page_size;
+        }
+        self.metrics.store_bytes.set(self.used_bytes);
+        for (state, metrics) in self.routes.iter().zip(&self.metrics.routes) {
+            metrics.depth.set(state.depth);
+            metrics.bytes.set(state.bytes);
+        }
+    }
+}
+
+fn ignore_no_rows(err: rusqlite::Error) -> Result<(), rusqlite::Error> {
+    if err == rusqlite::Error::QueryReturnedNoRows {
+        Ok(())
+    } else {
+        Err(err)
+    }
+}

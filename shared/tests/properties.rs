@@ -1,0 +1,110 @@
+//! Property tests: every valid event round-trips through every codec, and no input makes a
+//! decoder panic.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use edge_event::{
+    decode, decode_any, decode_cobs, encode, encode_cobs, Ack, Event, Value, MAX_COBS_FRAME_LEN,
+    MAX_ENCODED_LEN,
+};
+use proptest::prelude::*;
+
+/// What JSON makes of an event: `F32` is written as its shortest decimal, which reads back
+/// as the `F64` of that decimal. Rust's own shortest formatting is the independent oracle.
+#[cfg(feature = "alloc")]
+fn json_normalised(mut event: Event) -> Event {
+    for reading in &mut event.readings {
+        if let Value::F32(v) = reading.value {
+            reading.value = Value::F64(v.to_string().parse().unwrap());
+        }
+    }
+    event
+}
+
+/// Valid encodings with a few bytes overwritten: reach deeper than random bytes do.
+fn corrupted_encoding() -> impl Strategy<Value = Vec<u8>> {
+    (common::valid_event(), prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4)).prop_map(
+        |(event, edits)| {
+            let mut buf = [0u8; MAX_ENCODED_LEN];
+            let len = encode(&event, &mut buf).unwrap();
+            let mut bytes = buf[..len].to_vec();
+            for (at, byte) in edits {
+                let i = at.index(bytes.len());
+                bytes[i] = byte;
+            }
+            bytes
+        },
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn every_valid_event_round_trips_through_postcard_exactly(event in common::valid_event()) {
+        prop_assert_eq!(event.validate(None), Ok(()));
+        let mut buf = [0u8; MAX_ENCODED_LEN];
+        let len = encode(&event, &mut buf).unwrap();
+        prop_assert_eq!(decode(&buf[..len]).unwrap(), event.clone());
+        prop_assert_eq!(decode_any(&buf[..len]).unwrap(), (event, edge_event::Format::Postcard));
+    }
+
+    #[test]
+    fn every_valid_event_round_trips_through_cobs_frames(event in common::valid_event()) {
+        let mut buf = [0u8; MAX_COBS_FRAME_LEN];
+        let len = encode_cobs(&event, &mut buf).unwrap();
+        prop_assert_eq!(buf[len - 1], 0);
+        prop_assert!(!buf[..len - 1].contains(&0));
+        prop_assert_eq!(decode_cobs(&mut buf[..len]).unwrap(), event);
+    }
+
+    #[cfg(feature = "alloc")]
+    #[test]
+    fn every_valid_event_round_trips_through_json_with_f32_as_its_decimal(event in common::valid_event()) {
+        let json = edge_event::json::to_vec(&event);
+        let back = edge_event::json::from_slice(&json);
+        prop_assert_eq!(back.as_ref(), Ok(&json_normalised(event.clone())), "{}", String::from_utf8_lossy(&json));
+        // serde_json agrees it is one valid JSON object.
+        let value: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        prop_assert!(value.is_object());
+        prop_assert_eq!(decode_any(&json).unwrap().1, edge_event::Format::Json);
+    }
+
+    #[test]
+    fn every_ack_round_trips_through_json(boot in any::<u32>(), seq in any::<u32>()) {
+        let mut buf = [0u8; Ack::MAX_JSON_LEN];
+        let len = Ack { boot, seq }.encode_json(&mut buf).unwrap();
+        prop_assert_eq!(Ack::decode_json(&buf[..len]), Ok(Ack { boot, seq }));
+    }
+
+    #[test]
+    fn random_bytes_never_make_a_decoder_panic(bytes in prop::collection::vec(any::<u8>(), 0..1024)) {
+        let _ = decode(&bytes);
+        let _ = decode_any(&bytes);
+        let _ = Ack::decode_json(&bytes);
+        let _ = decode_cobs(&mut bytes.clone());
+        #[cfg(feature = "alloc")]
+        let _ = edge_event::json::from_slice(&bytes);
+    }
+
+    #[test]
+    fn corrupted_encodings_never_make_a_decoder_panic(bytes in corrupted_encoding()) {
+        let _ = decode(&bytes);
+        let _ = decode_cobs(&mut bytes.clone());
+        if let Ok(event) = decode(&bytes) {
+            // Whatever decodes re-encodes to the same bytes: the decoding is canonical.
+            let mut buf = [0u8; MAX_ENCODED_LEN];
+            let len = encode(&event, &mut buf).unwrap();
+            prop_assert_eq!(&buf[..len], &bytes[..]);
+        }
+    }
+
+    #[test]
+    fn json_like_text_never_makes_a_decoder_panic(text in r#"[{}\[\]":,0-9a-z .eE+\\-]{0,200}"#) {
+        let _ = decode_any(text.as_bytes());
+        let _ = Ack::decode_json(text.as_bytes());
+        #[cfg(feature = "alloc")]
+        let _ = edge_event::json::from_slice(text.as_bytes());
+    }
+}
