@@ -16,7 +16,7 @@ use crate::limits::FORMAT_VERSION;
 pub enum Format {
     /// A postcard [`Envelope`](crate::Envelope), as firmware sends.
     Postcard,
-    /// The JSON object of [`json`](crate::json).
+    /// The JSON object of `json`.
     Json,
 }
 
@@ -74,8 +74,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
     let (&version, rest) = bytes.split_first().ok_or(DecodeError::Truncated)?;
     match version {
         FORMAT_VERSION => {
-            let (event, rest) =
-                postcard::take_from_bytes::<Event>(rest).map_err(decode_error)?;
+            let (event, rest) = postcard::take_from_bytes::<Event>(rest).map_err(decode_error)?;
             if rest.is_empty() {
                 Ok(event)
             } else {

@@ -19,6 +19,7 @@ pub(crate) fn format_u64(mut value: u64, buf: &mut [u8; U64_DIGITS]) -> &[u8] {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

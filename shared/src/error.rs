@@ -62,7 +62,7 @@ impl Field {
             Field::MetaKey => "meta key",
             Field::MetaValue => "meta value",
             Field::Readings => "readings",
-            Field::Meta => "meta",
+            Field::Meta => "meta entries",
         }
     }
 }
@@ -79,7 +79,7 @@ impl fmt::Display for TooLong {
         match self.field {
             Field::Readings | Field::Meta => write!(
                 f,
-                "too many {} entries: at most {} are allowed",
+                "too many {}: at most {} are allowed",
                 self.field.name(),
                 self.field.max()
             ),

@@ -1,6 +1,6 @@
 //! The event types. Their serde derives *are* the postcard wire format (see the crate
 //! docs' "Wire format" rules before touching a field); JSON is written by hand in
-//! [`json`](crate::json).
+//! `json`.
 
 use serde::{Deserialize, Serialize};
 
@@ -127,13 +127,22 @@ pub struct Ack {
     pub seq: u32,
 }
 
-pub(crate) fn bounded<const N: usize>(s: &str, field: Field) -> Result<heapless::String<N>, TooLong> {
+pub(crate) fn bounded<const N: usize>(
+    s: &str,
+    field: Field,
+) -> Result<heapless::String<N>, TooLong> {
     heapless::String::try_from(s).map_err(|_| TooLong { field })
 }
 
 impl Event {
     /// Starts an event with no readings and no meta; fails if `device` or `kind` is too long.
-    pub fn new(device: &str, boot: u32, seq: u32, ts: Timestamp, kind: &str) -> Result<Self, TooLong> {
+    pub fn new(
+        device: &str,
+        boot: u32,
+        seq: u32,
+        ts: Timestamp,
+        kind: &str,
+    ) -> Result<Self, TooLong> {
         Ok(Event {
             device: bounded(device, Field::DeviceId)?,
             boot,
@@ -147,15 +156,17 @@ impl Event {
 
     /// Appends a reading; fails when the event already has [`MAX_READINGS`](crate::MAX_READINGS).
     pub fn push_reading(&mut self, reading: Reading) -> Result<(), TooLong> {
-        self.readings
-            .push(reading)
-            .map_err(|_| TooLong { field: Field::Readings })
+        self.readings.push(reading).map_err(|_| TooLong {
+            field: Field::Readings,
+        })
     }
 
     /// Appends a metadata entry; fails when a string is too long or the event is full.
     pub fn push_meta(&mut self, key: &str, value: &str) -> Result<(), TooLong> {
         let entry = MetaEntry::new(key, value)?;
-        self.meta.push(entry).map_err(|_| TooLong { field: Field::Meta })
+        self.meta
+            .push(entry)
+            .map_err(|_| TooLong { field: Field::Meta })
     }
 
     /// The reading called `name`, if any.
@@ -209,7 +220,9 @@ impl Value {
     pub fn bytes(bytes: &[u8]) -> Result<Self, TooLong> {
         heapless::Vec::from_slice(bytes)
             .map(Value::Bytes)
-            .map_err(|_| TooLong { field: Field::Bytes })
+            .map_err(|_| TooLong {
+                field: Field::Bytes,
+            })
     }
 
     /// The value as `f64` for the numeric variants (`I64` may round), `None` otherwise.
@@ -217,7 +230,6 @@ impl Value {
         match self {
             Value::F32(v) => Some(f64::from(*v)),
             Value::F64(v) => Some(*v),
-            #[allow(clippy::cast_precision_loss)]
             Value::I64(v) => Some(*v as f64),
             Value::Bool(_) | Value::Text(_) | Value::Bytes(_) => None,
         }

@@ -9,7 +9,7 @@
 //!   express (id characters, finite numbers, unique names, clock skew).
 //! - `codec`: the postcard codec, no heap: [`encode`], [`decode`], their COBS-framed twins
 //!   [`encode_cobs`] and [`decode_cobs`], and [`decode_any`], which also takes JSON.
-//! - [`json`] (feature `alloc`): the JSON form of an event, as devices may send it and
+//! - `json` (feature `alloc`): the JSON form of an event, as devices may send it and
 //!   cloud batches carry it.
 //! - `ack`: [`Ack`]'s heap-free JSON codec, [`Ack::encode_json`] and [`Ack::decode_json`].
 //! - [`topic`]: the device topics `devices/{device}/events|ack|commands`, heap-free.
@@ -41,7 +41,7 @@
 //!    is a version change too.
 //!
 //! The serde derives exist for that encoding only. The JSON form is written and read by
-//! hand in [`json`], so JSON can change shape without touching the wire.
+//! hand in `json`, so JSON can change shape without touching the wire.
 #![cfg_attr(not(any(test, feature = "std")), no_std)]
 #![deny(missing_docs)]
 

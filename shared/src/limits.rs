@@ -88,6 +88,7 @@ const MAX_EVENT_LEN: usize = str_len(MAX_DEVICE_ID_LEN)
     + MAX_META * META_LEN;
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

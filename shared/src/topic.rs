@@ -70,11 +70,15 @@ fn write_topic(device: &str, suffix: &str, out: &mut Topic) -> Result<(), Valida
     out.clear();
     // A valid id is at most 32 bytes, so the topic is at most 49 of the 64 bytes.
     let written = write!(out, "{PREFIX}{device}{suffix}");
-    debug_assert!(written.is_ok(), "topic capacity is sized for the longest id");
+    debug_assert!(
+        written.is_ok(),
+        "topic capacity is sized for the longest id"
+    );
     Ok(())
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

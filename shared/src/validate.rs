@@ -123,7 +123,7 @@ impl fmt::Display for ValidationError {
             ValidationError::TimestampInFuture { ts, now } => write!(
                 f,
                 "timestamp {ts} is {} s ahead of the gateway clock ({now}); at most {} s are allowed",
-                (ts - now) / 1000,
+                ts.saturating_sub(*now) / 1000,
                 MAX_FUTURE_SKEW_MS / 1000
             ),
         }

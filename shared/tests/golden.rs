@@ -24,7 +24,10 @@ fn encoded(event: &Event) -> Vec<u8> {
 #[test]
 fn each_value_variant_encodes_to_its_pinned_bytes() {
     // Variant index (varint), then the payload.
-    assert_eq!(postcard_bytes(&Value::F32(21.5)), [0x00, 0x00, 0x00, 0xAC, 0x41]);
+    assert_eq!(
+        postcard_bytes(&Value::F32(21.5)),
+        [0x00, 0x00, 0x00, 0xAC, 0x41]
+    );
     assert_eq!(
         postcard_bytes(&Value::F64(-1.5)),
         [0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xF8, 0xBF]
@@ -33,8 +36,14 @@ fn each_value_variant_encodes_to_its_pinned_bytes() {
     assert_eq!(postcard_bytes(&Value::I64(-2)), [0x02, 0x03]);
     assert_eq!(postcard_bytes(&Value::I64(300)), [0x02, 0xD8, 0x04]);
     assert_eq!(postcard_bytes(&Value::Bool(true)), [0x03, 0x01]);
-    assert_eq!(postcard_bytes(&Value::text("ok").unwrap()), [0x04, 0x02, b'o', b'k']);
-    assert_eq!(postcard_bytes(&Value::bytes(&[0x0A, 0x0B]).unwrap()), [0x05, 0x02, 0x0A, 0x0B]);
+    assert_eq!(
+        postcard_bytes(&Value::text("ok").unwrap()),
+        [0x04, 0x02, b'o', b'k']
+    );
+    assert_eq!(
+        postcard_bytes(&Value::bytes(&[0x0A, 0x0B]).unwrap()),
+        [0x05, 0x02, 0x0A, 0x0B]
+    );
 }
 
 #[test]
@@ -125,9 +134,9 @@ fn a_cobs_frame_is_pinned_and_ends_with_its_zero_terminator() {
     let mut buf = [0u8; MAX_COBS_FRAME_LEN];
     let len = encode_cobs(&common::door(), &mut buf).unwrap();
     let frame = [
-        0x1F, 0x01, 0x06, b'd', b'o', b'o', b'r', b'-', b'1', 0x02, 0x01, 0x01, 0x80, 0xD0,
-        0xDF, 0xB4, 0xAB, 0x33, 0x04, b'd', b'o', b'o', b'r', 0x01, 0x04, b'o', b'p', b'e',
-        b'n', 0x03, 0x01, 0x01, 0x01, 0x00,
+        0x1F, 0x01, 0x06, b'd', b'o', b'o', b'r', b'-', b'1', 0x02, 0x01, 0x01, 0x80, 0xD0, 0xDF,
+        0xB4, 0xAB, 0x33, 0x04, b'd', b'o', b'o', b'r', 0x01, 0x04, b'o', b'p', b'e', b'n', 0x03,
+        0x01, 0x01, 0x01, 0x00,
     ];
     assert_eq!(buf[..len], frame);
     assert_eq!(decode_cobs(&mut buf[..len]).unwrap(), common::door());
@@ -143,7 +152,14 @@ fn the_ack_json_is_pinned() {
 #[cfg(feature = "alloc")]
 #[test]
 fn the_design_doc_json_example_is_written_byte_for_byte() {
-    let mut event = Event::new("d1", 1, 42, Timestamp::Millis(1_764_000_000_123), "temperature").unwrap();
+    let mut event = Event::new(
+        "d1",
+        1,
+        42,
+        Timestamp::Millis(1_764_000_000_123),
+        "temperature",
+    )
+    .unwrap();
     event
         .push_reading(edge_event::Reading::new("celsius", Value::F32(21.5)).unwrap())
         .unwrap();
@@ -158,20 +174,37 @@ fn every_json_value_form_is_pinned() {
         r#"{"device":"gps-3","boot":9,"seq":1000,"ts":1764000000500,"type":"gps","readings":"#,
         r#"{"lat":52.520008,"lon":13.404954,"alt_m":{"value":34.5,"unit":"m"},"fix":"3d"}}"#
     );
-    assert_eq!(String::from_utf8(edge_event::json::to_vec(&common::gps())).unwrap(), expected);
+    assert_eq!(
+        String::from_utf8(edge_event::json::to_vec(&common::gps())).unwrap(),
+        expected
+    );
     let expected = concat!(
         r#"{"device":"env-7","boot":3,"seq":42,"ts":1764000000123,"type":"environment","readings":"#,
         r#"{"celsius":{"value":21.5,"unit":"C"},"humidity":{"value":48.25,"unit":"%"},"#,
         r#""pressure_hpa":1013.25,"co2_ppm":412},"meta":{"fw":"1.2.0"}}"#
     );
-    assert_eq!(String::from_utf8(edge_event::json::to_vec(&common::environment())).unwrap(), expected);
+    assert_eq!(
+        String::from_utf8(edge_event::json::to_vec(&common::environment())).unwrap(),
+        expected
+    );
     let mut event = common::counter();
-    event.push_reading(edge_event::Reading::new("raw", Value::bytes(&[0x0A, 0xFF]).unwrap()).unwrap()).unwrap();
-    event.push_reading(edge_event::Reading::new("ok", Value::Bool(false)).unwrap()).unwrap();
-    event.push_reading(edge_event::Reading::new("avg", Value::F64(2.0)).unwrap()).unwrap();
+    event
+        .push_reading(
+            edge_event::Reading::new("raw", Value::bytes(&[0x0A, 0xFF]).unwrap()).unwrap(),
+        )
+        .unwrap();
+    event
+        .push_reading(edge_event::Reading::new("ok", Value::Bool(false)).unwrap())
+        .unwrap();
+    event
+        .push_reading(edge_event::Reading::new("avg", Value::F64(2.0)).unwrap())
+        .unwrap();
     let expected = concat!(
         r#"{"device":"counter-1","boot":1,"seq":7,"ts":null,"type":"counter","readings":"#,
         r#"{"count":123456,"raw":{"hex":"0aff"},"ok":false,"avg":2.0}}"#
     );
-    assert_eq!(String::from_utf8(edge_event::json::to_vec(&event)).unwrap(), expected);
+    assert_eq!(
+        String::from_utf8(edge_event::json::to_vec(&event)).unwrap(),
+        expected
+    );
 }

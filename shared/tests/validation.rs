@@ -52,7 +52,10 @@ fn a_device_id_that_cannot_be_a_topic_level_is_rejected() {
 fn a_device_id_over_the_limit_is_rejected_when_checked_as_a_str() {
     let err = validate_device_id(&"a".repeat(33)).unwrap_err();
     assert_eq!(err, ValidationError::DeviceIdTooLong { len: 33 });
-    assert_eq!(err.to_string(), "device id is 33 bytes long; at most 32 are allowed");
+    assert_eq!(
+        err.to_string(),
+        "device id is 33 bytes long; at most 32 are allowed"
+    );
     assert_eq!(validate_device_id("gw-01.site:7_a"), Ok(()));
 }
 
@@ -82,7 +85,10 @@ fn a_type_that_cannot_be_a_topic_level_is_rejected() {
 fn a_type_over_the_limit_is_rejected_when_checked_as_a_str() {
     let err = validate_event_type(&"t".repeat(40)).unwrap_err();
     assert_eq!(err, ValidationError::TypeTooLong { len: 40 });
-    assert_eq!(err.to_string(), "event type is 40 bytes long; at most 32 are allowed");
+    assert_eq!(
+        err.to_string(),
+        "event type is 40 bytes long; at most 32 are allowed"
+    );
 }
 
 #[test]
@@ -112,7 +118,9 @@ fn a_nan_or_infinite_reading_is_rejected_with_its_name() {
 #[test]
 fn two_readings_with_the_same_name_are_rejected() {
     let mut event = common::door();
-    event.push_reading(Reading::new("open", Value::Bool(false)).unwrap()).unwrap();
+    event
+        .push_reading(Reading::new("open", Value::Bool(false)).unwrap())
+        .unwrap();
     assert_eq!(
         event.validate(None),
         Err(ValidationError::DuplicateReading {
@@ -128,7 +136,9 @@ fn two_readings_with_the_same_name_are_rejected() {
 #[test]
 fn a_reading_without_a_name_is_rejected() {
     let mut event = common::door();
-    event.push_reading(Reading::new("", Value::I64(1)).unwrap()).unwrap();
+    event
+        .push_reading(Reading::new("", Value::I64(1)).unwrap())
+        .unwrap();
     assert_eq!(event.validate(None), Err(ValidationError::EmptyReadingName));
     assert_eq!(message(&event, None), "a reading has an empty name");
 }

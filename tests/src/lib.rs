@@ -1,1 +1,43 @@
-//! placeholder
+//! Harness for end-to-end tests and benchmarks: starts the real `edge-gateway` binary, a
+//! real Mosquitto as the cloud, real MQTT clients, and waits on events (a port answering,
+//! `/readyz` saying ready, a count reached) instead of sleeping.
+//!
+//! - [`gateway`]: build once, start with a config, wait until ready, SIGKILL / SIGTERM.
+//! - [`mosquitto`]: a broker on a random loopback port, started and stopped at will.
+//! - [`clients`]: device publishers and a cloud subscriber that counts by `(device, boot, seq)`.
+//! - [`http`]: a minimal HTTP GET for `/api/status` and `/metrics`.
+
+pub mod clients;
+pub mod gateway;
+pub mod http;
+pub mod mosquitto;
+
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+/// A free TCP port on 127.0.0.1 (bound, then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port on loopback")
+}
+
+/// Polls `check` every 10 ms until it returns Some, or panics with `what` after `timeout`.
+pub fn wait_until<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A device event in the JSON form of DESIGN.md.
+pub fn event_json(device: &str, boot: u32, seq: u32) -> String {
+    format!(
+        r#"{{"device":"{device}","boot":{boot},"seq":{seq},"ts":1764000000123,"type":"temperature","readings":{{"celsius":21.5,"humidity":40.0}}}}"#
+    )
+}

@@ -17,14 +17,18 @@
 //!   decimal; `F64` always has a `.` or an exponent (`21.0`, not `21`) so it stays `F64`.
 //!   NaN and infinities, which [`Event::validate`] rejects, are written as `null`, and a
 //!   `null` reading is refused on input.
-//! - Unknown keys are ignored (forward compatibility); a known key of the wrong type, an
-//!   over-long string, too many readings or a duplicate key is an error naming the key.
+//! - `device`, `boot`, `seq`, `type` and `readings` are required; `ts`, `meta` and `v` are
+//!   optional. Unknown keys are ignored (forward compatibility); a known key of the wrong
+//!   type, a missing or duplicate key, an over-long string or too many entries is an error
+//!   naming the key. Repeated reading names are kept: [`Event::validate`] rejects them, as it
+//!   does for postcard.
 //!
 //! The writer is hand-rolled and appends to a `Vec<u8>` (the gateway builds batches by
 //! appending); the reader is serde_json with visitors specific to this shape. Neither uses
 //! the serde derives of the types, which are the postcard wire format.
 
 mod read;
+mod readings;
 mod write;
 
 pub use read::from_slice;

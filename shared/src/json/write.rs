@@ -153,6 +153,7 @@ fn write_str(out: &mut Vec<u8>, s: &str) {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -1,0 +1,177 @@
+//! The real `edge-gateway` binary: built once per test run, started with a generated
+//! config on random ports, observed through its HTTP endpoints, stopped with real signals.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use crate::{free_port, http, wait_until};
+
+/// Path of the binary: `$EDGE_GATEWAY_BIN`, or `cargo build -p edge-gateway` once
+/// (release when `EDGE_TEST_PROFILE=release`).
+pub fn binary() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Ok(path) = std::env::var("EDGE_GATEWAY_BIN") {
+            return PathBuf::from(path);
+        }
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_owned();
+        let release = std::env::var("EDGE_TEST_PROFILE").is_ok_and(|p| p == "release");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut build = Command::new(cargo);
+        build.current_dir(&workspace).args(["build", "-q", "-p", "edge-gateway", "--bin", "edge-gateway"]);
+        if release {
+            build.arg("--release");
+        }
+        let status = build.status().expect("cannot run cargo to build edge-gateway");
+        assert!(status.success(), "building edge-gateway failed");
+        let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| workspace.join("target"));
+        target.join(if release { "release" } else { "debug" }).join("edge-gateway")
+    })
+    .clone()
+}
+
+/// What a test gateway is configured with; the rest comes from the defaults.
+#[derive(Clone)]
+pub struct Setup {
+    /// Cloud broker port.
+    pub cloud_port: u16,
+    /// Device broker port (embedded).
+    pub devices_port: u16,
+    /// HTTP port.
+    pub http_port: u16,
+    /// Journal folder (kept across restarts of the same Setup).
+    pub data_dir: PathBuf,
+    /// Extra lines for `[store]`.
+    pub store: String,
+    /// Extra lines for `[cloud]`.
+    pub cloud: String,
+    /// Extra lines for `[devices]` (replaces `listen` when it sets `mode`).
+    pub devices: String,
+    /// The `batch = {...}` of the route.
+    pub batch: String,
+}
+
+impl Setup {
+    /// Random ports, a journal under `data_dir`.
+    pub fn new(cloud_port: u16, data_dir: &Path) -> Setup {
+        Setup {
+            cloud_port,
+            devices_port: free_port(),
+            http_port: free_port(),
+            data_dir: data_dir.to_owned(),
+            store: String::new(),
+            cloud: "backoff_min = \"50ms\"\nbackoff_max = \"500ms\"\n".into(),
+            devices: String::new(),
+            batch: "{ max_events = 500, max_bytes = \"64KiB\", max_delay = \"20ms\" }".into(),
+        }
+    }
+
+    /// The TOML text.
+    pub fn toml(&self) -> String {
+        let devices = if self.devices.contains("mode") {
+            self.devices.clone()
+        } else {
+            format!("listen = \"127.0.0.1:{}\"\n{}", self.devices_port, self.devices)
+        };
+        format!(
+            "[gateway]\nid = \"gw-test\"\ndata_dir = \"{data}\"\n\n[devices]\n{devices}\n[store]\nsynchronous = \"normal\"\n{store}\n\
+             [cloud]\nurl = \"mqtt://127.0.0.1:{cloud}\"\n{cloud_extra}\n[http]\nlisten = \"127.0.0.1:{http}\"\n\n\
+             [[routes]]\nname = \"telemetry\"\nfrom = \"devices/+/events\"\nto = \"gateways/{{gateway}}/telemetry\"\nbatch = {batch}\n",
+            data = self.data_dir.display(),
+            store = self.store,
+            cloud = self.cloud_port,
+            cloud_extra = self.cloud,
+            http = self.http_port,
+            batch = self.batch,
+        )
+    }
+}
+
+/// A running gateway process; SIGKILLed on drop.
+pub struct Gateway {
+    /// How it was configured.
+    pub setup: Setup,
+    child: Option<Child>,
+    /// Its stderr log file.
+    pub log: PathBuf,
+    _config_dir: tempfile::TempDir,
+}
+
+impl Gateway {
+    /// Starts the binary and waits until `/readyz` answers 200.
+    pub fn start(setup: &Setup) -> Gateway {
+        let gateway = Gateway::spawn(setup);
+        let port = setup.http_port;
+        let log = gateway.log.clone();
+        wait_until(Duration::from_secs(30), "the gateway to be ready", || {
+            if let Some((200, _)) = http::get(port, "/readyz") {
+                return Some(());
+            }
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            assert!(!text.contains("edge-gateway: "), "the gateway failed to start:\n{text}");
+            None
+        });
+        gateway
+    }
+
+    /// Starts the binary without waiting.
+    pub fn spawn(setup: &Setup) -> Gateway {
+        let config_dir = tempfile::tempdir().expect("temp dir");
+        let config = config_dir.path().join("gateway.toml");
+        std::fs::write(&config, setup.toml()).expect("write config");
+        let log = config_dir.path().join("gateway.log");
+        let stderr = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(binary())
+            .args(["run", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "info,rumqttd=off")
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("cannot start edge-gateway");
+        Gateway { setup: setup.clone(), child: Some(child), log, _config_dir: config_dir }
+    }
+
+    /// Its log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `kill -9`.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then waits for the exit.
+    pub fn terminate(&mut self) -> Option<ExitStatus> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        child.wait().ok()
+    }
+
+    /// Waits for the process to exit by itself.
+    pub fn wait(&mut self) -> Option<ExitStatus> {
+        self.child.take()?.wait().ok()
+    }
+
+    /// `/api/status`.
+    pub fn status(&self) -> serde_json::Value {
+        http::status(self.setup.http_port)
+    }
+
+    /// Queue depth of the route.
+    pub fn queue_depth(&self) -> u64 {
+        self.status()["routes"][0]["queue_depth"].as_u64().unwrap_or(0)
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -1,0 +1,78 @@
+//! Mosquitto (Debian's) as a real cloud broker on a random loopback port. It runs as root
+//! (`user root`) so its files stay readable, and with `max_queued_messages 0`, because its
+//! default of 1,000 silently drops QoS 1 messages for a slow subscriber.
+
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::{free_port, wait_until};
+
+/// A running Mosquitto; stopped (SIGKILL) on drop.
+pub struct Mosquitto {
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    extra: String,
+}
+
+impl Mosquitto {
+    /// Starts one on a free port.
+    pub fn start() -> Mosquitto {
+        Mosquitto::start_on(free_port(), "")
+    }
+
+    /// Starts one on `port` with extra config lines.
+    pub fn start_on(port: u16, extra: &str) -> Mosquitto {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut broker = Mosquitto { port, child: None, dir, extra: extra.to_owned() };
+        broker.restart();
+        broker
+    }
+
+    /// Not running yet: a port reserved for a cloud that is down at first.
+    pub fn down() -> Mosquitto {
+        let dir = tempfile::tempdir().expect("temp dir");
+        Mosquitto { port: free_port(), child: None, dir, extra: String::new() }
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.dir.path().join("mosquitto.conf")
+    }
+
+    /// (Re)starts it on the same port and waits until it accepts connections.
+    pub fn restart(&mut self) {
+        self.stop();
+        let config = format!(
+            "listener {} 127.0.0.1\nallow_anonymous true\nuser root\nmax_queued_messages 0\nmax_inflight_messages 0\n{}\n",
+            self.port, self.extra
+        );
+        std::fs::write(self.config_path(), config).expect("write mosquitto.conf");
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(self.config_path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto not installed: run scripts/test, which installs it");
+        self.child = Some(child);
+        let port = self.port;
+        wait_until(Duration::from_secs(10), "mosquitto to listen", || TcpStream::connect(("127.0.0.1", port)).ok());
+    }
+
+    /// Stops it (SIGKILL: the link drops as in a real outage).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
