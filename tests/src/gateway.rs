@@ -126,7 +126,7 @@ impl Gateway {
         let child = Command::new(binary())
             .args(["run", "--config"])
             .arg(&config)
-            .env("RUST_LOG", "info,rumqttd=off")
+            .env("RUST_LOG", std::env::var("EDGE_TEST_LOG").unwrap_or_else(|_| "info,rumqttd=off".into()))
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()

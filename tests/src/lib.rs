@@ -6,11 +6,13 @@
 //! - [`mosquitto`]: a broker on a random loopback port, started and stopped at will.
 //! - [`clients`]: device publishers and a cloud subscriber that counts by `(device, boot, seq)`.
 //! - [`http`]: a minimal HTTP GET for `/api/status` and `/metrics`.
+//! - [`proxy`]: a TCP proxy that cuts and restores the cloud link.
 
 pub mod clients;
 pub mod gateway;
 pub mod http;
 pub mod mosquitto;
+pub mod proxy;
 
 use std::net::TcpListener;
 use std::time::{Duration, Instant};

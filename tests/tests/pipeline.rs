@@ -7,6 +7,7 @@ use std::time::Duration;
 use edge_tests::clients::{device_events, publish_all, CloudSubscriber};
 use edge_tests::gateway::{Gateway, Setup};
 use edge_tests::mosquitto::Mosquitto;
+use edge_tests::proxy::Proxy;
 use edge_tests::{event_json, wait_until};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -57,21 +58,25 @@ async fn events_from_mosquitto_pub_and_many_devices_reach_the_cloud_once_with_fi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_wait_in_the_journal_while_the_cloud_is_down_and_all_arrive_in_order_after() {
-    let mut cloud = Mosquitto::down();
+    let cloud = Mosquitto::start();
+    let sub = CloudSubscriber::connect(cloud.port).await;
+    let link = Proxy::start(cloud.port).await;
+    link.cut();
     let data = tempfile::tempdir().unwrap();
-    let gateway = Gateway::start(&Setup::new(cloud.port, data.path()));
+    let gateway = Gateway::start(&Setup::new(link.port, data.path()));
     let devices = gateway.setup.devices_port;
-    let status = gateway.status();
-    assert_eq!(status["cloud_link_up"], false, "the cloud is down, the gateway is ready anyway");
+    assert_eq!(gateway.status()["cloud_link_up"], false, "the cloud is down, the gateway is ready anyway");
 
     for d in 0..4 {
         let device = format!("d{d}");
-        publish_all(devices, &device, device_events(&device, 1, 500)).await.unwrap();
+        if let Err(e) = publish_all(devices, &device, device_events(&device, 1, 500)).await {
+            panic!("{e}\n{}", gateway.log_text());
+        }
     }
     wait_until(WAIT, "2000 events in the journal", || (gateway.queue_depth() == 2000).then_some(()));
+    assert!(sub.snapshot().events.is_empty());
 
-    cloud.restart();
-    let sub = CloudSubscriber::connect(cloud.port).await;
+    link.restore();
     // Events keep coming while the backlog drains.
     for d in 0..4 {
         let device = format!("d{d}");
@@ -81,17 +86,18 @@ async fn events_wait_in_the_journal_while_the_cloud_is_down_and_all_arrive_in_or
     assert_eq!(got.distinct().len(), 2400);
     got.in_order_per_device().unwrap();
 
-    // A second outage in the middle of the flow.
-    cloud.stop();
+    // A second outage in the middle of the flow: the link is cut under the gateway.
+    link.cut();
     for d in 0..4 {
         let device = format!("d{d}");
         publish_all(devices, &device, device_events(&device, 601, 100)).await.unwrap();
     }
-    cloud.restart();
+    link.restore();
     let got = sub.wait_distinct(2800, WAIT);
     assert_eq!(got.distinct().len(), 2800);
     got.in_order_per_device().unwrap();
     assert!(gateway.status()["cloud_reconnects"].as_u64().unwrap() >= 1);
+    wait_until(Duration::from_secs(10), "the queue to empty", || (gateway.queue_depth() == 0).then_some(()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -30,6 +30,9 @@ pub struct Writer {
     committed: Arc<Committed>,
     acks: Option<mpsc::Sender<Vec<DeviceAck>>>,
     page_size: u64,
+    /// `reject_new` is refusing events until usage falls below 95% of the bound (so that
+    /// what is kept is the oldest run, without holes).
+    rejecting: bool,
     /// Journal bytes in use after the last commit.
     used_bytes: u64,
     last_full_log: Option<Instant>,
@@ -47,8 +50,15 @@ struct Group {
     dead_letters: u64,
     duplicates: u64,
     rejected: u64,
+    /// Oldest rows deleted to keep `max_bytes` (`drop_oldest`).
+    dropped_full: u64,
+    /// Estimated journal growth of the group so far (rows, index entries, overhead).
+    added_bytes: u64,
     batches: Vec<(usize, u64)>,
 }
+
+/// Estimated journal bytes of one row beyond its payload (row header, index entry, page slack).
+const ROW_OVERHEAD: u64 = 64;
 
 impl Writer {
     pub fn new(
@@ -71,6 +81,7 @@ impl Writer {
             committed,
             acks,
             page_size,
+            rejecting: false,
             used_bytes: 0,
             last_full_log: None,
         };
@@ -146,6 +157,9 @@ impl Writer {
                     .prepare_cached("DELETE FROM dead_letters WHERE id <= (SELECT MAX(id) FROM dead_letters) - ?1")?
                     .execute(params![self.config.dead_letters_max as i64])?;
             }
+            if self.config.when_full == WhenFull::DropOldest {
+                self.make_room(&mut group)?;
+            }
             self.write_counters(&group)?;
             self.conn.execute_batch("COMMIT")
         })();
@@ -169,7 +183,11 @@ impl Writer {
             group.done.extend(event.done);
             return Ok(());
         }
-        if self.config.when_full == WhenFull::RejectNew && self.used_bytes >= self.config.max_bytes.bytes() {
+        let growth = (event.payload.len() as u64 + ROW_OVERHEAD) * event.routes.len() as u64;
+        if self.config.when_full == WhenFull::RejectNew
+            && (self.rejecting || self.used_bytes + group.added_bytes + growth > self.config.max_bytes.bytes())
+        {
+            self.rejecting = true;
             group.rejected += 1;
             // No `done`: an external broker keeps the message and redelivers it later.
             return Ok(());
@@ -189,6 +207,7 @@ impl Writer {
                  ON CONFLICT(device) DO UPDATE SET boot = excluded.boot, seq = excluded.seq, last_seen_ms = excluded.last_seen_ms",
             )?
             .execute(params![event.device, event.boot, event.seq, event.received_ms])?;
+        group.added_bytes += growth;
         group.marks_before.entry(event.device.clone()).or_insert(mark);
         self.devices.insert(event.device, (event.boot, event.seq));
         group.committed_events += 1;
@@ -276,11 +295,22 @@ impl Writer {
         for done in group.done {
             done();
         }
+        self.metrics.count_drop(DropReason::Full, group.dropped_full);
+        if group.dropped_full > 0 {
+            self.log_full(group.dropped_full, "dropped the oldest events (when_full = \"drop_oldest\")");
+        }
         self.refresh_gauges();
-        if self.config.when_full == WhenFull::DropOldest && self.used_bytes > self.config.max_bytes.bytes() {
-            if let Err(err) = self.drop_oldest() {
-                error!(error = %err, "could not drop the oldest events of a full journal");
-            }
+        if !group.batches.is_empty() {
+            self.maybe_stop_rejecting();
+        }
+    }
+
+    /// `reject_new` accepts again once deletions (acks, TTL) brought usage under 95%.
+    /// Only deletions end it: an estimate that was too cautious must not let a later event
+    /// in after an earlier one was refused.
+    fn maybe_stop_rejecting(&mut self) {
+        if self.rejecting && self.used_bytes < self.config.max_bytes.bytes() / 100 * 95 {
+            self.rejecting = false;
         }
     }
 
@@ -358,30 +388,49 @@ impl Writer {
         Ok(delta)
     }
 
-    fn drop_oldest(&mut self) -> Result<(), rusqlite::Error> {
-        // Drop down to 95% of the bound, so that the next commits do not each drop a few.
-        let target = self.config.max_bytes.bytes() / 100 * 95;
-        let mut total = 0;
-        for _ in 0..16 {
-            if self.used_bytes <= target {
+    /// Within the group's transaction: deletes the oldest rows until the journal is back
+    /// under 95% of `max_bytes`, so the bound holds at every commit (`drop_oldest`).
+    fn make_room(&mut self, group: &mut Group) -> Result<(), rusqlite::Error> {
+        let max = self.config.max_bytes.bytes();
+        let target = max / 100 * 95;
+        let mut used = self.current_used()?;
+        if used <= max {
+            return Ok(());
+        }
+        for _ in 0..32 {
+            if used <= target {
                 break;
             }
-            let rows: u64 = self.routes.iter().map(|r| r.depth).sum();
-            let bytes: u64 = self.routes.iter().map(|r| r.bytes).sum();
+            let (rows, bytes) = self.routes.iter().fold((0i64, 0i64), |(r, b), s| (r + s.depth as i64, b + s.bytes as i64));
+            let (rows, bytes) = group.route_delta.values().fold((rows, bytes), |(r, b), d| (r + d.0, b + d.1));
             // Estimate rows to free from the average row (payload + index + overhead).
-            let per_row = (bytes / rows.max(1)).max(1) + 48;
-            let want = ((self.used_bytes - target) / per_row).max(64) as i64;
-            let dropped = self.drop_rows("", want, DropReason::Full)?;
-            self.refresh_gauges();
-            total += dropped;
+            let per_row = (bytes.max(1) / rows.max(1)).max(1) as u64 + ROW_OVERHEAD;
+            let want = ((used - target) / per_row).max(64) as i64;
+            let sql = "DELETE FROM events WHERE id IN (SELECT id FROM events ORDER BY id LIMIT ?1) RETURNING route, length(payload)";
+            let delta = self.drop_rows_in_transaction(sql, true, want)?;
+            let dropped: i64 = delta.values().map(|d| -d.0).sum();
+            for (route, (r, b)) in delta {
+                let entry = group.route_delta.entry(route).or_default();
+                entry.0 += r;
+                entry.1 += b;
+            }
+            group.dropped_full += dropped as u64;
+            used = self.current_used()?;
             if dropped == 0 {
                 break;
             }
         }
-        if total > 0 {
-            self.log_full(total, "dropped the oldest events (when_full = \"drop_oldest\")");
-        }
         Ok(())
+    }
+
+    /// Journal bytes in use now (pages minus free pages), inside or outside a transaction.
+    fn current_used(&self) -> Result<u64, rusqlite::Error> {
+        let pages: i64 = self.conn.query_row(
+            "SELECT (SELECT page_count FROM pragma_page_count()) - (SELECT freelist_count FROM pragma_freelist_count())",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(pages.max(0) as u64 * self.page_size)
     }
 
     fn log_full(&mut self, count: u64, what: &str) {
@@ -403,6 +452,8 @@ impl Writer {
             }
         }
         if expired > 0 {
+            self.refresh_gauges();
+            self.maybe_stop_rejecting();
             warn!(count = expired, max_age = ?self.config.max_age, "dropped events older than store.max_age");
         }
         let (pages, free): (i64, i64) = self.conn.query_row(
@@ -430,13 +481,8 @@ impl Writer {
 
     /// Re-reads the bytes in use and publishes the per-route gauges.
     fn refresh_gauges(&mut self) {
-        let used = self.conn.query_row(
-            "SELECT (SELECT page_count FROM pragma_page_count()) - (SELECT freelist_count FROM pragma_freelist_count())",
-            [],
-            |r| r.get::<_, i64>(0),
-        );
-        if let Ok(pages) = used {
-            self.used_bytes = pages.max(0) as u64 * self.page_size;
+        if let Ok(used) = self.current_used() {
+            self.used_bytes = used;
         }
         self.metrics.store_bytes.set(self.used_bytes);
         for (state, metrics) in self.routes.iter().zip(&self.metrics.routes) {
