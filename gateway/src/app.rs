@@ -40,9 +40,19 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let route_names: Vec<String> = config.routes.iter().map(|r| r.name.clone()).collect();
     let metrics = Arc::new(Metrics::new(&route_names));
     let (acks_tx, acks_rx) = mpsc::channel();
-    let (store, opened, writer) = store::open(&config.gateway.data_dir, &config.store, &route_names, metrics.clone(), Some(acks_tx))?;
+    let (store, opened, writer) = store::open(
+        &config.gateway.data_dir,
+        &config.store,
+        &route_names,
+        metrics.clone(),
+        Some(acks_tx),
+    )?;
     let backlog: u64 = opened.depth.iter().sum();
-    info!(backlog, took_ms = started.elapsed().as_millis() as u64, "journal open");
+    info!(
+        backlog,
+        took_ms = started.elapsed().as_millis() as u64,
+        "journal open"
+    );
 
     let stop = CancellationToken::new();
     let status = Arc::new(Status {
@@ -57,8 +67,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             // Bind now so that a taken port is a start-up error, not a log line.
             let task_status = status.clone();
             let task_stop = stop.clone();
-            let listener = std::net::TcpListener::bind(listen)
-                .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen for HTTP on {listen}: {e} (change [http].listen)")))?;
+            let listener = std::net::TcpListener::bind(listen).map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("cannot listen for HTTP on {listen}: {e} (change [http].listen)"),
+                )
+            })?;
             drop(listener);
             Some(tokio::spawn(async move {
                 if let Err(err) = http::serve(listen, task_status, task_stop).await {
@@ -81,7 +95,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
 
     let ingest = Ingest::new(config.routes.clone(), metrics.clone());
     let device_task = match &config.devices.mode {
-        DevicesMode::Embedded { listen, max_connections, broker_memory } => {
+        DevicesMode::Embedded {
+            listen,
+            max_connections,
+            broker_memory,
+        } => {
             let settings = embedded::BrokerSettings {
                 listen: *listen,
                 max_connections: *max_connections,
@@ -90,9 +108,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             };
             let runtime = tokio::runtime::Handle::current();
             let for_ingest = store.clone();
-            let started = tokio::task::spawn_blocking(move || embedded::start(settings, ingest, for_ingest, acks_rx, runtime))
-                .await
-                .map_err(|e| devices::DevicesError::Broker(e.to_string()))?;
+            let started = tokio::task::spawn_blocking(move || {
+                embedded::start(settings, ingest, for_ingest, acks_rx, runtime)
+            })
+            .await
+            .map_err(|e| devices::DevicesError::Broker(e.to_string()))?;
             if let Err(err) = started {
                 stop.cancel();
                 store.shutdown();

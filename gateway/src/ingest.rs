@@ -22,7 +22,11 @@ pub struct Ingest {
 impl Ingest {
     /// An ingest stage for these routes.
     pub fn new(routes: Vec<RouteConfig>, metrics: Arc<Metrics>) -> Ingest {
-        Ingest { routes, metrics, bad_log: RateLimited::new(Duration::from_secs(10)) }
+        Ingest {
+            routes,
+            metrics,
+            bad_log: RateLimited::new(Duration::from_secs(10)),
+        }
     }
 
     /// The MQTT filters to subscribe to on the device side, one per route, deduplicated.
@@ -55,21 +59,46 @@ impl Ingest {
         }
         let event = match edge_event::decode_any(payload) {
             Ok((event, _format)) => event,
-            Err(err) => return Some(self.dead_letter(topic, payload, format!("undecodable payload: {err}"), received_ms, done)),
+            Err(err) => {
+                return Some(self.dead_letter(
+                    topic,
+                    payload,
+                    format!("undecodable payload: {err}"),
+                    received_ms,
+                    done,
+                ))
+            }
         };
         if let Err(err) = event.validate(Some(received_ms.max(0) as u64)) {
-            return Some(self.dead_letter(topic, payload, format!("invalid event: {err}"), received_ms, done));
+            return Some(self.dead_letter(
+                topic,
+                payload,
+                format!("invalid event: {err}"),
+                received_ms,
+                done,
+            ));
         }
         if let Some(level) = device_level {
             if level != event.device.as_str() {
-                let reason = format!("the topic names device {level:?} but the event says {:?}", event.device.as_str());
+                let reason = format!(
+                    "the topic names device {level:?} but the event says {:?}",
+                    event.device.as_str()
+                );
                 return Some(self.dead_letter(topic, payload, reason, received_ms, done));
             }
         }
         let mut buf = [0u8; edge_event::MAX_ENCODED_LEN];
         let encoded = match edge_event::encode(&event, &mut buf) {
             Ok(len) => buf[..len].to_vec(),
-            Err(err) => return Some(self.dead_letter(topic, payload, format!("cannot re-encode event: {err}"), received_ms, done)),
+            Err(err) => {
+                return Some(self.dead_letter(
+                    topic,
+                    payload,
+                    format!("cannot re-encode event: {err}"),
+                    received_ms,
+                    done,
+                ))
+            }
         };
         Some(Incoming::Event(NewEvent {
             device: event.device.as_str().to_owned(),
@@ -82,12 +111,25 @@ impl Ingest {
         }))
     }
 
-    fn dead_letter(&mut self, topic: &str, payload: &[u8], reason: String, received_ms: i64, done: Option<Done>) -> Incoming {
+    fn dead_letter(
+        &mut self,
+        topic: &str,
+        payload: &[u8],
+        reason: String,
+        received_ms: i64,
+        done: Option<Done>,
+    ) -> Incoming {
         self.metrics.count_drop(DropReason::Invalid, 1);
         if let Some(suppressed) = self.bad_log.allow() {
             tracing::warn!(topic, %reason, suppressed, "bad device payload kept as a dead letter");
         }
-        Incoming::DeadLetter(DeadLetter { topic: topic.to_owned(), payload: payload.to_vec(), reason, received_ms, done })
+        Incoming::DeadLetter(DeadLetter {
+            topic: topic.to_owned(),
+            payload: payload.to_vec(),
+            reason,
+            received_ms,
+            done,
+        })
     }
 }
 
@@ -102,7 +144,11 @@ pub struct RateLimited {
 impl RateLimited {
     /// One line per `period`.
     pub fn new(period: Duration) -> Self {
-        RateLimited { period, last: None, suppressed: 0 }
+        RateLimited {
+            period,
+            last: None,
+            suppressed: 0,
+        }
     }
 
     /// `Some(lines suppressed since the last one)` when a line may be logged now.
@@ -122,7 +168,10 @@ mod tests {
     use crate::config::Config;
 
     fn ingest() -> (Ingest, Arc<Metrics>) {
-        let config = Config::parse("[[routes]]\nname = \"t\"\nfrom = \"devices/+/events\"\nto = \"c/{gateway}\"\n").unwrap();
+        let config = Config::parse(
+            "[[routes]]\nname = \"t\"\nfrom = \"devices/+/events\"\nto = \"c/{gateway}\"\n",
+        )
+        .unwrap();
         let metrics = Arc::new(Metrics::new(&["t".into()]));
         (Ingest::new(config.routes, metrics.clone()), metrics)
     }
@@ -131,8 +180,18 @@ mod tests {
     fn a_json_event_becomes_a_routed_postcard_row() {
         let (mut ingest, _) = ingest();
         let json = br#"{"device":"d1","boot":1,"seq":42,"ts":1764000000123,"type":"temperature","readings":{"celsius":21.5}}"#;
-        let Some(Incoming::Event(event)) = ingest.process("devices/d1/events", json, None) else { panic!("not an event") };
-        assert_eq!((event.device.as_str(), event.boot, event.seq, event.routes.as_slice()), ("d1", 1, 42, &[0][..]));
+        let Some(Incoming::Event(event)) = ingest.process("devices/d1/events", json, None) else {
+            panic!("not an event")
+        };
+        assert_eq!(
+            (
+                event.device.as_str(),
+                event.boot,
+                event.seq,
+                event.routes.as_slice()
+            ),
+            ("d1", 1, 42, &[0][..])
+        );
         let decoded = edge_event::decode(&event.payload).unwrap();
         assert_eq!(decoded.seq, 42);
     }
@@ -140,11 +199,28 @@ mod tests {
     #[test]
     fn garbage_and_mismatched_devices_become_dead_letters_with_reasons() {
         let (mut ingest, metrics) = ingest();
-        let Some(Incoming::DeadLetter(letter)) = ingest.process("devices/d1/events", b"\xff\xfe garbage", None) else { panic!() };
-        assert!(letter.reason.starts_with("undecodable payload"), "{}", letter.reason);
+        let Some(Incoming::DeadLetter(letter)) =
+            ingest.process("devices/d1/events", b"\xff\xfe garbage", None)
+        else {
+            panic!()
+        };
+        assert!(
+            letter.reason.starts_with("undecodable payload"),
+            "{}",
+            letter.reason
+        );
         let json = br#"{"device":"d2","boot":1,"seq":1,"type":"t","readings":{}}"#;
-        let Some(Incoming::DeadLetter(letter)) = ingest.process("devices/d1/events", json, None) else { panic!() };
-        assert!(letter.reason.contains("names device \"d1\" but the event says \"d2\""), "{}", letter.reason);
+        let Some(Incoming::DeadLetter(letter)) = ingest.process("devices/d1/events", json, None)
+        else {
+            panic!()
+        };
+        assert!(
+            letter
+                .reason
+                .contains("names device \"d1\" but the event says \"d2\""),
+            "{}",
+            letter.reason
+        );
         assert_eq!(metrics.dropped(DropReason::Invalid), 2);
     }
 

@@ -54,7 +54,10 @@ impl TopicFilter {
             };
             levels.push(level);
         }
-        Ok(TopicFilter { text: text.to_owned(), levels })
+        Ok(TopicFilter {
+            text: text.to_owned(),
+            levels,
+        })
     }
 
     /// The MQTT subscription filter (captures become `+`).
@@ -72,7 +75,9 @@ impl TopicFilter {
 
     /// Whether this filter has a level that names the device (`{device}`, or else a `+`).
     pub fn has_device_level(&self) -> bool {
-        self.levels.iter().any(|l| matches!(l, Level::Plus) || matches!(l, Level::Capture(n) if n == "device"))
+        self.levels
+            .iter()
+            .any(|l| matches!(l, Level::Plus) || matches!(l, Level::Capture(n) if n == "device"))
     }
 
     /// Matches a topic; on a match, returns the device level: the `{device}` capture, or
@@ -134,7 +139,9 @@ impl TopicTemplate {
             return Err("a cloud topic cannot be empty".into());
         }
         if text.contains(['+', '#']) {
-            return Err(format!("cloud topic {text:?} cannot contain the wildcards `+` or `#`"));
+            return Err(format!(
+                "cloud topic {text:?} cannot contain the wildcards `+` or `#`"
+            ));
         }
         let mut pieces = Vec::new();
         let mut rest = text;
@@ -165,13 +172,18 @@ impl TopicTemplate {
         if !rest.is_empty() {
             pieces.push(Piece::Text(rest.to_owned()));
         }
-        Ok(TopicTemplate { text: text.to_owned(), pieces })
+        Ok(TopicTemplate {
+            text: text.to_owned(),
+            pieces,
+        })
     }
 
     /// Whether the topic depends on the event (`{device}` or `{type}`): then a batch holds
     /// a contiguous run of events that share that topic.
     pub fn per_event(&self) -> bool {
-        self.pieces.iter().any(|p| matches!(p, Piece::Device | Piece::Type))
+        self.pieces
+            .iter()
+            .any(|p| matches!(p, Piece::Device | Piece::Type))
     }
 
     /// The topic for one batch.
@@ -220,8 +232,12 @@ mod tests {
     #[test]
     fn malformed_filters_are_refused_with_the_reason() {
         assert!(TopicFilter::parse("").is_err());
-        assert!(TopicFilter::parse("a/#/b").unwrap_err().contains("last level"));
-        assert!(TopicFilter::parse("a/b+/c").unwrap_err().contains("whole level"));
+        assert!(TopicFilter::parse("a/#/b")
+            .unwrap_err()
+            .contains("last level"));
+        assert!(TopicFilter::parse("a/b+/c")
+            .unwrap_err()
+            .contains("whole level"));
         assert!(TopicFilter::parse("a/{dev ice}").is_err());
     }
 
@@ -237,7 +253,9 @@ mod tests {
 
     #[test]
     fn templates_refuse_unknown_placeholders_and_wildcards() {
-        assert!(TopicTemplate::parse("a/{nope}").unwrap_err().contains("unknown placeholder"));
+        assert!(TopicTemplate::parse("a/{nope}")
+            .unwrap_err()
+            .contains("unknown placeholder"));
         assert!(TopicTemplate::parse("a/+").is_err());
         assert!(TopicTemplate::parse("a/{device").is_err());
         assert!(TopicTemplate::parse("a/}").is_err());

@@ -33,7 +33,9 @@ impl Proxy {
                 }
                 let mut cut = cuts.clone();
                 tokio::spawn(async move {
-                    let Ok(server) = TcpStream::connect(("127.0.0.1", target)).await else { return };
+                    let Ok(server) = TcpStream::connect(("127.0.0.1", target)).await else {
+                        return;
+                    };
                     let (mut client, mut server) = (client, server);
                     cut.mark_unchanged();
                     tokio::select! {
@@ -43,7 +45,11 @@ impl Proxy {
                 });
             }
         });
-        Proxy { port, up, generation }
+        Proxy {
+            port,
+            up,
+            generation,
+        }
     }
 
     /// Drops every connection and refuses new ones.

@@ -23,7 +23,18 @@ async fn events_from_mosquitto_pub_and_many_devices_reach_the_cloud_once_with_fi
     // A person with mosquitto_pub.
     for seq in 1..=5 {
         let status = Command::new("mosquitto_pub")
-            .args(["-h", "127.0.0.1", "-p", &port, "-q", "1", "-t", "devices/hand/events", "-m", &event_json("hand", 3, seq)])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-q",
+                "1",
+                "-t",
+                "devices/hand/events",
+                "-m",
+                &event_json("hand", 3, seq),
+            ])
             .status()
             .unwrap();
         assert!(status.success());
@@ -33,7 +44,9 @@ async fn events_from_mosquitto_pub_and_many_devices_reach_the_cloud_once_with_fi
     for d in 0..5 {
         let device = format!("dev{d}");
         let port = gateway.setup.devices_port;
-        publishers.push(tokio::spawn(async move { publish_all(port, &device, device_events(&device, 1, 400)).await }));
+        publishers.push(tokio::spawn(async move {
+            publish_all(port, &device, device_events(&device, 1, 400)).await
+        }));
     }
     for p in publishers {
         p.await.unwrap().unwrap();
@@ -42,7 +55,11 @@ async fn events_from_mosquitto_pub_and_many_devices_reach_the_cloud_once_with_fi
     assert_eq!(got.distinct().len(), 2005, "every event arrives");
     assert_eq!(got.duplicates(), 0, "no duplicates without a fault");
     got.in_order_per_device().unwrap();
-    let hand = got.raw.iter().find(|e| e["device"] == "hand" && e["seq"] == 2).expect("hand-sent event");
+    let hand = got
+        .raw
+        .iter()
+        .find(|e| e["device"] == "hand" && e["seq"] == 2)
+        .expect("hand-sent event");
     assert_eq!(hand["boot"], 3);
     assert_eq!(hand["ts"], 1764000000123u64);
     assert_eq!(hand["type"], "temperature");
@@ -50,7 +67,9 @@ async fn events_from_mosquitto_pub_and_many_devices_reach_the_cloud_once_with_fi
     assert_eq!(hand["readings"]["humidity"], 40.0);
 
     // Everything acknowledged leaves the journal.
-    wait_until(Duration::from_secs(10), "the queue to empty", || (gateway.queue_depth() == 0).then_some(()));
+    wait_until(Duration::from_secs(10), "the queue to empty", || {
+        (gateway.queue_depth() == 0).then_some(())
+    });
     let status = gateway.status();
     assert_eq!(status["events_committed"], 2005);
     assert_eq!(status["routes"][0]["forwarded"], 2005);
@@ -65,7 +84,11 @@ async fn events_wait_in_the_journal_while_the_cloud_is_down_and_all_arrive_in_or
     let data = tempfile::tempdir().unwrap();
     let gateway = Gateway::start(&Setup::new(link.port, data.path()));
     let devices = gateway.setup.devices_port;
-    assert_eq!(gateway.status()["cloud_link_up"], false, "the cloud is down, the gateway is ready anyway");
+    assert_eq!(
+        gateway.status()["cloud_link_up"],
+        false,
+        "the cloud is down, the gateway is ready anyway"
+    );
 
     for d in 0..4 {
         let device = format!("d{d}");
@@ -73,14 +96,18 @@ async fn events_wait_in_the_journal_while_the_cloud_is_down_and_all_arrive_in_or
             panic!("{e}\n{}", gateway.log_text());
         }
     }
-    wait_until(WAIT, "2000 events in the journal", || (gateway.queue_depth() == 2000).then_some(()));
+    wait_until(WAIT, "2000 events in the journal", || {
+        (gateway.queue_depth() == 2000).then_some(())
+    });
     assert!(sub.snapshot().events.is_empty());
 
     link.restore();
     // Events keep coming while the backlog drains.
     for d in 0..4 {
         let device = format!("d{d}");
-        publish_all(devices, &device, device_events(&device, 501, 100)).await.unwrap();
+        publish_all(devices, &device, device_events(&device, 501, 100))
+            .await
+            .unwrap();
     }
     let got = sub.wait_distinct(2400, WAIT);
     assert_eq!(got.distinct().len(), 2400);
@@ -90,14 +117,18 @@ async fn events_wait_in_the_journal_while_the_cloud_is_down_and_all_arrive_in_or
     link.cut();
     for d in 0..4 {
         let device = format!("d{d}");
-        publish_all(devices, &device, device_events(&device, 601, 100)).await.unwrap();
+        publish_all(devices, &device, device_events(&device, 601, 100))
+            .await
+            .unwrap();
     }
     link.restore();
     let got = sub.wait_distinct(2800, WAIT);
     assert_eq!(got.distinct().len(), 2800);
     got.in_order_per_device().unwrap();
     assert!(gateway.status()["cloud_reconnects"].as_u64().unwrap() >= 1);
-    wait_until(Duration::from_secs(10), "the queue to empty", || (gateway.queue_depth() == 0).then_some(()));
+    wait_until(Duration::from_secs(10), "the queue to empty", || {
+        (gateway.queue_depth() == 0).then_some(())
+    });
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -108,16 +139,36 @@ async fn bad_payloads_become_dead_letters_with_reasons_and_the_pipeline_goes_on(
     let mut gateway = Gateway::start(&Setup::new(cloud.port, data.path()));
     let bad: Vec<(String, Vec<u8>)> = vec![
         ("devices/d1/events".into(), b"not json at all".to_vec()),
-        ("devices/d1/events".into(), b"{\"device\":\"d1\",\"boot\":1}".to_vec()),
-        ("devices/d1/events".into(), event_json("other", 1, 1).into_bytes()),
+        (
+            "devices/d1/events".into(),
+            b"{\"device\":\"d1\",\"boot\":1}".to_vec(),
+        ),
+        (
+            "devices/d1/events".into(),
+            event_json("other", 1, 1).into_bytes(),
+        ),
         ("devices/d1/events".into(), vec![0xff, 0xfe, 0x00]),
-        ("devices/d1/events".into(), br#"{"device":"d1","boot":1,"seq":9,"type":"t","readings":{"x":"\ud800"}}"#.to_vec()),
-        ("devices/d1/events".into(), event_json("d1", 1, 1).into_bytes()),
+        (
+            "devices/d1/events".into(),
+            br#"{"device":"d1","boot":1,"seq":9,"type":"t","readings":{"x":"\ud800"}}"#.to_vec(),
+        ),
+        (
+            "devices/d1/events".into(),
+            event_json("d1", 1, 1).into_bytes(),
+        ),
     ];
-    publish_all(gateway.setup.devices_port, "d1", bad).await.unwrap();
+    publish_all(gateway.setup.devices_port, "d1", bad)
+        .await
+        .unwrap();
     let got = sub.wait_distinct(1, WAIT);
-    assert_eq!(got.events, vec![("d1".to_owned(), 1, 1)], "the good event after the bad ones arrives");
-    wait_until(Duration::from_secs(10), "5 dead letters", || (gateway.status()["dead_letters"] == 5).then_some(()));
+    assert_eq!(
+        got.events,
+        vec![("d1".to_owned(), 1, 1)],
+        "the good event after the bad ones arrives"
+    );
+    wait_until(Duration::from_secs(10), "5 dead letters", || {
+        (gateway.status()["dead_letters"] == 5).then_some(())
+    });
     assert_eq!(gateway.status()["dropped"]["invalid"], 5);
     assert_eq!(gateway.terminate().map(|s| s.success()), Some(true));
 
@@ -130,10 +181,22 @@ async fn bad_payloads_become_dead_letters_with_reasons_and_the_pipeline_goes_on(
         .collect::<Result<_, _>>()
         .unwrap();
     assert_eq!(letters.len(), 5);
-    assert!(letters.iter().all(|(topic, _, _)| topic == "devices/d1/events"));
+    assert!(letters
+        .iter()
+        .all(|(topic, _, _)| topic == "devices/d1/events"));
     assert_eq!(letters[0].2, b"not json at all", "raw bytes are kept");
-    assert!(letters[1].1.contains("seq"), "a missing field is named: {}", letters[1].1);
-    assert!(letters[2].1.contains("names device \"d1\" but the event says \"other\""), "{}", letters[2].1);
+    assert!(
+        letters[1].1.contains("seq"),
+        "a missing field is named: {}",
+        letters[1].1
+    );
+    assert!(
+        letters[2]
+            .1
+            .contains("names device \"d1\" but the event says \"other\""),
+        "{}",
+        letters[2].1
+    );
     for (_, reason, _) in &letters {
         assert!(reason.len() > 15, "a reason a person can act on: {reason}");
     }
@@ -145,17 +208,30 @@ async fn sigterm_commits_what_was_received_and_a_restart_delivers_it() {
     let data = tempfile::tempdir().unwrap();
     let setup = Setup::new(cloud.port, data.path());
     let mut gateway = Gateway::start(&setup);
-    publish_all(setup.devices_port, "d1", device_events("d1", 1, 300)).await.unwrap();
-    wait_until(WAIT, "300 events committed", || (gateway.queue_depth() == 300).then_some(()));
+    publish_all(setup.devices_port, "d1", device_events("d1", 1, 300))
+        .await
+        .unwrap();
+    wait_until(WAIT, "300 events committed", || {
+        (gateway.queue_depth() == 300).then_some(())
+    });
     let exit = gateway.terminate().expect("exit status");
-    assert!(exit.success(), "graceful shutdown exits 0: {exit:?}\n{}", gateway.log_text());
+    assert!(
+        exit.success(),
+        "graceful shutdown exits 0: {exit:?}\n{}",
+        gateway.log_text()
+    );
     assert!(gateway.log_text().contains("journal closed"));
 
     cloud.restart();
     let sub = CloudSubscriber::connect(cloud.port).await;
     let gateway = Gateway::start(&setup);
     let got = sub.wait_distinct(300, WAIT);
-    assert_eq!(got.distinct(), (1..=300).map(|s| ("d1".to_owned(), 1, s)).collect::<HashSet<_>>());
+    assert_eq!(
+        got.distinct(),
+        (1..=300)
+            .map(|s| ("d1".to_owned(), 1, s))
+            .collect::<HashSet<_>>()
+    );
     got.in_order_per_device().unwrap();
     drop(gateway);
 }
@@ -166,12 +242,24 @@ async fn retransmits_of_committed_events_are_dropped_and_counted() {
     let sub = CloudSubscriber::connect(cloud.port).await;
     let data = tempfile::tempdir().unwrap();
     let gateway = Gateway::start(&Setup::new(cloud.port, data.path()));
-    publish_all(gateway.setup.devices_port, "d1", device_events("d1", 1, 50)).await.unwrap();
+    publish_all(gateway.setup.devices_port, "d1", device_events("d1", 1, 50))
+        .await
+        .unwrap();
     sub.wait_distinct(50, WAIT);
-    publish_all(gateway.setup.devices_port, "d1", device_events("d1", 41, 20)).await.unwrap();
+    publish_all(
+        gateway.setup.devices_port,
+        "d1",
+        device_events("d1", 41, 20),
+    )
+    .await
+    .unwrap();
     let got = sub.wait_distinct(60, WAIT);
     assert_eq!(got.distinct().len(), 60);
-    assert_eq!(got.events.len(), 60, "the 10 retransmits never reach the cloud");
+    assert_eq!(
+        got.events.len(),
+        60,
+        "the 10 retransmits never reach the cloud"
+    );
     wait_until(Duration::from_secs(10), "10 duplicates counted", || {
         (gateway.status()["dropped"]["duplicate"] == 10).then_some(())
     });

@@ -180,14 +180,20 @@ impl BrokerUrl {
         let rest = if let Some(rest) = text.strip_prefix("mqtt://") {
             rest
         } else if text.starts_with("mqtts://") {
-            return Err(format!("{text:?}: TLS (mqtts://) is not supported by this build yet; use mqtt://"));
+            return Err(format!(
+                "{text:?}: TLS (mqtts://) is not supported by this build yet; use mqtt://"
+            ));
         } else {
-            return Err(format!("expected a URL like \"mqtt://host:1883\", found {text:?}"));
+            return Err(format!(
+                "expected a URL like \"mqtt://host:1883\", found {text:?}"
+            ));
         };
         let rest = rest.trim_end_matches('/');
         let (host, port) = match rest.rsplit_once(':') {
             Some((host, port)) if !host.ends_with(']') || host.starts_with('[') => {
-                let port = port.parse::<u16>().map_err(|_| format!("bad port {port:?} in {text:?}"))?;
+                let port = port
+                    .parse::<u16>()
+                    .map_err(|_| format!("bad port {port:?} in {text:?}"))?;
                 (host, port)
             }
             _ => (rest, 1883),
@@ -196,7 +202,10 @@ impl BrokerUrl {
         if host.is_empty() || host.contains('/') {
             return Err(format!("no host in {text:?}"));
         }
-        Ok(BrokerUrl { host: host.to_owned(), port })
+        Ok(BrokerUrl {
+            host: host.to_owned(),
+            port,
+        })
     }
 }
 
@@ -245,8 +254,14 @@ pub enum LoadError {
 impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Config, LoadError> {
-        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read { path: path.to_owned(), source })?;
-        Config::parse(&text).map_err(|errors| LoadError::Invalid { path: path.to_owned(), errors })
+        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text).map_err(|errors| LoadError::Invalid {
+            path: path.to_owned(),
+            errors,
+        })
     }
 
     /// Parses and validates config text; `Err` holds every error found.

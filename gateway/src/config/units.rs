@@ -22,7 +22,9 @@ impl ByteSize {
     /// Parses `"64KiB"`-style text; the error says what was expected.
     pub fn parse(text: &str) -> Result<Self, String> {
         let text = text.trim();
-        let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
         let (digits, unit) = text.split_at(split);
         let unit = unit.trim();
         let expected = || format!("expected a size like \"64KiB\" or \"1GiB\", found {text:?}");
@@ -48,9 +50,14 @@ impl ByteSize {
 
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const UNITS: [(&str, u64); 4] = [("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
+        const UNITS: [(&str, u64); 4] = [
+            ("TiB", 1 << 40),
+            ("GiB", 1 << 30),
+            ("MiB", 1 << 20),
+            ("KiB", 1 << 10),
+        ];
         for (name, factor) in UNITS {
-            if self.0 >= factor && self.0 % factor == 0 {
+            if self.0 >= factor && self.0.is_multiple_of(factor) {
                 return write!(f, "{}{name}", self.0 / factor);
             }
         }
@@ -61,9 +68,12 @@ impl fmt::Display for ByteSize {
 /// Parses a duration written `"200ms"`, `"5s"`, `"10m"`, `"1h"`, `"7d"` or bare milliseconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (digits, unit) = text.split_at(split);
-    let expected = || format!("expected a duration like \"200ms\", \"5s\" or \"7d\", found {text:?}");
+    let expected =
+        || format!("expected a duration like \"200ms\", \"5s\" or \"7d\", found {text:?}");
     let number: u64 = digits.parse().map_err(|_| expected())?;
     let millis: u64 = match unit.trim() {
         "" | "ms" => 1,
@@ -100,7 +110,9 @@ impl<'de> Deserialize<'de> for RawUnit {
         match Either::deserialize(deserializer) {
             Ok(Either::Text(text)) => Ok(RawUnit::Text(text)),
             Ok(Either::Int(int)) => Ok(RawUnit::Int(int)),
-            Err(_) => Err(serde::de::Error::custom("expected a string such as \"64KiB\" / \"200ms\", or an integer")),
+            Err(_) => Err(serde::de::Error::custom(
+                "expected a string such as \"64KiB\" / \"200ms\", or an integer",
+            )),
         }
     }
 }
@@ -110,7 +122,9 @@ impl RawUnit {
     pub fn size(&self) -> Result<ByteSize, String> {
         match self {
             RawUnit::Text(text) => ByteSize::parse(text),
-            RawUnit::Int(int) => u64::try_from(*int).map(ByteSize).map_err(|_| format!("a size cannot be negative, found {int}")),
+            RawUnit::Int(int) => u64::try_from(*int)
+                .map(ByteSize)
+                .map_err(|_| format!("a size cannot be negative, found {int}")),
         }
     }
 
@@ -141,7 +155,10 @@ mod tests {
     #[test]
     fn sizes_with_unknown_units_say_what_was_expected() {
         let err = ByteSize::parse("64kb").unwrap_err();
-        assert_eq!(err, "expected a size like \"64KiB\" or \"1GiB\", found \"64kb\"");
+        assert_eq!(
+            err,
+            "expected a size like \"64KiB\" or \"1GiB\", found \"64kb\""
+        );
         assert!(ByteSize::parse("").is_err());
         assert!(ByteSize::parse("KiB").is_err());
         assert!(ByteSize::parse("99999999999999TiB").is_err());

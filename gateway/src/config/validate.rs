@@ -23,7 +23,10 @@ struct Errors(Vec<ConfigError>);
 
 impl Errors {
     fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.0.push(ConfigError { path: path.into(), message: message.into() });
+        self.0.push(ConfigError {
+            path: path.into(),
+            message: message.into(),
+        });
     }
 
     /// Takes the value of a check, or records its error and gives None.
@@ -34,13 +37,23 @@ impl Errors {
 
 /// Deserializes one section, recording the first serde error with its path; a missing
 /// section is its defaults, a broken one is None (its values are not checked further).
-fn section<T: DeserializeOwned + Default>(errors: &mut Errors, path: &str, value: Option<toml::Value>) -> Option<T> {
-    let Some(value) = value else { return Some(T::default()) };
+fn section<T: DeserializeOwned + Default>(
+    errors: &mut Errors,
+    path: &str,
+    value: Option<toml::Value>,
+) -> Option<T> {
+    let Some(value) = value else {
+        return Some(T::default());
+    };
     match serde_path_to_error::deserialize::<_, T>(value) {
         Ok(parsed) => Some(parsed),
         Err(err) => {
             let inner = err.path().to_string();
-            let full = if inner == "." || inner.is_empty() { path.to_owned() } else { format!("{path}.{inner}") };
+            let full = if inner == "." || inner.is_empty() {
+                path.to_owned()
+            } else {
+                format!("{path}.{inner}")
+            };
             errors.push(full, err.into_inner().message().to_owned());
             None
         }
@@ -48,19 +61,31 @@ fn section<T: DeserializeOwned + Default>(errors: &mut Errors, path: &str, value
 }
 
 fn size(errors: &mut Errors, path: &str, raw: Option<&RawUnit>, default: u64) -> ByteSize {
-    raw.map_or(Some(ByteSize(default)), |raw| errors.take(path, raw.size())).unwrap_or(ByteSize(default))
+    raw.map_or(Some(ByteSize(default)), |raw| errors.take(path, raw.size()))
+        .unwrap_or(ByteSize(default))
 }
 
 fn duration(errors: &mut Errors, path: &str, raw: Option<&RawUnit>, default: Duration) -> Duration {
-    raw.map_or(Some(default), |raw| errors.take(path, raw.duration())).unwrap_or(default)
+    raw.map_or(Some(default), |raw| errors.take(path, raw.duration()))
+        .unwrap_or(default)
 }
 
-fn count(errors: &mut Errors, path: &str, raw: Option<i64>, default: u64, min: u64, max: u64) -> u64 {
+fn count(
+    errors: &mut Errors,
+    path: &str,
+    raw: Option<i64>,
+    default: u64,
+    min: u64,
+    max: u64,
+) -> u64 {
     match raw {
         None => default,
         Some(n) if n >= 0 && (n as u64) >= min && (n as u64) <= max => n as u64,
         Some(n) => {
-            errors.push(path, format!("expected a whole number from {min} to {max}, found {n}"));
+            errors.push(
+                path,
+                format!("expected a whole number from {min} to {max}, found {n}"),
+            );
             default
         }
     }
@@ -68,7 +93,11 @@ fn count(errors: &mut Errors, path: &str, raw: Option<i64>, default: u64, min: u
 
 fn socket(errors: &mut Errors, path: &str, raw: Option<&str>, default: &str) -> Option<SocketAddr> {
     let text = raw.unwrap_or(default);
-    errors.take(path, text.parse().map_err(|_| format!("expected an address like \"127.0.0.1:1883\", found {text:?}")))
+    errors.take(
+        path,
+        text.parse()
+            .map_err(|_| format!("expected an address like \"127.0.0.1:1883\", found {text:?}")),
+    )
 }
 
 fn choice<T: Copy>(errors: &mut Errors, path: &str, raw: Option<&str>, options: &[(&str, T)]) -> T {
@@ -78,7 +107,10 @@ fn choice<T: Copy>(errors: &mut Errors, path: &str, raw: Option<&str>, options: 
         Some((_, value)) => *value,
         None => {
             let names: Vec<String> = options.iter().map(|(n, _)| format!("{n:?}")).collect();
-            errors.push(path, format!("expected one of {}, found {text:?}", names.join(", ")));
+            errors.push(
+                path,
+                format!("expected one of {}, found {text:?}", names.join(", ")),
+            );
             default
         }
     }
@@ -86,8 +118,16 @@ fn choice<T: Copy>(errors: &mut Errors, path: &str, raw: Option<&str>, options: 
 
 /// An id usable as an MQTT topic level and a client id.
 fn check_id(errors: &mut Errors, path: &str, id: &str) {
-    if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c)) {
-        errors.push(path, format!("expected 1-64 characters of A-Z a-z 0-9 - _ . :, found {id:?}"));
+    if id.is_empty()
+        || id.len() > 64
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
+    {
+        errors.push(
+            path,
+            format!("expected 1-64 characters of A-Z a-z 0-9 - _ . :, found {id:?}"),
+        );
     }
 }
 
@@ -97,18 +137,38 @@ pub(super) fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
         Ok(table) => table,
         Err(err) => {
             let message = err.message().to_owned();
-            let at = err.span().map(|span| line_of(text, span.start)).map_or(String::new(), |l| format!(" (line {l})"));
-            return Err(vec![ConfigError { path: "(file)".into(), message: format!("not valid TOML{at}: {message}") }]);
+            let at = err
+                .span()
+                .map(|span| line_of(text, span.start))
+                .map_or(String::new(), |l| format!(" (line {l})"));
+            return Err(vec![ConfigError {
+                path: "(file)".into(),
+                message: format!("not valid TOML{at}: {message}"),
+            }]);
         }
     };
-    let unknown: Vec<String> = table.keys().filter(|k| !raw::SECTIONS.contains(&k.as_str())).cloned().collect();
+    let unknown: Vec<String> = table
+        .keys()
+        .filter(|k| !raw::SECTIONS.contains(&k.as_str()))
+        .cloned()
+        .collect();
     for key in unknown {
-        errors.push(key, format!("unknown section; expected one of {}", raw::SECTIONS.join(", ")));
+        errors.push(
+            key,
+            format!(
+                "unknown section; expected one of {}",
+                raw::SECTIONS.join(", ")
+            ),
+        );
     }
-    let gateway: raw::Gateway = section(&mut errors, "gateway", table.remove("gateway")).unwrap_or_default();
-    let devices: raw::Devices = section(&mut errors, "devices", table.remove("devices")).unwrap_or_default();
-    let store: raw::Store = section(&mut errors, "store", table.remove("store")).unwrap_or_default();
-    let cloud: raw::Cloud = section(&mut errors, "cloud", table.remove("cloud")).unwrap_or_default();
+    let gateway: raw::Gateway =
+        section(&mut errors, "gateway", table.remove("gateway")).unwrap_or_default();
+    let devices: raw::Devices =
+        section(&mut errors, "devices", table.remove("devices")).unwrap_or_default();
+    let store: raw::Store =
+        section(&mut errors, "store", table.remove("store")).unwrap_or_default();
+    let cloud: raw::Cloud =
+        section(&mut errors, "cloud", table.remove("cloud")).unwrap_or_default();
     let http: raw::Http = section(&mut errors, "http", table.remove("http")).unwrap_or_default();
     let routes: Vec<Option<raw::Route>> = match table.remove("routes") {
         None => Vec::new(),
@@ -135,7 +195,14 @@ pub(super) fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
     };
     let routes = validate_routes(&mut errors, routes, &cloud);
     if errors.0.is_empty() {
-        Ok(Config { gateway, devices, store, cloud, http, routes })
+        Ok(Config {
+            gateway,
+            devices,
+            store,
+            cloud,
+            http,
+            routes,
+        })
     } else {
         Err(errors.0)
     }
@@ -152,24 +219,55 @@ fn validate_gateway(errors: &mut Errors, raw: raw::Gateway) -> GatewayConfig {
     if data_dir.is_empty() {
         errors.push("gateway.data_dir", "cannot be empty");
     }
-    GatewayConfig { id, data_dir: PathBuf::from(data_dir) }
+    GatewayConfig {
+        id,
+        data_dir: PathBuf::from(data_dir),
+    }
 }
 
 fn validate_devices(errors: &mut Errors, raw: raw::Devices, gateway_id: &str) -> DevicesConfig {
-    let max_payload = size(errors, "devices.max_payload", raw.max_payload.as_ref(), 16 * 1024);
+    let max_payload = size(
+        errors,
+        "devices.max_payload",
+        raw.max_payload.as_ref(),
+        16 * 1024,
+    );
     if !(256..=(16 << 20)).contains(&max_payload.bytes()) {
-        errors.push("devices.max_payload", format!("expected from 256B to 16MiB, found {max_payload}"));
+        errors.push(
+            "devices.max_payload",
+            format!("expected from 256B to 16MiB, found {max_payload}"),
+        );
     }
     let mode = match raw.mode.as_deref().unwrap_or("embedded") {
         "embedded" => {
             if raw.url.is_some() {
                 errors.push("devices.url", "only used with mode = \"external\"");
             }
-            let listen = socket(errors, "devices.listen", raw.listen.as_deref(), "0.0.0.0:1883");
-            let max_connections = count(errors, "devices.max_connections", raw.max_connections, 1000, 1, 100_000) as usize;
-            let broker_memory = size(errors, "devices.broker_memory", raw.broker_memory.as_ref(), 8 << 20);
+            let listen = socket(
+                errors,
+                "devices.listen",
+                raw.listen.as_deref(),
+                "0.0.0.0:1883",
+            );
+            let max_connections = count(
+                errors,
+                "devices.max_connections",
+                raw.max_connections,
+                1000,
+                1,
+                100_000,
+            ) as usize;
+            let broker_memory = size(
+                errors,
+                "devices.broker_memory",
+                raw.broker_memory.as_ref(),
+                8 << 20,
+            );
             if broker_memory.bytes() < 1 << 20 {
-                errors.push("devices.broker_memory", format!("expected at least 1MiB, found {broker_memory}"));
+                errors.push(
+                    "devices.broker_memory",
+                    format!("expected at least 1MiB, found {broker_memory}"),
+                );
             }
             DevicesMode::Embedded {
                 listen: listen.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 1883))),
@@ -179,12 +277,18 @@ fn validate_devices(errors: &mut Errors, raw: raw::Devices, gateway_id: &str) ->
         }
         "external" => {
             if raw.listen.is_some() {
-                errors.push("devices.listen", "only used with mode = \"embedded\"; set devices.url");
+                errors.push(
+                    "devices.listen",
+                    "only used with mode = \"embedded\"; set devices.url",
+                );
             }
             let url = match raw.url.as_deref() {
                 Some(url) => errors.take("devices.url", BrokerUrl::parse(url)),
                 None => {
-                    errors.push("devices.url", "required with mode = \"external\" (e.g. \"mqtt://127.0.0.1:1883\")");
+                    errors.push(
+                        "devices.url",
+                        "required with mode = \"external\" (e.g. \"mqtt://127.0.0.1:1883\")",
+                    );
                     None
                 }
             };
@@ -196,12 +300,18 @@ fn validate_devices(errors: &mut Errors, raw: raw::Devices, gateway_id: &str) ->
                 None => format!("{gateway_id}-ingest"),
             };
             DevicesMode::External {
-                url: url.unwrap_or(BrokerUrl { host: "127.0.0.1".into(), port: 1883 }),
+                url: url.unwrap_or(BrokerUrl {
+                    host: "127.0.0.1".into(),
+                    port: 1883,
+                }),
                 client_id,
             }
         }
         other => {
-            errors.push("devices.mode", format!("expected \"embedded\" or \"external\", found {other:?}"));
+            errors.push(
+                "devices.mode",
+                format!("expected \"embedded\" or \"external\", found {other:?}"),
+            );
             DevicesMode::Embedded {
                 listen: SocketAddr::from(([0, 0, 0, 0], 1883)),
                 max_connections: 1,
@@ -215,9 +325,17 @@ fn validate_devices(errors: &mut Errors, raw: raw::Devices, gateway_id: &str) ->
 fn validate_store(errors: &mut Errors, raw: raw::Store) -> StoreConfig {
     let max_bytes = size(errors, "store.max_bytes", raw.max_bytes.as_ref(), 1 << 30);
     if max_bytes.bytes() < 1 << 20 {
-        errors.push("store.max_bytes", format!("expected at least 1MiB, found {max_bytes}"));
+        errors.push(
+            "store.max_bytes",
+            format!("expected at least 1MiB, found {max_bytes}"),
+        );
     }
-    let max_age = duration(errors, "store.max_age", raw.max_age.as_ref(), Duration::from_secs(7 * 86_400));
+    let max_age = duration(
+        errors,
+        "store.max_age",
+        raw.max_age.as_ref(),
+        Duration::from_secs(7 * 86_400),
+    );
     if max_age < Duration::from_secs(1) {
         errors.push("store.max_age", "expected at least 1s");
     }
@@ -225,7 +343,10 @@ fn validate_store(errors: &mut Errors, raw: raw::Store) -> StoreConfig {
         errors,
         "store.when_full",
         raw.when_full.as_deref(),
-        &[("drop_oldest", WhenFull::DropOldest), ("reject_new", WhenFull::RejectNew)],
+        &[
+            ("drop_oldest", WhenFull::DropOldest),
+            ("reject_new", WhenFull::RejectNew),
+        ],
     );
     let synchronous = choice(
         errors,
@@ -238,14 +359,33 @@ fn validate_store(errors: &mut Errors, raw: raw::Store) -> StoreConfig {
         max_age,
         when_full,
         synchronous,
-        commit_max_events: count(errors, "store.commit_max_events", raw.commit_max_events, 4096, 1, 1_000_000) as usize,
-        dead_letters_max: count(errors, "store.dead_letters_max", raw.dead_letters_max, 10_000, 1, 100_000_000),
+        commit_max_events: count(
+            errors,
+            "store.commit_max_events",
+            raw.commit_max_events,
+            4096,
+            1,
+            1_000_000,
+        ) as usize,
+        dead_letters_max: count(
+            errors,
+            "store.dead_letters_max",
+            raw.dead_letters_max,
+            10_000,
+            1,
+            100_000_000,
+        ),
     }
 }
 
 fn validate_cloud(errors: &mut Errors, raw: raw::Cloud, gateway_id: &str) -> CloudConfig {
     let url = raw.url.as_deref().unwrap_or("mqtt://127.0.0.1:1884");
-    let url = errors.take("cloud.url", BrokerUrl::parse(url)).unwrap_or(BrokerUrl { host: String::new(), port: 0 });
+    let url = errors
+        .take("cloud.url", BrokerUrl::parse(url))
+        .unwrap_or(BrokerUrl {
+            host: String::new(),
+            port: 0,
+        });
     let client_id = match raw.client_id {
         Some(id) => {
             check_id(errors, "cloud.client_id", &id);
@@ -253,19 +393,45 @@ fn validate_cloud(errors: &mut Errors, raw: raw::Cloud, gateway_id: &str) -> Clo
         }
         None => gateway_id.to_owned(),
     };
-    let max_packet_size = size(errors, "cloud.max_packet_size", raw.max_packet_size.as_ref(), 128 * 1024);
+    let max_packet_size = size(
+        errors,
+        "cloud.max_packet_size",
+        raw.max_packet_size.as_ref(),
+        128 * 1024,
+    );
     if !(MIN_BATCH_BYTES + 1024..=256 << 20).contains(&max_packet_size.bytes()) {
-        errors.push("cloud.max_packet_size", format!("expected from 5KiB to 256MiB, found {max_packet_size}"));
+        errors.push(
+            "cloud.max_packet_size",
+            format!("expected from 5KiB to 256MiB, found {max_packet_size}"),
+        );
     }
-    let backoff_min = duration(errors, "cloud.backoff_min", raw.backoff_min.as_ref(), Duration::from_millis(200));
-    let backoff_max = duration(errors, "cloud.backoff_max", raw.backoff_max.as_ref(), Duration::from_secs(30));
+    let backoff_min = duration(
+        errors,
+        "cloud.backoff_min",
+        raw.backoff_min.as_ref(),
+        Duration::from_millis(200),
+    );
+    let backoff_max = duration(
+        errors,
+        "cloud.backoff_max",
+        raw.backoff_max.as_ref(),
+        Duration::from_secs(30),
+    );
     if backoff_min.is_zero() {
         errors.push("cloud.backoff_min", "must be more than 0");
     }
     if backoff_max < backoff_min {
-        errors.push("cloud.backoff_max", format!("must be at least cloud.backoff_min ({backoff_min:?})"));
+        errors.push(
+            "cloud.backoff_max",
+            format!("must be at least cloud.backoff_min ({backoff_min:?})"),
+        );
     }
-    let keep_alive = duration(errors, "cloud.keep_alive", raw.keep_alive.as_ref(), Duration::from_secs(30));
+    let keep_alive = duration(
+        errors,
+        "cloud.keep_alive",
+        raw.keep_alive.as_ref(),
+        Duration::from_secs(30),
+    );
     if keep_alive < Duration::from_secs(1) {
         errors.push("cloud.keep_alive", "expected at least 1s");
     }
@@ -275,16 +441,33 @@ fn validate_cloud(errors: &mut Errors, raw: raw::Cloud, gateway_id: &str) -> Clo
         keep_alive,
         max_packet_size,
         max_inflight: count(errors, "cloud.max_inflight", raw.max_inflight, 16, 1, 1000) as usize,
-        connect_timeout: duration(errors, "cloud.connect_timeout", raw.connect_timeout.as_ref(), Duration::from_secs(10)),
+        connect_timeout: duration(
+            errors,
+            "cloud.connect_timeout",
+            raw.connect_timeout.as_ref(),
+            Duration::from_secs(10),
+        ),
         backoff_min,
         backoff_max,
-        shutdown_timeout: duration(errors, "cloud.shutdown_timeout", raw.shutdown_timeout.as_ref(), Duration::from_secs(5)),
+        shutdown_timeout: duration(
+            errors,
+            "cloud.shutdown_timeout",
+            raw.shutdown_timeout.as_ref(),
+            Duration::from_secs(5),
+        ),
     }
 }
 
-fn validate_routes(errors: &mut Errors, raw: Vec<Option<raw::Route>>, cloud: &CloudConfig) -> Vec<RouteConfig> {
+fn validate_routes(
+    errors: &mut Errors,
+    raw: Vec<Option<raw::Route>>,
+    cloud: &CloudConfig,
+) -> Vec<RouteConfig> {
     if raw.is_empty() {
-        errors.push("routes", "at least one [[routes]] entry is needed, or nothing is forwarded");
+        errors.push(
+            "routes",
+            "at least one [[routes]] entry is needed, or nothing is forwarded",
+        );
     }
     let mut names: Vec<String> = Vec::new();
     let mut routes = Vec::new();
@@ -306,7 +489,10 @@ fn validate_routes(errors: &mut Errors, raw: Vec<Option<raw::Route>>, cloud: &Cl
         };
         if let Some(filter) = &from {
             if !filter.has_device_level() {
-                errors.push(at("from"), format!("{filter} has no level naming the device; use {{device}} or +"));
+                errors.push(
+                    at("from"),
+                    format!("{filter} has no level naming the device; use {{device}} or +"),
+                );
             }
         }
         let to = match route.to.as_deref() {
@@ -317,21 +503,46 @@ fn validate_routes(errors: &mut Errors, raw: Vec<Option<raw::Route>>, cloud: &Cl
             }
         };
         let batch = route.batch.unwrap_or_default();
-        let max_bytes = size(errors, &at("batch.max_bytes"), batch.max_bytes.as_ref(), 64 * 1024);
+        let max_bytes = size(
+            errors,
+            &at("batch.max_bytes"),
+            batch.max_bytes.as_ref(),
+            64 * 1024,
+        );
         let packet_room = cloud.max_packet_size.bytes().saturating_sub(1024);
         if max_bytes.bytes() < MIN_BATCH_BYTES || max_bytes.bytes() > packet_room {
             errors.push(
                 at("batch.max_bytes"),
-                format!("expected from 4KiB to cloud.max_packet_size - 1KiB ({}B), found {max_bytes}", packet_room),
+                format!(
+                    "expected from 4KiB to cloud.max_packet_size - 1KiB ({}B), found {max_bytes}",
+                    packet_room
+                ),
             );
         }
         let batch = BatchConfig {
-            max_events: count(errors, &at("batch.max_events"), batch.max_events, 500, 1, 100_000) as usize,
+            max_events: count(
+                errors,
+                &at("batch.max_events"),
+                batch.max_events,
+                500,
+                1,
+                100_000,
+            ) as usize,
             max_bytes,
-            max_delay: duration(errors, &at("batch.max_delay"), batch.max_delay.as_ref(), Duration::from_millis(200)),
+            max_delay: duration(
+                errors,
+                &at("batch.max_delay"),
+                batch.max_delay.as_ref(),
+                Duration::from_millis(200),
+            ),
         };
         if let (Some(from), Some(to)) = (from, to) {
-            routes.push(RouteConfig { name, from, to, batch });
+            routes.push(RouteConfig {
+                name,
+                from,
+                to,
+                batch,
+            });
         }
     }
     routes

@@ -64,7 +64,11 @@ pub async fn run(
                 let topic = publish.topic.clone();
                 let payload = publish.payload.clone();
                 let done = ack_after_commit(client.clone(), publish, generation.clone());
-                if batcher.push(&topic, &payload, Some(done)).and_then(|()| batcher.flush()).is_err() {
+                if batcher
+                    .push(&topic, &payload, Some(done))
+                    .and_then(|()| batcher.flush())
+                    .is_err()
+                {
                     break;
                 }
             }
@@ -85,7 +89,11 @@ pub async fn run(
     let _ = client.try_disconnect();
 }
 
-fn ack_after_commit(client: AsyncClient, publish: rumqttc::Publish, generation: Arc<AtomicU64>) -> Done {
+fn ack_after_commit(
+    client: AsyncClient,
+    publish: rumqttc::Publish,
+    generation: Arc<AtomicU64>,
+) -> Done {
     let mine = generation.load(Ordering::Acquire);
     Box::new(move || {
         if generation.load(Ordering::Acquire) == mine {

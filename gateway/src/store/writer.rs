@@ -69,8 +69,16 @@ impl Writer {
         committed: Arc<Committed>,
         acks: Option<mpsc::Sender<Vec<DeviceAck>>>,
     ) -> Writer {
-        let page_size = conn.query_row("PRAGMA page_size", [], |r| r.get::<_, i64>(0)).unwrap_or(4096).max(512) as u64;
-        let route_index = state.routes.iter().enumerate().map(|(i, r)| (r.db_id, i)).collect();
+        let page_size = conn
+            .query_row("PRAGMA page_size", [], |r| r.get::<_, i64>(0))
+            .unwrap_or(4096)
+            .max(512) as u64;
+        let route_index = state
+            .routes
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.db_id, i))
+            .collect();
         let mut writer = Writer {
             conn,
             config,
@@ -143,12 +151,24 @@ impl Writer {
                         for item in items {
                             match item {
                                 Incoming::Event(event) => self.insert_event(&mut group, event)?,
-                                Incoming::DeadLetter(letter) => self.insert_dead_letter(&mut group, letter)?,
+                                Incoming::DeadLetter(letter) => {
+                                    self.insert_dead_letter(&mut group, letter)?
+                                }
                             }
                         }
                     }
-                    Command::Ack { route, first, last, batch } => self.delete_acked(&mut group, route, first, last, batch)?,
-                    Command::Read { route, after, limit, reply } => reads.push((route, after, limit, reply)),
+                    Command::Ack {
+                        route,
+                        first,
+                        last,
+                        batch,
+                    } => self.delete_acked(&mut group, route, first, last, batch)?,
+                    Command::Read {
+                        route,
+                        after,
+                        limit,
+                        reply,
+                    } => reads.push((route, after, limit, reply)),
                     Command::Shutdown => stop = true,
                 }
             }
@@ -185,16 +205,21 @@ impl Writer {
         }
         let growth = (event.payload.len() as u64 + ROW_OVERHEAD) * event.routes.len() as u64;
         if self.config.when_full == WhenFull::RejectNew
-            && (self.rejecting || self.used_bytes + group.added_bytes + growth > self.config.max_bytes.bytes())
+            && (self.rejecting
+                || self.used_bytes + group.added_bytes + growth > self.config.max_bytes.bytes())
         {
             self.rejecting = true;
             group.rejected += 1;
             // No `done`: an external broker keeps the message and redelivers it later.
             return Ok(());
         }
-        let mut insert = self.conn.prepare_cached("INSERT INTO events (route, received_ms, payload) VALUES (?1, ?2, ?3)")?;
+        let mut insert = self.conn.prepare_cached(
+            "INSERT INTO events (route, received_ms, payload) VALUES (?1, ?2, ?3)",
+        )?;
         for &route in &event.routes {
-            let Some(state) = self.routes.get(route) else { continue };
+            let Some(state) = self.routes.get(route) else {
+                continue;
+            };
             insert.execute(params![state.db_id, event.received_ms, event.payload])?;
             let delta = group.route_delta.entry(route).or_default();
             delta.0 += 1;
@@ -208,14 +233,21 @@ impl Writer {
             )?
             .execute(params![event.device, event.boot, event.seq, event.received_ms])?;
         group.added_bytes += growth;
-        group.marks_before.entry(event.device.clone()).or_insert(mark);
+        group
+            .marks_before
+            .entry(event.device.clone())
+            .or_insert(mark);
         self.devices.insert(event.device, (event.boot, event.seq));
         group.committed_events += 1;
         group.done.extend(event.done);
         Ok(())
     }
 
-    fn insert_dead_letter(&mut self, group: &mut Group, letter: DeadLetter) -> Result<(), rusqlite::Error> {
+    fn insert_dead_letter(
+        &mut self,
+        group: &mut Group,
+        letter: DeadLetter,
+    ) -> Result<(), rusqlite::Error> {
         self.conn
             .prepare_cached("INSERT INTO dead_letters (received_ms, topic, reason, payload) VALUES (?1, ?2, ?3, ?4)")?
             .execute(params![letter.received_ms, letter.topic, letter.reason, letter.payload])?;
@@ -224,8 +256,17 @@ impl Writer {
         Ok(())
     }
 
-    fn delete_acked(&mut self, group: &mut Group, route: usize, first: i64, last: i64, batch: u64) -> Result<(), rusqlite::Error> {
-        let Some(state) = self.routes.get(route) else { return Ok(()) };
+    fn delete_acked(
+        &mut self,
+        group: &mut Group,
+        route: usize,
+        first: i64,
+        last: i64,
+        batch: u64,
+    ) -> Result<(), rusqlite::Error> {
+        let Some(state) = self.routes.get(route) else {
+            return Ok(());
+        };
         let mut stmt = self
             .conn
             .prepare_cached("DELETE FROM events WHERE route = ?1 AND id BETWEEN ?2 AND ?3 RETURNING length(payload)")?;
@@ -277,17 +318,27 @@ impl Writer {
         }
         self.metrics.committed.add(group.committed_events);
         self.metrics.dead_letters.add(group.dead_letters);
-        self.metrics.count_drop(DropReason::Duplicate, group.duplicates);
+        self.metrics
+            .count_drop(DropReason::Duplicate, group.duplicates);
         self.metrics.count_drop(DropReason::Full, group.rejected);
         if group.rejected > 0 {
-            self.log_full(group.rejected, "refused new events (when_full = \"reject_new\")");
+            self.log_full(
+                group.rejected,
+                "refused new events (when_full = \"reject_new\")",
+            );
         }
         if !group.marks_before.is_empty() {
             if let Some(acks) = &self.acks {
                 let marks = group
                     .marks_before
                     .keys()
-                    .filter_map(|d| self.devices.get(d).map(|&(boot, seq)| DeviceAck { device: d.clone(), boot, seq }))
+                    .filter_map(|d| {
+                        self.devices.get(d).map(|&(boot, seq)| DeviceAck {
+                            device: d.clone(),
+                            boot,
+                            seq,
+                        })
+                    })
                     .collect();
                 let _ = acks.send(marks);
             }
@@ -295,9 +346,13 @@ impl Writer {
         for done in group.done {
             done();
         }
-        self.metrics.count_drop(DropReason::Full, group.dropped_full);
+        self.metrics
+            .count_drop(DropReason::Full, group.dropped_full);
         if group.dropped_full > 0 {
-            self.log_full(group.dropped_full, "dropped the oldest events (when_full = \"drop_oldest\")");
+            self.log_full(
+                group.dropped_full,
+                "dropped the oldest events (when_full = \"drop_oldest\")",
+            );
         }
         self.refresh_gauges();
         if !group.batches.is_empty() {
@@ -326,19 +381,35 @@ impl Writer {
         error!(error = %err, events = group.committed_events, "commit failed; the group was not stored and devices were not acknowledged");
     }
 
-    fn read(&mut self, route: usize, after: i64, limit: usize) -> Result<Vec<Row>, rusqlite::Error> {
-        let Some(state) = self.routes.get(route) else { return Ok(Vec::new()) };
+    fn read(
+        &mut self,
+        route: usize,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<Row>, rusqlite::Error> {
+        let Some(state) = self.routes.get(route) else {
+            return Ok(Vec::new());
+        };
         let mut stmt = self.conn.prepare_cached(
             "SELECT id, received_ms, payload FROM events WHERE route = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
         )?;
         let rows = stmt.query_map(params![state.db_id, after, limit as i64], |r| {
-            Ok(Row { id: r.get(0)?, received_ms: r.get(1)?, payload: r.get(2)? })
+            Ok(Row {
+                id: r.get(0)?,
+                received_ms: r.get(1)?,
+                payload: r.get(2)?,
+            })
         })?;
         rows.collect()
     }
 
     /// Deletes rows chosen by `select` (ids, oldest first), counting them under `reason`.
-    fn drop_rows(&mut self, where_clause: &str, param: i64, reason: DropReason) -> Result<u64, rusqlite::Error> {
+    fn drop_rows(
+        &mut self,
+        where_clause: &str,
+        param: i64,
+        reason: DropReason,
+    ) -> Result<u64, rusqlite::Error> {
         let sql = format!(
             "DELETE FROM events WHERE id IN (SELECT id FROM events ORDER BY id LIMIT ?1) {where_clause} RETURNING route, length(payload)"
         );
@@ -351,8 +422,14 @@ impl Writer {
                 return Err(err);
             }
         };
-        let group = Group { route_delta: delta, ..Group::default() };
-        if let Err(err) = self.write_counters(&group).and_then(|()| self.conn.execute_batch("COMMIT")) {
+        let group = Group {
+            route_delta: delta,
+            ..Group::default()
+        };
+        if let Err(err) = self
+            .write_counters(&group)
+            .and_then(|()| self.conn.execute_batch("COMMIT"))
+        {
             let _ = self.conn.execute_batch("ROLLBACK");
             return Err(err);
         }
@@ -366,7 +443,12 @@ impl Writer {
         Ok(dropped as u64)
     }
 
-    fn drop_rows_in_transaction(&mut self, sql: &str, limit_only: bool, param: i64) -> Result<HashMap<usize, (i64, i64)>, rusqlite::Error> {
+    fn drop_rows_in_transaction(
+        &mut self,
+        sql: &str,
+        limit_only: bool,
+        param: i64,
+    ) -> Result<HashMap<usize, (i64, i64)>, rusqlite::Error> {
         let mut delta: HashMap<usize, (i64, i64)> = HashMap::new();
         {
             let mut stmt = self.conn.prepare_cached(sql)?;
@@ -401,8 +483,13 @@ impl Writer {
             if used <= target {
                 break;
             }
-            let (rows, bytes) = self.routes.iter().fold((0i64, 0i64), |(r, b), s| (r + s.depth as i64, b + s.bytes as i64));
-            let (rows, bytes) = group.route_delta.values().fold((rows, bytes), |(r, b), d| (r + d.0, b + d.1));
+            let (rows, bytes) = self.routes.iter().fold((0i64, 0i64), |(r, b), s| {
+                (r + s.depth as i64, b + s.bytes as i64)
+            });
+            let (rows, bytes) = group
+                .route_delta
+                .values()
+                .fold((rows, bytes), |(r, b), d| (r + d.0, b + d.1));
             // Estimate rows to free from the average row (payload + index + overhead).
             let per_row = (bytes.max(1) / rows.max(1)).max(1) as u64 + ROW_OVERHEAD;
             let want = ((used - target) / per_row).max(64) as i64;
@@ -434,7 +521,9 @@ impl Writer {
     }
 
     fn log_full(&mut self, count: u64, what: &str) {
-        let quiet = self.last_full_log.is_some_and(|t| t.elapsed() < Duration::from_secs(10));
+        let quiet = self
+            .last_full_log
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(10));
         if !quiet {
             warn!(count, max_bytes = %self.config.max_bytes, "journal full: {what}; further messages suppressed for 10s");
             self.last_full_log = Some(Instant::now());
@@ -462,13 +551,20 @@ impl Writer {
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
         if free > 1024 && free * 10 > pages {
-            debug!(free_pages = free, "giving free journal pages back to the file system");
-            self.conn.query_row("PRAGMA incremental_vacuum(4096)", [], |_| Ok(())).or_else(ignore_no_rows)?;
+            debug!(
+                free_pages = free,
+                "giving free journal pages back to the file system"
+            );
+            self.conn
+                .query_row("PRAGMA incremental_vacuum(4096)", [], |_| Ok(()))
+                .or_else(ignore_no_rows)?;
         }
         for (i, route) in self.routes.iter().enumerate() {
             let oldest: Option<i64> = self
                 .conn
-                .prepare_cached("SELECT received_ms FROM events WHERE route = ?1 ORDER BY id LIMIT 1")?
+                .prepare_cached(
+                    "SELECT received_ms FROM events WHERE route = ?1 ORDER BY id LIMIT 1",
+                )?
                 .query_row(params![route.db_id], |r| r.get(0))
                 .optional()?;
             if let Some(m) = self.metrics.routes.get(i) {
