@@ -21,12 +21,14 @@ pub struct Received {
     pub batches: u64,
     /// Receive instant of each event, for latency.
     pub at: Vec<Instant>,
+    /// Distinct events (kept as they arrive, so waiting on a count is cheap).
+    pub seen: std::collections::HashSet<EventId>,
 }
 
 impl Received {
     /// Distinct events.
     pub fn distinct(&self) -> std::collections::HashSet<EventId> {
-        self.events.iter().cloned().collect()
+        self.seen.clone()
     }
 
     /// Events received more than once.
@@ -102,6 +104,7 @@ impl CloudSubscriber {
                                 event["boot"].as_u64().expect("boot") as u32,
                                 event["seq"].as_u64().expect("seq") as u32,
                             );
+                            r.seen.insert(id.clone());
                             r.events.push(id);
                             r.raw.push(event.clone());
                             r.at.push(now);
@@ -130,7 +133,7 @@ impl CloudSubscriber {
         let (lock, cvar) = &*self.received;
         let deadline = Instant::now() + timeout;
         let mut r = lock.lock().expect("lock");
-        while r.distinct().len() < n {
+        while r.seen.len() < n {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
@@ -145,6 +148,7 @@ impl CloudSubscriber {
             raw: r.raw.clone(),
             batches: r.batches,
             at: r.at.clone(),
+            seen: r.seen.clone(),
         }
     }
 

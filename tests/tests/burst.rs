@@ -1,0 +1,62 @@
+//! A burst from many devices at once: rumqttd's in-process link is QoS 0 and skips a
+//! reader that falls behind its in-memory segments, so the gateway must keep up. Every
+//! event the broker accepted (PUBACKed) must be committed and reach the cloud.
+
+use std::time::{Duration, Instant};
+
+use edge_tests::clients::{device_events, publish_all, CloudSubscriber};
+use edge_tests::gateway::{Gateway, Setup};
+use edge_tests::mosquitto::Mosquitto;
+
+/// 50 clients; events each (200,000 in all with EDGE_BURST_EVENTS=4000).
+fn per_client() -> u32 {
+    std::env::var("EDGE_BURST_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_from_fifty_clients_is_committed_and_forwarded_without_loss() {
+    let cloud = Mosquitto::start();
+    let sub = CloudSubscriber::connect(cloud.port).await;
+    let data = tempfile::tempdir().unwrap();
+    let gateway = Gateway::start(&Setup::new(cloud.port, data.path()));
+    let per_client = per_client();
+    let total = 50 * per_client as usize;
+
+    let started = Instant::now();
+    let mut publishers = Vec::new();
+    for c in 0..50 {
+        let device = format!("burst{c:02}");
+        let port = gateway.setup.devices_port;
+        publishers.push(tokio::spawn(async move {
+            publish_all(port, &device, device_events(&device, 1, per_client)).await
+        }));
+    }
+    for p in publishers {
+        p.await.unwrap().expect("the broker accepts every publish");
+    }
+    let accepted = started.elapsed();
+    let got = sub.wait_distinct(total, Duration::from_secs(120));
+    let delivered = started.elapsed();
+    let status = gateway.status();
+    println!(
+        "burst: {total} events from 50 clients; broker accepted all in {accepted:?} ({:.0}/s); \
+         cloud had all in {delivered:?} ({:.0}/s); committed {}, duplicates {}",
+        total as f64 / accepted.as_secs_f64(),
+        total as f64 / delivered.as_secs_f64(),
+        status["events_committed"],
+        got.duplicates(),
+    );
+    assert_eq!(
+        status["events_received"], total as u64,
+        "the link delivered every accepted publish: {status}"
+    );
+    assert_eq!(
+        got.distinct().len(),
+        total,
+        "every accepted event reaches the cloud"
+    );
+    got.in_order_per_device().unwrap();
+}
