@@ -8,7 +8,8 @@
 use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
-use std::time::Instant;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
@@ -94,6 +95,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     ));
 
     let ingest = Ingest::new(config.routes.clone(), metrics.clone());
+    let mut embedded_ingest = None;
     let device_task = match &config.devices.mode {
         DevicesMode::Embedded {
             listen,
@@ -113,11 +115,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             })
             .await
             .map_err(|e| devices::DevicesError::Broker(e.to_string()))?;
-            if let Err(err) = started {
-                stop.cancel();
-                store.shutdown();
-                let _ = tokio::task::spawn_blocking(move || writer.join()).await;
-                return Err(err.into());
+            match started {
+                Ok(embedded) => embedded_ingest = Some(embedded.ingest_thread),
+                Err(err) => {
+                    stop.cancel();
+                    store.shutdown();
+                    let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+                    return Err(err.into());
+                }
             }
             None
         }
@@ -135,7 +140,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     info!("{}", config.summary());
     info!("gateway ready");
 
-    shutdown.await;
+    watch_stages(
+        shutdown,
+        &status,
+        &writer,
+        embedded_ingest.as_ref(),
+        &forwarder,
+        device_task.as_ref(),
+    )
+    .await;
     info!("shutting down: stop taking events, wait for in-flight acks, close the journal");
     stop.cancel();
     if let Some(task) = device_task {
@@ -149,4 +162,42 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     }
     info!("stopped");
     Ok(())
+}
+
+/// Waits for `shutdown`; meanwhile, once a second, checks that every stage still runs.
+/// A stage that stopped on its own makes `/healthz` fail (and is logged once): the process
+/// is then alive but no longer doing its job, and a supervisor should restart it.
+async fn watch_stages(
+    shutdown: impl Future<Output = ()>,
+    status: &Status,
+    writer: &JoinHandle<()>,
+    ingest: Option<&JoinHandle<()>>,
+    forwarder: &tokio::task::JoinHandle<()>,
+    device_task: Option<&tokio::task::JoinHandle<()>>,
+) {
+    tokio::pin!(shutdown);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => return,
+            _ = tick.tick() => {}
+        }
+        let stopped = [
+            ("journal writer", writer.is_finished()),
+            (
+                "device ingest",
+                ingest.is_some_and(JoinHandle::is_finished)
+                    || device_task.is_some_and(|t| t.is_finished()),
+            ),
+            ("forwarder", forwarder.is_finished()),
+        ];
+        for (stage, _) in stopped.iter().filter(|(_, done)| *done) {
+            if status.healthy.swap(false, Ordering::Relaxed) {
+                error!(
+                    stage,
+                    "a pipeline stage stopped; /healthz now fails; restart the gateway"
+                );
+            }
+        }
+    }
 }

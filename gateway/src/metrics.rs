@@ -147,7 +147,12 @@ const LATENCY_BOUNDS: &[f64] = &[
 const BATCH_BOUNDS: &[f64] = &[1.0, 5.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 5000.0];
 
 /// A per-route series: name, type, help, and how to read it (route, now in ms).
-type PerRoute = (&'static str, &'static str, &'static str, fn(&RouteMetrics, u64) -> u64);
+type PerRoute = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&RouteMetrics, u64) -> u64,
+);
 
 /// Per-route figures.
 #[derive(Debug)]
@@ -185,6 +190,10 @@ pub struct Metrics {
     pub reconnects: Counter,
     /// Bytes of the journal in use.
     pub store_bytes: Gauge,
+    /// 0 after a failed commit (disk full, I/O error), 1 after a successful one.
+    pub store_ok: Gauge,
+    /// Commits that failed (their events were not stored and not acknowledged).
+    pub commit_failures: Counter,
     /// Receive-to-PUBACK latency of forwarded events, seconds.
     pub latency: Histogram,
     /// Per route, in config order.
@@ -202,6 +211,8 @@ impl Metrics {
             link_up: Gauge::default(),
             reconnects: Counter::default(),
             store_bytes: Gauge::default(),
+            store_ok: Gauge(AtomicU64::new(1)),
+            commit_failures: Counter::default(),
             latency: Histogram::new(LATENCY_BOUNDS),
             routes: route_names
                 .iter()

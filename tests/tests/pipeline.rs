@@ -89,6 +89,17 @@ async fn events_wait_in_the_journal_while_the_cloud_is_down_and_all_arrive_in_or
         false,
         "the cloud is down, the gateway is ready anyway"
     );
+    let http = gateway.setup.http_port;
+    let (code, body) = edge_tests::http::get(http, "/readyz").unwrap();
+    assert_eq!(
+        (code, body.trim()),
+        (200, "ready; cloud link down (buffering)")
+    );
+    assert_eq!(edge_tests::http::get(http, "/healthz").unwrap().0, 200);
+    assert_eq!(
+        edge_tests::http::metric(http, "edge_gateway_cloud_link_up"),
+        Some(0.0)
+    );
 
     for d in 0..4 {
         let device = format!("d{d}");
@@ -129,6 +140,21 @@ async fn events_wait_in_the_journal_while_the_cloud_is_down_and_all_arrive_in_or
     wait_until(Duration::from_secs(10), "the queue to empty", || {
         (gateway.queue_depth() == 0).then_some(())
     });
+    assert_eq!(
+        edge_tests::http::metric(http, "edge_gateway_cloud_link_up"),
+        Some(1.0)
+    );
+    let committed = edge_tests::http::metric(http, "edge_gateway_events_committed_total");
+    assert_eq!(committed, Some(2800.0));
+    let depth = edge_tests::http::metric(http, "edge_gateway_queue_depth{route=\"telemetry\"}");
+    assert_eq!(depth, Some(0.0));
+    let forwarded = edge_tests::http::metric(
+        http,
+        "edge_gateway_events_forwarded_total{route=\"telemetry\"}",
+    );
+    assert!(forwarded.unwrap() >= 2800.0);
+    let latencies = edge_tests::http::metric(http, "edge_gateway_latency_seconds_count");
+    assert!(latencies.unwrap() >= 2800.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -52,6 +52,8 @@ struct Group {
     rejected: u64,
     /// Oldest rows deleted to keep `max_bytes` (`drop_oldest`).
     dropped_full: u64,
+    /// Latest receive time in the group (the devices' last-seen time).
+    last_seen_ms: i64,
     /// Estimated journal growth of the group so far (rows, index entries, overhead).
     added_bytes: u64,
     batches: Vec<(usize, u64)>,
@@ -226,13 +228,8 @@ impl Writer {
             delta.1 += event.payload.len() as i64;
         }
         drop(insert);
-        self.conn
-            .prepare_cached(
-                "INSERT INTO devices (device, boot, seq, last_seen_ms) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT(device) DO UPDATE SET boot = excluded.boot, seq = excluded.seq, last_seen_ms = excluded.last_seen_ms",
-            )?
-            .execute(params![event.device, event.boot, event.seq, event.received_ms])?;
         group.added_bytes += growth;
+        group.last_seen_ms = group.last_seen_ms.max(event.received_ms);
         group
             .marks_before
             .entry(event.device.clone())
@@ -281,6 +278,18 @@ impl Writer {
     }
 
     fn write_counters(&mut self, group: &Group) -> Result<(), rusqlite::Error> {
+        // One mark per device per group, not per event.
+        for device in group.marks_before.keys() {
+            let Some(&(boot, seq)) = self.devices.get(device) else {
+                continue;
+            };
+            self.conn
+                .prepare_cached(
+                    "INSERT INTO devices (device, boot, seq, last_seen_ms) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT(device) DO UPDATE SET boot = excluded.boot, seq = excluded.seq, last_seen_ms = excluded.last_seen_ms",
+                )?
+                .execute(params![device, boot, seq, group.last_seen_ms])?;
+        }
         for (&route, &(rows, bytes)) in &group.route_delta {
             self.conn
                 .prepare_cached("UPDATE routes SET depth = MAX(depth + ?1, 0), bytes = MAX(bytes + ?2, 0) WHERE id = ?3")?
@@ -295,6 +304,7 @@ impl Writer {
     }
 
     fn after_commit(&mut self, group: Group) {
+        self.metrics.store_ok.set(1);
         let mut notify = false;
         for (&route, &(rows, bytes)) in &group.route_delta {
             let state = &mut self.routes[route];
@@ -370,6 +380,8 @@ impl Writer {
     }
 
     fn after_failure(&mut self, group: Group, err: &rusqlite::Error) {
+        self.metrics.store_ok.set(0);
+        self.metrics.commit_failures.add(1);
         // Nothing of the group is durable: undo the in-memory marks so that the devices'
         // retransmits are accepted, and run no `done` (external brokers redeliver).
         for (device, before) in group.marks_before {
