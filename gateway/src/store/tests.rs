@@ -274,3 +274,32 @@ fn a_damaged_journal_is_a_clear_error_and_is_not_deleted() {
     );
     assert_eq!(std::fs::read(&path).unwrap(), vec![0x42; 8192]);
 }
+
+#[tokio::test]
+async fn space_of_forwarded_events_is_given_back_to_the_file_system() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path(), &config(1 << 30, WhenFull::DropOldest));
+    for chunk in 0..20u32 {
+        store.handle.ingest((0..500).map(|i| event("d1", 1, chunk * 500 + i + 1, 1000)).collect()).unwrap();
+    }
+    let rows = sync(&store).await;
+    let first = rows[0].id;
+    let last = rows.last().unwrap().id;
+    let db = dir.path().join("journal.db");
+    // Checkpoint so the file itself holds the pages, then measure it full.
+    store.handle.ack(0, first, first, 1).unwrap();
+    sync(&store).await;
+    let full = std::fs::metadata(&db).unwrap().len();
+    store.handle.ack(0, first, last, 2).unwrap();
+    sync(&store).await;
+    // Maintenance (every 500 ms) vacuums incrementally and checkpoints: the file shrinks.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::fs::metadata(&db).unwrap().len() >= full / 4 {
+        assert!(std::time::Instant::now() < deadline, "the journal file did not shrink below {} bytes", full / 4);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(store.metrics.store_bytes.get() < full / 4);
+    close(store);
+    let after = std::fs::metadata(&db).unwrap().len();
+    assert!(after < full / 4, "file is {after} bytes after forwarding everything, was {full}");
+}

@@ -567,9 +567,14 @@ impl Writer {
                 free_pages = free,
                 "giving free journal pages back to the file system"
             );
-            self.conn
-                .query_row("PRAGMA incremental_vacuum(4096)", [], |_| Ok(()))
-                .or_else(ignore_no_rows)?;
+            // Each step of this pragma frees one page: step it to the end. The checkpoint
+            // then lets the file itself shrink.
+            let mut vacuum = self.conn.prepare("PRAGMA incremental_vacuum(4096)")?;
+            let mut steps = vacuum.query([])?;
+            while steps.next()?.is_some() {}
+            drop(steps);
+            drop(vacuum);
+            self.conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE);")?;
         }
         for (i, route) in self.routes.iter().enumerate() {
             let oldest: Option<i64> = self
@@ -597,13 +602,5 @@ impl Writer {
             metrics.depth.set(state.depth);
             metrics.bytes.set(state.bytes);
         }
-    }
-}
-
-fn ignore_no_rows(err: rusqlite::Error) -> Result<(), rusqlite::Error> {
-    if err == rusqlite::Error::QueryReturnedNoRows {
-        Ok(())
-    } else {
-        Err(err)
     }
 }
