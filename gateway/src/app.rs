@@ -99,11 +99,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let device_task = match &config.devices.mode {
         DevicesMode::Embedded {
             listen,
+            listen_v5,
             max_connections,
             broker_memory,
         } => {
             let settings = embedded::BrokerSettings {
                 listen: *listen,
+                listen_v5: *listen_v5,
                 max_connections: *max_connections,
                 max_payload: config.devices.max_payload,
                 memory: *broker_memory,

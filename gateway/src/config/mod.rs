@@ -60,6 +60,8 @@ pub enum DevicesMode {
     Embedded {
         /// Listen address (MQTT 3.1.1).
         listen: SocketAddr,
+        /// Optional second listener for MQTT 5 clients.
+        listen_v5: Option<SocketAddr>,
         /// Most simultaneous device connections.
         max_connections: usize,
         /// Memory the broker may use to hold messages between devices and the gateway.
@@ -272,7 +274,16 @@ impl Config {
     /// A one-line summary for `check-config` and the start-up log.
     pub fn summary(&self) -> String {
         let devices = match &self.devices.mode {
-            DevicesMode::Embedded { listen, .. } => format!("embedded broker on {listen}"),
+            DevicesMode::Embedded {
+                listen,
+                listen_v5: None,
+                ..
+            } => format!("embedded broker on {listen}"),
+            DevicesMode::Embedded {
+                listen,
+                listen_v5: Some(v5),
+                ..
+            } => format!("embedded broker on {listen} (MQTT 5 on {v5})"),
             DevicesMode::External { url, .. } => format!("client of {url}"),
         };
         let routes: Vec<&str> = self.routes.iter().map(|r| r.name.as_str()).collect();

@@ -20,6 +20,7 @@ pub struct Gateway {
 pub struct Devices {
     pub mode: Option<String>,
     pub listen: Option<String>,
+    pub listen_v5: Option<String>,
     pub url: Option<String>,
     pub client_id: Option<String>,
     pub max_connections: Option<i64>,

@@ -249,6 +249,13 @@ fn validate_devices(errors: &mut Errors, raw: raw::Devices, gateway_id: &str) ->
                 raw.listen.as_deref(),
                 "0.0.0.0:1883",
             );
+            let listen_v5 = raw
+                .listen_v5
+                .as_deref()
+                .and_then(|text| socket(errors, "devices.listen_v5", Some(text), ""));
+            if listen_v5.is_some() && listen_v5 == listen {
+                errors.push("devices.listen_v5", "must differ from devices.listen");
+            }
             let max_connections = count(
                 errors,
                 "devices.max_connections",
@@ -271,12 +278,13 @@ fn validate_devices(errors: &mut Errors, raw: raw::Devices, gateway_id: &str) ->
             }
             DevicesMode::Embedded {
                 listen: listen.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 1883))),
+                listen_v5,
                 max_connections,
                 broker_memory,
             }
         }
         "external" => {
-            if raw.listen.is_some() {
+            if raw.listen.is_some() || raw.listen_v5.is_some() {
                 errors.push(
                     "devices.listen",
                     "only used with mode = \"embedded\"; set devices.url",
@@ -314,6 +322,7 @@ fn validate_devices(errors: &mut Errors, raw: raw::Devices, gateway_id: &str) ->
             );
             DevicesMode::Embedded {
                 listen: SocketAddr::from(([0, 0, 0, 0], 1883)),
+                listen_v5: None,
                 max_connections: 1,
                 broker_memory: ByteSize(0),
             }

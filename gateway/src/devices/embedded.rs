@@ -30,8 +30,10 @@ const ACK_FILTER: &str = "devices/+/ack";
 /// Settings of the embedded broker.
 #[derive(Debug, Clone)]
 pub struct BrokerSettings {
-    /// Listen address.
+    /// Listen address (MQTT 3.1.1).
     pub listen: SocketAddr,
+    /// Optional MQTT 5 listen address.
+    pub listen_v5: Option<SocketAddr>,
     /// Most device connections.
     pub max_connections: usize,
     /// Largest publish.
@@ -83,6 +85,9 @@ pub fn start(
             }
         })?;
     wait_until_listening(settings.listen)?;
+    if let Some(v5) = settings.listen_v5 {
+        info!(listen = %v5, "embedded device broker listening for MQTT 5");
+    }
     let batcher = Batcher::new(ingest, store);
     let ingest_thread = std::thread::Builder::new()
         .name("device-ingest".into())
@@ -109,12 +114,12 @@ fn broker_config(settings: &BrokerSettings) -> Config {
         // A device publishing on a topic no route takes is counted, not disconnected.
         dynamic_filters: true,
     };
-    let server = ServerSettings {
-        name: "devices".into(),
-        listen: settings.listen,
+    let server = |name: &str, listen| ServerSettings {
+        name: name.into(),
+        listen,
         tls: None,
         next_connection_delay_ms: 1,
-        connections,
+        connections: connections.clone(),
     };
     Config {
         id: 0,
@@ -125,7 +130,13 @@ fn broker_config(settings: &BrokerSettings) -> Config {
             max_segment_count: SEGMENTS,
             ..RouterConfig::default()
         },
-        v4: Some(HashMap::from([("devices".to_owned(), server)])),
+        v4: Some(HashMap::from([(
+            "devices".to_owned(),
+            server("devices", settings.listen),
+        )])),
+        v5: settings
+            .listen_v5
+            .map(|v5| HashMap::from([("devices-v5".to_owned(), server("devices-v5", v5))])),
         ..Config::default()
     }
 }

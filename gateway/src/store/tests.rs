@@ -280,7 +280,14 @@ async fn space_of_forwarded_events_is_given_back_to_the_file_system() {
     let dir = tempfile::tempdir().unwrap();
     let store = open_store(dir.path(), &config(1 << 30, WhenFull::DropOldest));
     for chunk in 0..20u32 {
-        store.handle.ingest((0..500).map(|i| event("d1", 1, chunk * 500 + i + 1, 1000)).collect()).unwrap();
+        store
+            .handle
+            .ingest(
+                (0..500)
+                    .map(|i| event("d1", 1, chunk * 500 + i + 1, 1000))
+                    .collect(),
+            )
+            .unwrap();
     }
     let rows = sync(&store).await;
     let first = rows[0].id;
@@ -295,11 +302,18 @@ async fn space_of_forwarded_events_is_given_back_to_the_file_system() {
     // Maintenance (every 500 ms) vacuums incrementally and checkpoints: the file shrinks.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while std::fs::metadata(&db).unwrap().len() >= full / 4 {
-        assert!(std::time::Instant::now() < deadline, "the journal file did not shrink below {} bytes", full / 4);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the journal file did not shrink below {} bytes",
+            full / 4
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(store.metrics.store_bytes.get() < full / 4);
     close(store);
     let after = std::fs::metadata(&db).unwrap().len();
-    assert!(after < full / 4, "file is {after} bytes after forwarding everything, was {full}");
+    assert!(
+        after < full / 4,
+        "file is {after} bytes after forwarding everything, was {full}"
+    );
 }
