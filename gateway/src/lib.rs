@@ -5,6 +5,7 @@
 //! - [`devices`]: the embedded broker (rumqttd) or a client of an existing one; device acks.
 //! - [`ingest`]: decode and validate (`edge-event`), pick routes, or make a dead letter.
 //! - [`routes`]: topic filters with a device level, cloud topic templates.
+//! - [`filters`]: per-route rules (devices, types, range, interval, deadband) before the store.
 //! - [`store`]: the journal (SQLite, WAL, group commit, retention). Durable from here on.
 //! - [`forward`]: batches per route to the cloud (rumqttc, QoS 1); delete on PUBACK only.
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`, `/api/status`.
@@ -15,6 +16,7 @@
 pub mod app;
 pub mod config;
 pub mod devices;
+pub mod filters;
 pub mod forward;
 pub mod http;
 pub mod ingest;
