@@ -94,7 +94,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         stop.clone(),
     ));
 
-    let ingest = Ingest::new(config.routes.clone(), metrics.clone());
+    let ingest = Ingest::new(
+        config.routes.clone(),
+        metrics.clone(),
+        opened.filter_state.clone(),
+    );
     let mut embedded_ingest = None;
     let device_task = match &config.devices.mode {
         DevicesMode::Embedded {

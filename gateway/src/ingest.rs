@@ -9,21 +9,37 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::RouteConfig;
+use crate::filters::{RouteFilter, StateUpdate};
 use crate::metrics::{DropReason, Metrics};
 use crate::store::{now_ms, DeadLetter, Done, Incoming, NewEvent};
 
-/// Decodes, validates and routes device publishes.
+/// Decodes, validates, routes and filters device publishes.
 pub struct Ingest {
     routes: Vec<RouteConfig>,
+    filters: Vec<RouteFilter>,
     metrics: Arc<Metrics>,
     bad_log: RateLimited,
 }
 
 impl Ingest {
-    /// An ingest stage for these routes.
-    pub fn new(routes: Vec<RouteConfig>, metrics: Arc<Metrics>) -> Ingest {
+    /// An ingest stage for these routes, with the filter state the journal kept.
+    pub fn new(
+        routes: Vec<RouteConfig>,
+        metrics: Arc<Metrics>,
+        restored: Vec<StateUpdate>,
+    ) -> Ingest {
+        let mut filters: Vec<RouteFilter> = routes
+            .iter()
+            .map(|r| RouteFilter::new(r.filter.clone()))
+            .collect();
+        for update in restored {
+            if let Some(index) = routes.iter().position(|r| r.name == update.route) {
+                filters[index].restore(update.device, update.state);
+            }
+        }
         Ingest {
             routes,
+            filters,
             metrics,
             bad_log: RateLimited::new(Duration::from_secs(10)),
         }
@@ -37,20 +53,22 @@ impl Ingest {
         filters
     }
 
-    /// Turns one publish into what the store should do with it; `None` when no route
-    /// takes it (counted as `no_route`; `done` runs at once).
+    /// Turns one publish into what the store should do with it; `None` when no route's
+    /// topic filter takes it (counted as `no_route`; `done` runs at once). An event that
+    /// every route's rules refuse still goes to the store with no routes, so that its
+    /// device mark (the ack) moves past it.
     pub fn process(&mut self, topic: &str, payload: &[u8], done: Option<Done>) -> Option<Incoming> {
         self.metrics.received.add(1);
         let received_ms = now_ms();
         let mut device_level = None;
-        let mut routes = Vec::with_capacity(1);
+        let mut matched = Vec::with_capacity(1);
         for (index, route) in self.routes.iter().enumerate() {
             if let Some(level) = route.from.matches(topic) {
-                routes.push(index);
+                matched.push(index);
                 device_level = device_level.or(level);
             }
         }
-        if routes.is_empty() {
+        if matched.is_empty() {
             self.metrics.count_drop(DropReason::NoRoute, 1);
             if let Some(done) = done {
                 done();
@@ -87,27 +105,70 @@ impl Ingest {
                 return Some(self.dead_letter(topic, payload, reason, received_ms, done));
             }
         }
-        let mut buf = [0u8; edge_event::MAX_ENCODED_LEN];
-        let encoded = match edge_event::encode(&event, &mut buf) {
-            Ok(len) => buf[..len].to_vec(),
-            Err(err) => {
-                return Some(self.dead_letter(
-                    topic,
-                    payload,
-                    format!("cannot re-encode event: {err}"),
-                    received_ms,
-                    done,
-                ))
+        let mut routes = Vec::with_capacity(matched.len());
+        let mut filter_state = Vec::new();
+        for index in matched {
+            match self.filters[index].check(&event, received_ms) {
+                Ok(update) => {
+                    routes.push(index);
+                    filter_state.extend(update.map(|u| StateUpdate {
+                        route: self.routes[index].name.clone(),
+                        ..u
+                    }));
+                }
+                Err(refusal) => self.metrics.routes[index].count_filtered(refusal),
             }
-        };
-        Some(Incoming::Event(NewEvent {
+        }
+        if routes.is_empty() {
+            self.metrics.count_drop(DropReason::Filter, 1);
+        }
+        match self.new_event(&event, routes, received_ms, done, filter_state, false) {
+            Ok(event) => Some(event),
+            Err(reason) => Some(self.dead_letter(topic, payload, reason, received_ms, None)),
+        }
+    }
+
+    /// Events held by `keep_last` filters whose interval has ended: forwarded now.
+    pub fn flush_held(&mut self) -> Vec<Incoming> {
+        let now = now_ms();
+        let mut out = Vec::new();
+        for index in 0..self.filters.len() {
+            for (event, update) in self.filters[index].flush_due(now) {
+                let update = StateUpdate {
+                    route: self.routes[index].name.clone(),
+                    ..update
+                };
+                if let Ok(item) = self.new_event(&event, vec![index], now, None, vec![update], true)
+                {
+                    out.push(item);
+                }
+            }
+        }
+        out
+    }
+
+    fn new_event(
+        &self,
+        event: &edge_event::Event,
+        routes: Vec<usize>,
+        received_ms: i64,
+        done: Option<Done>,
+        filter_state: Vec<StateUpdate>,
+        held: bool,
+    ) -> Result<Incoming, String> {
+        let mut buf = [0u8; edge_event::MAX_ENCODED_LEN];
+        let len = edge_event::encode(event, &mut buf)
+            .map_err(|err| format!("cannot re-encode event: {err}"))?;
+        Ok(Incoming::Event(NewEvent {
             device: event.device.as_str().to_owned(),
             boot: event.boot,
             seq: event.seq,
             routes,
-            payload: encoded,
+            payload: buf[..len].to_vec(),
             received_ms,
             done,
+            filter_state,
+            held,
         }))
     }
 
@@ -173,7 +234,10 @@ mod tests {
         )
         .unwrap();
         let metrics = Arc::new(Metrics::new(&["t".into()]));
-        (Ingest::new(config.routes, metrics.clone()), metrics)
+        (
+            Ingest::new(config.routes, metrics.clone(), Vec::new()),
+            metrics,
+        )
     }
 
     #[test]

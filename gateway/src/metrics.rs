@@ -9,6 +9,8 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::filters::Refusal;
+
 /// Why an event was not forwarded. The label values are part of the metrics contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DropReason {
@@ -171,6 +173,17 @@ pub struct RouteMetrics {
     pub batches: Counter,
     /// Batch sizes (events per acknowledged batch).
     pub batch_size: Histogram,
+    /// Events this route's filters refused, by rule (index = position in [`Refusal::ALL`]).
+    pub filtered: [Counter; 5],
+}
+
+impl RouteMetrics {
+    /// Counts one event refused by `refusal`.
+    pub fn count_filtered(&self, refusal: Refusal) {
+        if let Some(i) = Refusal::ALL.iter().position(|r| *r == refusal) {
+            self.filtered[i].add(1);
+        }
+    }
 }
 
 /// Every metric of the gateway.
@@ -224,6 +237,7 @@ impl Metrics {
                     forwarded: Counter::default(),
                     batches: Counter::default(),
                     batch_size: Histogram::new(BATCH_BOUNDS),
+                    filtered: Default::default(),
                 })
                 .collect(),
         }
@@ -349,6 +363,22 @@ impl Metrics {
                     "{name}{{route=\"{}\"}} {}",
                     route.name,
                     value(route, now_ms)
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP edge_gateway_filtered_total Events a route's rules refused, by rule."
+        );
+        let _ = writeln!(out, "# TYPE edge_gateway_filtered_total counter");
+        for route in &self.routes {
+            for (refusal, counter) in Refusal::ALL.iter().zip(&route.filtered) {
+                let _ = writeln!(
+                    out,
+                    "edge_gateway_filtered_total{{route=\"{}\",filter=\"{}\"}} {}",
+                    route.name,
+                    refusal.label(),
+                    counter.get()
                 );
             }
         }

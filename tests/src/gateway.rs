@@ -67,6 +67,8 @@ pub struct Setup {
     pub devices: String,
     /// The `batch = {...}` of the route.
     pub batch: String,
+    /// When not empty, replaces the default `[[routes]]` entry (TOML text).
+    pub routes: String,
 }
 
 impl Setup {
@@ -81,6 +83,7 @@ impl Setup {
             cloud: "backoff_min = \"50ms\"\nbackoff_max = \"500ms\"\n".into(),
             devices: String::new(),
             batch: "{ max_events = 500, max_bytes = \"64KiB\", max_delay = \"20ms\" }".into(),
+            routes: String::new(),
         }
     }
 
@@ -94,16 +97,23 @@ impl Setup {
                 self.devices_port, self.devices
             )
         };
+        let routes = if self.routes.is_empty() {
+            format!(
+                "[[routes]]\nname = \"telemetry\"\nfrom = \"devices/+/events\"\n\
+                 to = \"gateways/{{gateway}}/telemetry\"\nbatch = {}\n",
+                self.batch
+            )
+        } else {
+            self.routes.clone()
+        };
         format!(
             "[gateway]\nid = \"gw-test\"\ndata_dir = \"{data}\"\n\n[devices]\n{devices}\n[store]\nsynchronous = \"normal\"\n{store}\n\
-             [cloud]\nurl = \"mqtt://127.0.0.1:{cloud}\"\n{cloud_extra}\n[http]\nlisten = \"127.0.0.1:{http}\"\n\n\
-             [[routes]]\nname = \"telemetry\"\nfrom = \"devices/+/events\"\nto = \"gateways/{{gateway}}/telemetry\"\nbatch = {batch}\n",
+             [cloud]\nurl = \"mqtt://127.0.0.1:{cloud}\"\n{cloud_extra}\n[http]\nlisten = \"127.0.0.1:{http}\"\n\n{routes}",
             data = self.data_dir.display(),
             store = self.store,
             cloud = self.cloud_port,
             cloud_extra = self.cloud,
             http = self.http_port,
-            batch = self.batch,
         )
     }
 }

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 pub use units::ByteSize;
 
+use crate::filters::FilterRules;
 use crate::routes::{TopicFilter, TopicTemplate};
 
 /// The validated configuration.
@@ -154,6 +155,8 @@ pub struct RouteConfig {
     pub to: TopicTemplate,
     /// Batching policy.
     pub batch: BatchConfig,
+    /// Which events the route forwards (see [`crate::filters`]).
+    pub filter: FilterRules,
 }
 
 /// When a batch is sent: whichever bound is reached first.

@@ -70,6 +70,13 @@ pub struct Route {
     pub from: Option<String>,
     pub to: Option<String>,
     pub batch: Option<Batch>,
+    pub devices: Option<Vec<String>>,
+    pub types: Option<Vec<String>>,
+    pub min: Option<std::collections::BTreeMap<String, f64>>,
+    pub max: Option<std::collections::BTreeMap<String, f64>>,
+    pub deadband: Option<std::collections::BTreeMap<String, f64>>,
+    pub min_interval: Option<RawUnit>,
+    pub keep_last: Option<bool>,
 }
 
 /// `routes[n].batch`.

@@ -14,6 +14,7 @@ use serde::de::DeserializeOwned;
 use super::raw;
 use super::units::{ByteSize, RawUnit};
 use super::*;
+use crate::filters::Glob;
 
 /// Smallest `batch.max_bytes`: one event of the largest size must always fit a batch.
 pub const MIN_BATCH_BYTES: u64 = 4096;
@@ -483,6 +484,7 @@ fn validate_routes(
     for (i, route) in raw.into_iter().enumerate() {
         let Some(route) = route else { continue };
         let at = |key: &str| format!("routes[{i}].{key}");
+        let filter = validate_filter(errors, i, &route);
         let name = route.name.unwrap_or_default();
         check_id(errors, &at("name"), &name);
         if names.contains(&name) {
@@ -547,6 +549,7 @@ fn validate_routes(
         };
         if let (Some(from), Some(to)) = (from, to) {
             routes.push(RouteConfig {
+                filter,
                 name,
                 from,
                 to,
@@ -555,6 +558,66 @@ fn validate_routes(
         }
     }
     routes
+}
+
+/// A route's filter keys: globs, per-reading bounds and thresholds, the interval.
+fn validate_filter(errors: &mut Errors, i: usize, route: &raw::Route) -> FilterRules {
+    let at = |key: &str| format!("routes[{i}].{key}");
+    let globs = |errors: &mut Errors, key: &str, list: &Option<Vec<String>>| -> Vec<Glob> {
+        let list = list.as_deref().unwrap_or_default();
+        for (n, pattern) in list.iter().enumerate() {
+            if pattern.is_empty() {
+                errors.push(
+                    format!("routes[{i}].{key}[{n}]"),
+                    "an empty pattern matches nothing",
+                );
+            }
+        }
+        list.iter().map(|p| Glob::new(p)).collect()
+    };
+    let readings = |map: &Option<std::collections::BTreeMap<String, f64>>| -> Vec<(String, f64)> {
+        map.iter().flatten().map(|(k, v)| (k.clone(), *v)).collect()
+    };
+    let rules = FilterRules {
+        devices: globs(errors, "devices", &route.devices),
+        types: globs(errors, "types", &route.types),
+        min: readings(&route.min),
+        max: readings(&route.max),
+        deadband: readings(&route.deadband),
+        min_interval: route
+            .min_interval
+            .as_ref()
+            .and_then(|raw| errors.take(&at("min_interval"), raw.duration())),
+        keep_last: route.keep_last.unwrap_or(false),
+    };
+    for (name, min) in &rules.min {
+        if let Some((_, max)) = rules.max.iter().find(|(n, _)| n == name) {
+            if min > max {
+                errors.push(
+                    at(&format!("min.{name}")),
+                    format!("{min} is above max.{name} ({max}): nothing would pass"),
+                );
+            }
+        }
+    }
+    for (name, delta) in &rules.deadband {
+        if !(delta.is_finite() && *delta > 0.0) {
+            errors.push(
+                at(&format!("deadband.{name}")),
+                format!("expected a threshold above 0, found {delta}"),
+            );
+        }
+    }
+    if rules.min_interval.is_some_and(|d| d.is_zero()) {
+        errors.push(at("min_interval"), "must be more than 0");
+    }
+    if rules.keep_last && rules.min_interval.is_none() {
+        errors.push(
+            at("keep_last"),
+            "needs min_interval: the held event is sent when the interval ends",
+        );
+    }
+    rules
 }
 
 #[cfg(test)]

@@ -183,11 +183,13 @@ fn wait_until_listening(listen: SocketAddr) -> Result<(), DevicesError> {
 /// The ingest thread: takes everything the link has, hands it to the store in groups.
 fn drain(mut link_rx: LinkRx, mut batcher: Batcher) {
     loop {
-        let next = if batcher.has_pending() {
-            link_rx.recv_deadline(Instant::now())
+        // Drain without waiting while a group is pending; otherwise wait up to a tick.
+        let wait = if batcher.has_pending() {
+            Duration::ZERO
         } else {
-            link_rx.recv()
+            super::TICK
         };
+        let next = link_rx.recv_deadline(Instant::now() + wait);
         match next {
             Ok(Some(Notification::Forward(forward))) => {
                 let Ok(topic) = std::str::from_utf8(&forward.publish.topic) else {
@@ -208,7 +210,13 @@ fn drain(mut link_rx: LinkRx, mut batcher: Batcher) {
             }
             Ok(_) => {}
             Err(LinkError::RecvTimeout(_)) => {
-                if batcher.flush().is_err() {
+                let idle = !batcher.has_pending();
+                let result = if idle {
+                    batcher.tick()
+                } else {
+                    batcher.flush()
+                };
+                if result.is_err() {
                     break;
                 }
             }

@@ -43,16 +43,44 @@ pub async fn run(
     spawn_ack_publisher(client.clone(), acks);
     let mut batcher = Batcher::new(ingest, store);
     let mut errors = RateLimited::new(Duration::from_secs(30));
-    let mut delay = Duration::from_millis(200);
+    // The event loop runs in its own task (its poll is then never cancelled by the tick);
+    // it backs off after a failed poll, since rumqttc reconnects on the very next one.
+    let (events_tx, mut events) = tokio::sync::mpsc::channel(1024);
+    let poller = tokio::spawn(async move {
+        let mut delay = Duration::from_millis(200);
+        loop {
+            let event = eventloop.poll().await;
+            let failed = event.is_err();
+            if matches!(event, Ok(Event::Incoming(Packet::ConnAck(_)))) {
+                delay = Duration::from_millis(200);
+            }
+            if events_tx.send(event).await.is_err() {
+                return;
+            }
+            if failed {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+        }
+    });
+    let mut tick = tokio::time::interval(super::TICK);
     loop {
         let event = tokio::select! {
             _ = shutdown.cancelled() => break,
-            event = eventloop.poll() => event,
+            _ = tick.tick() => {
+                if batcher.tick().is_err() {
+                    break;
+                }
+                continue;
+            }
+            event = events.recv() => match event {
+                Some(event) => event,
+                None => break,
+            },
         };
         match event {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 generation.fetch_add(1, Ordering::AcqRel);
-                delay = Duration::from_millis(200);
                 info!(broker = %url, "connected to the device broker");
                 for filter in &filters {
                     if let Err(err) = client.subscribe(filter.clone(), QoS::AtLeastOnce).await {
@@ -77,16 +105,12 @@ pub async fn run(
                 if let Some(suppressed) = errors.allow() {
                     warn!(error = %err, broker = %url, suppressed, "device broker connection failed; retrying");
                 }
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(delay) => {}
-                }
-                delay = (delay * 2).min(Duration::from_secs(10));
             }
         }
     }
     let _ = batcher.flush();
     let _ = client.try_disconnect();
+    poller.abort();
 }
 
 fn ack_after_commit(

@@ -54,6 +54,9 @@ pub fn ack_payload(ack: &DeviceAck) -> Vec<u8> {
     }
 }
 
+/// How often an idle source runs [`Batcher::tick`].
+pub(crate) const TICK: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// Flushes a batch of processed publishes to the store when it is big enough or the
 /// source has nothing more right now.
 pub(crate) struct Batcher {
@@ -100,5 +103,13 @@ impl Batcher {
 
     pub(crate) fn has_pending(&self) -> bool {
         !self.pending.is_empty()
+    }
+
+    /// Periodic work while the source is idle: events held by `keep_last` filters whose
+    /// interval ended go to the store.
+    pub(crate) fn tick(&mut self) -> Result<(), crate::store::StoreError> {
+        let held = self.ingest.flush_held();
+        self.pending.extend(held);
+        self.flush()
     }
 }

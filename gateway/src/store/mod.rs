@@ -45,6 +45,7 @@ use std::thread::JoinHandle;
 use tokio::sync::{oneshot, Notify};
 
 use crate::config::StoreConfig;
+use crate::filters::StateUpdate;
 use crate::metrics::Metrics;
 
 /// Index of a route in the config's `[[routes]]` list.
@@ -62,7 +63,8 @@ pub struct NewEvent {
     pub boot: u32,
     /// Sequence number within the boot.
     pub seq: u32,
-    /// Routes that take it (one row each).
+    /// Routes that take it (one row each; empty when every route's filter dropped it —
+    /// its device mark still moves, so the device is not left waiting for an ack).
     pub routes: Vec<RouteIndex>,
     /// The event, postcard-encoded (`edge_event::encode`).
     pub payload: Vec<u8>,
@@ -70,6 +72,11 @@ pub struct NewEvent {
     pub received_ms: i64,
     /// Run after commit.
     pub done: Option<Done>,
+    /// Route filter state changed by this event, committed with it.
+    pub filter_state: Vec<StateUpdate>,
+    /// A `keep_last` event forwarded after it was first filtered: its device mark moved
+    /// then, so it is not a duplicate now.
+    pub held: bool,
 }
 
 /// A payload that could not be accepted, kept with its reason.
@@ -210,6 +217,8 @@ pub struct Opened {
     pub depth: Vec<u64>,
     /// Last batch number acknowledged per route.
     pub last_batch: Vec<u64>,
+    /// Route filter state per (route, device).
+    pub filter_state: Vec<StateUpdate>,
 }
 
 /// The other stages' handle on the journal. Cheap to clone.
@@ -289,7 +298,7 @@ pub fn open(
         source,
     })?;
     let path = data_dir.join("journal.db");
-    let (conn, state) = schema::open(&path, config, route_names)?;
+    let (conn, mut state) = schema::open(&path, config, route_names)?;
     let committed = Arc::new(Committed {
         counts: route_names.iter().map(|_| AtomicU64::new(0)).collect(),
         notify: Notify::new(),
@@ -297,6 +306,7 @@ pub fn open(
     let opened = Opened {
         depth: state.routes.iter().map(|r| r.depth).collect(),
         last_batch: state.routes.iter().map(|r| r.last_batch).collect(),
+        filter_state: std::mem::take(&mut state.filter_state),
     };
     let (tx, rx) = mpsc::channel();
     let writer = writer::Writer::new(

@@ -9,6 +9,7 @@ use rusqlite::{params, Connection, ErrorCode, OpenFlags};
 
 use super::StoreError;
 use crate::config::{StoreConfig, Synchronous};
+use crate::filters::{DeviceState, StateUpdate};
 
 /// Schema version written to `PRAGMA user_version`.
 pub const SCHEMA_VERSION: i64 = 1;
@@ -33,6 +34,13 @@ CREATE TABLE IF NOT EXISTS devices (
     boot         INTEGER NOT NULL,
     seq          INTEGER NOT NULL,    -- highest committed seq of that boot
     last_seen_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS filter_state (
+    route        TEXT NOT NULL,
+    device       TEXT NOT NULL,
+    last_ms      INTEGER NOT NULL,   -- receive time of the last forwarded event
+    state_values TEXT NOT NULL,      -- JSON [[reading, value], ...] of deadband readings
+    PRIMARY KEY (route, device)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS dead_letters (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -63,6 +71,8 @@ pub struct State {
     pub routes: Vec<RouteState>,
     /// Per device: `(boot, highest committed seq)`.
     pub devices: HashMap<String, (u32, u32)>,
+    /// Route filter state.
+    pub filter_state: Vec<StateUpdate>,
 }
 
 fn classify(path: &Path, source: rusqlite::Error) -> StoreError {
@@ -175,5 +185,29 @@ pub fn open(
         devices.insert(device, (boot, seq));
     }
     drop(stmt);
-    Ok((conn, State { routes, devices }))
+    let filter_state = conn
+        .prepare("SELECT route, device, last_ms, state_values FROM filter_state")
+        .and_then(|mut stmt| {
+            stmt.query_map([], |r| {
+                let values: String = r.get(3)?;
+                Ok(StateUpdate {
+                    route: r.get(0)?,
+                    device: r.get(1)?,
+                    state: DeviceState {
+                        last_ms: r.get(2)?,
+                        values: serde_json::from_str(&values).unwrap_or_default(),
+                    },
+                })
+            })?
+            .collect()
+        })
+        .map_err(|e| classify(path, e))?;
+    Ok((
+        conn,
+        State {
+            routes,
+            devices,
+            filter_state,
+        },
+    ))
 }

@@ -29,6 +29,8 @@ fn event(device: &str, boot: u32, seq: u32, size: usize) -> Incoming {
         payload: vec![7; size],
         received_ms: now_ms(),
         done: None,
+        filter_state: Vec::new(),
+        held: false,
     })
 }
 

@@ -200,13 +200,16 @@ impl Writer {
 
     fn insert_event(&mut self, group: &mut Group, event: NewEvent) -> Result<(), rusqlite::Error> {
         let mark = self.devices.get(&event.device).copied();
-        if matches!(mark, Some((boot, seq)) if boot == event.boot && event.seq <= seq) {
+        let retransmit =
+            matches!(mark, Some((boot, seq)) if boot == event.boot && event.seq <= seq);
+        if retransmit && !event.held {
             group.duplicates += 1;
             group.done.extend(event.done);
             return Ok(());
         }
         let growth = (event.payload.len() as u64 + ROW_OVERHEAD) * event.routes.len() as u64;
-        if self.config.when_full == WhenFull::RejectNew
+        if growth > 0
+            && self.config.when_full == WhenFull::RejectNew
             && (self.rejecting
                 || self.used_bytes + group.added_bytes + growth > self.config.max_bytes.bytes())
         {
@@ -228,14 +231,29 @@ impl Writer {
             delta.1 += event.payload.len() as i64;
         }
         drop(insert);
+        for update in &event.filter_state {
+            let values =
+                serde_json::to_string(&update.state.values).unwrap_or_else(|_| "[]".into());
+            self.conn
+                .prepare_cached(
+                    "INSERT INTO filter_state (route, device, last_ms, state_values) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT(route, device) DO UPDATE SET last_ms = excluded.last_ms, state_values = excluded.state_values",
+                )?
+                .execute(params![update.route, update.device, update.state.last_ms, values])?;
+        }
         group.added_bytes += growth;
         group.last_seen_ms = group.last_seen_ms.max(event.received_ms);
-        group
-            .marks_before
-            .entry(event.device.clone())
-            .or_insert(mark);
-        self.devices.insert(event.device, (event.boot, event.seq));
-        group.committed_events += 1;
+        // A held (keep_last) event moved its device's mark when it was first filtered.
+        if !event.held {
+            group
+                .marks_before
+                .entry(event.device.clone())
+                .or_insert(mark);
+            self.devices.insert(event.device, (event.boot, event.seq));
+        }
+        if !event.routes.is_empty() {
+            group.committed_events += 1;
+        }
         group.done.extend(event.done);
         Ok(())
     }
