@@ -41,19 +41,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let route_names: Vec<String> = config.routes.iter().map(|r| r.name.clone()).collect();
     let metrics = Arc::new(Metrics::new(&route_names));
     let (acks_tx, acks_rx) = mpsc::channel();
-    let (store, opened, writer) = store::open(
-        &config.gateway.data_dir,
-        &config.store,
-        &route_names,
-        metrics.clone(),
-        Some(acks_tx),
-    )?;
+    let (store, opened, writer) =
+        store::open(&config.gateway.data_dir, &config.store, &route_names, metrics.clone(), Some(acks_tx))?;
     let backlog: u64 = opened.depth.iter().sum();
-    info!(
-        backlog,
-        took_ms = started.elapsed().as_millis() as u64,
-        "journal open"
-    );
+    info!(backlog, took_ms = started.elapsed().as_millis() as u64, "journal open");
 
     let stop = CancellationToken::new();
     let status = Arc::new(Status {
@@ -69,10 +60,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             let task_status = status.clone();
             let task_stop = stop.clone();
             let listener = std::net::TcpListener::bind(listen).map_err(|e| {
-                std::io::Error::new(
-                    e.kind(),
-                    format!("cannot listen for HTTP on {listen}: {e} (change [http].listen)"),
-                )
+                std::io::Error::new(e.kind(), format!("cannot listen for HTTP on {listen}: {e} (change [http].listen)"))
             })?;
             drop(listener);
             Some(tokio::spawn(async move {
@@ -94,19 +82,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         stop.clone(),
     ));
 
-    let ingest = Ingest::new(
-        config.routes.clone(),
-        metrics.clone(),
-        opened.filter_state.clone(),
-    );
+    let ingest = Ingest::new(config.routes.clone(), metrics.clone(), opened.filter_state.clone(), opened.gateway_boot);
     let mut embedded_ingest = None;
     let device_task = match &config.devices.mode {
-        DevicesMode::Embedded {
-            listen,
-            listen_v5,
-            max_connections,
-            broker_memory,
-        } => {
+        DevicesMode::Embedded { listen, listen_v5, max_connections, broker_memory } => {
             let settings = embedded::BrokerSettings {
                 listen: *listen,
                 listen_v5: *listen_v5,
@@ -116,11 +95,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             };
             let runtime = tokio::runtime::Handle::current();
             let for_ingest = store.clone();
-            let started = tokio::task::spawn_blocking(move || {
-                embedded::start(settings, ingest, for_ingest, acks_rx, runtime)
-            })
-            .await
-            .map_err(|e| devices::DevicesError::Broker(e.to_string()))?;
+            let started =
+                tokio::task::spawn_blocking(move || embedded::start(settings, ingest, for_ingest, acks_rx, runtime))
+                    .await
+                    .map_err(|e| devices::DevicesError::Broker(e.to_string()))?;
             match started {
                 Ok(embedded) => embedded_ingest = Some(embedded.ingest_thread),
                 Err(err) => {
@@ -146,15 +124,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     info!("{}", config.summary());
     info!("gateway ready");
 
-    watch_stages(
-        shutdown,
-        &status,
-        &writer,
-        embedded_ingest.as_ref(),
-        &forwarder,
-        device_task.as_ref(),
-    )
-    .await;
+    watch_stages(shutdown, &status, &writer, embedded_ingest.as_ref(), &forwarder, device_task.as_ref()).await;
     info!("shutting down: stop taking events, wait for in-flight acks, close the journal");
     stop.cancel();
     if let Some(task) = device_task {
@@ -192,17 +162,13 @@ async fn watch_stages(
             ("journal writer", writer.is_finished()),
             (
                 "device ingest",
-                ingest.is_some_and(JoinHandle::is_finished)
-                    || device_task.is_some_and(|t| t.is_finished()),
+                ingest.is_some_and(JoinHandle::is_finished) || device_task.is_some_and(|t| t.is_finished()),
             ),
             ("forwarder", forwarder.is_finished()),
         ];
         for (stage, _) in stopped.iter().filter(|(_, done)| *done) {
             if status.healthy.swap(false, Ordering::Relaxed) {
-                error!(
-                    stage,
-                    "a pipeline stage stopped; /healthz now fails; restart the gateway"
-                );
+                error!(stage, "a pipeline stage stopped; /healthz now fails; restart the gateway");
             }
         }
     }

@@ -66,13 +66,7 @@ pub enum Refusal {
 
 impl Refusal {
     /// Every refusal, in label order.
-    pub const ALL: [Refusal; 5] = [
-        Self::Device,
-        Self::Type,
-        Self::Range,
-        Self::Interval,
-        Self::Deadband,
-    ];
+    pub const ALL: [Refusal; 5] = [Self::Device, Self::Type, Self::Range, Self::Interval, Self::Deadband];
 
     /// The label value.
     pub fn label(self) -> &'static str {
@@ -144,27 +138,19 @@ pub struct RouteFilter {
 
 /// A numeric view of a reading, for range and deadband.
 fn number(event: &Event, name: &str) -> Option<f64> {
-    event
-        .readings
-        .iter()
-        .find(|r| r.name.as_str() == name)
-        .and_then(|r| match &r.value {
-            Value::F32(v) => Some(f64::from(*v)),
-            Value::F64(v) => Some(*v),
-            Value::I64(v) => Some(*v as f64),
-            Value::Bool(v) => Some(f64::from(u8::from(*v))),
-            _ => None,
-        })
+    event.readings.iter().find(|r| r.name.as_str() == name).and_then(|r| match &r.value {
+        Value::F32(v) => Some(f64::from(*v)),
+        Value::F64(v) => Some(*v),
+        Value::I64(v) => Some(*v as f64),
+        Value::Bool(v) => Some(f64::from(u8::from(*v))),
+        _ => None,
+    })
 }
 
 impl RouteFilter {
     /// A filter with no state yet.
     pub fn new(rules: FilterRules) -> RouteFilter {
-        RouteFilter {
-            rules,
-            state: HashMap::new(),
-            held: HashMap::new(),
-        }
+        RouteFilter { rules, state: HashMap::new(), held: HashMap::new() }
     }
 
     /// Restores a device's state (from the journal at start-up).
@@ -175,25 +161,14 @@ impl RouteFilter {
     /// The stateless rules: devices, types, range.
     fn stateless(&self, event: &Event) -> Result<(), Refusal> {
         let rules = &self.rules;
-        if !rules.devices.is_empty()
-            && !rules
-                .devices
-                .iter()
-                .any(|g| g.matches(event.device.as_str()))
-        {
+        if !rules.devices.is_empty() && !rules.devices.iter().any(|g| g.matches(event.device.as_str())) {
             return Err(Refusal::Device);
         }
         if !rules.types.is_empty() && !rules.types.iter().any(|g| g.matches(event.kind.as_str())) {
             return Err(Refusal::Type);
         }
-        let low = rules
-            .min
-            .iter()
-            .any(|(name, min)| number(event, name).is_some_and(|v| v < *min));
-        let high = rules
-            .max
-            .iter()
-            .any(|(name, max)| number(event, name).is_some_and(|v| v > *max));
+        let low = rules.min.iter().any(|(name, min)| number(event, name).is_some_and(|v| v < *min));
+        let high = rules.max.iter().any(|(name, max)| number(event, name).is_some_and(|v| v > *max));
         if low || high {
             return Err(Refusal::Range);
         }
@@ -210,10 +185,7 @@ impl RouteFilter {
         let device = event.device.as_str();
         let previous = self.state.get(device);
         let refusal = previous.and_then(|prev| {
-            let too_soon = self
-                .rules
-                .min_interval
-                .is_some_and(|i| now_ms - prev.last_ms < i.as_millis() as i64);
+            let too_soon = self.rules.min_interval.is_some_and(|i| now_ms - prev.last_ms < i.as_millis() as i64);
             if too_soon {
                 return Some(Refusal::Interval);
             }
@@ -222,8 +194,7 @@ impl RouteFilter {
                 let Some(value) = number(event, name) else {
                     return false;
                 };
-                let Some(last) = prev.values.iter().find(|(n, _)| n == name).map(|(_, v)| *v)
-                else {
+                let Some(last) = prev.values.iter().find(|(n, _)| n == name).map(|(_, v)| *v) else {
                     return true;
                 };
                 considered = true;
@@ -254,11 +225,7 @@ impl RouteFilter {
             }
         }
         self.state.insert(device.clone(), state.clone());
-        StateUpdate {
-            route: String::new(),
-            device,
-            state,
-        }
+        StateUpdate { route: String::new(), device, state }
     }
 
     /// Held events (`keep_last`) whose device's interval has ended by `now_ms`: they are
@@ -271,11 +238,7 @@ impl RouteFilter {
         let due: Vec<String> = self
             .held
             .keys()
-            .filter(|d| {
-                self.state
-                    .get(*d)
-                    .is_none_or(|s| now_ms - s.last_ms >= interval)
-            })
+            .filter(|d| self.state.get(*d).is_none_or(|s| now_ms - s.last_ms >= interval))
             .cloned()
             .collect();
         let mut flushed = Vec::with_capacity(due.len());

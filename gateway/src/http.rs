@@ -59,16 +59,9 @@ struct StatusBody<'a> {
 }
 
 /// Binds `listen` (the error names the address) and serves until `shutdown`.
-pub async fn serve(
-    listen: SocketAddr,
-    status: Arc<Status>,
-    shutdown: CancellationToken,
-) -> Result<(), std::io::Error> {
+pub async fn serve(listen: SocketAddr, status: Arc<Status>, shutdown: CancellationToken) -> Result<(), std::io::Error> {
     let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
-        std::io::Error::new(
-            e.kind(),
-            format!("cannot listen for HTTP on {listen}: {e} (change [http].listen)"),
-        )
+        std::io::Error::new(e.kind(), format!("cannot listen for HTTP on {listen}: {e} (change [http].listen)"))
     })?;
     tracing::info!(%listen, "HTTP endpoints listening");
     let app = Router::new()
@@ -77,9 +70,7 @@ pub async fn serve(
         .route("/readyz", get(readyz))
         .route("/api/status", get(api_status))
         .with_state(status);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
 }
 
 async fn metrics(State(status): State<Arc<Status>>) -> Response {
@@ -91,28 +82,16 @@ async fn healthz(State(status): State<Arc<Status>>) -> Response {
     if status.healthy.load(Ordering::Relaxed) {
         (StatusCode::OK, "ok\n").into_response()
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "a pipeline stage has stopped; see the log\n",
-        )
-            .into_response()
+        (StatusCode::SERVICE_UNAVAILABLE, "a pipeline stage has stopped; see the log\n").into_response()
     }
 }
 
 async fn readyz(State(status): State<Arc<Status>>) -> Response {
-    let link = if status.metrics.link_up.get() == 1 {
-        "up"
-    } else {
-        "down (buffering)"
-    };
+    let link = if status.metrics.link_up.get() == 1 { "up" } else { "down (buffering)" };
     if status.ready.load(Ordering::Relaxed) && status.healthy.load(Ordering::Relaxed) {
         (StatusCode::OK, format!("ready; cloud link {link}\n")).into_response()
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready; cloud link {link}\n"),
-        )
-            .into_response()
+        (StatusCode::SERVICE_UNAVAILABLE, format!("not ready; cloud link {link}\n")).into_response()
     }
 }
 
@@ -130,10 +109,7 @@ async fn api_status(State(status): State<Arc<Status>>) -> Json<serde_json::Value
         events_committed: m.committed.get(),
         dead_letters: m.dead_letters.get(),
         store_bytes: m.store_bytes.get(),
-        dropped: DropReason::ALL
-            .iter()
-            .map(|r| (r.label(), m.dropped(*r)))
-            .collect(),
+        dropped: DropReason::ALL.iter().map(|r| (r.label(), m.dropped(*r))).collect(),
         routes: m
             .routes
             .iter()

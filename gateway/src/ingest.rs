@@ -8,7 +8,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::config::RouteConfig;
+use std::collections::HashMap;
+
+use crate::config::{Input, RouteConfig};
+use crate::fields;
 use crate::filters::{RouteFilter, StateUpdate};
 use crate::metrics::{DropReason, Metrics};
 use crate::store::{now_ms, DeadLetter, Done, Incoming, NewEvent};
@@ -16,6 +19,10 @@ use crate::store::{now_ms, DeadLetter, Done, Incoming, NewEvent};
 /// Decodes, validates, routes and filters device publishes.
 pub struct Ingest {
     routes: Vec<RouteConfig>,
+    /// Boot id of events the gateway numbers itself (json-fields).
+    gateway_boot: u32,
+    /// Last seq given per device (json-fields).
+    seqs: HashMap<String, u32>,
     filters: Vec<RouteFilter>,
     metrics: Arc<Metrics>,
     bad_log: RateLimited,
@@ -27,11 +34,9 @@ impl Ingest {
         routes: Vec<RouteConfig>,
         metrics: Arc<Metrics>,
         restored: Vec<StateUpdate>,
+        gateway_boot: u32,
     ) -> Ingest {
-        let mut filters: Vec<RouteFilter> = routes
-            .iter()
-            .map(|r| RouteFilter::new(r.filter.clone()))
-            .collect();
+        let mut filters: Vec<RouteFilter> = routes.iter().map(|r| RouteFilter::new(r.filter.clone())).collect();
         for update in restored {
             if let Some(index) = routes.iter().position(|r| r.name == update.route) {
                 filters[index].restore(update.device, update.state);
@@ -39,6 +44,8 @@ impl Ingest {
         }
         Ingest {
             routes,
+            gateway_boot,
+            seqs: HashMap::new(),
             filters,
             metrics,
             bad_log: RateLimited::new(Duration::from_secs(10)),
@@ -53,68 +60,110 @@ impl Ingest {
         filters
     }
 
-    /// Turns one publish into what the store should do with it; `None` when no route's
-    /// topic filter takes it (counted as `no_route`; `done` runs at once). An event that
-    /// every route's rules refuse still goes to the store with no routes, so that its
-    /// device mark (the ack) moves past it.
-    pub fn process(&mut self, topic: &str, payload: &[u8], done: Option<Done>) -> Option<Incoming> {
+    /// Turns one publish into what the store should do with it, appended to `out`: an
+    /// event (one for the `edge-event` routes, one per `json-fields` route) or a dead
+    /// letter. Nothing when no route's topic filter takes it (counted as `no_route`; `done`
+    /// runs at once). An event that every route's rules refuse still goes to the store
+    /// with no routes, so that its device mark (the ack) moves past it. `done` runs once,
+    /// after the last item is committed.
+    pub fn process(&mut self, topic: &str, payload: &[u8], done: Option<Done>, out: &mut Vec<Incoming>) {
         self.metrics.received.add(1);
         let received_ms = now_ms();
         let mut device_level = None;
-        let mut matched = Vec::with_capacity(1);
+        let mut edge_routes = Vec::with_capacity(1);
+        let mut field_routes = Vec::new();
         for (index, route) in self.routes.iter().enumerate() {
             if let Some(level) = route.from.matches(topic) {
-                matched.push(index);
-                device_level = device_level.or(level);
+                match route.input {
+                    Input::EdgeEvent => {
+                        edge_routes.push(index);
+                        device_level = device_level.or(level);
+                    }
+                    Input::JsonFields { .. } => field_routes.push((index, level)),
+                }
             }
         }
-        if matched.is_empty() {
+        if edge_routes.is_empty() && field_routes.is_empty() {
             self.metrics.count_drop(DropReason::NoRoute, 1);
             if let Some(done) = done {
                 done();
             }
-            return None;
+            return;
         }
+        let first = out.len();
+        if !edge_routes.is_empty() {
+            out.push(self.edge_event(topic, payload, device_level, edge_routes, received_ms));
+        }
+        for (index, level) in field_routes {
+            out.push(self.json_fields(topic, payload, index, level.unwrap_or_default(), received_ms));
+        }
+        if let Some(last) = out[first..].last_mut() {
+            match last {
+                Incoming::Event(event) => event.done = done,
+                Incoming::DeadLetter(letter) => letter.done = done,
+            }
+        }
+    }
+
+    fn edge_event(
+        &mut self,
+        topic: &str,
+        payload: &[u8],
+        device_level: Option<&str>,
+        matched: Vec<usize>,
+        received_ms: i64,
+    ) -> Incoming {
         let event = match edge_event::decode_any(payload) {
             Ok((event, _format)) => event,
-            Err(err) => {
-                return Some(self.dead_letter(
-                    topic,
-                    payload,
-                    format!("undecodable payload: {err}"),
-                    received_ms,
-                    done,
-                ))
-            }
+            Err(err) => return self.dead_letter(topic, payload, format!("undecodable payload: {err}"), received_ms),
         };
         if let Err(err) = event.validate(Some(received_ms.max(0) as u64)) {
-            return Some(self.dead_letter(
-                topic,
-                payload,
-                format!("invalid event: {err}"),
-                received_ms,
-                done,
-            ));
+            return self.dead_letter(topic, payload, format!("invalid event: {err}"), received_ms);
         }
         if let Some(level) = device_level {
             if level != event.device.as_str() {
-                let reason = format!(
-                    "the topic names device {level:?} but the event says {:?}",
-                    event.device.as_str()
-                );
-                return Some(self.dead_letter(topic, payload, reason, received_ms, done));
+                let reason = format!("the topic names device {level:?} but the event says {:?}", event.device.as_str());
+                return self.dead_letter(topic, payload, reason, received_ms);
             }
         }
+        self.routed(topic, payload, &event, matched, received_ms)
+    }
+
+    fn json_fields(&mut self, topic: &str, payload: &[u8], index: usize, device: &str, received_ms: i64) -> Incoming {
+        let Input::JsonFields { event_type, map } = &self.routes[index].input else {
+            return self.dead_letter(topic, payload, "internal: route is not json-fields".into(), received_ms);
+        };
+        let seq = self.seqs.get(device).copied().unwrap_or(0).wrapping_add(1);
+        let event = match fields::decode(payload, map, device, event_type, self.gateway_boot, seq, received_ms) {
+            Ok(event) => event,
+            Err(reason) => {
+                let reason = format!("route {:?} (json-fields): {reason}", self.routes[index].name);
+                return self.dead_letter(topic, payload, reason, received_ms);
+            }
+        };
+        if let Err(err) = event.validate(Some(received_ms.max(0) as u64)) {
+            return self.dead_letter(topic, payload, format!("invalid event: {err}"), received_ms);
+        }
+        self.seqs.insert(device.to_owned(), seq);
+        self.routed(topic, payload, &event, vec![index], received_ms)
+    }
+
+    /// Applies the matched routes' filters and makes the store item.
+    fn routed(
+        &mut self,
+        topic: &str,
+        payload: &[u8],
+        event: &edge_event::Event,
+        matched: Vec<usize>,
+        received_ms: i64,
+    ) -> Incoming {
         let mut routes = Vec::with_capacity(matched.len());
         let mut filter_state = Vec::new();
         for index in matched {
-            match self.filters[index].check(&event, received_ms) {
+            match self.filters[index].check(event, received_ms) {
                 Ok(update) => {
                     routes.push(index);
-                    filter_state.extend(update.map(|u| StateUpdate {
-                        route: self.routes[index].name.clone(),
-                        ..u
-                    }));
+                    filter_state.extend(update.map(|u| StateUpdate { route: self.routes[index].name.clone(), ..u }));
                 }
                 Err(refusal) => self.metrics.routes[index].count_filtered(refusal),
             }
@@ -122,9 +171,9 @@ impl Ingest {
         if routes.is_empty() {
             self.metrics.count_drop(DropReason::Filter, 1);
         }
-        match self.new_event(&event, routes, received_ms, done, filter_state, false) {
-            Ok(event) => Some(event),
-            Err(reason) => Some(self.dead_letter(topic, payload, reason, received_ms, None)),
+        match self.new_event(event, routes, received_ms, filter_state, false) {
+            Ok(event) => event,
+            Err(reason) => self.dead_letter(topic, payload, reason, received_ms),
         }
     }
 
@@ -134,12 +183,8 @@ impl Ingest {
         let mut out = Vec::new();
         for index in 0..self.filters.len() {
             for (event, update) in self.filters[index].flush_due(now) {
-                let update = StateUpdate {
-                    route: self.routes[index].name.clone(),
-                    ..update
-                };
-                if let Ok(item) = self.new_event(&event, vec![index], now, None, vec![update], true)
-                {
+                let update = StateUpdate { route: self.routes[index].name.clone(), ..update };
+                if let Ok(item) = self.new_event(&event, vec![index], now, vec![update], true) {
                     out.push(item);
                 }
             }
@@ -152,13 +197,11 @@ impl Ingest {
         event: &edge_event::Event,
         routes: Vec<usize>,
         received_ms: i64,
-        done: Option<Done>,
         filter_state: Vec<StateUpdate>,
         held: bool,
     ) -> Result<Incoming, String> {
         let mut buf = [0u8; edge_event::MAX_ENCODED_LEN];
-        let len = edge_event::encode(event, &mut buf)
-            .map_err(|err| format!("cannot re-encode event: {err}"))?;
+        let len = edge_event::encode(event, &mut buf).map_err(|err| format!("cannot re-encode event: {err}"))?;
         Ok(Incoming::Event(NewEvent {
             device: event.device.as_str().to_owned(),
             boot: event.boot,
@@ -166,20 +209,13 @@ impl Ingest {
             routes,
             payload: buf[..len].to_vec(),
             received_ms,
-            done,
+            done: None,
             filter_state,
             held,
         }))
     }
 
-    fn dead_letter(
-        &mut self,
-        topic: &str,
-        payload: &[u8],
-        reason: String,
-        received_ms: i64,
-        done: Option<Done>,
-    ) -> Incoming {
+    fn dead_letter(&mut self, topic: &str, payload: &[u8], reason: String, received_ms: i64) -> Incoming {
         self.metrics.count_drop(DropReason::Invalid, 1);
         if let Some(suppressed) = self.bad_log.allow() {
             tracing::warn!(topic, %reason, suppressed, "bad device payload kept as a dead letter");
@@ -189,7 +225,7 @@ impl Ingest {
             payload: payload.to_vec(),
             reason,
             received_ms,
-            done,
+            done: None,
         })
     }
 }
@@ -205,11 +241,7 @@ pub struct RateLimited {
 impl RateLimited {
     /// One line per `period`.
     pub fn new(period: Duration) -> Self {
-        RateLimited {
-            period,
-            last: None,
-            suppressed: 0,
-        }
+        RateLimited { period, last: None, suppressed: 0 }
     }
 
     /// `Some(lines suppressed since the last one)` when a line may be logged now.
@@ -228,74 +260,99 @@ mod tests {
     use super::*;
     use crate::config::Config;
 
-    fn ingest() -> (Ingest, Arc<Metrics>) {
-        let config = Config::parse(
-            "[[routes]]\nname = \"t\"\nfrom = \"devices/+/events\"\nto = \"c/{gateway}\"\n",
-        )
-        .unwrap();
-        let metrics = Arc::new(Metrics::new(&["t".into()]));
-        (
-            Ingest::new(config.routes, metrics.clone(), Vec::new()),
-            metrics,
-        )
+    fn ingest(routes: &str) -> (Ingest, Arc<Metrics>) {
+        let config = Config::parse(routes).unwrap();
+        let names: Vec<String> = config.routes.iter().map(|r| r.name.clone()).collect();
+        let metrics = Arc::new(Metrics::new(&names));
+        (Ingest::new(config.routes, metrics.clone(), Vec::new(), 3), metrics)
+    }
+
+    const ONE_ROUTE: &str = "[[routes]]\nname = \"t\"\nfrom = \"devices/+/events\"\nto = \"c/{gateway}\"\n";
+
+    fn process(ingest: &mut Ingest, topic: &str, payload: &[u8]) -> Vec<Incoming> {
+        let mut out = Vec::new();
+        ingest.process(topic, payload, None, &mut out);
+        out
     }
 
     #[test]
     fn a_json_event_becomes_a_routed_postcard_row() {
-        let (mut ingest, _) = ingest();
-        let json = br#"{"device":"d1","boot":1,"seq":42,"ts":1764000000123,"type":"temperature","readings":{"celsius":21.5}}"#;
-        let Some(Incoming::Event(event)) = ingest.process("devices/d1/events", json, None) else {
-            panic!("not an event")
+        let (mut ingest, _) = ingest(ONE_ROUTE);
+        let json =
+            br#"{"device":"d1","boot":1,"seq":42,"ts":1764000000123,"type":"temperature","readings":{"celsius":21.5}}"#;
+        let [Incoming::Event(event)] = &process(&mut ingest, "devices/d1/events", json)[..] else {
+            panic!("not one event")
         };
-        assert_eq!(
-            (
-                event.device.as_str(),
-                event.boot,
-                event.seq,
-                event.routes.as_slice()
-            ),
-            ("d1", 1, 42, &[0][..])
-        );
-        let decoded = edge_event::decode(&event.payload).unwrap();
-        assert_eq!(decoded.seq, 42);
+        assert_eq!((event.device.as_str(), event.boot, event.seq, event.routes.as_slice()), ("d1", 1, 42, &[0][..]));
+        assert_eq!(edge_event::decode(&event.payload).unwrap().seq, 42);
     }
 
     #[test]
     fn garbage_and_mismatched_devices_become_dead_letters_with_reasons() {
-        let (mut ingest, metrics) = ingest();
-        let Some(Incoming::DeadLetter(letter)) =
-            ingest.process("devices/d1/events", b"\xff\xfe garbage", None)
-        else {
+        let (mut ingest, metrics) = ingest(ONE_ROUTE);
+        let [Incoming::DeadLetter(letter)] = &process(&mut ingest, "devices/d1/events", b"\xff\xfe garbage")[..] else {
             panic!()
         };
-        assert!(
-            letter.reason.starts_with("undecodable payload"),
-            "{}",
-            letter.reason
-        );
+        assert!(letter.reason.starts_with("undecodable payload"), "{}", letter.reason);
         let json = br#"{"device":"d2","boot":1,"seq":1,"type":"t","readings":{}}"#;
-        let Some(Incoming::DeadLetter(letter)) = ingest.process("devices/d1/events", json, None)
-        else {
-            panic!()
-        };
-        assert!(
-            letter
-                .reason
-                .contains("names device \"d1\" but the event says \"d2\""),
-            "{}",
-            letter.reason
-        );
+        let [Incoming::DeadLetter(letter)] = &process(&mut ingest, "devices/d1/events", json)[..] else { panic!() };
+        assert!(letter.reason.contains("names device \"d1\" but the event says \"d2\""), "{}", letter.reason);
         assert_eq!(metrics.dropped(DropReason::Invalid), 2);
     }
 
     #[test]
     fn unrouted_topics_are_counted_and_released() {
-        let (mut ingest, metrics) = ingest();
+        let (mut ingest, metrics) = ingest(ONE_ROUTE);
         let released = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = released.clone();
         let done: Done = Box::new(move || flag.store(true, std::sync::atomic::Ordering::SeqCst));
-        assert!(ingest.process("other/topic", b"{}", Some(done)).is_none());
+        let mut out = Vec::new();
+        ingest.process("other/topic", b"{}", Some(done), &mut out);
+        assert!(out.is_empty());
         assert!(released.load(std::sync::atomic::Ordering::SeqCst));
         assert_eq!(metrics.dropped(DropReason::NoRoute), 1);
+    }
+
+    #[test]
+    fn json_fields_routes_number_their_events_per_device_with_the_gateway_boot() {
+        let routes =
+            "[[routes]]\nname = \"zigbee\"\nfrom = \"zigbee2mqtt/{device}\"\nto = \"c\"\ninput = \"json-fields\"\n";
+        let (mut ingest, _) = ingest(routes);
+        for expected in 1..=3 {
+            let [Incoming::Event(event)] = &process(&mut ingest, "zigbee2mqtt/door", br#"{"contact":true}"#)[..] else {
+                panic!()
+            };
+            assert_eq!((event.device.as_str(), event.boot, event.seq), ("door", 3, expected));
+            let decoded = edge_event::decode(&event.payload).unwrap();
+            assert_eq!(decoded.kind.as_str(), "zigbee", "the type defaults to the route name");
+        }
+        let [Incoming::Event(event)] = &process(&mut ingest, "zigbee2mqtt/other", b"1")[..] else { panic!() };
+        assert_eq!(event.seq, 1, "per device");
+        let [Incoming::DeadLetter(letter)] = &process(&mut ingest, "zigbee2mqtt/door", b"\"on\"")[..] else { panic!() };
+        assert!(
+            letter.reason.starts_with("route \"zigbee\" (json-fields): expected a JSON object"),
+            "{}",
+            letter.reason
+        );
+    }
+
+    #[test]
+    fn done_runs_once_after_the_last_item_of_a_publish() {
+        let routes = format!(
+            "{ONE_ROUTE}[[routes]]\nname = \"raw\"\nfrom = \"devices/{{device}}/events\"\nto = \"c\"\ninput = \"json-fields\"\n"
+        );
+        let (mut ingest, _) = ingest(&routes);
+        let json = br#"{"device":"d1","boot":1,"seq":1,"type":"t","readings":{"v":1}}"#;
+        let mut out = Vec::new();
+        ingest.process("devices/d1/events", json, Some(Box::new(|| {})), &mut out);
+        assert_eq!(out.len(), 2, "one edge-event item and one json-fields item");
+        let dones: Vec<bool> = out
+            .iter()
+            .map(|item| match item {
+                Incoming::Event(e) => e.done.is_some(),
+                Incoming::DeadLetter(l) => l.done.is_some(),
+            })
+            .collect();
+        assert_eq!(dones, vec![false, true]);
     }
 }

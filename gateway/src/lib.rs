@@ -4,6 +4,7 @@
 //! The stages, in the order an event meets them:
 //! - [`devices`]: the embedded broker (rumqttd) or a client of an existing one; device acks.
 //! - [`ingest`]: decode and validate (`edge-event`), pick routes, or make a dead letter.
+//! - [`fields`]: plain-JSON payloads of off-the-shelf sensors (`input = "json-fields"`).
 //! - [`routes`]: topic filters with a device level, cloud topic templates.
 //! - [`filters`]: per-route rules (devices, types, range, interval, deadband) before the store.
 //! - [`store`]: the journal (SQLite, WAL, group commit, retention). Durable from here on.
@@ -16,6 +17,7 @@
 pub mod app;
 pub mod config;
 pub mod devices;
+pub mod fields;
 pub mod filters;
 pub mod forward;
 pub mod http;

@@ -30,14 +30,8 @@ pub enum DropReason {
 
 impl DropReason {
     /// Every reason, in label order.
-    pub const ALL: [DropReason; 6] = [
-        Self::Full,
-        Self::Ttl,
-        Self::Filter,
-        Self::NoRoute,
-        Self::Duplicate,
-        Self::Invalid,
-    ];
+    pub const ALL: [DropReason; 6] =
+        [Self::Full, Self::Ttl, Self::Filter, Self::NoRoute, Self::Duplicate, Self::Invalid];
 
     /// The `reason` label value.
     pub fn label(self) -> &'static str {
@@ -107,8 +101,7 @@ impl Histogram {
             self.buckets[i].fetch_add(n, Ordering::Relaxed);
         }
         self.count.fetch_add(n, Ordering::Relaxed);
-        self.sum_micros
-            .fetch_add((value * 1e6) as u64 * n, Ordering::Relaxed);
+        self.sum_micros.fetch_add((value * 1e6) as u64 * n, Ordering::Relaxed);
     }
 
     /// Number of observations.
@@ -122,39 +115,22 @@ impl Histogram {
         let mut cumulative = 0;
         for (bound, bucket) in self.bounds.iter().zip(&self.buckets) {
             cumulative += bucket.load(Ordering::Relaxed);
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {cumulative}"
-            );
+            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {cumulative}");
         }
         let count = self.count();
         let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}");
         let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        let braces = if labels.is_empty() {
-            String::new()
-        } else {
-            format!("{{{labels}}}")
-        };
-        let _ = writeln!(
-            out,
-            "{name}_sum{braces} {sum}\n{name}_count{braces} {count}"
-        );
+        let braces = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
+        let _ = writeln!(out, "{name}_sum{braces} {sum}\n{name}_count{braces} {count}");
     }
 }
 
-const LATENCY_BOUNDS: &[f64] = &[
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0, 600.0,
-    3600.0,
-];
+const LATENCY_BOUNDS: &[f64] =
+    &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0, 600.0, 3600.0];
 const BATCH_BOUNDS: &[f64] = &[1.0, 5.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 5000.0];
 
 /// A per-route series: name, type, help, and how to read it (route, now in ms).
-type PerRoute = (
-    &'static str,
-    &'static str,
-    &'static str,
-    fn(&RouteMetrics, u64) -> u64,
-);
+type PerRoute = (&'static str, &'static str, &'static str, fn(&RouteMetrics, u64) -> u64);
 
 /// Per-route figures.
 #[derive(Debug)]
@@ -252,124 +228,57 @@ impl Metrics {
 
     /// Drops so far for `reason`.
     pub fn dropped(&self, reason: DropReason) -> u64 {
-        DropReason::ALL
-            .iter()
-            .position(|r| *r == reason)
-            .map_or(0, |i| self.dropped[i].get())
+        DropReason::ALL.iter().position(|r| *r == reason).map_or(0, |i| self.dropped[i].get())
     }
 
     /// Prometheus text exposition format.
     pub fn render(&self, now_ms: u64) -> String {
         let mut out = String::with_capacity(4096);
         let mut simple = |name: &str, kind: &str, help: &str, value: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-            );
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
         };
-        simple(
-            "edge_gateway_events_received_total",
-            "counter",
-            "Device publishes received.",
-            self.received.get(),
-        );
+        simple("edge_gateway_events_received_total", "counter", "Device publishes received.", self.received.get());
         simple(
             "edge_gateway_events_committed_total",
             "counter",
             "Events committed to the journal.",
             self.committed.get(),
         );
-        simple(
-            "edge_gateway_dead_letters_total",
-            "counter",
-            "Payloads kept as dead letters.",
-            self.dead_letters.get(),
-        );
-        simple(
-            "edge_gateway_cloud_link_up",
-            "gauge",
-            "1 while connected to the cloud broker.",
-            self.link_up.get(),
-        );
-        simple(
-            "edge_gateway_cloud_reconnects_total",
-            "counter",
-            "Cloud reconnections.",
-            self.reconnects.get(),
-        );
-        simple(
-            "edge_gateway_store_bytes",
-            "gauge",
-            "Journal bytes in use.",
-            self.store_bytes.get(),
-        );
-        let _ = writeln!(
-            out,
-            "# HELP edge_gateway_events_dropped_total Events not forwarded, by reason."
-        );
+        simple("edge_gateway_dead_letters_total", "counter", "Payloads kept as dead letters.", self.dead_letters.get());
+        simple("edge_gateway_cloud_link_up", "gauge", "1 while connected to the cloud broker.", self.link_up.get());
+        simple("edge_gateway_cloud_reconnects_total", "counter", "Cloud reconnections.", self.reconnects.get());
+        simple("edge_gateway_store_bytes", "gauge", "Journal bytes in use.", self.store_bytes.get());
+        let _ = writeln!(out, "# HELP edge_gateway_events_dropped_total Events not forwarded, by reason.");
         let _ = writeln!(out, "# TYPE edge_gateway_events_dropped_total counter");
         for (reason, counter) in DropReason::ALL.iter().zip(&self.dropped) {
-            let _ = writeln!(
-                out,
-                "edge_gateway_events_dropped_total{{reason=\"{}\"}} {}",
-                reason.label(),
-                counter.get()
-            );
+            let _ =
+                writeln!(out, "edge_gateway_events_dropped_total{{reason=\"{}\"}} {}", reason.label(), counter.get());
         }
         let per_route: [PerRoute; 5] = [
-            (
-                "edge_gateway_events_forwarded_total",
-                "counter",
-                "Events acknowledged by the cloud.",
-                |r, _| r.forwarded.get(),
-            ),
-            (
-                "edge_gateway_batches_sent_total",
-                "counter",
-                "Batches acknowledged by the cloud.",
-                |r, _| r.batches.get(),
-            ),
-            (
-                "edge_gateway_queue_depth",
-                "gauge",
-                "Events waiting in the journal.",
-                |r, _| r.depth.get(),
-            ),
-            (
-                "edge_gateway_queue_bytes",
-                "gauge",
-                "Payload bytes waiting in the journal.",
-                |r, _| r.bytes.get(),
-            ),
-            (
-                "edge_gateway_queue_oldest_age_seconds",
-                "gauge",
-                "Age of the oldest waiting event.",
-                |r, now| {
-                    let oldest = r.oldest_ms.get();
-                    if oldest == 0 {
-                        0
-                    } else {
-                        now.saturating_sub(oldest) / 1000
-                    }
-                },
-            ),
+            ("edge_gateway_events_forwarded_total", "counter", "Events acknowledged by the cloud.", |r, _| {
+                r.forwarded.get()
+            }),
+            ("edge_gateway_batches_sent_total", "counter", "Batches acknowledged by the cloud.", |r, _| {
+                r.batches.get()
+            }),
+            ("edge_gateway_queue_depth", "gauge", "Events waiting in the journal.", |r, _| r.depth.get()),
+            ("edge_gateway_queue_bytes", "gauge", "Payload bytes waiting in the journal.", |r, _| r.bytes.get()),
+            ("edge_gateway_queue_oldest_age_seconds", "gauge", "Age of the oldest waiting event.", |r, now| {
+                let oldest = r.oldest_ms.get();
+                if oldest == 0 {
+                    0
+                } else {
+                    now.saturating_sub(oldest) / 1000
+                }
+            }),
         ];
         for (name, kind, help, value) in per_route {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
             for route in &self.routes {
-                let _ = writeln!(
-                    out,
-                    "{name}{{route=\"{}\"}} {}",
-                    route.name,
-                    value(route, now_ms)
-                );
+                let _ = writeln!(out, "{name}{{route=\"{}\"}} {}", route.name, value(route, now_ms));
             }
         }
-        let _ = writeln!(
-            out,
-            "# HELP edge_gateway_filtered_total Events a route's rules refused, by rule."
-        );
+        let _ = writeln!(out, "# HELP edge_gateway_filtered_total Events a route's rules refused, by rule.");
         let _ = writeln!(out, "# TYPE edge_gateway_filtered_total counter");
         for route in &self.routes {
             for (refusal, counter) in Refusal::ALL.iter().zip(&route.filtered) {

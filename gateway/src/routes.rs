@@ -47,17 +47,14 @@ impl TopicFilter {
                     }
                     Level::Capture(name.to_owned())
                 }
-                p if p.contains(['+', '#', '{', '}']) => {
-                    return Err(format!("level {p:?} of {text:?} mixes text with a wildcard or capture; a wildcard must be a whole level"))
-                }
+                p if p.contains(['+', '#', '{', '}']) => return Err(format!(
+                    "level {p:?} of {text:?} mixes text with a wildcard or capture; a wildcard must be a whole level"
+                )),
                 p => Level::Literal(p.to_owned()),
             };
             levels.push(level);
         }
-        Ok(TopicFilter {
-            text: text.to_owned(),
-            levels,
-        })
+        Ok(TopicFilter { text: text.to_owned(), levels })
     }
 
     /// The MQTT subscription filter (captures become `+`).
@@ -75,9 +72,7 @@ impl TopicFilter {
 
     /// Whether this filter has a level that names the device (`{device}`, or else a `+`).
     pub fn has_device_level(&self) -> bool {
-        self.levels
-            .iter()
-            .any(|l| matches!(l, Level::Plus) || matches!(l, Level::Capture(n) if n == "device"))
+        self.levels.iter().any(|l| matches!(l, Level::Plus) || matches!(l, Level::Capture(n) if n == "device"))
     }
 
     /// Matches a topic; on a match, returns the device level: the `{device}` capture, or
@@ -139,9 +134,7 @@ impl TopicTemplate {
             return Err("a cloud topic cannot be empty".into());
         }
         if text.contains(['+', '#']) {
-            return Err(format!(
-                "cloud topic {text:?} cannot contain the wildcards `+` or `#`"
-            ));
+            return Err(format!("cloud topic {text:?} cannot contain the wildcards `+` or `#`"));
         }
         let mut pieces = Vec::new();
         let mut rest = text;
@@ -149,9 +142,7 @@ impl TopicTemplate {
             if open > 0 {
                 pieces.push(Piece::Text(rest[..open].to_owned()));
             }
-            let close = rest[open..]
-                .find('}')
-                .ok_or_else(|| format!("unclosed `{{` in cloud topic {text:?}"))?;
+            let close = rest[open..].find('}').ok_or_else(|| format!("unclosed `{{` in cloud topic {text:?}"))?;
             let name = &rest[open + 1..open + close];
             pieces.push(match name {
                 "gateway" => Piece::Gateway,
@@ -172,18 +163,13 @@ impl TopicTemplate {
         if !rest.is_empty() {
             pieces.push(Piece::Text(rest.to_owned()));
         }
-        Ok(TopicTemplate {
-            text: text.to_owned(),
-            pieces,
-        })
+        Ok(TopicTemplate { text: text.to_owned(), pieces })
     }
 
     /// Whether the topic depends on the event (`{device}` or `{type}`): then a batch holds
     /// a contiguous run of events that share that topic.
     pub fn per_event(&self) -> bool {
-        self.pieces
-            .iter()
-            .any(|p| matches!(p, Piece::Device | Piece::Type))
+        self.pieces.iter().any(|p| matches!(p, Piece::Device | Piece::Type))
     }
 
     /// The topic for one batch.
@@ -232,12 +218,8 @@ mod tests {
     #[test]
     fn malformed_filters_are_refused_with_the_reason() {
         assert!(TopicFilter::parse("").is_err());
-        assert!(TopicFilter::parse("a/#/b")
-            .unwrap_err()
-            .contains("last level"));
-        assert!(TopicFilter::parse("a/b+/c")
-            .unwrap_err()
-            .contains("whole level"));
+        assert!(TopicFilter::parse("a/#/b").unwrap_err().contains("last level"));
+        assert!(TopicFilter::parse("a/b+/c").unwrap_err().contains("whole level"));
         assert!(TopicFilter::parse("a/{dev ice}").is_err());
     }
 
@@ -253,9 +235,7 @@ mod tests {
 
     #[test]
     fn templates_refuse_unknown_placeholders_and_wildcards() {
-        assert!(TopicTemplate::parse("a/{nope}")
-            .unwrap_err()
-            .contains("unknown placeholder"));
+        assert!(TopicTemplate::parse("a/{nope}").unwrap_err().contains("unknown placeholder"));
         assert!(TopicTemplate::parse("a/+").is_err());
         assert!(TopicTemplate::parse("a/{device").is_err());
         assert!(TopicTemplate::parse("a/}").is_err());

@@ -53,9 +53,7 @@ impl Ack {
                     _ => None,
                 };
                 match slot {
-                    Some(slot) if slot.is_some() => {
-                        return Err(json_err("\"boot\" or \"seq\" appears twice"))
-                    }
+                    Some(slot) if slot.is_some() => return Err(json_err("\"boot\" or \"seq\" appears twice")),
                     Some(slot) => *slot = Some(s.u32()?),
                     None => s.skip_value(0)?,
                 }
@@ -67,9 +65,7 @@ impl Ack {
         }
         s.skip_ws();
         if s.pos != bytes.len() {
-            return Err(DecodeError::TrailingBytes {
-                count: bytes.len() - s.pos,
-            });
+            return Err(DecodeError::TrailingBytes { count: bytes.len() - s.pos });
         }
         match (boot, seq) {
             (Some(boot), Some(seq)) => Ok(Ack { boot, seq }),
@@ -92,10 +88,7 @@ impl SliceWriter<'_> {
     fn put(&mut self, bytes: &[u8]) -> Result<(), EncodeError> {
         let end = self.len + bytes.len();
         let len = self.buf.len();
-        let dest = self
-            .buf
-            .get_mut(self.len..end)
-            .ok_or(EncodeError::BufferTooSmall { len })?;
+        let dest = self.buf.get_mut(self.len..end).ok_or(EncodeError::BufferTooSmall { len })?;
         dest.copy_from_slice(bytes);
         self.len = end;
         Ok(())
@@ -117,10 +110,7 @@ impl<'a> Scanner<'a> {
     /// The next non-whitespace byte, not consumed.
     fn peek(&mut self) -> Result<u8, DecodeError> {
         self.skip_ws();
-        self.bytes
-            .get(self.pos)
-            .copied()
-            .ok_or(json_err("unexpected end of JSON"))
+        self.bytes.get(self.pos).copied().ok_or(json_err("unexpected end of JSON"))
     }
 
     fn eat(&mut self, byte: u8) -> bool {
@@ -163,18 +153,12 @@ impl<'a> Scanner<'a> {
         let start = self.pos;
         let mut value: u32 = 0;
         while let Some(&b) = self.bytes.get(self.pos).filter(|b| b.is_ascii_digit()) {
-            value = value
-                .checked_mul(10)
-                .and_then(|v| v.checked_add(u32::from(b - b'0')))
-                .ok_or(json_err(NOT_U32))?;
+            value = value.checked_mul(10).and_then(|v| v.checked_add(u32::from(b - b'0'))).ok_or(json_err(NOT_U32))?;
             self.pos += 1;
         }
         let digits = self.pos - start;
         let leading_zero = digits > 1 && self.bytes.get(start) == Some(&b'0');
-        let continues = matches!(
-            self.bytes.get(self.pos),
-            Some(b'.' | b'e' | b'E' | b'-' | b'+')
-        );
+        let continues = matches!(self.bytes.get(self.pos), Some(b'.' | b'e' | b'E' | b'-' | b'+'));
         if digits == 0 || leading_zero || continues {
             return Err(json_err(NOT_U32));
         }
@@ -251,33 +235,20 @@ mod tests {
             br#"[1,2]"#,
             b"",
         ] {
-            assert!(
-                Ack::decode_json(bad).is_err(),
-                "{:?}",
-                core::str::from_utf8(bad)
-            );
+            assert!(Ack::decode_json(bad).is_err(), "{:?}", core::str::from_utf8(bad));
         }
     }
 
     #[test]
     fn reports_bytes_after_the_object() {
-        assert_eq!(
-            Ack::decode_json(br#"{"boot":1,"seq":2}x"#),
-            Err(DecodeError::TrailingBytes { count: 1 })
-        );
+        assert_eq!(Ack::decode_json(br#"{"boot":1,"seq":2}x"#), Err(DecodeError::TrailingBytes { count: 1 }));
     }
 
     #[test]
     fn encodes_the_largest_ack_in_max_json_len_and_reports_a_short_buffer() {
-        let ack = Ack {
-            boot: u32::MAX,
-            seq: u32::MAX,
-        };
+        let ack = Ack { boot: u32::MAX, seq: u32::MAX };
         let mut buf = [0u8; Ack::MAX_JSON_LEN];
         assert_eq!(ack.encode_json(&mut buf), Ok(Ack::MAX_JSON_LEN));
-        assert_eq!(
-            ack.encode_json(&mut buf[..10]),
-            Err(EncodeError::BufferTooSmall { len: 10 })
-        );
+        assert_eq!(ack.encode_json(&mut buf[..10]), Err(EncodeError::BufferTooSmall { len: 10 }));
     }
 }

@@ -13,21 +13,15 @@ pub(crate) fn decode_in_place(buf: &mut [u8]) -> Result<usize, DecodeError> {
     while read < len {
         let code = usize::from(buf[read]);
         if code == 0 {
-            return Err(DecodeError::Malformed {
-                reason: "zero byte inside a COBS frame",
-            });
+            return Err(DecodeError::Malformed { reason: "zero byte inside a COBS frame" });
         }
         read += 1;
         let end = read + code - 1;
         if end > len {
-            return Err(DecodeError::Malformed {
-                reason: "COBS block runs past the end of the frame",
-            });
+            return Err(DecodeError::Malformed { reason: "COBS block runs past the end of the frame" });
         }
         if buf[read..end].contains(&0) {
-            return Err(DecodeError::Malformed {
-                reason: "zero byte inside a COBS frame",
-            });
+            return Err(DecodeError::Malformed { reason: "zero byte inside a COBS frame" });
         }
         buf.copy_within(read..end, write);
         write += end - read;
@@ -57,14 +51,8 @@ mod tests {
     fn decodes_the_textbook_examples() {
         assert_eq!(decoded(&[0x01, 0x01]).unwrap(), [0x00]);
         assert_eq!(decoded(&[0x01, 0x01, 0x01]).unwrap(), [0x00, 0x00]);
-        assert_eq!(
-            decoded(&[0x03, 0x11, 0x22, 0x02, 0x33]).unwrap(),
-            [0x11, 0x22, 0x00, 0x33]
-        );
-        assert_eq!(
-            decoded(&[0x05, 0x11, 0x22, 0x33, 0x44]).unwrap(),
-            [0x11, 0x22, 0x33, 0x44]
-        );
+        assert_eq!(decoded(&[0x03, 0x11, 0x22, 0x02, 0x33]).unwrap(), [0x11, 0x22, 0x00, 0x33]);
+        assert_eq!(decoded(&[0x05, 0x11, 0x22, 0x33, 0x44]).unwrap(), [0x11, 0x22, 0x33, 0x44]);
         assert!(decoded(&[]).unwrap().is_empty());
     }
 
@@ -80,13 +68,7 @@ mod tests {
 
     #[test]
     fn rejects_a_zero_byte_and_a_block_past_the_end() {
-        assert!(matches!(
-            decoded(&[0x03, 0x11, 0x00]),
-            Err(DecodeError::Malformed { .. })
-        ));
-        assert!(matches!(
-            decoded(&[0x05, 0x11]),
-            Err(DecodeError::Malformed { .. })
-        ));
+        assert!(matches!(decoded(&[0x03, 0x11, 0x00]), Err(DecodeError::Malformed { .. })));
+        assert!(matches!(decoded(&[0x05, 0x11]), Err(DecodeError::Malformed { .. })));
     }
 }

@@ -45,18 +45,14 @@ struct EnvelopeRef<'a> {
 /// ```
 pub fn encode(event: &Event, buf: &mut [u8]) -> Result<usize, EncodeError> {
     let len = buf.len();
-    postcard::to_slice(&envelope(event), buf)
-        .map(|used| used.len())
-        .map_err(|e| encode_error(e, len))
+    postcard::to_slice(&envelope(event), buf).map(|used| used.len()).map_err(|e| encode_error(e, len))
 }
 
 /// Like [`encode`], as a COBS frame including the `0x00` terminator, for serial links;
 /// [`MAX_COBS_FRAME_LEN`](crate::MAX_COBS_FRAME_LEN) bytes always suffice.
 pub fn encode_cobs(event: &Event, buf: &mut [u8]) -> Result<usize, EncodeError> {
     let len = buf.len();
-    postcard::to_slice_cobs(&envelope(event), buf)
-        .map(|used| used.len())
-        .map_err(|e| encode_error(e, len))
+    postcard::to_slice_cobs(&envelope(event), buf).map(|used| used.len()).map_err(|e| encode_error(e, len))
 }
 
 /// The postcard envelope in a new `Vec` (growing as needed, so no size to choose).
@@ -103,9 +99,7 @@ pub fn decode_cobs(frame: &mut [u8]) -> Result<Event, DecodeError> {
 /// Postcard versions therefore never take the values of JSON whitespace or `{` (9, 10, 13,
 /// 32, 123).
 pub fn decode_any(bytes: &[u8]) -> Result<(Event, Format), DecodeError> {
-    let first = bytes
-        .iter()
-        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
+    let first = bytes.iter().find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
     if first == Some(&b'{') {
         #[cfg(feature = "alloc")]
         return crate::json::from_slice(bytes).map(|event| (event, Format::Json));
@@ -116,18 +110,13 @@ pub fn decode_any(bytes: &[u8]) -> Result<(Event, Format), DecodeError> {
 }
 
 fn envelope(event: &Event) -> EnvelopeRef<'_> {
-    EnvelopeRef {
-        version: FORMAT_VERSION,
-        event,
-    }
+    EnvelopeRef { version: FORMAT_VERSION, event }
 }
 
 fn encode_error(err: postcard::Error, len: usize) -> EncodeError {
     match err {
         postcard::Error::SerializeBufferFull => EncodeError::BufferTooSmall { len },
-        _ => EncodeError::Serialize {
-            reason: "postcard refused the value",
-        },
+        _ => EncodeError::Serialize { reason: "postcard refused the value" },
     }
 }
 

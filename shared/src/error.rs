@@ -4,8 +4,7 @@
 use core::fmt;
 
 use crate::limits::{
-    MAX_BYTES_LEN, MAX_DEVICE_ID_LEN, MAX_META, MAX_NAME_LEN, MAX_READINGS, MAX_TEXT_LEN,
-    MAX_TYPE_LEN, MAX_UNIT_LEN,
+    MAX_BYTES_LEN, MAX_DEVICE_ID_LEN, MAX_META, MAX_NAME_LEN, MAX_READINGS, MAX_TEXT_LEN, MAX_TYPE_LEN, MAX_UNIT_LEN,
 };
 
 /// A bounded part of an event: names the limit an input went over.
@@ -77,18 +76,10 @@ pub struct TooLong {
 impl fmt::Display for TooLong {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.field {
-            Field::Readings | Field::Meta => write!(
-                f,
-                "too many {}: at most {} are allowed",
-                self.field.name(),
-                self.field.max()
-            ),
-            field => write!(
-                f,
-                "{} is too long: at most {} bytes are allowed",
-                field.name(),
-                field.max()
-            ),
+            Field::Readings | Field::Meta => {
+                write!(f, "too many {}: at most {} are allowed", self.field.name(), self.field.max())
+            }
+            field => write!(f, "{} is too long: at most {} bytes are allowed", field.name(), field.max()),
         }
     }
 }
@@ -115,10 +106,9 @@ pub enum EncodeError {
 impl fmt::Display for EncodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            EncodeError::BufferTooSmall { len } => write!(
-                f,
-                "output buffer of {len} bytes is too small for the encoded message"
-            ),
+            EncodeError::BufferTooSmall { len } => {
+                write!(f, "output buffer of {len} bytes is too small for the encoded message")
+            }
             EncodeError::Serialize { reason } => write!(f, "cannot encode the event: {reason}"),
         }
     }
@@ -168,9 +158,9 @@ impl fmt::Display for DecodeError {
             DecodeError::Malformed { reason } => write!(f, "malformed payload: {reason}"),
             DecodeError::TooLong { what } => TooLong { field: *what }.fmt(f),
             DecodeError::Json(err) => write!(f, "invalid JSON event: {err}"),
-            DecodeError::UnsupportedFormat => f.write_str(
-                "JSON payloads are not supported by this build (edge-event without feature \"alloc\")",
-            ),
+            DecodeError::UnsupportedFormat => {
+                f.write_str("JSON payloads are not supported by this build (edge-event without feature \"alloc\")")
+            }
             DecodeError::TrailingBytes { count } => {
                 write!(f, "{count} unexpected bytes after the end of the event")
             }

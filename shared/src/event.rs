@@ -6,8 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Field, TooLong};
 use crate::limits::{
-    MAX_BYTES_LEN, MAX_DEVICE_ID_LEN, MAX_META, MAX_NAME_LEN, MAX_READINGS, MAX_TEXT_LEN,
-    MAX_TYPE_LEN, MAX_UNIT_LEN,
+    MAX_BYTES_LEN, MAX_DEVICE_ID_LEN, MAX_META, MAX_NAME_LEN, MAX_READINGS, MAX_TEXT_LEN, MAX_TYPE_LEN, MAX_UNIT_LEN,
 };
 
 /// A device id: ASCII letters, digits, `-`, `_`, `.`, `:` (checked by
@@ -127,22 +126,13 @@ pub struct Ack {
     pub seq: u32,
 }
 
-pub(crate) fn bounded<const N: usize>(
-    s: &str,
-    field: Field,
-) -> Result<heapless::String<N>, TooLong> {
+pub(crate) fn bounded<const N: usize>(s: &str, field: Field) -> Result<heapless::String<N>, TooLong> {
     heapless::String::try_from(s).map_err(|_| TooLong { field })
 }
 
 impl Event {
     /// Starts an event with no readings and no meta; fails if `device` or `kind` is too long.
-    pub fn new(
-        device: &str,
-        boot: u32,
-        seq: u32,
-        ts: Timestamp,
-        kind: &str,
-    ) -> Result<Self, TooLong> {
+    pub fn new(device: &str, boot: u32, seq: u32, ts: Timestamp, kind: &str) -> Result<Self, TooLong> {
         Ok(Event {
             device: bounded(device, Field::DeviceId)?,
             boot,
@@ -156,17 +146,13 @@ impl Event {
 
     /// Appends a reading; fails when the event already has [`MAX_READINGS`](crate::MAX_READINGS).
     pub fn push_reading(&mut self, reading: Reading) -> Result<(), TooLong> {
-        self.readings.push(reading).map_err(|_| TooLong {
-            field: Field::Readings,
-        })
+        self.readings.push(reading).map_err(|_| TooLong { field: Field::Readings })
     }
 
     /// Appends a metadata entry; fails when a string is too long or the event is full.
     pub fn push_meta(&mut self, key: &str, value: &str) -> Result<(), TooLong> {
         let entry = MetaEntry::new(key, value)?;
-        self.meta
-            .push(entry)
-            .map_err(|_| TooLong { field: Field::Meta })
+        self.meta.push(entry).map_err(|_| TooLong { field: Field::Meta })
     }
 
     /// The reading called `name`, if any.
@@ -176,10 +162,7 @@ impl Event {
 
     /// The value of meta key `key`, if any.
     pub fn meta_value(&self, key: &str) -> Option<&str> {
-        self.meta
-            .iter()
-            .find(|m| m.key.as_str() == key)
-            .map(|m| m.value.as_str())
+        self.meta.iter().find(|m| m.key.as_str() == key).map(|m| m.value.as_str())
     }
 }
 
@@ -196,11 +179,7 @@ impl Timestamp {
 impl Reading {
     /// A reading without unit; fails if `name` is too long.
     pub fn new(name: &str, value: Value) -> Result<Self, TooLong> {
-        Ok(Reading {
-            name: bounded(name, Field::ReadingName)?,
-            value,
-            unit: None,
-        })
+        Ok(Reading { name: bounded(name, Field::ReadingName)?, value, unit: None })
     }
 
     /// The same reading with `unit`; fails if `unit` is too long.
@@ -218,11 +197,7 @@ impl Value {
 
     /// A [`Value::Bytes`]; fails if `bytes` is longer than [`MAX_BYTES_LEN`](crate::MAX_BYTES_LEN).
     pub fn bytes(bytes: &[u8]) -> Result<Self, TooLong> {
-        heapless::Vec::from_slice(bytes)
-            .map(Value::Bytes)
-            .map_err(|_| TooLong {
-                field: Field::Bytes,
-            })
+        heapless::Vec::from_slice(bytes).map(Value::Bytes).map_err(|_| TooLong { field: Field::Bytes })
     }
 
     /// The value as `f64` for the numeric variants (`I64` may round), `None` otherwise.
@@ -239,9 +214,6 @@ impl Value {
 impl MetaEntry {
     /// A metadata entry; fails if `key` or `value` is too long.
     pub fn new(key: &str, value: &str) -> Result<Self, TooLong> {
-        Ok(MetaEntry {
-            key: bounded(key, Field::MetaKey)?,
-            value: bounded(value, Field::MetaValue)?,
-        })
+        Ok(MetaEntry { key: bounded(key, Field::MetaKey)?, value: bounded(value, Field::MetaValue)? })
     }
 }

@@ -65,12 +65,11 @@ pub use codec::encode_to_vec;
 pub use codec::{decode, decode_any, decode_cobs, encode, encode_cobs, Format};
 pub use error::{DecodeError, EncodeError, Field, JsonError, TooLong};
 pub use event::{
-    Ack, Bytes, DeviceId, Envelope, Event, EventType, Meta, MetaEntry, Name, Reading, Readings,
-    Text, Timestamp, Unit, Value,
+    Ack, Bytes, DeviceId, Envelope, Event, EventType, Meta, MetaEntry, Name, Reading, Readings, Text, Timestamp, Unit,
+    Value,
 };
 pub use limits::{
-    FORMAT_VERSION, MAX_BYTES_LEN, MAX_COBS_FRAME_LEN, MAX_DEVICE_ID_LEN, MAX_ENCODED_LEN,
-    MAX_FUTURE_SKEW_MS, MAX_META, MAX_NAME_LEN, MAX_READINGS, MAX_TEXT_LEN, MAX_TYPE_LEN,
-    MAX_UNIT_LEN,
+    FORMAT_VERSION, MAX_BYTES_LEN, MAX_COBS_FRAME_LEN, MAX_DEVICE_ID_LEN, MAX_ENCODED_LEN, MAX_FUTURE_SKEW_MS,
+    MAX_META, MAX_NAME_LEN, MAX_READINGS, MAX_TEXT_LEN, MAX_TYPE_LEN, MAX_UNIT_LEN,
 };
 pub use validate::{is_id_char, validate_device_id, validate_event_type, ValidationError};

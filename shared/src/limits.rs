@@ -64,14 +64,8 @@ const fn max(a: usize, b: usize) -> usize {
 /// Variant indexes and option tags stay below 128, so they take one varint byte.
 const TAG_LEN: usize = 1;
 
-const VALUE_LEN: usize = TAG_LEN
-    + max(
-        max(4, 8),
-        max(
-            max(varint_len(u64::MAX), 1),
-            max(str_len(MAX_TEXT_LEN), str_len(MAX_BYTES_LEN)),
-        ),
-    );
+const VALUE_LEN: usize =
+    TAG_LEN + max(max(4, 8), max(max(varint_len(u64::MAX), 1), max(str_len(MAX_TEXT_LEN), str_len(MAX_BYTES_LEN))));
 
 const READING_LEN: usize = str_len(MAX_NAME_LEN) + VALUE_LEN + TAG_LEN + str_len(MAX_UNIT_LEN);
 

@@ -70,10 +70,7 @@ fn write_topic(device: &str, suffix: &str, out: &mut Topic) -> Result<(), Valida
     out.clear();
     // A valid id is at most 32 bytes, so the topic is at most 49 of the 64 bytes.
     let written = write!(out, "{PREFIX}{device}{suffix}");
-    debug_assert!(
-        written.is_ok(),
-        "topic capacity is sized for the longest id"
-    );
+    debug_assert!(written.is_ok(), "topic capacity is sized for the longest id");
     Ok(())
 }
 
@@ -108,17 +105,8 @@ mod tests {
     #[test]
     fn refuses_to_write_a_topic_for_an_invalid_device_id() {
         let mut topic = Topic::new();
-        assert!(matches!(
-            write_ack_topic("a/b", &mut topic),
-            Err(ValidationError::InvalidDeviceId { found: '/', .. })
-        ));
-        assert_eq!(
-            write_ack_topic("", &mut topic),
-            Err(ValidationError::EmptyDeviceId)
-        );
-        assert_eq!(
-            write_ack_topic(&"a".repeat(33), &mut topic),
-            Err(ValidationError::DeviceIdTooLong { len: 33 })
-        );
+        assert!(matches!(write_ack_topic("a/b", &mut topic), Err(ValidationError::InvalidDeviceId { found: '/', .. })));
+        assert_eq!(write_ack_topic("", &mut topic), Err(ValidationError::EmptyDeviceId));
+        assert_eq!(write_ack_topic(&"a".repeat(33), &mut topic), Err(ValidationError::DeviceIdTooLong { len: 33 }));
     }
 }

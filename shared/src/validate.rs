@@ -75,25 +75,19 @@ impl fmt::Display for ValidationError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ValidationError::EmptyDeviceId => f.write_str("device id is empty"),
-            ValidationError::DeviceIdTooLong { len } => write!(
-                f,
-                "device id is {len} bytes long; at most {MAX_DEVICE_ID_LEN} are allowed"
-            ),
-            ValidationError::InvalidDeviceId { device, found } => write!(
-                f,
-                "device id {:?} contains {found:?}; {ALLOWED}",
-                device.as_str()
-            ),
+            ValidationError::DeviceIdTooLong { len } => {
+                write!(f, "device id is {len} bytes long; at most {MAX_DEVICE_ID_LEN} are allowed")
+            }
+            ValidationError::InvalidDeviceId { device, found } => {
+                write!(f, "device id {:?} contains {found:?}; {ALLOWED}", device.as_str())
+            }
             ValidationError::EmptyType => f.write_str("event type is empty"),
-            ValidationError::TypeTooLong { len } => write!(
-                f,
-                "event type is {len} bytes long; at most {MAX_TYPE_LEN} are allowed"
-            ),
-            ValidationError::InvalidType { kind, found } => write!(
-                f,
-                "event type {:?} contains {found:?}; {ALLOWED}",
-                kind.as_str()
-            ),
+            ValidationError::TypeTooLong { len } => {
+                write!(f, "event type is {len} bytes long; at most {MAX_TYPE_LEN} are allowed")
+            }
+            ValidationError::InvalidType { kind, found } => {
+                write!(f, "event type {:?} contains {found:?}; {ALLOWED}", kind.as_str())
+            }
             ValidationError::NonFinite { reading, value } => {
                 let what = if value.is_nan() {
                     "NaN"
@@ -102,23 +96,15 @@ impl fmt::Display for ValidationError {
                 } else {
                     "-infinity"
                 };
-                write!(
-                    f,
-                    "reading {:?} is {what}; readings must be finite numbers",
-                    reading.as_str()
-                )
+                write!(f, "reading {:?} is {what}; readings must be finite numbers", reading.as_str())
             }
-            ValidationError::DuplicateReading { name } => write!(
-                f,
-                "reading {:?} appears more than once; reading names must be unique",
-                name.as_str()
-            ),
+            ValidationError::DuplicateReading { name } => {
+                write!(f, "reading {:?} appears more than once; reading names must be unique", name.as_str())
+            }
             ValidationError::EmptyReadingName => f.write_str("a reading has an empty name"),
-            ValidationError::DuplicateMetaKey { key } => write!(
-                f,
-                "meta key {:?} appears more than once; meta keys must be unique",
-                key.as_str()
-            ),
+            ValidationError::DuplicateMetaKey { key } => {
+                write!(f, "meta key {:?} appears more than once; meta keys must be unique", key.as_str())
+            }
             ValidationError::EmptyMetaKey => f.write_str("a meta entry has an empty key"),
             ValidationError::TimestampInFuture { ts, now } => write!(
                 f,
@@ -190,16 +176,11 @@ impl Event {
                 _ => 0.0,
             };
             if !value.is_finite() {
-                return Err(ValidationError::NonFinite {
-                    reading: reading.name.clone(),
-                    value,
-                });
+                return Err(ValidationError::NonFinite { reading: reading.name.clone(), value });
             }
             // Quadratic, but over at most MAX_READINGS entries and without a heap.
             if self.readings[..i].iter().any(|r| r.name == reading.name) {
-                return Err(ValidationError::DuplicateReading {
-                    name: reading.name.clone(),
-                });
+                return Err(ValidationError::DuplicateReading { name: reading.name.clone() });
             }
         }
         for (i, entry) in self.meta.iter().enumerate() {
@@ -207,9 +188,7 @@ impl Event {
                 return Err(ValidationError::EmptyMetaKey);
             }
             if self.meta[..i].iter().any(|m| m.key == entry.key) {
-                return Err(ValidationError::DuplicateMetaKey {
-                    key: entry.key.clone(),
-                });
+                return Err(ValidationError::DuplicateMetaKey { key: entry.key.clone() });
             }
         }
         if let (Some(ts), Some(now)) = (self.ts.millis(), now_ms) {

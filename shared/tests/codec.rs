@@ -5,8 +5,8 @@
 mod common;
 
 use edge_event::{
-    decode, decode_any, decode_cobs, encode, encode_cobs, DecodeError, EncodeError, Field, Format,
-    TooLong, Value, MAX_COBS_FRAME_LEN, MAX_ENCODED_LEN,
+    decode, decode_any, decode_cobs, encode, encode_cobs, DecodeError, EncodeError, Field, Format, TooLong, Value,
+    MAX_COBS_FRAME_LEN, MAX_ENCODED_LEN,
 };
 
 fn encoded(event: &edge_event::Event) -> Vec<u8> {
@@ -38,14 +38,8 @@ fn a_buffer_too_small_is_reported_with_its_size() {
     let mut buf = [0u8; 10];
     let err = encode(&common::environment(), &mut buf).unwrap_err();
     assert_eq!(err, EncodeError::BufferTooSmall { len: 10 });
-    assert_eq!(
-        err.to_string(),
-        "output buffer of 10 bytes is too small for the encoded message"
-    );
-    assert_eq!(
-        encode_cobs(&common::environment(), &mut buf),
-        Err(EncodeError::BufferTooSmall { len: 10 })
-    );
+    assert_eq!(err.to_string(), "output buffer of 10 bytes is too small for the encoded message");
+    assert_eq!(encode_cobs(&common::environment(), &mut buf), Err(EncodeError::BufferTooSmall { len: 10 }));
 }
 
 #[test]
@@ -65,20 +59,12 @@ fn every_truncation_of_a_valid_envelope_is_an_error() {
     for event in common::examples() {
         let bytes = encoded(&event);
         for len in 0..bytes.len() {
-            assert!(
-                decode(&bytes[..len]).is_err(),
-                "{} bytes of {}",
-                len,
-                bytes.len()
-            );
+            assert!(decode(&bytes[..len]).is_err(), "{} bytes of {}", len, bytes.len());
         }
     }
     assert_eq!(decode(&[]), Err(DecodeError::Truncated));
     assert_eq!(decode(&[0x01, 0x05, b'a']), Err(DecodeError::Truncated));
-    assert_eq!(
-        DecodeError::Truncated.to_string(),
-        "payload ends before the event is complete"
-    );
+    assert_eq!(DecodeError::Truncated.to_string(), "payload ends before the event is complete");
 }
 
 #[test]
@@ -87,10 +73,7 @@ fn bytes_after_the_event_are_rejected() {
     bytes.extend_from_slice(&[0, 0]);
     let err = decode(&bytes).unwrap_err();
     assert_eq!(err, DecodeError::TrailingBytes { count: 2 });
-    assert_eq!(
-        err.to_string(),
-        "2 unexpected bytes after the end of the event"
-    );
+    assert_eq!(err.to_string(), "2 unexpected bytes after the end of the event");
 }
 
 #[test]
@@ -101,10 +84,7 @@ fn a_string_longer_than_its_bound_is_malformed_not_truncated() {
     bytes.extend_from_slice(&[0x00; 8]);
     let err = decode(&bytes).unwrap_err();
     assert!(matches!(err, DecodeError::Malformed { .. }), "{err:?}");
-    assert_eq!(
-        err.to_string(),
-        "malformed payload: a string or list is longer than the format allows"
-    );
+    assert_eq!(err.to_string(), "malformed payload: a string or list is longer than the format allows");
 }
 
 #[test]
@@ -120,20 +100,14 @@ fn an_unknown_value_variant_is_malformed() {
 #[test]
 fn decode_any_tells_postcard_from_json_by_the_first_byte() {
     let bytes = encoded(&common::door());
-    assert_eq!(
-        decode_any(&bytes).unwrap(),
-        (common::door(), Format::Postcard)
-    );
+    assert_eq!(decode_any(&bytes).unwrap(), (common::door(), Format::Postcard));
     let json = b"  \n{\"device\":\"d1\",\"boot\":1,\"seq\":2,\"type\":\"t\",\"readings\":{}}";
     #[cfg(feature = "alloc")]
     assert_eq!(decode_any(json).unwrap().1, Format::Json);
     #[cfg(not(feature = "alloc"))]
     assert_eq!(decode_any(json), Err(DecodeError::UnsupportedFormat));
     assert_eq!(decode_any(b""), Err(DecodeError::Truncated));
-    assert_eq!(
-        decode_any(b"hello"),
-        Err(DecodeError::UnsupportedVersion(b'h'))
-    );
+    assert_eq!(decode_any(b"hello"), Err(DecodeError::UnsupportedVersion(b'h')));
 }
 
 #[test]
@@ -145,33 +119,19 @@ fn decode_cobs_accepts_a_frame_with_or_without_its_terminator() {
     let mut without = buf[..len - 1].to_vec();
     assert_eq!(decode_cobs(&mut buf[..len]).unwrap(), common::gps());
     assert_eq!(decode_cobs(&mut without).unwrap(), common::gps());
-    assert!(matches!(
-        decode_cobs(&mut [0x05, 0x01, 0x00, 0x01, 0x01]),
-        Err(DecodeError::Malformed { .. })
-    ));
+    assert!(matches!(decode_cobs(&mut [0x05, 0x01, 0x00, 0x01, 0x01]), Err(DecodeError::Malformed { .. })));
 }
 
 #[test]
 fn constructors_refuse_over_long_input_instead_of_truncating() {
     let err = Value::text(&"x".repeat(33)).unwrap_err();
     assert_eq!(err, TooLong { field: Field::Text });
-    assert_eq!(
-        err.to_string(),
-        "text value is too long: at most 32 bytes are allowed"
-    );
+    assert_eq!(err.to_string(), "text value is too long: at most 32 bytes are allowed");
     let mut event = common::maximal();
     let err = event.push_meta("k", "v").unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "too many meta entries: at most 4 are allowed"
-    );
-    assert!(edge_event::Reading::new("c", Value::I64(1))
-        .unwrap()
-        .with_unit("123456789")
-        .is_err());
-    assert!(
-        edge_event::Event::new(&"d".repeat(33), 0, 0, edge_event::Timestamp::Unknown, "t").is_err()
-    );
+    assert_eq!(err.to_string(), "too many meta entries: at most 4 are allowed");
+    assert!(edge_event::Reading::new("c", Value::I64(1)).unwrap().with_unit("123456789").is_err());
+    assert!(edge_event::Event::new(&"d".repeat(33), 0, 0, edge_event::Timestamp::Unknown, "t").is_err());
 }
 
 #[cfg(feature = "alloc")]

@@ -6,8 +6,8 @@
 mod common;
 
 use edge_event::{
-    decode, decode_cobs, encode, encode_cobs, Ack, Envelope, Event, Timestamp, Value,
-    FORMAT_VERSION, MAX_COBS_FRAME_LEN, MAX_ENCODED_LEN,
+    decode, decode_cobs, encode, encode_cobs, Ack, Envelope, Event, Timestamp, Value, FORMAT_VERSION,
+    MAX_COBS_FRAME_LEN, MAX_ENCODED_LEN,
 };
 
 fn postcard_bytes<T: serde::Serialize>(value: &T) -> Vec<u8> {
@@ -24,35 +24,20 @@ fn encoded(event: &Event) -> Vec<u8> {
 #[test]
 fn each_value_variant_encodes_to_its_pinned_bytes() {
     // Variant index (varint), then the payload.
-    assert_eq!(
-        postcard_bytes(&Value::F32(21.5)),
-        [0x00, 0x00, 0x00, 0xAC, 0x41]
-    );
-    assert_eq!(
-        postcard_bytes(&Value::F64(-1.5)),
-        [0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xF8, 0xBF]
-    );
+    assert_eq!(postcard_bytes(&Value::F32(21.5)), [0x00, 0x00, 0x00, 0xAC, 0x41]);
+    assert_eq!(postcard_bytes(&Value::F64(-1.5)), [0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xF8, 0xBF]);
     // Zigzag varints: -2 -> 3, 300 -> 600.
     assert_eq!(postcard_bytes(&Value::I64(-2)), [0x02, 0x03]);
     assert_eq!(postcard_bytes(&Value::I64(300)), [0x02, 0xD8, 0x04]);
     assert_eq!(postcard_bytes(&Value::Bool(true)), [0x03, 0x01]);
-    assert_eq!(
-        postcard_bytes(&Value::text("ok").unwrap()),
-        [0x04, 0x02, b'o', b'k']
-    );
-    assert_eq!(
-        postcard_bytes(&Value::bytes(&[0x0A, 0x0B]).unwrap()),
-        [0x05, 0x02, 0x0A, 0x0B]
-    );
+    assert_eq!(postcard_bytes(&Value::text("ok").unwrap()), [0x04, 0x02, b'o', b'k']);
+    assert_eq!(postcard_bytes(&Value::bytes(&[0x0A, 0x0B]).unwrap()), [0x05, 0x02, 0x0A, 0x0B]);
 }
 
 #[test]
 fn each_timestamp_variant_encodes_to_its_pinned_bytes() {
     assert_eq!(postcard_bytes(&Timestamp::Unknown), [0x00]);
-    assert_eq!(
-        postcard_bytes(&Timestamp::Millis(1_764_000_000_123)),
-        [0x01, 0xFB, 0xD0, 0xDF, 0xB4, 0xAB, 0x33]
-    );
+    assert_eq!(postcard_bytes(&Timestamp::Millis(1_764_000_000_123)), [0x01, 0xFB, 0xD0, 0xDF, 0xB4, 0xAB, 0x33]);
 }
 
 #[rustfmt::skip]
@@ -90,10 +75,7 @@ fn an_envelope_with_units_and_meta_encodes_to_its_pinned_bytes() {
 #[test]
 fn encode_writes_exactly_the_envelope_type() {
     for event in common::examples() {
-        let envelope = Envelope {
-            version: FORMAT_VERSION,
-            event: event.clone(),
-        };
+        let envelope = Envelope { version: FORMAT_VERSION, event: event.clone() };
         assert_eq!(encoded(&event), postcard_bytes(&envelope));
     }
 }
@@ -103,28 +85,25 @@ fn the_counter_door_and_gps_examples_encode_to_their_pinned_bytes() {
     assert_eq!(
         encoded(&common::counter()),
         [
-            0x01, 0x09, b'c', b'o', b'u', b'n', b't', b'e', b'r', b'-', b'1', 0x01, 0x07, 0x00,
-            0x07, b'c', b'o', b'u', b'n', b't', b'e', b'r', 0x01, 0x05, b'c', b'o', b'u', b'n',
-            b't', 0x02, 0x80, 0x89, 0x0F, 0x00, 0x00,
+            0x01, 0x09, b'c', b'o', b'u', b'n', b't', b'e', b'r', b'-', b'1', 0x01, 0x07, 0x00, 0x07, b'c', b'o', b'u',
+            b'n', b't', b'e', b'r', 0x01, 0x05, b'c', b'o', b'u', b'n', b't', 0x02, 0x80, 0x89, 0x0F, 0x00, 0x00,
         ]
     );
     assert_eq!(
         encoded(&common::door()),
         [
-            0x01, 0x06, b'd', b'o', b'o', b'r', b'-', b'1', 0x02, 0x01, 0x01, 0x80, 0xD0, 0xDF,
-            0xB4, 0xAB, 0x33, 0x04, b'd', b'o', b'o', b'r', 0x01, 0x04, b'o', b'p', b'e', b'n',
-            0x03, 0x01, 0x00, 0x00,
+            0x01, 0x06, b'd', b'o', b'o', b'r', b'-', b'1', 0x02, 0x01, 0x01, 0x80, 0xD0, 0xDF, 0xB4, 0xAB, 0x33, 0x04,
+            b'd', b'o', b'o', b'r', 0x01, 0x04, b'o', b'p', b'e', b'n', 0x03, 0x01, 0x00, 0x00,
         ]
     );
     assert_eq!(
         encoded(&common::gps()),
         [
-            0x01, 0x05, b'g', b'p', b's', b'-', b'3', 0x09, 0xE8, 0x07, 0x01, 0xF4, 0xD3, 0xDF,
-            0xB4, 0xAB, 0x33, 0x03, b'g', b'p', b's', 0x04, 0x03, b'l', b'a', b't', 0x01, 0x45,
-            0xD4, 0x44, 0x9F, 0x8F, 0x42, 0x4A, 0x40, 0x00, 0x03, b'l', b'o', b'n', 0x01, 0xCE,
-            0xC4, 0x74, 0x21, 0x56, 0xCF, 0x2A, 0x40, 0x00, 0x05, b'a', b'l', b't', b'_', b'm',
-            0x00, 0x00, 0x00, 0x0A, 0x42, 0x01, 0x01, b'm', 0x03, b'f', b'i', b'x', 0x04, 0x02,
-            b'3', b'd', 0x00, 0x00,
+            0x01, 0x05, b'g', b'p', b's', b'-', b'3', 0x09, 0xE8, 0x07, 0x01, 0xF4, 0xD3, 0xDF, 0xB4, 0xAB, 0x33, 0x03,
+            b'g', b'p', b's', 0x04, 0x03, b'l', b'a', b't', 0x01, 0x45, 0xD4, 0x44, 0x9F, 0x8F, 0x42, 0x4A, 0x40, 0x00,
+            0x03, b'l', b'o', b'n', 0x01, 0xCE, 0xC4, 0x74, 0x21, 0x56, 0xCF, 0x2A, 0x40, 0x00, 0x05, b'a', b'l', b't',
+            b'_', b'm', 0x00, 0x00, 0x00, 0x0A, 0x42, 0x01, 0x01, b'm', 0x03, b'f', b'i', b'x', 0x04, 0x02, b'3', b'd',
+            0x00, 0x00,
         ]
     );
 }
@@ -134,9 +113,8 @@ fn a_cobs_frame_is_pinned_and_ends_with_its_zero_terminator() {
     let mut buf = [0u8; MAX_COBS_FRAME_LEN];
     let len = encode_cobs(&common::door(), &mut buf).unwrap();
     let frame = [
-        0x1F, 0x01, 0x06, b'd', b'o', b'o', b'r', b'-', b'1', 0x02, 0x01, 0x01, 0x80, 0xD0, 0xDF,
-        0xB4, 0xAB, 0x33, 0x04, b'd', b'o', b'o', b'r', 0x01, 0x04, b'o', b'p', b'e', b'n', 0x03,
-        0x01, 0x01, 0x01, 0x00,
+        0x1F, 0x01, 0x06, b'd', b'o', b'o', b'r', b'-', b'1', 0x02, 0x01, 0x01, 0x80, 0xD0, 0xDF, 0xB4, 0xAB, 0x33,
+        0x04, b'd', b'o', b'o', b'r', 0x01, 0x04, b'o', b'p', b'e', b'n', 0x03, 0x01, 0x01, 0x01, 0x00,
     ];
     assert_eq!(buf[..len], frame);
     assert_eq!(decode_cobs(&mut buf[..len]).unwrap(), common::door());
@@ -152,18 +130,10 @@ fn the_ack_json_is_pinned() {
 #[cfg(feature = "alloc")]
 #[test]
 fn the_design_doc_json_example_is_written_byte_for_byte() {
-    let mut event = Event::new(
-        "d1",
-        1,
-        42,
-        Timestamp::Millis(1_764_000_000_123),
-        "temperature",
-    )
-    .unwrap();
-    event
-        .push_reading(edge_event::Reading::new("celsius", Value::F32(21.5)).unwrap())
-        .unwrap();
-    let json = br#"{"device":"d1","boot":1,"seq":42,"ts":1764000000123,"type":"temperature","readings":{"celsius":21.5}}"#;
+    let mut event = Event::new("d1", 1, 42, Timestamp::Millis(1_764_000_000_123), "temperature").unwrap();
+    event.push_reading(edge_event::Reading::new("celsius", Value::F32(21.5)).unwrap()).unwrap();
+    let json =
+        br#"{"device":"d1","boot":1,"seq":42,"ts":1764000000123,"type":"temperature","readings":{"celsius":21.5}}"#;
     assert_eq!(edge_event::json::to_vec(&event), json);
 }
 
@@ -174,37 +144,20 @@ fn every_json_value_form_is_pinned() {
         r#"{"device":"gps-3","boot":9,"seq":1000,"ts":1764000000500,"type":"gps","readings":"#,
         r#"{"lat":52.520008,"lon":13.404954,"alt_m":{"value":34.5,"unit":"m"},"fix":"3d"}}"#
     );
-    assert_eq!(
-        String::from_utf8(edge_event::json::to_vec(&common::gps())).unwrap(),
-        expected
-    );
+    assert_eq!(String::from_utf8(edge_event::json::to_vec(&common::gps())).unwrap(), expected);
     let expected = concat!(
         r#"{"device":"env-7","boot":3,"seq":42,"ts":1764000000123,"type":"environment","readings":"#,
         r#"{"celsius":{"value":21.5,"unit":"C"},"humidity":{"value":48.25,"unit":"%"},"#,
         r#""pressure_hpa":1013.25,"co2_ppm":412},"meta":{"fw":"1.2.0"}}"#
     );
-    assert_eq!(
-        String::from_utf8(edge_event::json::to_vec(&common::environment())).unwrap(),
-        expected
-    );
+    assert_eq!(String::from_utf8(edge_event::json::to_vec(&common::environment())).unwrap(), expected);
     let mut event = common::counter();
-    event
-        .push_reading(
-            edge_event::Reading::new("raw", Value::bytes(&[0x0A, 0xFF]).unwrap()).unwrap(),
-        )
-        .unwrap();
-    event
-        .push_reading(edge_event::Reading::new("ok", Value::Bool(false)).unwrap())
-        .unwrap();
-    event
-        .push_reading(edge_event::Reading::new("avg", Value::F64(2.0)).unwrap())
-        .unwrap();
+    event.push_reading(edge_event::Reading::new("raw", Value::bytes(&[0x0A, 0xFF]).unwrap()).unwrap()).unwrap();
+    event.push_reading(edge_event::Reading::new("ok", Value::Bool(false)).unwrap()).unwrap();
+    event.push_reading(edge_event::Reading::new("avg", Value::F64(2.0)).unwrap()).unwrap();
     let expected = concat!(
         r#"{"device":"counter-1","boot":1,"seq":7,"ts":null,"type":"counter","readings":"#,
         r#"{"count":123456,"raw":{"hex":"0aff"},"ok":false,"avg":2.0}}"#
     );
-    assert_eq!(
-        String::from_utf8(edge_event::json::to_vec(&event)).unwrap(),
-        expected
-    );
+    assert_eq!(String::from_utf8(edge_event::json::to_vec(&event)).unwrap(), expected);
 }

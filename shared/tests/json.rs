@@ -36,10 +36,7 @@ fn the_design_doc_example_reads_back() {
 
 #[test]
 fn json_numbers_map_to_i64_or_f64_by_their_spelling() {
-    let event = parse(&with_readings(
-        r#"{"a":21,"b":-3,"c":21.0,"d":2e3,"e":true,"f":"3d"}"#,
-    ))
-    .unwrap();
+    let event = parse(&with_readings(r#"{"a":21,"b":-3,"c":21.0,"d":2e3,"e":true,"f":"3d"}"#)).unwrap();
     let values: Vec<_> = event.readings.iter().map(|r| r.value.clone()).collect();
     assert_eq!(
         values,
@@ -61,20 +58,11 @@ fn units_and_hex_bytes_use_small_objects() {
     ))
     .unwrap();
     let t = event.reading("t").unwrap();
-    assert_eq!(
-        (t.value.clone(), t.unit.as_deref()),
-        (Value::F64(21.5), Some("C"))
-    );
-    assert_eq!(
-        event.reading("raw").unwrap().value,
-        Value::bytes(&[0x0A, 0x0B]).unwrap()
-    );
+    assert_eq!((t.value.clone(), t.unit.as_deref()), (Value::F64(21.5), Some("C")));
+    assert_eq!(event.reading("raw").unwrap().value, Value::bytes(&[0x0A, 0x0B]).unwrap());
     assert_eq!(event.reading("n").unwrap().unit, None);
     let r2 = event.reading("r2").unwrap();
-    assert_eq!(
-        (r2.value.clone(), r2.unit.as_deref()),
-        (Value::bytes(&[0xFF]).unwrap(), Some("x"))
-    );
+    assert_eq!((r2.value.clone(), r2.unit.as_deref()), (Value::bytes(&[0xFF]).unwrap(), Some("x")));
     assert_eq!(event.reading("u").unwrap().unit, None);
 }
 
@@ -89,8 +77,7 @@ fn ts_may_be_absent_or_null_and_v1_is_accepted() {
 fn another_version_is_unsupported_version() {
     let json = format!(r#"{{"v":2,{BASE},"readings":{{}}}}"#);
     assert_eq!(parse(&json), Err(DecodeError::UnsupportedVersion(2)));
-    assert!(error(&format!(r#"{{"v":300,{BASE},"readings":{{}}}}"#))
-        .contains("format version 1 for \"v\""));
+    assert!(error(&format!(r#"{{"v":300,{BASE},"readings":{{}}}}"#)).contains("format version 1 for \"v\""));
 }
 
 #[test]
@@ -105,8 +92,7 @@ fn unknown_keys_are_ignored_at_every_level() {
 
 #[test]
 fn keys_may_come_in_any_order_with_whitespace() {
-    let json =
-        "\n { \"readings\" : { } ,\t\"type\":\"t\", \"seq\":2,\"boot\":1,\"device\":\"d\" } \n";
+    let json = "\n { \"readings\" : { } ,\t\"type\":\"t\", \"seq\":2,\"boot\":1,\"device\":\"d\" } \n";
     let event = parse(json).unwrap();
     assert_eq!((event.device.as_str(), event.seq), ("d", 2));
 }
@@ -129,21 +115,14 @@ fn a_known_key_of_the_wrong_type_is_named_in_the_error() {
     let json = r#"{"device":"d","boot":1,"seq":1,"type":"t","readings":[]}"#;
     assert!(error(json).contains("for \"readings\""));
     assert!(error(&with_readings(r#"{"x":[1]}"#)).contains(r#"for reading "x""#));
-    assert!(
-        error(&format!(r#"{{{BASE},"readings":{{}},"meta":{{"fw":1}}}}"#))
-            .contains(r#"for meta "fw""#)
-    );
+    assert!(error(&format!(r#"{{{BASE},"readings":{{}},"meta":{{"fw":1}}}}"#)).contains(r#"for meta "fw""#));
 }
 
 #[test]
 fn a_missing_or_duplicate_key_is_named_in_the_error() {
-    assert!(error(r#"{"device":"d","boot":1,"type":"t","readings":{}}"#)
-        .contains(r#"missing key "seq""#));
-    assert!(error(r#"{"device":"d","boot":1,"seq":1,"type":"t"}"#)
-        .contains(r#"missing key "readings""#));
-    assert!(
-        error(&format!(r#"{{{BASE},"seq":2,"readings":{{}}}}"#)).contains(r#"duplicate key "seq""#)
-    );
+    assert!(error(r#"{"device":"d","boot":1,"type":"t","readings":{}}"#).contains(r#"missing key "seq""#));
+    assert!(error(r#"{"device":"d","boot":1,"seq":1,"type":"t"}"#).contains(r#"missing key "readings""#));
+    assert!(error(&format!(r#"{{{BASE},"seq":2,"readings":{{}}}}"#)).contains(r#"duplicate key "seq""#));
 }
 
 #[test]
@@ -168,55 +147,22 @@ fn a_non_finite_reading_is_written_as_null_and_refused_on_reading() {
 fn over_long_strings_and_too_many_entries_are_errors_not_truncations() {
     let long = "x".repeat(33);
     let json = format!(r#"{{"device":"{long}","boot":1,"seq":1,"type":"t","readings":{{}}}}"#);
-    assert_eq!(
-        parse(&json),
-        Err(DecodeError::TooLong {
-            what: Field::DeviceId
-        })
-    );
-    assert_eq!(
-        parse(&json).unwrap_err().to_string(),
-        "device id is too long: at most 32 bytes are allowed"
-    );
+    assert_eq!(parse(&json), Err(DecodeError::TooLong { what: Field::DeviceId }));
+    assert_eq!(parse(&json).unwrap_err().to_string(), "device id is too long: at most 32 bytes are allowed");
     let json = with_readings(&format!(r#"{{"t":"{long}"}}"#));
-    assert_eq!(
-        parse(&json),
-        Err(DecodeError::TooLong { what: Field::Text })
-    );
+    assert_eq!(parse(&json), Err(DecodeError::TooLong { what: Field::Text }));
     let json = with_readings(&format!(r#"{{"{long}":1}}"#));
-    assert_eq!(
-        parse(&json),
-        Err(DecodeError::TooLong {
-            what: Field::ReadingName
-        })
-    );
+    assert_eq!(parse(&json), Err(DecodeError::TooLong { what: Field::ReadingName }));
     let json = with_readings(r#"{"t":{"value":1,"unit":"123456789"}}"#);
-    assert_eq!(
-        parse(&json),
-        Err(DecodeError::TooLong { what: Field::Unit })
-    );
+    assert_eq!(parse(&json), Err(DecodeError::TooLong { what: Field::Unit }));
     let json = with_readings(&format!(r#"{{"b":{{"hex":"{}"}}}}"#, "00".repeat(33)));
-    assert_eq!(
-        parse(&json),
-        Err(DecodeError::TooLong { what: Field::Bytes })
-    );
+    assert_eq!(parse(&json), Err(DecodeError::TooLong { what: Field::Bytes }));
     let nine: Vec<String> = (0..9).map(|i| format!(r#""r{i}":{i}"#)).collect();
     let json = with_readings(&format!("{{{}}}", nine.join(",")));
-    assert_eq!(
-        parse(&json),
-        Err(DecodeError::TooLong {
-            what: Field::Readings
-        })
-    );
+    assert_eq!(parse(&json), Err(DecodeError::TooLong { what: Field::Readings }));
     let five: Vec<String> = (0..5).map(|i| format!(r#""m{i}":"v""#)).collect();
-    let json = format!(
-        r#"{{{BASE},"readings":{{}},"meta":{{{}}}}}"#,
-        five.join(",")
-    );
-    assert_eq!(
-        parse(&json),
-        Err(DecodeError::TooLong { what: Field::Meta })
-    );
+    let json = format!(r#"{{{BASE},"readings":{{}},"meta":{{{}}}}}"#, five.join(","));
+    assert_eq!(parse(&json), Err(DecodeError::TooLong { what: Field::Meta }));
 }
 
 #[test]
@@ -232,8 +178,9 @@ fn bad_hex_and_ambiguous_reading_objects_are_refused() {
     ] {
         assert!(parse(&with_readings(readings)).is_err(), "{readings}");
     }
-    assert!(error(&with_readings(r#"{"b":{"unit":"C"}}"#))
-        .contains(r#"reading "b" is an object without "value" or "hex""#));
+    assert!(
+        error(&with_readings(r#"{"b":{"unit":"C"}}"#)).contains(r#"reading "b" is an object without "value" or "hex""#)
+    );
 }
 
 #[test]

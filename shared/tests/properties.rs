@@ -4,9 +4,7 @@
 
 mod common;
 
-use edge_event::{
-    decode, decode_any, decode_cobs, encode, encode_cobs, Ack, MAX_COBS_FRAME_LEN, MAX_ENCODED_LEN,
-};
+use edge_event::{decode, decode_any, decode_cobs, encode, encode_cobs, Ack, MAX_COBS_FRAME_LEN, MAX_ENCODED_LEN};
 use proptest::prelude::*;
 
 /// What JSON makes of an event: `F32` is written as its shortest decimal, which reads back
@@ -24,11 +22,8 @@ fn json_normalised(mut event: edge_event::Event) -> edge_event::Event {
 
 /// Valid encodings with a few bytes overwritten: reach deeper than random bytes do.
 fn corrupted_encoding() -> impl Strategy<Value = Vec<u8>> {
-    (
-        common::valid_event(),
-        prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
-    )
-        .prop_map(|(event, edits)| {
+    (common::valid_event(), prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4)).prop_map(
+        |(event, edits)| {
             let mut buf = [0u8; MAX_ENCODED_LEN];
             let len = encode(&event, &mut buf).unwrap();
             let mut bytes = buf[..len].to_vec();
@@ -37,7 +32,8 @@ fn corrupted_encoding() -> impl Strategy<Value = Vec<u8>> {
                 bytes[i] = byte;
             }
             bytes
-        })
+        },
+    )
 }
 
 proptest! {

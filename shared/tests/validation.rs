@@ -5,8 +5,8 @@
 mod common;
 
 use edge_event::{
-    validate_device_id, validate_event_type, Event, MetaEntry, Reading, Timestamp, ValidationError,
-    Value, MAX_FUTURE_SKEW_MS,
+    validate_device_id, validate_event_type, Event, MetaEntry, Reading, Timestamp, ValidationError, Value,
+    MAX_FUTURE_SKEW_MS,
 };
 
 fn message(event: &Event, now: Option<u64>) -> String {
@@ -52,10 +52,7 @@ fn a_device_id_that_cannot_be_a_topic_level_is_rejected() {
 fn a_device_id_over_the_limit_is_rejected_when_checked_as_a_str() {
     let err = validate_device_id(&"a".repeat(33)).unwrap_err();
     assert_eq!(err, ValidationError::DeviceIdTooLong { len: 33 });
-    assert_eq!(
-        err.to_string(),
-        "device id is 33 bytes long; at most 32 are allowed"
-    );
+    assert_eq!(err.to_string(), "device id is 33 bytes long; at most 32 are allowed");
     assert_eq!(validate_device_id("gw-01.site:7_a"), Ok(()));
 }
 
@@ -71,10 +68,7 @@ fn an_empty_type_is_rejected() {
 fn a_type_that_cannot_be_a_topic_level_is_rejected() {
     let mut event = common::door();
     event.kind = "door#".try_into().unwrap();
-    assert!(matches!(
-        event.validate(None),
-        Err(ValidationError::InvalidType { found: '#', .. })
-    ));
+    assert!(matches!(event.validate(None), Err(ValidationError::InvalidType { found: '#', .. })));
     assert_eq!(
         message(&event, None),
         r#"event type "door#" contains '#'; only ASCII letters, digits, '-', '_', '.' and ':' are allowed"#
@@ -85,10 +79,7 @@ fn a_type_that_cannot_be_a_topic_level_is_rejected() {
 fn a_type_over_the_limit_is_rejected_when_checked_as_a_str() {
     let err = validate_event_type(&"t".repeat(40)).unwrap_err();
     assert_eq!(err, ValidationError::TypeTooLong { len: 40 });
-    assert_eq!(
-        err.to_string(),
-        "event type is 40 bytes long; at most 32 are allowed"
-    );
+    assert_eq!(err.to_string(), "event type is 40 bytes long; at most 32 are allowed");
 }
 
 #[test]
@@ -99,46 +90,25 @@ fn a_nan_or_infinite_reading_is_rejected_with_its_name() {
         event.validate(None),
         Err(ValidationError::NonFinite { ref reading, .. }) if reading == "celsius"
     ));
-    assert_eq!(
-        message(&event, None),
-        r#"reading "celsius" is NaN; readings must be finite numbers"#
-    );
+    assert_eq!(message(&event, None), r#"reading "celsius" is NaN; readings must be finite numbers"#);
     event.readings[0].value = Value::F64(f64::NEG_INFINITY);
-    assert_eq!(
-        message(&event, None),
-        r#"reading "celsius" is -infinity; readings must be finite numbers"#
-    );
+    assert_eq!(message(&event, None), r#"reading "celsius" is -infinity; readings must be finite numbers"#);
     event.readings[0].value = Value::F32(f32::INFINITY);
-    assert_eq!(
-        message(&event, None),
-        r#"reading "celsius" is +infinity; readings must be finite numbers"#
-    );
+    assert_eq!(message(&event, None), r#"reading "celsius" is +infinity; readings must be finite numbers"#);
 }
 
 #[test]
 fn two_readings_with_the_same_name_are_rejected() {
     let mut event = common::door();
-    event
-        .push_reading(Reading::new("open", Value::Bool(false)).unwrap())
-        .unwrap();
-    assert_eq!(
-        event.validate(None),
-        Err(ValidationError::DuplicateReading {
-            name: "open".try_into().unwrap()
-        })
-    );
-    assert_eq!(
-        message(&event, None),
-        r#"reading "open" appears more than once; reading names must be unique"#
-    );
+    event.push_reading(Reading::new("open", Value::Bool(false)).unwrap()).unwrap();
+    assert_eq!(event.validate(None), Err(ValidationError::DuplicateReading { name: "open".try_into().unwrap() }));
+    assert_eq!(message(&event, None), r#"reading "open" appears more than once; reading names must be unique"#);
 }
 
 #[test]
 fn a_reading_without_a_name_is_rejected() {
     let mut event = common::door();
-    event
-        .push_reading(Reading::new("", Value::I64(1)).unwrap())
-        .unwrap();
+    event.push_reading(Reading::new("", Value::I64(1)).unwrap()).unwrap();
     assert_eq!(event.validate(None), Err(ValidationError::EmptyReadingName));
     assert_eq!(message(&event, None), "a reading has an empty name");
 }
@@ -147,10 +117,7 @@ fn a_reading_without_a_name_is_rejected() {
 fn two_meta_entries_with_the_same_key_are_rejected() {
     let mut event = common::environment();
     event.push_meta("fw", "1.3.0").unwrap();
-    assert_eq!(
-        message(&event, None),
-        r#"meta key "fw" appears more than once; meta keys must be unique"#
-    );
+    assert_eq!(message(&event, None), r#"meta key "fw" appears more than once; meta keys must be unique"#);
 }
 
 #[test]
@@ -170,10 +137,7 @@ fn a_timestamp_more_than_a_day_ahead_of_the_gateway_clock_is_rejected() {
     event.ts = Timestamp::Millis(now + MAX_FUTURE_SKEW_MS + 1000);
     assert_eq!(
         event.validate(Some(now)),
-        Err(ValidationError::TimestampInFuture {
-            ts: now + MAX_FUTURE_SKEW_MS + 1000,
-            now
-        })
+        Err(ValidationError::TimestampInFuture { ts: now + MAX_FUTURE_SKEW_MS + 1000, now })
     );
     assert_eq!(
         message(&event, Some(now)),

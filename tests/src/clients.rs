@@ -64,20 +64,10 @@ pub struct CloudSubscriber {
 impl CloudSubscriber {
     /// Connects to the broker on `port`; returns once subscribed.
     pub async fn connect(port: u16) -> CloudSubscriber {
-        let mut options = MqttOptions::new(
-            format!("cloud-sub-{}", rand::random::<u32>()),
-            "127.0.0.1",
-            port,
-        );
-        options
-            .set_clean_session(false)
-            .set_max_packet_size(1 << 20, 1 << 20)
-            .set_keep_alive(Duration::from_secs(30));
+        let mut options = MqttOptions::new(format!("cloud-sub-{}", rand::random::<u32>()), "127.0.0.1", port);
+        options.set_clean_session(false).set_max_packet_size(1 << 20, 1 << 20).set_keep_alive(Duration::from_secs(30));
         let (client, mut eventloop) = AsyncClient::new(options, 100);
-        client
-            .subscribe("gateways/#", QoS::AtLeastOnce)
-            .await
-            .expect("subscribe");
+        client.subscribe("gateways/#", QoS::AtLeastOnce).await.expect("subscribe");
         let received = Arc::new((Mutex::new(Received::default()), Condvar::new()));
         let shared = received.clone();
         let (subscribed_tx, subscribed_rx) = tokio::sync::oneshot::channel();
@@ -116,10 +106,7 @@ impl CloudSubscriber {
                 }
             }
         });
-        tokio::time::timeout(Duration::from_secs(10), subscribed_rx)
-            .await
-            .expect("no SUBACK")
-            .expect("subscriber");
+        tokio::time::timeout(Duration::from_secs(10), subscribed_rx).await.expect("no SUBACK").expect("subscriber");
         CloudSubscriber { received, task }
     }
 
@@ -138,10 +125,7 @@ impl CloudSubscriber {
             if left.is_zero() {
                 break;
             }
-            r = cvar
-                .wait_timeout(r, left.min(Duration::from_millis(200)))
-                .expect("lock")
-                .0;
+            r = cvar.wait_timeout(r, left.min(Duration::from_millis(200))).expect("lock").0;
         }
         Received {
             events: r.events.clone(),
@@ -166,25 +150,14 @@ impl Drop for CloudSubscriber {
 
 /// Publishes `events` (topic, payload) with QoS 1 from one client and returns when every
 /// PUBACK has arrived (the broker accepted them all).
-pub async fn publish_all(
-    port: u16,
-    client_id: &str,
-    events: Vec<(String, Vec<u8>)>,
-) -> Result<(), String> {
+pub async fn publish_all(port: u16, client_id: &str, events: Vec<(String, Vec<u8>)>) -> Result<(), String> {
     let mut options = MqttOptions::new(client_id, "127.0.0.1", port);
-    options
-        .set_keep_alive(Duration::from_secs(30))
-        .set_inflight(100)
-        .set_max_packet_size(1 << 20, 1 << 20);
+    options.set_keep_alive(Duration::from_secs(30)).set_inflight(100).set_max_packet_size(1 << 20, 1 << 20);
     let (client, mut eventloop) = AsyncClient::new(options, 200);
     let total = events.len();
     let sender = tokio::spawn(async move {
         for (topic, payload) in events {
-            if client
-                .publish(topic, QoS::AtLeastOnce, false, payload)
-                .await
-                .is_err()
-            {
+            if client.publish(topic, QoS::AtLeastOnce, false, payload).await.is_err() {
                 return client;
             }
         }
@@ -197,11 +170,7 @@ pub async fn publish_all(
             Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => acked += 1,
             Ok(Ok(Event::Outgoing(Outgoing::Publish(_)))) => sent += 1,
             Ok(Ok(_)) => {}
-            Ok(Err(err)) => {
-                return Err(format!(
-                    "{client_id}: {err} after {acked}/{total} acks ({sent} sent)"
-                ))
-            }
+            Ok(Err(err)) => return Err(format!("{client_id}: {err} after {acked}/{total} acks ({sent} sent)")),
             Err(_) => return Err(format!("{client_id}: stalled at {acked}/{total} acks")),
         }
     }
@@ -214,12 +183,7 @@ pub async fn publish_all(
 /// `count` JSON events of `device` (boot 1, seqs from `first`) for `devices/{device}/events`.
 pub fn device_events(device: &str, first: u32, count: u32) -> Vec<(String, Vec<u8>)> {
     (first..first + count)
-        .map(|seq| {
-            (
-                format!("devices/{device}/events"),
-                crate::event_json(device, 1, seq).into_bytes(),
-            )
-        })
+        .map(|seq| (format!("devices/{device}/events"), crate::event_json(device, 1, seq).into_bytes()))
         .collect()
 }
 
@@ -232,17 +196,10 @@ pub struct AckWatcher {
 impl AckWatcher {
     /// Subscribes on the device broker at `port`.
     pub async fn connect(port: u16) -> AckWatcher {
-        let mut options = MqttOptions::new(
-            format!("ack-watch-{}", rand::random::<u32>()),
-            "127.0.0.1",
-            port,
-        );
+        let mut options = MqttOptions::new(format!("ack-watch-{}", rand::random::<u32>()), "127.0.0.1", port);
         options.set_keep_alive(Duration::from_secs(30));
         let (client, mut eventloop) = AsyncClient::new(options, 10);
-        client
-            .subscribe("devices/+/ack", QoS::AtLeastOnce)
-            .await
-            .expect("subscribe");
+        client.subscribe("devices/+/ack", QoS::AtLeastOnce).await.expect("subscribe");
         let marks = Arc::new(Mutex::new(HashMap::new()));
         let shared = marks.clone();
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
@@ -257,11 +214,7 @@ impl AckWatcher {
                         }
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
-                        let device = p
-                            .topic
-                            .trim_start_matches("devices/")
-                            .trim_end_matches("/ack")
-                            .to_owned();
+                        let device = p.topic.trim_start_matches("devices/").trim_end_matches("/ack").to_owned();
                         if let Ok(ack) = edge_event::Ack::decode_json(&p.payload) {
                             let mut m = shared.lock().expect("lock");
                             let e = m.entry(device).or_insert(0);
@@ -273,10 +226,7 @@ impl AckWatcher {
                 }
             }
         });
-        tokio::time::timeout(Duration::from_secs(10), ready_rx)
-            .await
-            .expect("no SUBACK")
-            .expect("ack watcher");
+        tokio::time::timeout(Duration::from_secs(10), ready_rx).await.expect("no SUBACK").expect("ack watcher");
         AckWatcher { marks, task }
     }
 

@@ -16,34 +16,18 @@ pub fn binary() -> PathBuf {
         if let Ok(path) = std::env::var("EDGE_GATEWAY_BIN") {
             return PathBuf::from(path);
         }
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .expect("workspace root")
-            .to_owned();
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_owned();
         let release = std::env::var("EDGE_TEST_PROFILE").is_ok_and(|p| p == "release");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut build = Command::new(cargo);
-        build.current_dir(&workspace).args([
-            "build",
-            "-q",
-            "-p",
-            "edge-gateway",
-            "--bin",
-            "edge-gateway",
-        ]);
+        build.current_dir(&workspace).args(["build", "-q", "-p", "edge-gateway", "--bin", "edge-gateway"]);
         if release {
             build.arg("--release");
         }
-        let status = build
-            .status()
-            .expect("cannot run cargo to build edge-gateway");
+        let status = build.status().expect("cannot run cargo to build edge-gateway");
         assert!(status.success(), "building edge-gateway failed");
-        let target = std::env::var("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|_| workspace.join("target"));
-        target
-            .join(if release { "release" } else { "debug" })
-            .join("edge-gateway")
+        let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| workspace.join("target"));
+        target.join(if release { "release" } else { "debug" }).join("edge-gateway")
     })
     .clone()
 }
@@ -92,10 +76,7 @@ impl Setup {
         let devices = if self.devices.contains("mode") {
             self.devices.clone()
         } else {
-            format!(
-                "listen = \"127.0.0.1:{}\"\n{}",
-                self.devices_port, self.devices
-            )
+            format!("listen = \"127.0.0.1:{}\"\n{}", self.devices_port, self.devices)
         };
         let routes = if self.routes.is_empty() {
             format!(
@@ -139,10 +120,7 @@ impl Gateway {
                 return Some(());
             }
             let text = std::fs::read_to_string(&log).unwrap_or_default();
-            assert!(
-                !text.contains("edge-gateway: "),
-                "the gateway failed to start:\n{text}"
-            );
+            assert!(!text.contains("edge-gateway: "), "the gateway failed to start:\n{text}");
             None
         });
         gateway
@@ -158,20 +136,12 @@ impl Gateway {
         let child = Command::new(binary())
             .args(["run", "--config"])
             .arg(&config)
-            .env(
-                "RUST_LOG",
-                std::env::var("EDGE_TEST_LOG").unwrap_or_else(|_| "info,rumqttd=off".into()),
-            )
+            .env("RUST_LOG", std::env::var("EDGE_TEST_LOG").unwrap_or_else(|_| "info,rumqttd=off".into()))
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()
             .expect("cannot start edge-gateway");
-        Gateway {
-            setup: setup.clone(),
-            child: Some(child),
-            log,
-            _config_dir: config_dir,
-        }
+        Gateway { setup: setup.clone(), child: Some(child), log, _config_dir: config_dir }
     }
 
     /// Its log so far.
@@ -190,10 +160,7 @@ impl Gateway {
     /// SIGTERM, then waits for the exit.
     pub fn terminate(&mut self) -> Option<ExitStatus> {
         let mut child = self.child.take()?;
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .status();
+        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
         child.wait().ok()
     }
 
@@ -209,9 +176,7 @@ impl Gateway {
 
     /// Queue depth of the route.
     pub fn queue_depth(&self) -> u64 {
-        self.status()["routes"][0]["queue_depth"]
-            .as_u64()
-            .unwrap_or(0)
+        self.status()["routes"][0]["queue_depth"].as_u64().unwrap_or(0)
     }
 }
 

@@ -27,12 +27,7 @@ impl Mosquitto {
     /// Starts one on `port` with extra config lines.
     pub fn start_on(port: u16, extra: &str) -> Mosquitto {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut broker = Mosquitto {
-            port,
-            child: None,
-            dir,
-            extra: extra.to_owned(),
-        };
+        let mut broker = Mosquitto { port, child: None, dir, extra: extra.to_owned() };
         broker.restart();
         broker
     }
@@ -40,12 +35,7 @@ impl Mosquitto {
     /// Not running yet: a port reserved for a cloud that is down at first.
     pub fn down() -> Mosquitto {
         let dir = tempfile::tempdir().expect("temp dir");
-        Mosquitto {
-            port: free_port(),
-            child: None,
-            dir,
-            extra: String::new(),
-        }
+        Mosquitto { port: free_port(), child: None, dir, extra: String::new() }
     }
 
     fn config_path(&self) -> PathBuf {
@@ -69,9 +59,7 @@ impl Mosquitto {
             .expect("mosquitto not installed: run scripts/test, which installs it");
         self.child = Some(child);
         let port = self.port;
-        wait_until(Duration::from_secs(10), "mosquitto to listen", || {
-            TcpStream::connect(("127.0.0.1", port)).ok()
-        });
+        wait_until(Duration::from_secs(10), "mosquitto to listen", || TcpStream::connect(("127.0.0.1", port)).ok());
     }
 
     /// Stops it (SIGKILL: the link drops as in a real outage).

@@ -45,11 +45,7 @@ impl Proxy {
                 });
             }
         });
-        Proxy {
-            port,
-            up,
-            generation,
-        }
+        Proxy { port, up, generation }
     }
 
     /// Drops every connection and refuses new ones.

@@ -10,10 +10,7 @@ use edge_tests::mosquitto::Mosquitto;
 
 /// 50 clients; events each (200,000 in all with EDGE_BURST_EVENTS=4000).
 fn per_client() -> u32 {
-    std::env::var("EDGE_BURST_EVENTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1000)
+    std::env::var("EDGE_BURST_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -30,9 +27,8 @@ async fn a_burst_from_fifty_clients_is_committed_and_forwarded_without_loss() {
     for c in 0..50 {
         let device = format!("burst{c:02}");
         let port = gateway.setup.devices_port;
-        publishers.push(tokio::spawn(async move {
-            publish_all(port, &device, device_events(&device, 1, per_client)).await
-        }));
+        publishers
+            .push(tokio::spawn(async move { publish_all(port, &device, device_events(&device, 1, per_client)).await }));
     }
     for p in publishers {
         p.await.unwrap().expect("the broker accepts every publish");
@@ -49,14 +45,7 @@ async fn a_burst_from_fifty_clients_is_committed_and_forwarded_without_loss() {
         status["events_committed"],
         got.duplicates(),
     );
-    assert_eq!(
-        status["events_received"], total as u64,
-        "the link delivered every accepted publish: {status}"
-    );
-    assert_eq!(
-        got.distinct().len(),
-        total,
-        "every accepted event reaches the cloud"
-    );
+    assert_eq!(status["events_received"], total as u64, "the link delivered every accepted publish: {status}");
+    assert_eq!(got.distinct().len(), total, "every accepted event reaches the cloud");
     got.in_order_per_device().unwrap();
 }

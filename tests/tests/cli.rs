@@ -8,10 +8,7 @@ use edge_tests::gateway::{binary, Gateway, Setup};
 use edge_tests::mosquitto::Mosquitto;
 
 fn workspace() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_owned()
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
 }
 
 #[test]
@@ -19,10 +16,7 @@ fn help_lists_the_subcommands() {
     let out = Command::new(binary()).arg("--help").output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.contains("run") && text.contains("check-config"),
-        "{text}"
-    );
+    assert!(text.contains("run") && text.contains("check-config"), "{text}");
 }
 
 #[test]
@@ -32,17 +26,10 @@ fn check_config_accepts_the_shipped_default_with_a_one_line_summary() {
         .arg(workspace().join("config/gateway.toml"))
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(text.lines().count(), 1, "{text}");
-    assert!(
-        text.contains("ok") && text.contains("gw-01") && text.contains("telemetry"),
-        "{text}"
-    );
+    assert!(text.contains("ok") && text.contains("gw-01") && text.contains("telemetry"), "{text}");
 }
 
 #[test]
@@ -55,20 +42,11 @@ fn check_config_lists_every_error_with_its_key_path_and_exits_1() {
          [[routes]]\nname = \"a\"\nfrom = \"devices/+/events\"\nto = \"t\"\nbatch = { max_bytes = \"1GiB\" }\n",
     )
     .unwrap();
-    let out = Command::new(binary())
-        .args(["check-config", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = Command::new(binary()).args(["check-config", "--config"]).arg(&path).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(text.contains("bad.toml"), "names the file: {text}");
-    for path in [
-        "store.max_bytes:",
-        "store.when_full:",
-        "cloud.url:",
-        "routes[0].batch.max_bytes:",
-    ] {
+    for path in ["store.max_bytes:", "store.when_full:", "cloud.url:", "routes[0].batch.max_bytes:"] {
         assert!(text.contains(path), "missing {path} in:\n{text}");
     }
     assert!(text.contains("4 error(s)"), "{text}");
@@ -78,27 +56,13 @@ fn check_config_lists_every_error_with_its_key_path_and_exits_1() {
 fn run_refuses_a_bad_config_before_touching_anything() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[gateway]\ndata_dir = \"{}/data\"\nunknown = 1\n",
-            dir.path().display()
-        ),
-    )
-    .unwrap();
-    let out = Command::new(binary())
-        .args(["run", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    std::fs::write(&path, format!("[gateway]\ndata_dir = \"{}/data\"\nunknown = 1\n", dir.path().display())).unwrap();
+    let out = Command::new(binary()).args(["run", "--config"]).arg(&path).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(text.contains("gateway.unknown: unknown field"), "{text}");
     assert!(text.contains("routes: at least one"), "{text}");
-    assert!(
-        !dir.path().join("data").exists(),
-        "nothing is created for a refused config"
-    );
+    assert!(!dir.path().join("data").exists(), "nothing is created for a refused config");
 }
 
 #[test]
@@ -112,13 +76,7 @@ fn a_device_port_already_in_use_is_a_clear_start_up_error() {
     let status = gateway.wait().unwrap();
     assert_eq!(status.code(), Some(1));
     let log = gateway.log_text();
-    assert!(
-        log.contains(&format!(
-            "cannot listen for devices on 127.0.0.1:{}",
-            setup.devices_port
-        )),
-        "{log}"
-    );
+    assert!(log.contains(&format!("cannot listen for devices on 127.0.0.1:{}", setup.devices_port)), "{log}");
 }
 
 #[test]
@@ -126,22 +84,11 @@ fn a_damaged_journal_stops_start_up_with_advice_and_is_left_in_place() {
     let cloud = Mosquitto::start();
     let data = tempfile::tempdir().unwrap();
     let journal = data.path().join("journal.db");
-    std::fs::write(
-        &journal,
-        b"this is not a database, but it is somebody's data".repeat(100),
-    )
-    .unwrap();
+    std::fs::write(&journal, b"this is not a database, but it is somebody's data".repeat(100)).unwrap();
     let before = std::fs::read(&journal).unwrap();
     let mut gateway = Gateway::spawn(&Setup::new(cloud.port, data.path()));
     assert_eq!(gateway.wait().unwrap().code(), Some(1));
     let log = gateway.log_text();
-    assert!(
-        log.contains("journal.db") && log.contains("damaged") && log.contains("move the file"),
-        "{log}"
-    );
-    assert_eq!(
-        std::fs::read(&journal).unwrap(),
-        before,
-        "never deleted or rewritten"
-    );
+    assert!(log.contains("journal.db") && log.contains("damaged") && log.contains("move the file"), "{log}");
+    assert_eq!(std::fs::read(&journal).unwrap(), before, "never deleted or rewritten");
 }

@@ -17,9 +17,7 @@ const WAIT: Duration = Duration::from_secs(90);
 fn assert_committed_arrived(marks: &HashMap<String, u32>, got: &Received) {
     let distinct = got.distinct();
     for (device, &mark) in marks {
-        let missing: Vec<u32> = (1..=mark)
-            .filter(|s| !distinct.contains(&(device.clone(), 1, *s)))
-            .collect();
+        let missing: Vec<u32> = (1..=mark).filter(|s| !distinct.contains(&(device.clone(), 1, *s))).collect();
         assert!(
             missing.is_empty(),
             "{device}: committed events lost: {} of them, first {:?}",
@@ -43,9 +41,7 @@ async fn sigkill_under_load_loses_no_committed_event() {
     for d in 0..4 {
         let device = format!("k{d}");
         let port = setup.devices_port;
-        publishers.push(tokio::spawn(async move {
-            publish_all(port, &device, device_events(&device, 1, 5000)).await
-        }));
+        publishers.push(tokio::spawn(async move { publish_all(port, &device, device_events(&device, 1, 5000)).await }));
     }
     wait_until(WAIT, "some events committed", || {
         let total: u32 = acks.marks().values().sum();
@@ -63,16 +59,10 @@ async fn sigkill_under_load_loses_no_committed_event() {
     let committed: u32 = marks.values().sum();
     let got = sub.wait_distinct(committed as usize, WAIT);
     assert_committed_arrived(&marks, &got);
-    wait_until(WAIT, "the journal to drain", || {
-        (gateway.queue_depth() == 0).then_some(())
-    });
+    wait_until(WAIT, "the journal to drain", || (gateway.queue_depth() == 0).then_some(()));
     let got = sub.snapshot();
     // Re-sends are limited to what was in flight: at most max_inflight batches of max_events.
-    assert!(
-        got.duplicates() <= 16 * 500,
-        "{} duplicates",
-        got.duplicates()
-    );
+    assert!(got.duplicates() <= 16 * 500, "{} duplicates", got.duplicates());
     println!(
         "committed before the kill: {committed}, received: {}, duplicates: {}",
         got.events.len(),
@@ -91,21 +81,13 @@ async fn sigkill_during_an_outage_keeps_the_backlog_and_a_restart_delivers_it_in
     let mut gateway = Gateway::start(&setup);
     for d in 0..3 {
         let device = format!("o{d}");
-        publish_all(setup.devices_port, &device, device_events(&device, 1, 1000))
-            .await
-            .unwrap();
+        publish_all(setup.devices_port, &device, device_events(&device, 1, 1000)).await.unwrap();
     }
-    wait_until(WAIT, "3000 events committed", || {
-        (gateway.queue_depth() == 3000).then_some(())
-    });
+    wait_until(WAIT, "3000 events committed", || (gateway.queue_depth() == 3000).then_some(()));
     gateway.kill();
 
     let gateway = Gateway::start(&setup);
-    assert_eq!(
-        gateway.queue_depth(),
-        3000,
-        "the backlog is known at start-up"
-    );
+    assert_eq!(gateway.queue_depth(), 3000, "the backlog is known at start-up");
     assert!(sub.snapshot().events.is_empty());
     link.restore();
     let got = sub.wait_distinct(3000, WAIT);

@@ -14,10 +14,7 @@ const WAIT: Duration = Duration::from_secs(90);
 
 fn external(local: &Mosquitto, cloud: &Mosquitto, data: &std::path::Path) -> Setup {
     let mut setup = Setup::new(cloud.port, data);
-    setup.devices = format!(
-        "mode = \"external\"\nurl = \"mqtt://127.0.0.1:{}\"\n",
-        local.port
-    );
+    setup.devices = format!("mode = \"external\"\nurl = \"mqtt://127.0.0.1:{}\"\n", local.port);
     setup
 }
 
@@ -27,16 +24,7 @@ fn wait_for_subscription(local: &Mosquitto, gateway: &Gateway) {
     let port = local.port.to_string();
     let probe = event_json("probe", 1, 1);
     wait_until(WAIT, "the gateway's subscription", || {
-        let args = [
-            "-p",
-            &port,
-            "-q",
-            "1",
-            "-t",
-            "devices/probe/events",
-            "-m",
-            &probe,
-        ];
+        let args = ["-p", &port, "-q", "1", "-t", "devices/probe/events", "-m", &probe];
         let sent = Command::new("mosquitto_pub").args(args).status().ok()?;
         assert!(sent.success());
         (gateway.status()["events_committed"].as_u64()? >= 1).then_some(())
@@ -51,29 +39,15 @@ async fn events_published_to_an_existing_broker_reach_the_cloud() {
     let data = tempfile::tempdir().unwrap();
     let gateway = Gateway::start(&external(&local, &cloud, data.path()));
     wait_for_subscription(&local, &gateway);
-    publish_all(local.port, "d1", device_events("d1", 1, 500))
-        .await
-        .unwrap();
+    publish_all(local.port, "d1", device_events("d1", 1, 500)).await.unwrap();
     let got = sub.wait_distinct(501, WAIT);
-    assert_eq!(
-        got.distinct().iter().filter(|(d, _, _)| d == "d1").count(),
-        500
-    );
+    assert_eq!(got.distinct().iter().filter(|(d, _, _)| d == "d1").count(), 500);
     got.in_order_per_device().unwrap();
     // The gateway's ack is published on the local broker, retained: a device subscribing
     // later learns its committed mark. (It may trail the cloud delivery by a moment.)
     wait_until(WAIT, "the retained ack to cover seq 500", || {
         let out = Command::new("mosquitto_sub")
-            .args([
-                "-p",
-                &local.port.to_string(),
-                "-t",
-                "devices/d1/ack",
-                "-C",
-                "1",
-                "-W",
-                "5",
-            ])
+            .args(["-p", &local.port.to_string(), "-t", "devices/d1/ack", "-C", "1", "-W", "5"])
             .output()
             .ok()?;
         (String::from_utf8_lossy(&out.stdout).trim() == r#"{"boot":1,"seq":500}"#).then_some(())
@@ -93,14 +67,10 @@ async fn sigkill_loses_nothing_the_local_broker_accepted() {
     let port = local.port;
     let publisher = tokio::spawn(async move {
         for chunk in 0..10 {
-            publish_all(port, "x1", device_events("x1", 1 + chunk * 1000, 1000))
-                .await
-                .unwrap();
+            publish_all(port, "x1", device_events("x1", 1 + chunk * 1000, 1000)).await.unwrap();
         }
     });
-    wait_until(WAIT, "some events committed", || {
-        (gateway.status()["events_committed"].as_u64()? > 3000).then_some(())
-    });
+    wait_until(WAIT, "some events committed", || (gateway.status()["events_committed"].as_u64()? > 3000).then_some(()));
     gateway.kill();
     publisher.await.unwrap();
     // Every one of the 10,000 was accepted by the local broker; the gateway died mid-way.

@@ -12,9 +12,8 @@ const WAIT: Duration = Duration::from_secs(60);
 
 /// A JSON event with one reading.
 fn reading(device: &str, seq: u32, kind: &str, name: &str, value: f64) -> (String, Vec<u8>) {
-    let json = format!(
-        r#"{{"device":"{device}","boot":1,"seq":{seq},"type":"{kind}","readings":{{"{name}":{value:?}}}}}"#
-    );
+    let json =
+        format!(r#"{{"device":"{device}","boot":1,"seq":{seq},"type":"{kind}","readings":{{"{name}":{value:?}}}}}"#);
     (format!("devices/{device}/events"), json.into_bytes())
 }
 
@@ -39,10 +38,7 @@ async fn an_event_fans_out_to_every_matching_route_and_each_route_applies_its_ru
     setup.routes = [
         route("all", ""),
         route("kitchen", "devices = [\"kitchen-*\"]\ntypes = [\"temp*\"]"),
-        route(
-            "sane",
-            "min = { celsius = -40.0 }\nmax = { celsius = 85.0 }",
-        ),
+        route("sane", "min = { celsius = -40.0 }\nmax = { celsius = 85.0 }"),
     ]
     .concat();
     let gateway = Gateway::start(&setup);
@@ -52,27 +48,17 @@ async fn an_event_fans_out_to_every_matching_route_and_each_route_applies_its_ru
         reading("hall", 1, "temperature", "celsius", 19.0),
         reading("hall", 2, "temperature", "celsius", 999.0),
     ];
-    publish_all(setup.devices_port, "mixed", events)
-        .await
-        .unwrap();
+    publish_all(setup.devices_port, "mixed", events).await.unwrap();
     // all: 4; kitchen: 1; sane: 3 (the 999 is out of range; the door has no celsius).
     let got = sub.wait_distinct(4, WAIT);
     wait_until(WAIT, "8 rows forwarded", || {
         let s = gateway.status();
-        let total: u64 = s["routes"]
-            .as_array()?
-            .iter()
-            .map(|r| r["forwarded"].as_u64().unwrap_or(0))
-            .sum();
+        let total: u64 = s["routes"].as_array()?.iter().map(|r| r["forwarded"].as_u64().unwrap_or(0)).sum();
         (total == 8).then_some(())
     });
     let status = gateway.status();
-    let forwarded: Vec<u64> = status["routes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["forwarded"].as_u64().unwrap())
-        .collect();
+    let forwarded: Vec<u64> =
+        status["routes"].as_array().unwrap().iter().map(|r| r["forwarded"].as_u64().unwrap()).collect();
     assert_eq!(forwarded, vec![4, 1, 3], "{status}");
     assert_eq!(got.distinct().len(), 4);
     assert_eq!(filtered(setup.http_port, "kitchen", "devices"), 2.0);
@@ -88,9 +74,7 @@ async fn min_interval_downsamples_and_keep_last_still_delivers_the_latest_value(
     let mut setup = Setup::new(cloud.port, data.path());
     setup.routes = route("slow", "min_interval = \"1s\"\nkeep_last = true");
     let gateway = Gateway::start(&setup);
-    let burst: Vec<_> = (1..=50)
-        .map(|seq| reading("s1", seq, "temperature", "celsius", f64::from(seq)))
-        .collect();
+    let burst: Vec<_> = (1..=50).map(|seq| reading("s1", seq, "temperature", "celsius", f64::from(seq))).collect();
     publish_all(setup.devices_port, "s1", burst).await.unwrap();
     // The first passes at once; the other 49 come within the interval: only the newest of
     // them (seq 50) is forwarded when the interval ends.
@@ -116,24 +100,67 @@ async fn deadband_state_survives_a_restart() {
     ];
     publish_all(setup.devices_port, "t1", first).await.unwrap();
     let got = sub.wait_distinct(2, WAIT);
-    assert_eq!(
-        got.events.iter().map(|e| e.2).collect::<Vec<_>>(),
-        vec![1, 3]
-    );
+    assert_eq!(got.events.iter().map(|e| e.2).collect::<Vec<_>>(), vec![1, 3]);
     gateway.terminate();
 
     let gateway = Gateway::start(&setup);
     // 21.9 is within 1.0 of the last forwarded 21.0: dropped even after the restart.
-    let second = vec![
-        reading("t1", 4, "temperature", "celsius", 21.9),
-        reading("t1", 5, "temperature", "celsius", 22.0),
-    ];
+    let second =
+        vec![reading("t1", 4, "temperature", "celsius", 21.9), reading("t1", 5, "temperature", "celsius", 22.0)];
     publish_all(setup.devices_port, "t1", second).await.unwrap();
     let got = sub.wait_distinct(3, WAIT);
-    assert_eq!(
-        got.events.iter().map(|e| e.2).collect::<Vec<_>>(),
-        vec![1, 3, 5]
-    );
+    assert_eq!(got.events.iter().map(|e| e.2).collect::<Vec<_>>(), vec![1, 3, 5]);
     assert_eq!(filtered(setup.http_port, "changes", "deadband"), 1.0);
     drop(gateway);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn off_the_shelf_json_from_zigbee2mqtt_and_shelly_becomes_numbered_events() {
+    let cloud = Mosquitto::start();
+    let sub = CloudSubscriber::connect(cloud.port).await;
+    let data = tempfile::tempdir().unwrap();
+    let mut setup = Setup::new(cloud.port, data.path());
+    setup.routes = [
+        "[[routes]]\nname = \"zigbee\"\nfrom = \"zigbee2mqtt/{device}\"\nto = \"gateways/zigbee\"\ninput = \"json-fields\"\n\
+         fields = { temperature = \"celsius\", humidity = \"rh\", pressure = \"hpa\", battery = \"battery\" }\n",
+        "[[routes]]\nname = \"shelly\"\nfrom = \"shellies/{device}/sensor/temperature\"\nto = \"gateways/shelly\"\n\
+         input = \"json-fields\"\nevent_type = \"temperature\"\n",
+    ]
+    .concat();
+    let mut gateway = Gateway::start(&setup);
+    // Captured from an Aqara WSDCGQ11LM through zigbee2mqtt, and a Shelly H&T.
+    let aqara = br#"{"battery":100,"humidity":58.63,"linkquality":78,"power_outage_count":6,"pressure":1005.6,"temperature":22.46,"voltage":3025}"#;
+    let messages = vec![
+        ("zigbee2mqtt/living-room".to_owned(), aqara.to_vec()),
+        ("zigbee2mqtt/living-room".to_owned(), aqara.to_vec()),
+        ("shellies/shellyht-AB12/sensor/temperature".to_owned(), b"21.5".to_vec()),
+        ("zigbee2mqtt/living-room".to_owned(), b"{\"state\":\"ON\"}".to_vec()),
+    ];
+    publish_all(setup.devices_port, "bridge", messages).await.unwrap();
+    let got = sub.wait_distinct(3, WAIT);
+    let living: Vec<&serde_json::Value> = got.raw.iter().filter(|e| e["device"] == "living-room").collect();
+    assert_eq!(living.len(), 2);
+    assert_eq!(living[0]["type"], "zigbee");
+    assert_eq!(living[0]["readings"]["celsius"], 22.46);
+    assert_eq!(living[0]["readings"]["hpa"], 1005.6);
+    assert_eq!(living[0]["readings"]["battery"], 100);
+    assert!(living[0]["readings"].get("linkquality").is_none(), "only the listed fields");
+    assert_eq!((living[0]["seq"].as_u64(), living[1]["seq"].as_u64()), (Some(1), Some(2)));
+    let shelly = got.raw.iter().find(|e| e["device"] == "shellyht-AB12").expect("shelly event");
+    assert_eq!(shelly["readings"]["value"], 21.5);
+    assert_eq!(shelly["type"], "temperature");
+    wait_until(WAIT, "the text-only payload as a dead letter", || {
+        (gateway.status()["dead_letters"] == 1).then_some(())
+    });
+    let boot = living[0]["boot"].as_u64().unwrap();
+    gateway.terminate();
+
+    // After a restart the gateway numbers under a new boot, so nothing is taken for a retransmit.
+    let _gateway = Gateway::start(&setup);
+    publish_all(setup.devices_port, "bridge", vec![("zigbee2mqtt/living-room".to_owned(), aqara.to_vec())])
+        .await
+        .unwrap();
+    let got = sub.wait_distinct(4, WAIT);
+    let last = got.raw.iter().rfind(|e| e["device"] == "living-room").unwrap();
+    assert_eq!((last["boot"].as_u64(), last["seq"].as_u64()), (Some(boot + 1), Some(1)));
 }

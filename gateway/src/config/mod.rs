@@ -16,6 +16,7 @@ use std::time::Duration;
 
 pub use units::ByteSize;
 
+use crate::fields::FieldMap;
 use crate::filters::FilterRules;
 use crate::routes::{TopicFilter, TopicTemplate};
 
@@ -157,6 +158,22 @@ pub struct RouteConfig {
     pub batch: BatchConfig,
     /// Which events the route forwards (see [`crate::filters`]).
     pub filter: FilterRules,
+    /// What its device payloads are.
+    pub input: Input,
+}
+
+/// The payload format a route takes from devices.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    /// `edge-event` envelopes, postcard or JSON (the default).
+    EdgeEvent,
+    /// Plain JSON objects or bare numbers from off-the-shelf sensors (see [`crate::fields`]).
+    JsonFields {
+        /// Event type given to these events.
+        event_type: String,
+        /// Which fields, under which names.
+        map: FieldMap,
+    },
 }
 
 /// When a batch is sent: whichever bound is reached first.
@@ -185,20 +202,14 @@ impl BrokerUrl {
         let rest = if let Some(rest) = text.strip_prefix("mqtt://") {
             rest
         } else if text.starts_with("mqtts://") {
-            return Err(format!(
-                "{text:?}: TLS (mqtts://) is not supported by this build yet; use mqtt://"
-            ));
+            return Err(format!("{text:?}: TLS (mqtts://) is not supported by this build yet; use mqtt://"));
         } else {
-            return Err(format!(
-                "expected a URL like \"mqtt://host:1883\", found {text:?}"
-            ));
+            return Err(format!("expected a URL like \"mqtt://host:1883\", found {text:?}"));
         };
         let rest = rest.trim_end_matches('/');
         let (host, port) = match rest.rsplit_once(':') {
             Some((host, port)) if !host.ends_with(']') || host.starts_with('[') => {
-                let port = port
-                    .parse::<u16>()
-                    .map_err(|_| format!("bad port {port:?} in {text:?}"))?;
+                let port = port.parse::<u16>().map_err(|_| format!("bad port {port:?} in {text:?}"))?;
                 (host, port)
             }
             _ => (rest, 1883),
@@ -207,10 +218,7 @@ impl BrokerUrl {
         if host.is_empty() || host.contains('/') {
             return Err(format!("no host in {text:?}"));
         }
-        Ok(BrokerUrl {
-            host: host.to_owned(),
-            port,
-        })
+        Ok(BrokerUrl { host: host.to_owned(), port })
     }
 }
 
@@ -259,14 +267,8 @@ pub enum LoadError {
 impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Config, LoadError> {
-        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Config::parse(&text).map_err(|errors| LoadError::Invalid {
-            path: path.to_owned(),
-            errors,
-        })
+        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read { path: path.to_owned(), source })?;
+        Config::parse(&text).map_err(|errors| LoadError::Invalid { path: path.to_owned(), errors })
     }
 
     /// Parses and validates config text; `Err` holds every error found.
@@ -277,16 +279,10 @@ impl Config {
     /// A one-line summary for `check-config` and the start-up log.
     pub fn summary(&self) -> String {
         let devices = match &self.devices.mode {
-            DevicesMode::Embedded {
-                listen,
-                listen_v5: None,
-                ..
-            } => format!("embedded broker on {listen}"),
-            DevicesMode::Embedded {
-                listen,
-                listen_v5: Some(v5),
-                ..
-            } => format!("embedded broker on {listen} (MQTT 5 on {v5})"),
+            DevicesMode::Embedded { listen, listen_v5: None, .. } => format!("embedded broker on {listen}"),
+            DevicesMode::Embedded { listen, listen_v5: Some(v5), .. } => {
+                format!("embedded broker on {listen} (MQTT 5 on {v5})")
+            }
             DevicesMode::External { url, .. } => format!("client of {url}"),
         };
         let routes: Vec<&str> = self.routes.iter().map(|r| r.name.as_str()).collect();

@@ -77,6 +77,19 @@ pub struct Route {
     pub deadband: Option<std::collections::BTreeMap<String, f64>>,
     pub min_interval: Option<RawUnit>,
     pub keep_last: Option<bool>,
+    pub input: Option<String>,
+    pub event_type: Option<String>,
+    pub fields: Option<Fields>,
+}
+
+/// `routes[n].fields`: a list of names, or a table of `json field = "reading name"`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Fields {
+    /// `["temperature", "humidity"]`.
+    List(Vec<String>),
+    /// `{ temperature = "celsius" }`.
+    Rename(std::collections::BTreeMap<String, String>),
 }
 
 /// `routes[n].batch`.

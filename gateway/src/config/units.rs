@@ -22,9 +22,7 @@ impl ByteSize {
     /// Parses `"64KiB"`-style text; the error says what was expected.
     pub fn parse(text: &str) -> Result<Self, String> {
         let text = text.trim();
-        let split = text
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len());
+        let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
         let (digits, unit) = text.split_at(split);
         let unit = unit.trim();
         let expected = || format!("expected a size like \"64KiB\" or \"1GiB\", found {text:?}");
@@ -41,21 +39,13 @@ impl ByteSize {
             "TB" => 1_000_000_000_000,
             _ => return Err(expected()),
         };
-        number
-            .checked_mul(factor)
-            .map(ByteSize)
-            .ok_or_else(|| format!("size {text:?} is too large"))
+        number.checked_mul(factor).map(ByteSize).ok_or_else(|| format!("size {text:?} is too large"))
     }
 }
 
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const UNITS: [(&str, u64); 4] = [
-            ("TiB", 1 << 40),
-            ("GiB", 1 << 30),
-            ("MiB", 1 << 20),
-            ("KiB", 1 << 10),
-        ];
+        const UNITS: [(&str, u64); 4] = [("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
         for (name, factor) in UNITS {
             if self.0 >= factor && self.0.is_multiple_of(factor) {
                 return write!(f, "{}{name}", self.0 / factor);
@@ -68,12 +58,9 @@ impl fmt::Display for ByteSize {
 /// Parses a duration written `"200ms"`, `"5s"`, `"10m"`, `"1h"`, `"7d"` or bare milliseconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (digits, unit) = text.split_at(split);
-    let expected =
-        || format!("expected a duration like \"200ms\", \"5s\" or \"7d\", found {text:?}");
+    let expected = || format!("expected a duration like \"200ms\", \"5s\" or \"7d\", found {text:?}");
     let number: u64 = digits.parse().map_err(|_| expected())?;
     let millis: u64 = match unit.trim() {
         "" | "ms" => 1,
@@ -83,10 +70,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "d" => 86_400_000,
         _ => return Err(expected()),
     };
-    number
-        .checked_mul(millis)
-        .map(Duration::from_millis)
-        .ok_or_else(|| format!("duration {text:?} is too large"))
+    number.checked_mul(millis).map(Duration::from_millis).ok_or_else(|| format!("duration {text:?} is too large"))
 }
 
 /// A size or duration as written: text, or a bare integer. Kept raw so that one bad value
@@ -110,9 +94,7 @@ impl<'de> Deserialize<'de> for RawUnit {
         match Either::deserialize(deserializer) {
             Ok(Either::Text(text)) => Ok(RawUnit::Text(text)),
             Ok(Either::Int(int)) => Ok(RawUnit::Int(int)),
-            Err(_) => Err(serde::de::Error::custom(
-                "expected a string such as \"64KiB\" / \"200ms\", or an integer",
-            )),
+            Err(_) => Err(serde::de::Error::custom("expected a string such as \"64KiB\" / \"200ms\", or an integer")),
         }
     }
 }
@@ -122,9 +104,9 @@ impl RawUnit {
     pub fn size(&self) -> Result<ByteSize, String> {
         match self {
             RawUnit::Text(text) => ByteSize::parse(text),
-            RawUnit::Int(int) => u64::try_from(*int)
-                .map(ByteSize)
-                .map_err(|_| format!("a size cannot be negative, found {int}")),
+            RawUnit::Int(int) => {
+                u64::try_from(*int).map(ByteSize).map_err(|_| format!("a size cannot be negative, found {int}"))
+            }
         }
     }
 
@@ -155,10 +137,7 @@ mod tests {
     #[test]
     fn sizes_with_unknown_units_say_what_was_expected() {
         let err = ByteSize::parse("64kb").unwrap_err();
-        assert_eq!(
-            err,
-            "expected a size like \"64KiB\" or \"1GiB\", found \"64kb\""
-        );
+        assert_eq!(err, "expected a size like \"64KiB\" or \"1GiB\", found \"64kb\"");
         assert!(ByteSize::parse("").is_err());
         assert!(ByteSize::parse("KiB").is_err());
         assert!(ByteSize::parse("99999999999999TiB").is_err());

@@ -14,6 +14,7 @@ use serde::de::DeserializeOwned;
 use super::raw;
 use super::units::{ByteSize, RawUnit};
 use super::*;
+use crate::fields::FieldMap;
 use crate::filters::Glob;
 
 /// Smallest `batch.max_bytes`: one event of the largest size must always fit a batch.
@@ -24,10 +25,7 @@ struct Errors(Vec<ConfigError>);
 
 impl Errors {
     fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.0.push(ConfigError {
-            path: path.into(),
-            message: message.into(),
-        });
+        self.0.push(ConfigError { path: path.into(), message: message.into() });
     }
 
     /// Takes the value of a check, or records its error and gives None.
@@ -38,11 +36,7 @@ impl Errors {
 
 /// Deserializes one section, recording the first serde error with its path; a missing
 /// section is its defaults, a broken one is None (its values are not checked further).
-fn section<T: DeserializeOwned + Default>(
-    errors: &mut Errors,
-    path: &str,
-    value: Option<toml::Value>,
-) -> Option<T> {
+fn section<T: DeserializeOwned + Default>(errors: &mut Errors, path: &str, value: Option<toml::Value>) -> Option<T> {
     let Some(value) = value else {
         return Some(T::default());
     };
@@ -50,11 +44,7 @@ fn section<T: DeserializeOwned + Default>(
         Ok(parsed) => Some(parsed),
         Err(err) => {
             let inner = err.path().to_string();
-            let full = if inner == "." || inner.is_empty() {
-                path.to_owned()
-            } else {
-                format!("{path}.{inner}")
-            };
+            let full = if inner == "." || inner.is_empty() { path.to_owned() } else { format!("{path}.{inner}") };
             errors.push(full, err.into_inner().message().to_owned());
             None
         }
@@ -62,31 +52,19 @@ fn section<T: DeserializeOwned + Default>(
 }
 
 fn size(errors: &mut Errors, path: &str, raw: Option<&RawUnit>, default: u64) -> ByteSize {
-    raw.map_or(Some(ByteSize(default)), |raw| errors.take(path, raw.size()))
-        .unwrap_or(ByteSize(default))
+    raw.map_or(Some(ByteSize(default)), |raw| errors.take(path, raw.size())).unwrap_or(ByteSize(default))
 }
 
 fn duration(errors: &mut Errors, path: &str, raw: Option<&RawUnit>, default: Duration) -> Duration {
-    raw.map_or(Some(default), |raw| errors.take(path, raw.duration()))
-        .unwrap_or(default)
+    raw.map_or(Some(default), |raw| errors.take(path, raw.duration())).unwrap_or(default)
 }
 
-fn count(
-    errors: &mut Errors,
-    path: &str,
-    raw: Option<i64>,
-    default: u64,
-    min: u64,
-    max: u64,
-) -> u64 {
+fn count(errors: &mut Errors, path: &str, raw: Option<i64>, default: u64, min: u64, max: u64) -> u64 {
     match raw {
         None => default,
         Some(n) if n >= 0 && (n as u64) >= min && (n as u64) <= max => n as u64,
         Some(n) => {
-            errors.push(
-                path,
-                format!("expected a whole number from {min} to {max}, found {n}"),
-            );
+            errors.push(path, format!("expected a whole number from {min} to {max}, found {n}"));
             default
         }
     }
@@ -94,11 +72,7 @@ fn count(
 
 fn socket(errors: &mut Errors, path: &str, raw: Option<&str>, default: &str) -> Option<SocketAddr> {
     let text = raw.unwrap_or(default);
-    errors.take(
-        path,
-        text.parse()
-            .map_err(|_| format!("expected an address like \"127.0.0.1:1883\", found {text:?}")),
-    )
+    errors.take(path, text.parse().map_err(|_| format!("expected an address like \"127.0.0.1:1883\", found {text:?}")))
 }
 
 fn choice<T: Copy>(errors: &mut Errors, path: &str, raw: Option<&str>, options: &[(&str, T)]) -> T {
@@ -108,10 +82,7 @@ fn choice<T: Copy>(errors: &mut Errors, path: &str, raw: Option<&str>, options: 
         Some((_, value)) => *value,
         None => {
             let names: Vec<String> = options.iter().map(|(n, _)| format!("{n:?}")).collect();
-            errors.push(
-                path,
-                format!("expected one of {}, found {text:?}", names.join(", ")),
-            );
+            errors.push(path, format!("expected one of {}, found {text:?}", names.join(", ")));
             default
         }
     }
@@ -119,16 +90,8 @@ fn choice<T: Copy>(errors: &mut Errors, path: &str, raw: Option<&str>, options: 
 
 /// An id usable as an MQTT topic level and a client id.
 fn check_id(errors: &mut Errors, path: &str, id: &str) {
-    if id.is_empty()
-        || id.len() > 64
-        || !id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
-    {
-        errors.push(
-            path,
-            format!("expected 1-64 characters of A-Z a-z 0-9 - _ . :, found {id:?}"),
-        );
+    if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c)) {
+        errors.push(path, format!("expected 1-64 characters of A-Z a-z 0-9 - _ . :, found {id:?}"));
     }
 }
 
@@ -138,38 +101,18 @@ pub(super) fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
         Ok(table) => table,
         Err(err) => {
             let message = err.message().to_owned();
-            let at = err
-                .span()
-                .map(|span| line_of(text, span.start))
-                .map_or(String::new(), |l| format!(" (line {l})"));
-            return Err(vec![ConfigError {
-                path: "(file)".into(),
-                message: format!("not valid TOML{at}: {message}"),
-            }]);
+            let at = err.span().map(|span| line_of(text, span.start)).map_or(String::new(), |l| format!(" (line {l})"));
+            return Err(vec![ConfigError { path: "(file)".into(), message: format!("not valid TOML{at}: {message}") }]);
         }
     };
-    let unknown: Vec<String> = table
-        .keys()
-        .filter(|k| !raw::SECTIONS.contains(&k.as_str()))
-        .cloned()
-        .collect();
+    let unknown: Vec<String> = table.keys().filter(|k| !raw::SECTIONS.contains(&k.as_str())).cloned().collect();
     for key in unknown {
-        errors.push(
-            key,
-            format!(
-                "unknown section; expected one of {}",
-                raw::SECTIONS.join(", ")
-            ),
-        );
+        errors.push(key, format!("unknown section; expected one of {}", raw::SECTIONS.join(", ")));
     }
-    let gateway: raw::Gateway =
-        section(&mut errors, "gateway", table.remove("gateway")).unwrap_or_default();
-    let devices: raw::Devices =
-        section(&mut errors, "devices", table.remove("devices")).unwrap_or_default();
-    let store: raw::Store =
-        section(&mut errors, "store", table.remove("store")).unwrap_or_default();
-    let cloud: raw::Cloud =
-        section(&mut errors, "cloud", table.remove("cloud")).unwrap_or_default();
+    let gateway: raw::Gateway = section(&mut errors, "gateway", table.remove("gateway")).unwrap_or_default();
+    let devices: raw::Devices = section(&mut errors, "devices", table.remove("devices")).unwrap_or_default();
+    let store: raw::Store = section(&mut errors, "store", table.remove("store")).unwrap_or_default();
+    let cloud: raw::Cloud = section(&mut errors, "cloud", table.remove("cloud")).unwrap_or_default();
     let http: raw::Http = section(&mut errors, "http", table.remove("http")).unwrap_or_default();
     let routes: Vec<Option<raw::Route>> = match table.remove("routes") {
         None => Vec::new(),
@@ -196,14 +139,7 @@ pub(super) fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
     };
     let routes = validate_routes(&mut errors, routes, &cloud);
     if errors.0.is_empty() {
-        Ok(Config {
-            gateway,
-            devices,
-            store,
-            cloud,
-            http,
-            routes,
-        })
+        Ok(Config { gateway, devices, store, cloud, http, routes })
     } else {
         Err(errors.0)
     }
@@ -220,62 +156,30 @@ fn validate_gateway(errors: &mut Errors, raw: raw::Gateway) -> GatewayConfig {
     if data_dir.is_empty() {
         errors.push("gateway.data_dir", "cannot be empty");
     }
-    GatewayConfig {
-        id,
-        data_dir: PathBuf::from(data_dir),
-    }
+    GatewayConfig { id, data_dir: PathBuf::from(data_dir) }
 }
 
 fn validate_devices(errors: &mut Errors, raw: raw::Devices, gateway_id: &str) -> DevicesConfig {
-    let max_payload = size(
-        errors,
-        "devices.max_payload",
-        raw.max_payload.as_ref(),
-        16 * 1024,
-    );
+    let max_payload = size(errors, "devices.max_payload", raw.max_payload.as_ref(), 16 * 1024);
     if !(256..=(16 << 20)).contains(&max_payload.bytes()) {
-        errors.push(
-            "devices.max_payload",
-            format!("expected from 256B to 16MiB, found {max_payload}"),
-        );
+        errors.push("devices.max_payload", format!("expected from 256B to 16MiB, found {max_payload}"));
     }
     let mode = match raw.mode.as_deref().unwrap_or("embedded") {
         "embedded" => {
             if raw.url.is_some() {
                 errors.push("devices.url", "only used with mode = \"external\"");
             }
-            let listen = socket(
-                errors,
-                "devices.listen",
-                raw.listen.as_deref(),
-                "0.0.0.0:1883",
-            );
-            let listen_v5 = raw
-                .listen_v5
-                .as_deref()
-                .and_then(|text| socket(errors, "devices.listen_v5", Some(text), ""));
+            let listen = socket(errors, "devices.listen", raw.listen.as_deref(), "0.0.0.0:1883");
+            let listen_v5 =
+                raw.listen_v5.as_deref().and_then(|text| socket(errors, "devices.listen_v5", Some(text), ""));
             if listen_v5.is_some() && listen_v5 == listen {
                 errors.push("devices.listen_v5", "must differ from devices.listen");
             }
-            let max_connections = count(
-                errors,
-                "devices.max_connections",
-                raw.max_connections,
-                1000,
-                1,
-                100_000,
-            ) as usize;
-            let broker_memory = size(
-                errors,
-                "devices.broker_memory",
-                raw.broker_memory.as_ref(),
-                8 << 20,
-            );
+            let max_connections =
+                count(errors, "devices.max_connections", raw.max_connections, 1000, 1, 100_000) as usize;
+            let broker_memory = size(errors, "devices.broker_memory", raw.broker_memory.as_ref(), 8 << 20);
             if broker_memory.bytes() < 1 << 20 {
-                errors.push(
-                    "devices.broker_memory",
-                    format!("expected at least 1MiB, found {broker_memory}"),
-                );
+                errors.push("devices.broker_memory", format!("expected at least 1MiB, found {broker_memory}"));
             }
             DevicesMode::Embedded {
                 listen: listen.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 1883))),
@@ -286,18 +190,12 @@ fn validate_devices(errors: &mut Errors, raw: raw::Devices, gateway_id: &str) ->
         }
         "external" => {
             if raw.listen.is_some() || raw.listen_v5.is_some() {
-                errors.push(
-                    "devices.listen",
-                    "only used with mode = \"embedded\"; set devices.url",
-                );
+                errors.push("devices.listen", "only used with mode = \"embedded\"; set devices.url");
             }
             let url = match raw.url.as_deref() {
                 Some(url) => errors.take("devices.url", BrokerUrl::parse(url)),
                 None => {
-                    errors.push(
-                        "devices.url",
-                        "required with mode = \"external\" (e.g. \"mqtt://127.0.0.1:1883\")",
-                    );
+                    errors.push("devices.url", "required with mode = \"external\" (e.g. \"mqtt://127.0.0.1:1883\")");
                     None
                 }
             };
@@ -308,19 +206,10 @@ fn validate_devices(errors: &mut Errors, raw: raw::Devices, gateway_id: &str) ->
                 }
                 None => format!("{gateway_id}-ingest"),
             };
-            DevicesMode::External {
-                url: url.unwrap_or(BrokerUrl {
-                    host: "127.0.0.1".into(),
-                    port: 1883,
-                }),
-                client_id,
-            }
+            DevicesMode::External { url: url.unwrap_or(BrokerUrl { host: "127.0.0.1".into(), port: 1883 }), client_id }
         }
         other => {
-            errors.push(
-                "devices.mode",
-                format!("expected \"embedded\" or \"external\", found {other:?}"),
-            );
+            errors.push("devices.mode", format!("expected \"embedded\" or \"external\", found {other:?}"));
             DevicesMode::Embedded {
                 listen: SocketAddr::from(([0, 0, 0, 0], 1883)),
                 listen_v5: None,
@@ -335,17 +224,9 @@ fn validate_devices(errors: &mut Errors, raw: raw::Devices, gateway_id: &str) ->
 fn validate_store(errors: &mut Errors, raw: raw::Store) -> StoreConfig {
     let max_bytes = size(errors, "store.max_bytes", raw.max_bytes.as_ref(), 1 << 30);
     if max_bytes.bytes() < 1 << 20 {
-        errors.push(
-            "store.max_bytes",
-            format!("expected at least 1MiB, found {max_bytes}"),
-        );
+        errors.push("store.max_bytes", format!("expected at least 1MiB, found {max_bytes}"));
     }
-    let max_age = duration(
-        errors,
-        "store.max_age",
-        raw.max_age.as_ref(),
-        Duration::from_secs(7 * 86_400),
-    );
+    let max_age = duration(errors, "store.max_age", raw.max_age.as_ref(), Duration::from_secs(7 * 86_400));
     if max_age < Duration::from_secs(1) {
         errors.push("store.max_age", "expected at least 1s");
     }
@@ -353,10 +234,7 @@ fn validate_store(errors: &mut Errors, raw: raw::Store) -> StoreConfig {
         errors,
         "store.when_full",
         raw.when_full.as_deref(),
-        &[
-            ("drop_oldest", WhenFull::DropOldest),
-            ("reject_new", WhenFull::RejectNew),
-        ],
+        &[("drop_oldest", WhenFull::DropOldest), ("reject_new", WhenFull::RejectNew)],
     );
     let synchronous = choice(
         errors,
@@ -369,33 +247,14 @@ fn validate_store(errors: &mut Errors, raw: raw::Store) -> StoreConfig {
         max_age,
         when_full,
         synchronous,
-        commit_max_events: count(
-            errors,
-            "store.commit_max_events",
-            raw.commit_max_events,
-            4096,
-            1,
-            1_000_000,
-        ) as usize,
-        dead_letters_max: count(
-            errors,
-            "store.dead_letters_max",
-            raw.dead_letters_max,
-            10_000,
-            1,
-            100_000_000,
-        ),
+        commit_max_events: count(errors, "store.commit_max_events", raw.commit_max_events, 4096, 1, 1_000_000) as usize,
+        dead_letters_max: count(errors, "store.dead_letters_max", raw.dead_letters_max, 10_000, 1, 100_000_000),
     }
 }
 
 fn validate_cloud(errors: &mut Errors, raw: raw::Cloud, gateway_id: &str) -> CloudConfig {
     let url = raw.url.as_deref().unwrap_or("mqtt://127.0.0.1:1884");
-    let url = errors
-        .take("cloud.url", BrokerUrl::parse(url))
-        .unwrap_or(BrokerUrl {
-            host: String::new(),
-            port: 0,
-        });
+    let url = errors.take("cloud.url", BrokerUrl::parse(url)).unwrap_or(BrokerUrl { host: String::new(), port: 0 });
     let client_id = match raw.client_id {
         Some(id) => {
             check_id(errors, "cloud.client_id", &id);
@@ -403,45 +262,19 @@ fn validate_cloud(errors: &mut Errors, raw: raw::Cloud, gateway_id: &str) -> Clo
         }
         None => gateway_id.to_owned(),
     };
-    let max_packet_size = size(
-        errors,
-        "cloud.max_packet_size",
-        raw.max_packet_size.as_ref(),
-        128 * 1024,
-    );
+    let max_packet_size = size(errors, "cloud.max_packet_size", raw.max_packet_size.as_ref(), 128 * 1024);
     if !(MIN_BATCH_BYTES + 1024..=256 << 20).contains(&max_packet_size.bytes()) {
-        errors.push(
-            "cloud.max_packet_size",
-            format!("expected from 5KiB to 256MiB, found {max_packet_size}"),
-        );
+        errors.push("cloud.max_packet_size", format!("expected from 5KiB to 256MiB, found {max_packet_size}"));
     }
-    let backoff_min = duration(
-        errors,
-        "cloud.backoff_min",
-        raw.backoff_min.as_ref(),
-        Duration::from_millis(200),
-    );
-    let backoff_max = duration(
-        errors,
-        "cloud.backoff_max",
-        raw.backoff_max.as_ref(),
-        Duration::from_secs(30),
-    );
+    let backoff_min = duration(errors, "cloud.backoff_min", raw.backoff_min.as_ref(), Duration::from_millis(200));
+    let backoff_max = duration(errors, "cloud.backoff_max", raw.backoff_max.as_ref(), Duration::from_secs(30));
     if backoff_min.is_zero() {
         errors.push("cloud.backoff_min", "must be more than 0");
     }
     if backoff_max < backoff_min {
-        errors.push(
-            "cloud.backoff_max",
-            format!("must be at least cloud.backoff_min ({backoff_min:?})"),
-        );
+        errors.push("cloud.backoff_max", format!("must be at least cloud.backoff_min ({backoff_min:?})"));
     }
-    let keep_alive = duration(
-        errors,
-        "cloud.keep_alive",
-        raw.keep_alive.as_ref(),
-        Duration::from_secs(30),
-    );
+    let keep_alive = duration(errors, "cloud.keep_alive", raw.keep_alive.as_ref(), Duration::from_secs(30));
     if keep_alive < Duration::from_secs(1) {
         errors.push("cloud.keep_alive", "expected at least 1s");
     }
@@ -468,16 +301,9 @@ fn validate_cloud(errors: &mut Errors, raw: raw::Cloud, gateway_id: &str) -> Clo
     }
 }
 
-fn validate_routes(
-    errors: &mut Errors,
-    raw: Vec<Option<raw::Route>>,
-    cloud: &CloudConfig,
-) -> Vec<RouteConfig> {
+fn validate_routes(errors: &mut Errors, raw: Vec<Option<raw::Route>>, cloud: &CloudConfig) -> Vec<RouteConfig> {
     if raw.is_empty() {
-        errors.push(
-            "routes",
-            "at least one [[routes]] entry is needed, or nothing is forwarded",
-        );
+        errors.push("routes", "at least one [[routes]] entry is needed, or nothing is forwarded");
     }
     let mut names: Vec<String> = Vec::new();
     let mut routes = Vec::new();
@@ -485,6 +311,7 @@ fn validate_routes(
         let Some(route) = route else { continue };
         let at = |key: &str| format!("routes[{i}].{key}");
         let filter = validate_filter(errors, i, &route);
+        let input = validate_input(errors, i, &route);
         let name = route.name.unwrap_or_default();
         check_id(errors, &at("name"), &name);
         if names.contains(&name) {
@@ -500,10 +327,7 @@ fn validate_routes(
         };
         if let Some(filter) = &from {
             if !filter.has_device_level() {
-                errors.push(
-                    at("from"),
-                    format!("{filter} has no level naming the device; use {{device}} or +"),
-                );
+                errors.push(at("from"), format!("{filter} has no level naming the device; use {{device}} or +"));
             }
         }
         let to = match route.to.as_deref() {
@@ -514,50 +338,69 @@ fn validate_routes(
             }
         };
         let batch = route.batch.unwrap_or_default();
-        let max_bytes = size(
-            errors,
-            &at("batch.max_bytes"),
-            batch.max_bytes.as_ref(),
-            64 * 1024,
-        );
+        let max_bytes = size(errors, &at("batch.max_bytes"), batch.max_bytes.as_ref(), 64 * 1024);
         let packet_room = cloud.max_packet_size.bytes().saturating_sub(1024);
         if max_bytes.bytes() < MIN_BATCH_BYTES || max_bytes.bytes() > packet_room {
             errors.push(
                 at("batch.max_bytes"),
-                format!(
-                    "expected from 4KiB to cloud.max_packet_size - 1KiB ({}B), found {max_bytes}",
-                    packet_room
-                ),
+                format!("expected from 4KiB to cloud.max_packet_size - 1KiB ({}B), found {max_bytes}", packet_room),
             );
         }
         let batch = BatchConfig {
-            max_events: count(
-                errors,
-                &at("batch.max_events"),
-                batch.max_events,
-                500,
-                1,
-                100_000,
-            ) as usize,
+            max_events: count(errors, &at("batch.max_events"), batch.max_events, 500, 1, 100_000) as usize,
             max_bytes,
-            max_delay: duration(
-                errors,
-                &at("batch.max_delay"),
-                batch.max_delay.as_ref(),
-                Duration::from_millis(200),
-            ),
+            max_delay: duration(errors, &at("batch.max_delay"), batch.max_delay.as_ref(), Duration::from_millis(200)),
         };
         if let (Some(from), Some(to)) = (from, to) {
-            routes.push(RouteConfig {
-                filter,
-                name,
-                from,
-                to,
-                batch,
-            });
+            routes.push(RouteConfig { filter, input, name, from, to, batch });
         }
     }
     routes
+}
+
+/// `input`, `event_type`, `fields`.
+fn validate_input(errors: &mut Errors, i: usize, route: &raw::Route) -> Input {
+    let at = |key: &str| format!("routes[{i}].{key}");
+    match route.input.as_deref().unwrap_or("edge-event") {
+        "edge-event" => {
+            for (key, set) in [("event_type", route.event_type.is_some()), ("fields", route.fields.is_some())] {
+                if set {
+                    errors.push(at(key), "only used with input = \"json-fields\"");
+                }
+            }
+            Input::EdgeEvent
+        }
+        "json-fields" => {
+            let event_type = route.event_type.clone().or_else(|| route.name.clone()).unwrap_or_default();
+            if let Err(err) = edge_event::validate_event_type(&event_type) {
+                errors.push(at("event_type"), err.to_string());
+            }
+            let fields: Vec<(String, String)> = match &route.fields {
+                None => Vec::new(),
+                Some(raw::Fields::List(names)) => names.iter().map(|n| (n.clone(), n.clone())).collect(),
+                Some(raw::Fields::Rename(map)) => map.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            };
+            if fields.len() > edge_event::MAX_READINGS {
+                errors.push(
+                    at("fields"),
+                    format!("{} fields; an event holds at most {}", fields.len(), edge_event::MAX_READINGS),
+                );
+            }
+            for (field, name) in &fields {
+                if name.is_empty() || name.len() > edge_event::MAX_NAME_LEN {
+                    errors.push(
+                        at(&format!("fields.{field}")),
+                        format!("reading name {name:?} must be 1-{} bytes", edge_event::MAX_NAME_LEN),
+                    );
+                }
+            }
+            Input::JsonFields { event_type, map: FieldMap { fields } }
+        }
+        other => {
+            errors.push(at("input"), format!("expected \"edge-event\" or \"json-fields\", found {other:?}"));
+            Input::EdgeEvent
+        }
+    }
 }
 
 /// A route's filter keys: globs, per-reading bounds and thresholds, the interval.
@@ -567,10 +410,7 @@ fn validate_filter(errors: &mut Errors, i: usize, route: &raw::Route) -> FilterR
         let list = list.as_deref().unwrap_or_default();
         for (n, pattern) in list.iter().enumerate() {
             if pattern.is_empty() {
-                errors.push(
-                    format!("routes[{i}].{key}[{n}]"),
-                    "an empty pattern matches nothing",
-                );
+                errors.push(format!("routes[{i}].{key}[{n}]"), "an empty pattern matches nothing");
             }
         }
         list.iter().map(|p| Glob::new(p)).collect()
@@ -584,38 +424,27 @@ fn validate_filter(errors: &mut Errors, i: usize, route: &raw::Route) -> FilterR
         min: readings(&route.min),
         max: readings(&route.max),
         deadband: readings(&route.deadband),
-        min_interval: route
-            .min_interval
-            .as_ref()
-            .and_then(|raw| errors.take(&at("min_interval"), raw.duration())),
+        min_interval: route.min_interval.as_ref().and_then(|raw| errors.take(&at("min_interval"), raw.duration())),
         keep_last: route.keep_last.unwrap_or(false),
     };
     for (name, min) in &rules.min {
         if let Some((_, max)) = rules.max.iter().find(|(n, _)| n == name) {
             if min > max {
-                errors.push(
-                    at(&format!("min.{name}")),
-                    format!("{min} is above max.{name} ({max}): nothing would pass"),
-                );
+                errors
+                    .push(at(&format!("min.{name}")), format!("{min} is above max.{name} ({max}): nothing would pass"));
             }
         }
     }
     for (name, delta) in &rules.deadband {
         if !(delta.is_finite() && *delta > 0.0) {
-            errors.push(
-                at(&format!("deadband.{name}")),
-                format!("expected a threshold above 0, found {delta}"),
-            );
+            errors.push(at(&format!("deadband.{name}")), format!("expected a threshold above 0, found {delta}"));
         }
     }
     if rules.min_interval.is_some_and(|d| d.is_zero()) {
         errors.push(at("min_interval"), "must be more than 0");
     }
     if rules.keep_last && rules.min_interval.is_none() {
-        errors.push(
-            at("keep_last"),
-            "needs min_interval: the held event is sent when the interval ends",
-        );
+        errors.push(at("keep_last"), "needs min_interval: the held event is sent when the interval ends");
     }
     rules
 }

@@ -59,48 +59,27 @@ pub fn start(
     acks: mpsc::Receiver<Vec<DeviceAck>>,
     runtime: tokio::runtime::Handle,
 ) -> Result<Embedded, DevicesError> {
-    TcpListener::bind(settings.listen).map_err(|source| DevicesError::PortInUse {
-        addr: settings.listen,
-        source,
-    })?;
+    TcpListener::bind(settings.listen).map_err(|source| DevicesError::PortInUse { addr: settings.listen, source })?;
     let mut broker = Broker::new(broker_config(&settings));
-    let (mut link_tx, link_rx) = broker
-        .link("edge-gateway-ingest")
-        .map_err(|e| DevicesError::Broker(e.to_string()))?;
-    for filter in ingest
-        .filters()
-        .iter()
-        .map(String::as_str)
-        .chain([ACK_FILTER])
-    {
-        link_tx
-            .subscribe(filter)
-            .map_err(|e| DevicesError::Broker(format!("subscribe {filter}: {e}")))?;
+    let (mut link_tx, link_rx) = broker.link("edge-gateway-ingest").map_err(|e| DevicesError::Broker(e.to_string()))?;
+    for filter in ingest.filters().iter().map(String::as_str).chain([ACK_FILTER]) {
+        link_tx.subscribe(filter).map_err(|e| DevicesError::Broker(format!("subscribe {filter}: {e}")))?;
     }
-    let broker_thread = std::thread::Builder::new()
-        .name("device-broker".into())
-        .spawn(move || {
-            if let Err(err) = broker.start() {
-                error!(error = %err, "the embedded device broker stopped");
-            }
-        })?;
+    let broker_thread = std::thread::Builder::new().name("device-broker".into()).spawn(move || {
+        if let Err(err) = broker.start() {
+            error!(error = %err, "the embedded device broker stopped");
+        }
+    })?;
     wait_until_listening(settings.listen)?;
     if let Some(v5) = settings.listen_v5 {
         info!(listen = %v5, "embedded device broker listening for MQTT 5");
     }
     let batcher = Batcher::new(ingest, store);
-    let ingest_thread = std::thread::Builder::new()
-        .name("device-ingest".into())
-        .spawn(move || drain(link_rx, batcher))?;
-    std::thread::Builder::new()
-        .name("device-acks".into())
-        .spawn(move || publish_acks(link_tx, acks, runtime))?;
+    let ingest_thread =
+        std::thread::Builder::new().name("device-ingest".into()).spawn(move || drain(link_rx, batcher))?;
+    std::thread::Builder::new().name("device-acks".into()).spawn(move || publish_acks(link_tx, acks, runtime))?;
     info!(listen = %settings.listen, "embedded device broker listening");
-    Ok(Embedded {
-        listen: settings.listen,
-        _broker: broker_thread,
-        ingest_thread,
-    })
+    Ok(Embedded { listen: settings.listen, _broker: broker_thread, ingest_thread })
 }
 
 fn broker_config(settings: &BrokerSettings) -> Config {
@@ -130,13 +109,8 @@ fn broker_config(settings: &BrokerSettings) -> Config {
             max_segment_count: SEGMENTS,
             ..RouterConfig::default()
         },
-        v4: Some(HashMap::from([(
-            "devices".to_owned(),
-            server("devices", settings.listen),
-        )])),
-        v5: settings
-            .listen_v5
-            .map(|v5| HashMap::from([("devices-v5".to_owned(), server("devices-v5", v5))])),
+        v4: Some(HashMap::from([("devices".to_owned(), server("devices", settings.listen))])),
+        v5: settings.listen_v5.map(|v5| HashMap::from([("devices-v5".to_owned(), server("devices-v5", v5))])),
         ..Config::default()
     }
 }
@@ -144,15 +118,9 @@ fn broker_config(settings: &BrokerSettings) -> Config {
 /// Waits for the broker to answer an MQTT CONNECT (a bare TCP probe makes it log errors).
 fn wait_until_listening(listen: SocketAddr) -> Result<(), DevicesError> {
     use std::io::{Read, Write};
-    let target = if listen.ip().is_unspecified() {
-        SocketAddr::from(([127, 0, 0, 1], listen.port()))
-    } else {
-        listen
-    };
+    let target = if listen.ip().is_unspecified() { SocketAddr::from(([127, 0, 0, 1], listen.port())) } else { listen };
     // CONNECT, MQTT 3.1.1, clean session, keep-alive 10 s, client id "edge-gateway-probe".
-    let mut connect = vec![
-        0x10, 0, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x02, 0x00, 0x0a, 0x00, 18,
-    ];
+    let mut connect = vec![0x10, 0, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x02, 0x00, 0x0a, 0x00, 18];
     connect.extend_from_slice(b"edge-gateway-probe");
     connect[1] = (connect.len() - 2) as u8;
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -162,10 +130,7 @@ fn wait_until_listening(listen: SocketAddr) -> Result<(), DevicesError> {
             Ok(mut stream) => {
                 let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
                 let mut connack = [0u8; 4];
-                if stream.write_all(&connect).is_ok()
-                    && stream.read_exact(&mut connack).is_ok()
-                    && connack[0] == 0x20
-                {
+                if stream.write_all(&connect).is_ok() && stream.read_exact(&mut connack).is_ok() && connack[0] == 0x20 {
                     let _ = stream.write_all(&[0xe0, 0x00]);
                     return Ok(());
                 }
@@ -175,20 +140,14 @@ fn wait_until_listening(listen: SocketAddr) -> Result<(), DevicesError> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    Err(DevicesError::Broker(format!(
-        "no MQTT answer on {target} within 10 s ({last_error})"
-    )))
+    Err(DevicesError::Broker(format!("no MQTT answer on {target} within 10 s ({last_error})")))
 }
 
 /// The ingest thread: takes everything the link has, hands it to the store in groups.
 fn drain(mut link_rx: LinkRx, mut batcher: Batcher) {
     loop {
         // Drain without waiting while a group is pending; otherwise wait up to a tick.
-        let wait = if batcher.has_pending() {
-            Duration::ZERO
-        } else {
-            super::TICK
-        };
+        let wait = if batcher.has_pending() { Duration::ZERO } else { super::TICK };
         let next = link_rx.recv_deadline(Instant::now() + wait);
         match next {
             Ok(Some(Notification::Forward(forward))) => {
@@ -211,11 +170,7 @@ fn drain(mut link_rx: LinkRx, mut batcher: Batcher) {
             Ok(_) => {}
             Err(LinkError::RecvTimeout(_)) => {
                 let idle = !batcher.has_pending();
-                let result = if idle {
-                    batcher.tick()
-                } else {
-                    batcher.flush()
-                };
+                let result = if idle { batcher.tick() } else { batcher.flush() };
                 if result.is_err() {
                     break;
                 }
@@ -230,11 +185,7 @@ fn drain(mut link_rx: LinkRx, mut batcher: Batcher) {
 }
 
 /// Publishes each device's committed mark, retained, so a reconnecting device learns it.
-fn publish_acks(
-    mut link_tx: LinkTx,
-    acks: mpsc::Receiver<Vec<DeviceAck>>,
-    runtime: tokio::runtime::Handle,
-) {
+fn publish_acks(mut link_tx: LinkTx, acks: mpsc::Receiver<Vec<DeviceAck>>, runtime: tokio::runtime::Handle) {
     while let Ok(mut marks) = acks.recv() {
         // Coalesce: only the newest mark per device matters.
         while let Ok(more) = acks.try_recv() {
@@ -245,11 +196,7 @@ fn publish_acks(
             newest.insert(mark.device.clone(), mark);
         }
         for mark in newest.values() {
-            let publish = Publish::new(
-                ack_topic(&mark.device).into_bytes(),
-                ack_payload(mark),
-                true,
-            );
+            let publish = Publish::new(ack_topic(&mark.device).into_bytes(), ack_payload(mark), true);
             if let Err(err) = runtime.block_on(link_tx.send(Packet::Publish(publish, None))) {
                 error!(error = %err, "cannot publish device acks; stopping the ack publisher");
                 return;

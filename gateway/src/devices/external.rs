@@ -92,11 +92,7 @@ pub async fn run(
                 let topic = publish.topic.clone();
                 let payload = publish.payload.clone();
                 let done = ack_after_commit(client.clone(), publish, generation.clone());
-                if batcher
-                    .push(&topic, &payload, Some(done))
-                    .and_then(|()| batcher.flush())
-                    .is_err()
-                {
+                if batcher.push(&topic, &payload, Some(done)).and_then(|()| batcher.flush()).is_err() {
                     break;
                 }
             }
@@ -113,11 +109,7 @@ pub async fn run(
     poller.abort();
 }
 
-fn ack_after_commit(
-    client: AsyncClient,
-    publish: rumqttc::Publish,
-    generation: Arc<AtomicU64>,
-) -> Done {
+fn ack_after_commit(client: AsyncClient, publish: rumqttc::Publish, generation: Arc<AtomicU64>) -> Done {
     let mine = generation.load(Ordering::Acquire);
     Box::new(move || {
         if generation.load(Ordering::Acquire) == mine {
@@ -130,7 +122,9 @@ fn spawn_ack_publisher(client: AsyncClient, acks: mpsc::Receiver<Vec<DeviceAck>>
     let spawned = std::thread::Builder::new().name("device-acks".into()).spawn(move || {
         while let Ok(marks) = acks.recv() {
             for mark in marks {
-                if let Err(err) = client.try_publish(ack_topic(&mark.device), QoS::AtLeastOnce, true, ack_payload(&mark)) {
+                if let Err(err) =
+                    client.try_publish(ack_topic(&mark.device), QoS::AtLeastOnce, true, ack_payload(&mark))
+                {
                     warn!(error = %err, device = %mark.device, "device ack not published (device broker busy or down)");
                 }
             }

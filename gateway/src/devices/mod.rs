@@ -44,10 +44,7 @@ pub fn ack_topic(device: &str) -> String {
 /// The ack payload: `{"boot":B,"seq":S}`.
 pub fn ack_payload(ack: &DeviceAck) -> Vec<u8> {
     let mut buf = [0u8; 48];
-    let wire = edge_event::Ack {
-        boot: ack.boot,
-        seq: ack.seq,
-    };
+    let wire = edge_event::Ack { boot: ack.boot, seq: ack.seq };
     match wire.encode_json(&mut buf) {
         Ok(len) => buf[..len].to_vec(),
         Err(_) => format!("{{\"boot\":{},\"seq\":{}}}", ack.boot, ack.seq).into_bytes(),
@@ -67,11 +64,7 @@ pub(crate) struct Batcher {
 
 impl Batcher {
     pub(crate) fn new(ingest: Ingest, store: crate::store::StoreHandle) -> Self {
-        Batcher {
-            ingest,
-            store,
-            pending: Vec::with_capacity(256),
-        }
+        Batcher { ingest, store, pending: Vec::with_capacity(256) }
     }
 
     /// Processes one publish; flushes when 256 are waiting.
@@ -81,9 +74,7 @@ impl Batcher {
         payload: &[u8],
         done: Option<crate::store::Done>,
     ) -> Result<(), crate::store::StoreError> {
-        if let Some(item) = self.ingest.process(topic, payload, done) {
-            self.pending.push(item);
-        }
+        self.ingest.process(topic, payload, done, &mut self.pending);
         if self.pending.len() >= 256 {
             self.flush()?;
         }
@@ -95,10 +86,7 @@ impl Batcher {
         if self.pending.is_empty() {
             return Ok(());
         }
-        self.store.ingest(std::mem::replace(
-            &mut self.pending,
-            Vec::with_capacity(256),
-        ))
+        self.store.ingest(std::mem::replace(&mut self.pending, Vec::with_capacity(256)))
     }
 
     pub(crate) fn has_pending(&self) -> bool {

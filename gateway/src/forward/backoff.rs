@@ -16,11 +16,7 @@ pub struct Backoff {
 impl Backoff {
     /// Delays from `min` up to `max`.
     pub fn new(min: Duration, max: Duration) -> Self {
-        Backoff {
-            min,
-            max,
-            attempt: 0,
-        }
+        Backoff { min, max, attempt: 0 }
     }
 
     /// After a successful connection.
@@ -30,10 +26,7 @@ impl Backoff {
 
     /// The delay before the next attempt: uniform in [min, min(max, min * 2^attempt)].
     pub fn next_delay(&mut self) -> Duration {
-        let ceiling = self
-            .min
-            .saturating_mul(1u32 << self.attempt.min(20))
-            .min(self.max);
+        let ceiling = self.min.saturating_mul(1u32 << self.attempt.min(20)).min(self.max);
         self.attempt = self.attempt.saturating_add(1);
         if ceiling <= self.min {
             return self.min;
@@ -53,13 +46,8 @@ mod tests {
         let mut ceilings = Vec::new();
         for attempt in 0..12u32 {
             let delay = backoff.next_delay();
-            let ceiling = Duration::from_millis(100)
-                .saturating_mul(1 << attempt)
-                .min(Duration::from_secs(2));
-            assert!(
-                delay >= Duration::from_millis(100) && delay <= ceiling,
-                "{delay:?} > {ceiling:?}"
-            );
+            let ceiling = Duration::from_millis(100).saturating_mul(1 << attempt).min(Duration::from_secs(2));
+            assert!(delay >= Duration::from_millis(100) && delay <= ceiling, "{delay:?} > {ceiling:?}");
             ceilings.push(ceiling);
         }
         backoff.reset();

@@ -47,11 +47,8 @@ pub fn build(header: &Header<'_>, rows: &[Row]) -> Option<Built> {
     let first_row = rows.first()?;
     let mut payload = Vec::with_capacity(header.max_bytes.min(64 * 1024));
     payload.extend_from_slice(
-        format!(
-            r#"{{"gateway":"{}","route":"{}","batch":{},"events":["#,
-            header.gateway, header.route, header.batch
-        )
-        .as_bytes(),
+        format!(r#"{{"gateway":"{}","route":"{}","batch":{},"events":["#, header.gateway, header.route, header.batch)
+            .as_bytes(),
     );
     let mut topic: Option<String> = None;
     let mut scratch = Vec::with_capacity(512);
@@ -75,14 +72,8 @@ pub fn build(header: &Header<'_>, rows: &[Row]) -> Option<Built> {
                 continue;
             }
         };
-        let event_topic = || {
-            header.topic.render(
-                header.gateway,
-                header.route,
-                event.device.as_str(),
-                event.kind.as_str(),
-            )
-        };
+        let event_topic =
+            || header.topic.render(header.gateway, header.route, event.device.as_str(), event.kind.as_str());
         if header.topic.per_event() {
             let this = event_topic();
             match &topic {
@@ -108,8 +99,7 @@ pub fn build(header: &Header<'_>, rows: &[Row]) -> Option<Built> {
         built.rows += 1;
     }
     payload.extend_from_slice(b"]}");
-    built.topic =
-        topic.unwrap_or_else(|| header.topic.render(header.gateway, header.route, "", ""));
+    built.topic = topic.unwrap_or_else(|| header.topic.render(header.gateway, header.route, "", ""));
     built.payload = payload;
     Some(built)
 }
@@ -125,30 +115,17 @@ mod tests {
         let event = edge_event::json::from_slice(json.as_bytes()).unwrap();
         let mut buf = [0u8; edge_event::MAX_ENCODED_LEN];
         let len = edge_event::encode(&event, &mut buf).unwrap();
-        Row {
-            id,
-            received_ms: 1000 + id,
-            payload: buf[..len].to_vec(),
-        }
+        Row { id, received_ms: 1000 + id, payload: buf[..len].to_vec() }
     }
 
     fn header(topic: &TopicTemplate, max_bytes: usize) -> Header<'_> {
-        Header {
-            gateway: "gw-01",
-            route: "telemetry",
-            batch: 7,
-            topic,
-            max_bytes,
-        }
+        Header { gateway: "gw-01", route: "telemetry", batch: 7, topic, max_bytes }
     }
 
     #[test]
     fn a_batch_is_the_design_json_with_every_event() {
         let topic = TopicTemplate::parse("gateways/{gateway}/telemetry").unwrap();
-        let rows = [
-            row(1, "d1", 1, "temperature"),
-            row(2, "d2", 5, "temperature"),
-        ];
+        let rows = [row(1, "d1", 1, "temperature"), row(2, "d2", 5, "temperature")];
         let built = build(&header(&topic, 65536), &rows).unwrap();
         assert_eq!(built.topic, "gateways/gw-01/telemetry");
         assert_eq!((built.first, built.last, built.rows), (1, 2, 2));
@@ -164,9 +141,7 @@ mod tests {
     #[test]
     fn a_batch_stops_before_max_bytes_and_leaves_the_rest_queued() {
         let topic = TopicTemplate::parse("t").unwrap();
-        let rows: Vec<Row> = (1..=100)
-            .map(|i| row(i, "d1", i as u32, "temperature"))
-            .collect();
+        let rows: Vec<Row> = (1..=100).map(|i| row(i, "d1", i as u32, "temperature")).collect();
         let built = build(&header(&topic, 1000), &rows).unwrap();
         assert!(built.payload.len() <= 1000, "{}", built.payload.len());
         assert!(built.rows > 1 && built.rows < 100);
@@ -177,11 +152,7 @@ mod tests {
     #[test]
     fn a_per_device_topic_cuts_the_batch_where_the_device_changes() {
         let topic = TopicTemplate::parse("c/{device}/{type}").unwrap();
-        let rows = [
-            row(1, "d1", 1, "t"),
-            row(2, "d1", 2, "t"),
-            row(3, "d2", 1, "t"),
-        ];
+        let rows = [row(1, "d1", 1, "t"), row(2, "d1", 2, "t"), row(3, "d2", 1, "t")];
         let built = build(&header(&topic, 65536), &rows).unwrap();
         assert_eq!(built.topic, "c/d1/t");
         assert_eq!((built.first, built.last), (1, 2));
@@ -190,15 +161,8 @@ mod tests {
     #[test]
     fn an_undecodable_row_is_skipped_but_covered_so_the_queue_moves_on() {
         let topic = TopicTemplate::parse("t").unwrap();
-        let rows = [
-            row(1, "d1", 1, "t"),
-            Row {
-                id: 2,
-                received_ms: 0,
-                payload: vec![0xff, 0x00],
-            },
-            row(3, "d1", 3, "t"),
-        ];
+        let rows =
+            [row(1, "d1", 1, "t"), Row { id: 2, received_ms: 0, payload: vec![0xff, 0x00] }, row(3, "d1", 3, "t")];
         let built = build(&header(&topic, 65536), &rows).unwrap();
         assert_eq!((built.rows, built.undecodable, built.last), (3, 1, 3));
         let value: serde_json::Value = serde_json::from_slice(&built.payload).unwrap();

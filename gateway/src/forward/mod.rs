@@ -105,16 +105,9 @@ pub async fn run(
     let mut failures = RateLimited::new(Duration::from_secs(30));
     let mut connected_before = false;
     loop {
-        let mut session = Session {
-            gateway_id: &gateway_id,
-            cloud: &cloud,
-            store: &store,
-            metrics: &metrics,
-            routes: &mut states,
-        };
-        let end = session
-            .run(&shutdown, &mut backoff, &mut connected_before)
-            .await;
+        let mut session =
+            Session { gateway_id: &gateway_id, cloud: &cloud, store: &store, metrics: &metrics, routes: &mut states };
+        let end = session.run(&shutdown, &mut backoff, &mut connected_before).await;
         metrics.link_up.set(0);
         match end {
             End::Shutdown => return,
@@ -140,17 +133,9 @@ struct Session<'a> {
 }
 
 impl Session<'_> {
-    async fn run(
-        &mut self,
-        shutdown: &CancellationToken,
-        backoff: &mut Backoff,
-        connected_before: &mut bool,
-    ) -> End {
-        let mut options = MqttOptions::new(
-            self.cloud.client_id.clone(),
-            self.cloud.url.host.clone(),
-            self.cloud.url.port,
-        );
+    async fn run(&mut self, shutdown: &CancellationToken, backoff: &mut Backoff, connected_before: &mut bool) -> End {
+        let mut options =
+            MqttOptions::new(self.cloud.client_id.clone(), self.cloud.url.host.clone(), self.cloud.url.port);
         let inflight = self.cloud.max_inflight;
         options
             .set_clean_session(true)
@@ -159,9 +144,7 @@ impl Session<'_> {
             .set_inflight(inflight.min(u16::MAX as usize - 1) as u16)
             .set_request_channel_capacity(inflight + 8);
         let (client, mut eventloop) = AsyncClient::new(options, inflight + 8);
-        eventloop
-            .network_options
-            .set_connection_timeout(self.cloud.connect_timeout.as_secs().max(1));
+        eventloop.network_options.set_connection_timeout(self.cloud.connect_timeout.as_secs().max(1));
 
         // Connect: the first poll dials; wait for the CONNACK.
         let connect = async {
@@ -180,12 +163,7 @@ impl Session<'_> {
         match connected {
             Ok(Ok(())) => {}
             Ok(Err(err)) => return End::Lost(describe(&err)),
-            Err(_) => {
-                return End::Lost(format!(
-                    "no CONNACK within {:?}",
-                    self.cloud.connect_timeout
-                ))
-            }
+            Err(_) => return End::Lost(format!("no CONNACK within {:?}", self.cloud.connect_timeout)),
         }
         backoff.reset();
         self.metrics.link_up.set(1);
@@ -234,10 +212,7 @@ impl Session<'_> {
         let mut sweep = tokio::time::interval(SWEEP_EVERY);
         loop {
             if draining.is_none() {
-                if let Err(end) = self
-                    .send_ready(client, &mut awaiting_pkid, inflight.len())
-                    .await
-                {
+                if let Err(end) = self.send_ready(client, &mut awaiting_pkid, inflight.len()).await {
                     return end;
                 }
             }
@@ -246,13 +221,14 @@ impl Session<'_> {
                     return End::Shutdown;
                 }
                 if Instant::now() >= deadline {
-                    warn!(batches = awaiting_pkid.len() + inflight.len(), "shutdown: batches still unacknowledged stay in the journal and are sent after restart");
+                    warn!(
+                        batches = awaiting_pkid.len() + inflight.len(),
+                        "shutdown: batches still unacknowledged stay in the journal and are sent after restart"
+                    );
                     return End::Shutdown;
                 }
             }
-            let wake = self
-                .next_deadline(awaiting_pkid.len() + inflight.len())
-                .or(draining);
+            let wake = self.next_deadline(awaiting_pkid.len() + inflight.len()).or(draining);
             tokio::select! {
                 _ = shutdown.cancelled(), if draining.is_none() => {
                     draining = Some(Instant::now() + self.cloud.shutdown_timeout);
@@ -330,24 +306,14 @@ impl Session<'_> {
                 let route = &self.routes[index];
                 let batch_cfg = route.config.batch;
                 let due = route.ahead >= batch_cfg.max_events as u64
-                    || (route.ahead > 0
-                        && route
-                            .waiting_since
-                            .is_some_and(|t| now >= t + batch_cfg.max_delay));
+                    || (route.ahead > 0 && route.waiting_since.is_some_and(|t| now >= t + batch_cfg.max_delay));
                 if !due {
                     break;
                 }
-                let rows = self
-                    .store
-                    .read(index, route.cursor, batch_cfg.max_events)
-                    .await
-                    .map_err(store_end)?;
+                let rows = self.store.read(index, route.cursor, batch_cfg.max_events).await.map_err(store_end)?;
                 let route = &mut self.routes[index];
-                route.ahead = if rows.len() < batch_cfg.max_events {
-                    0
-                } else {
-                    route.ahead.saturating_sub(rows.len() as u64)
-                };
+                route.ahead =
+                    if rows.len() < batch_cfg.max_events { 0 } else { route.ahead.saturating_sub(rows.len() as u64) };
                 let header = batch::Header {
                     gateway: self.gateway_id,
                     route: &route.config.name,
@@ -365,8 +331,7 @@ impl Session<'_> {
                     route.waiting_since = None;
                 }
                 if built.undecodable > 0 {
-                    self.metrics
-                        .count_drop(DropReason::Invalid, built.undecodable);
+                    self.metrics.count_drop(DropReason::Invalid, built.undecodable);
                 }
                 let batch_no = route.next_batch;
                 route.next_batch += 1;
@@ -389,18 +354,14 @@ impl Session<'_> {
 
     /// The cloud has the batch: delete its rows, count it.
     fn acknowledged(&mut self, batch: InFlight) -> Result<(), End> {
-        self.store
-            .ack(batch.route, batch.first, batch.last, batch.batch)
-            .map_err(store_end)?;
+        self.store.ack(batch.route, batch.first, batch.last, batch.batch).map_err(store_end)?;
         let now = now_ms();
         let route = &self.metrics.routes[batch.route];
         route.forwarded.add(batch.received_ms.len() as u64);
         route.batches.add(1);
         route.batch_size.observe_n(batch.rows as f64, 1);
         for received in &batch.received_ms {
-            self.metrics
-                .latency
-                .observe_n((now - received).max(0) as f64 / 1000.0, 1);
+            self.metrics.latency.observe_n((now - received).max(0) as f64 / 1000.0, 1);
         }
         Ok(())
     }

@@ -174,18 +174,8 @@ pub enum StoreError {
 
 enum Command {
     Ingest(Vec<Incoming>),
-    Read {
-        route: RouteIndex,
-        after: i64,
-        limit: usize,
-        reply: oneshot::Sender<Result<Vec<Row>, StoreError>>,
-    },
-    Ack {
-        route: RouteIndex,
-        first: i64,
-        last: i64,
-        batch: u64,
-    },
+    Read { route: RouteIndex, after: i64, limit: usize, reply: oneshot::Sender<Result<Vec<Row>, StoreError>> },
+    Ack { route: RouteIndex, first: i64, last: i64, batch: u64 },
     Shutdown,
 }
 
@@ -199,9 +189,7 @@ pub struct Committed {
 impl Committed {
     /// Rows committed to `route` since start.
     pub fn count(&self, route: RouteIndex) -> u64 {
-        self.counts
-            .get(route)
-            .map_or(0, |c| c.load(Ordering::Acquire))
+        self.counts.get(route).map_or(0, |c| c.load(Ordering::Acquire))
     }
 
     /// Resolves after the next commit that added rows.
@@ -219,6 +207,9 @@ pub struct Opened {
     pub last_batch: Vec<u64>,
     /// Route filter state per (route, device).
     pub filter_state: Vec<StateUpdate>,
+    /// This start's number, counted in the journal: the boot id the gateway gives events
+    /// it numbers itself (`input = "json-fields"`).
+    pub gateway_boot: u32,
 }
 
 /// The other stages' handle on the journal. Cheap to clone.
@@ -231,46 +222,19 @@ pub struct StoreHandle {
 impl StoreHandle {
     /// Hands events and dead letters to the writer (committed in the next group).
     pub fn ingest(&self, items: Vec<Incoming>) -> Result<(), StoreError> {
-        self.tx
-            .send(Command::Ingest(items))
-            .map_err(|_| StoreError::Closed)
+        self.tx.send(Command::Ingest(items)).map_err(|_| StoreError::Closed)
     }
 
     /// Up to `limit` rows of `route` with ids above `after`, oldest first.
-    pub async fn read(
-        &self,
-        route: RouteIndex,
-        after: i64,
-        limit: usize,
-    ) -> Result<Vec<Row>, StoreError> {
+    pub async fn read(&self, route: RouteIndex, after: i64, limit: usize) -> Result<Vec<Row>, StoreError> {
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Command::Read {
-                route,
-                after,
-                limit,
-                reply,
-            })
-            .map_err(|_| StoreError::Closed)?;
+        self.tx.send(Command::Read { route, after, limit, reply }).map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
     /// The cloud acknowledged batch `batch` of `route`, rows `first..=last`: delete them.
-    pub fn ack(
-        &self,
-        route: RouteIndex,
-        first: i64,
-        last: i64,
-        batch: u64,
-    ) -> Result<(), StoreError> {
-        self.tx
-            .send(Command::Ack {
-                route,
-                first,
-                last,
-                batch,
-            })
-            .map_err(|_| StoreError::Closed)
+    pub fn ack(&self, route: RouteIndex, first: i64, last: i64, batch: u64) -> Result<(), StoreError> {
+        self.tx.send(Command::Ack { route, first, last, batch }).map_err(|_| StoreError::Closed)
     }
 
     /// The per-route commit counters.
@@ -293,45 +257,29 @@ pub fn open(
     metrics: Arc<Metrics>,
     acks: Option<mpsc::Sender<Vec<DeviceAck>>>,
 ) -> Result<(StoreHandle, Opened, JoinHandle<()>), StoreError> {
-    std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
-        path: data_dir.to_owned(),
-        source,
-    })?;
+    std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir { path: data_dir.to_owned(), source })?;
     let path = data_dir.join("journal.db");
     let (conn, mut state) = schema::open(&path, config, route_names)?;
-    let committed = Arc::new(Committed {
-        counts: route_names.iter().map(|_| AtomicU64::new(0)).collect(),
-        notify: Notify::new(),
-    });
+    let committed =
+        Arc::new(Committed { counts: route_names.iter().map(|_| AtomicU64::new(0)).collect(), notify: Notify::new() });
     let opened = Opened {
         depth: state.routes.iter().map(|r| r.depth).collect(),
         last_batch: state.routes.iter().map(|r| r.last_batch).collect(),
         filter_state: std::mem::take(&mut state.filter_state),
+        gateway_boot: state.gateway_boot,
     };
     let (tx, rx) = mpsc::channel();
-    let writer = writer::Writer::new(
-        conn,
-        config.clone(),
-        state,
-        metrics,
-        committed.clone(),
-        acks,
-    );
+    let writer = writer::Writer::new(conn, config.clone(), state, metrics, committed.clone(), acks);
     let thread = std::thread::Builder::new()
         .name("store-writer".into())
         .spawn(move || writer.run(rx))
-        .map_err(|source| StoreError::DataDir {
-            path: data_dir.to_owned(),
-            source,
-        })?;
+        .map_err(|source| StoreError::DataDir { path: data_dir.to_owned(), source })?;
     Ok((StoreHandle { tx, committed }, opened, thread))
 }
 
 /// Milliseconds since the Unix epoch, by the gateway's clock.
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 #[cfg(test)]

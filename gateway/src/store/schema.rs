@@ -35,6 +35,10 @@ CREATE TABLE IF NOT EXISTS devices (
     seq          INTEGER NOT NULL,    -- highest committed seq of that boot
     last_seen_ms INTEGER NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value INTEGER NOT NULL              -- gateway_boot: +1 at every start
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS filter_state (
     route        TEXT NOT NULL,
     device       TEXT NOT NULL,
@@ -73,42 +77,27 @@ pub struct State {
     pub devices: HashMap<String, (u32, u32)>,
     /// Route filter state.
     pub filter_state: Vec<StateUpdate>,
+    /// This start's number (the boot id of events the gateway numbers itself).
+    pub gateway_boot: u32,
 }
 
 fn classify(path: &Path, source: rusqlite::Error) -> StoreError {
     match source.sqlite_error_code() {
-        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => StoreError::Corrupt {
-            path: path.to_owned(),
-            source,
-        },
-        _ => StoreError::Open {
-            path: path.to_owned(),
-            source,
-        },
+        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => {
+            StoreError::Corrupt { path: path.to_owned(), source }
+        }
+        _ => StoreError::Open { path: path.to_owned(), source },
     }
 }
 
 /// Opens or creates the journal, applies the pragmas and the schema, reads the state.
-pub fn open(
-    path: &Path,
-    config: &StoreConfig,
-    route_names: &[String],
-) -> Result<(Connection, State), StoreError> {
-    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
-        | OpenFlags::SQLITE_OPEN_CREATE
-        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+pub fn open(path: &Path, config: &StoreConfig, route_names: &[String]) -> Result<(Connection, State), StoreError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags).map_err(|e| classify(path, e))?;
-    conn.busy_timeout(Duration::from_secs(5))
-        .map_err(|e| classify(path, e))?;
-    let version: i64 = conn
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .map_err(|e| classify(path, e))?;
+    conn.busy_timeout(Duration::from_secs(5)).map_err(|e| classify(path, e))?;
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| classify(path, e))?;
     if version > SCHEMA_VERSION {
-        return Err(StoreError::TooNew {
-            path: path.to_owned(),
-            found: version,
-            known: SCHEMA_VERSION,
-        });
+        return Err(StoreError::TooNew { path: path.to_owned(), found: version, known: SCHEMA_VERSION });
     }
     let sync = match config.synchronous {
         Synchronous::Full => "FULL",
@@ -124,61 +113,38 @@ pub fn open(
          PRAGMA cache_size = -8192;
          PRAGMA temp_store = MEMORY;"
     );
-    conn.execute_batch(&pragmas)
-        .map_err(|e| classify(path, e))?;
+    conn.execute_batch(&pragmas).map_err(|e| classify(path, e))?;
     conn.execute_batch(SCHEMA).map_err(|e| classify(path, e))?;
-    conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}"))
-        .map_err(|e| classify(path, e))?;
+    conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}")).map_err(|e| classify(path, e))?;
 
     let mut routes = Vec::with_capacity(route_names.len());
     for name in route_names {
-        conn.execute(
-            "INSERT INTO routes (name) VALUES (?1) ON CONFLICT(name) DO NOTHING",
-            params![name],
-        )
-        .map_err(|e| classify(path, e))?;
+        conn.execute("INSERT INTO routes (name) VALUES (?1) ON CONFLICT(name) DO NOTHING", params![name])
+            .map_err(|e| classify(path, e))?;
         let route = conn
-            .query_row(
-                "SELECT id, depth, bytes, last_batch FROM routes WHERE name = ?1",
-                params![name],
-                |r| {
-                    Ok(RouteState {
-                        db_id: r.get(0)?,
-                        depth: r.get::<_, i64>(1)?.max(0) as u64,
-                        bytes: r.get::<_, i64>(2)?.max(0) as u64,
-                        last_batch: r.get::<_, i64>(3)?.max(0) as u64,
-                    })
-                },
-            )
+            .query_row("SELECT id, depth, bytes, last_batch FROM routes WHERE name = ?1", params![name], |r| {
+                Ok(RouteState {
+                    db_id: r.get(0)?,
+                    depth: r.get::<_, i64>(1)?.max(0) as u64,
+                    bytes: r.get::<_, i64>(2)?.max(0) as u64,
+                    last_batch: r.get::<_, i64>(3)?.max(0) as u64,
+                })
+            })
             .map_err(|e| classify(path, e))?;
         routes.push(route);
     }
     let orphans: Vec<(String, i64)> = conn
         .prepare("SELECT name, depth FROM routes WHERE depth > 0")
-        .and_then(|mut stmt| {
-            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect()
-        })
+        .and_then(|mut stmt| stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
         .map_err(|e| classify(path, e))?;
-    for (name, depth) in orphans
-        .iter()
-        .filter(|(name, _)| !route_names.contains(name))
-    {
+    for (name, depth) in orphans.iter().filter(|(name, _)| !route_names.contains(name)) {
         tracing::warn!(route = %name, depth, "a route no longer in the config still has events in the journal; they are kept (and count towards store.max_bytes) until the route is configured again");
     }
 
     let mut devices = HashMap::new();
-    let mut stmt = conn
-        .prepare("SELECT device, boot, seq FROM devices")
-        .map_err(|e| classify(path, e))?;
+    let mut stmt = conn.prepare("SELECT device, boot, seq FROM devices").map_err(|e| classify(path, e))?;
     let rows = stmt
-        .query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, u32>(1)?,
-                r.get::<_, u32>(2)?,
-            ))
-        })
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?, r.get::<_, u32>(2)?)))
         .map_err(|e| classify(path, e))?;
     for row in rows {
         let (device, boot, seq) = row.map_err(|e| classify(path, e))?;
@@ -202,12 +168,14 @@ pub fn open(
             .collect()
         })
         .map_err(|e| classify(path, e))?;
-    Ok((
-        conn,
-        State {
-            routes,
-            devices,
-            filter_state,
-        },
-    ))
+    let gateway_boot: i64 = conn
+        .query_row(
+            "INSERT INTO meta (key, value) VALUES ('gateway_boot', 1)
+             ON CONFLICT(key) DO UPDATE SET value = value + 1 RETURNING value",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(|e| classify(path, e))?;
+    let gateway_boot = u32::try_from(gateway_boot).unwrap_or(u32::MAX);
+    Ok((conn, State { routes, devices, filter_state, gateway_boot }))
 }

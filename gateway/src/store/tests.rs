@@ -45,15 +45,8 @@ struct Open {
 fn open_store(dir: &Path, config: &StoreConfig) -> Open {
     let metrics = Arc::new(Metrics::new(&["r".into()]));
     let (tx, acks) = mpsc::channel();
-    let (handle, opened, thread) =
-        open(dir, config, &["r".into()], metrics.clone(), Some(tx)).unwrap();
-    Open {
-        handle,
-        opened,
-        thread,
-        metrics,
-        acks,
-    }
+    let (handle, opened, thread) = open(dir, config, &["r".into()], metrics.clone(), Some(tx)).unwrap();
+    Open { handle, opened, thread, metrics, acks }
 }
 
 fn close(store: Open) {
@@ -70,30 +63,17 @@ async fn sync(store: &Open) -> Vec<Row> {
 async fn committed_events_are_read_in_order_and_deleted_only_when_acked() {
     let dir = tempfile::tempdir().unwrap();
     let store = open_store(dir.path(), &config(1 << 30, WhenFull::DropOldest));
-    store
-        .handle
-        .ingest((1..=5).map(|seq| event("d1", 1, seq, 10)).collect())
-        .unwrap();
+    store.handle.ingest((1..=5).map(|seq| event("d1", 1, seq, 10)).collect()).unwrap();
     let rows = sync(&store).await;
     assert_eq!(rows.len(), 5);
     assert!(rows.windows(2).all(|w| w[0].id < w[1].id));
     let acks = store.acks.recv_timeout(Duration::from_secs(5)).unwrap();
-    assert_eq!(
-        acks,
-        vec![DeviceAck {
-            device: "d1".into(),
-            boot: 1,
-            seq: 5
-        }]
-    );
+    assert_eq!(acks, vec![DeviceAck { device: "d1".into(), boot: 1, seq: 5 }]);
     assert_eq!(store.metrics.routes[0].depth.get(), 5);
 
     store.handle.ack(0, rows[0].id, rows[2].id, 1).unwrap();
     let left = sync(&store).await;
-    assert_eq!(
-        left.iter().map(|r| r.id).collect::<Vec<_>>(),
-        vec![rows[3].id, rows[4].id]
-    );
+    assert_eq!(left.iter().map(|r| r.id).collect::<Vec<_>>(), vec![rows[3].id, rows[4].id]);
     assert_eq!(store.metrics.routes[0].depth.get(), 2);
     close(store);
 }
@@ -102,10 +82,7 @@ async fn committed_events_are_read_in_order_and_deleted_only_when_acked() {
 async fn a_restart_keeps_the_queue_counters_and_device_marks_without_scanning() {
     let dir = tempfile::tempdir().unwrap();
     let store = open_store(dir.path(), &config(1 << 30, WhenFull::DropOldest));
-    store
-        .handle
-        .ingest((1..=3).map(|seq| event("d1", 9, seq, 10)).collect())
-        .unwrap();
+    store.handle.ingest((1..=3).map(|seq| event("d1", 9, seq, 10)).collect()).unwrap();
     let rows = sync(&store).await;
     store.handle.ack(0, rows[0].id, rows[0].id, 4).unwrap();
     sync(&store).await;
@@ -115,10 +92,7 @@ async fn a_restart_keeps_the_queue_counters_and_device_marks_without_scanning() 
     assert_eq!(store.opened.depth, vec![2]);
     assert_eq!(store.opened.last_batch, vec![4]);
     // The retransmit of seq 3 is a duplicate; seq 4 is new.
-    store
-        .handle
-        .ingest(vec![event("d1", 9, 3, 10), event("d1", 9, 4, 10)])
-        .unwrap();
+    store.handle.ingest(vec![event("d1", 9, 3, 10), event("d1", 9, 4, 10)]).unwrap();
     let rows = sync(&store).await;
     assert_eq!(rows.len(), 3);
     assert_eq!(store.metrics.dropped(DropReason::Duplicate), 1);
@@ -134,10 +108,7 @@ async fn ids_keep_growing_after_the_queue_empties() {
     store.handle.ack(0, first, first, 1).unwrap();
     assert!(sync(&store).await.is_empty());
     store.handle.ingest(vec![event("d1", 1, 2, 10)]).unwrap();
-    assert!(
-        sync(&store).await[0].id > first,
-        "a reused id would hide the row from a forwarder cursor"
-    );
+    assert!(sync(&store).await[0].id > first, "a reused id would hide the row from a forwarder cursor");
     close(store);
 }
 
@@ -145,14 +116,7 @@ async fn ids_keep_growing_after_the_queue_empties() {
 async fn a_new_boot_starts_a_new_mark() {
     let dir = tempfile::tempdir().unwrap();
     let store = open_store(dir.path(), &config(1 << 30, WhenFull::DropOldest));
-    store
-        .handle
-        .ingest(vec![
-            event("d1", 1, 50, 1),
-            event("d1", 2, 1, 1),
-            event("d1", 2, 1, 1),
-        ])
-        .unwrap();
+    store.handle.ingest(vec![event("d1", 1, 50, 1), event("d1", 2, 1, 1), event("d1", 2, 1, 1)]).unwrap();
     assert_eq!(sync(&store).await.len(), 2);
     assert_eq!(store.metrics.dropped(DropReason::Duplicate), 1);
     close(store);
@@ -164,24 +128,13 @@ async fn drop_oldest_keeps_the_newest_events_within_max_bytes_and_counts_the_res
     let max = 2 << 20;
     let store = open_store(dir.path(), &config(max, WhenFull::DropOldest));
     for chunk in 0..40u32 {
-        store
-            .handle
-            .ingest(
-                (0..100)
-                    .map(|i| event("d1", 1, chunk * 100 + i + 1, 1000))
-                    .collect(),
-            )
-            .unwrap();
+        store.handle.ingest((0..100).map(|i| event("d1", 1, chunk * 100 + i + 1, 1000)).collect()).unwrap();
     }
     let rows = sync(&store).await;
     let dropped = store.metrics.dropped(DropReason::Full);
     assert!(dropped > 0, "4 MB into a 2 MiB journal must drop");
     assert_eq!(rows.len() as u64 + dropped, 4000);
-    assert!(
-        store.metrics.store_bytes.get() <= max,
-        "{} > {max}",
-        store.metrics.store_bytes.get()
-    );
+    assert!(store.metrics.store_bytes.get() <= max, "{} > {max}", store.metrics.store_bytes.get());
     // The newest survive: the last row is the last event.
     let last = edge_seq(&rows);
     assert_eq!(last, rows.len());
@@ -191,10 +144,7 @@ async fn drop_oldest_keeps_the_newest_events_within_max_bytes_and_counts_the_res
 /// Rows are inserted in seq order, so the survivors must be a suffix: contiguous ids.
 fn edge_seq(rows: &[Row]) -> usize {
     let first = rows[0].id;
-    rows.iter()
-        .enumerate()
-        .take_while(|(i, r)| r.id == first + *i as i64)
-        .count()
+    rows.iter().enumerate().take_while(|(i, r)| r.id == first + *i as i64).count()
 }
 
 #[tokio::test]
@@ -202,25 +152,14 @@ async fn reject_new_keeps_the_oldest_events_and_counts_the_refused() {
     let dir = tempfile::tempdir().unwrap();
     let store = open_store(dir.path(), &config(1 << 20, WhenFull::RejectNew));
     for chunk in 0..30u32 {
-        store
-            .handle
-            .ingest(
-                (0..100)
-                    .map(|i| event("d1", 1, chunk * 100 + i + 1, 1000))
-                    .collect(),
-            )
-            .unwrap();
+        store.handle.ingest((0..100).map(|i| event("d1", 1, chunk * 100 + i + 1, 1000)).collect()).unwrap();
     }
     let rows = sync(&store).await;
     let rejected = store.metrics.dropped(DropReason::Full);
     assert!(rejected > 0);
     assert_eq!(rows.len() as u64 + rejected, 3000);
     let first = rows[0].id;
-    assert_eq!(
-        rows.last().unwrap().id,
-        first + rows.len() as i64 - 1,
-        "the oldest are kept, in one run"
-    );
+    assert_eq!(rows.last().unwrap().id, first + rows.len() as i64 - 1, "the oldest are kept, in one run");
     close(store);
 }
 
@@ -259,21 +198,10 @@ fn a_damaged_journal_is_a_clear_error_and_is_not_deleted() {
     let path = dir.path().join("journal.db");
     std::fs::write(&path, vec![0x42; 8192]).unwrap();
     let metrics = Arc::new(Metrics::new(&["r".into()]));
-    let err = open(
-        dir.path(),
-        &config(1 << 30, WhenFull::DropOldest),
-        &["r".into()],
-        metrics,
-        None,
-    )
-    .err()
-    .unwrap();
+    let err = open(dir.path(), &config(1 << 30, WhenFull::DropOldest), &["r".into()], metrics, None).err().unwrap();
     let text = err.to_string();
     assert!(matches!(err, StoreError::Corrupt { .. }), "{text}");
-    assert!(
-        text.contains("journal.db") && text.contains("move the file"),
-        "{text}"
-    );
+    assert!(text.contains("journal.db") && text.contains("move the file"), "{text}");
     assert_eq!(std::fs::read(&path).unwrap(), vec![0x42; 8192]);
 }
 
@@ -282,14 +210,7 @@ async fn space_of_forwarded_events_is_given_back_to_the_file_system() {
     let dir = tempfile::tempdir().unwrap();
     let store = open_store(dir.path(), &config(1 << 30, WhenFull::DropOldest));
     for chunk in 0..20u32 {
-        store
-            .handle
-            .ingest(
-                (0..500)
-                    .map(|i| event("d1", 1, chunk * 500 + i + 1, 1000))
-                    .collect(),
-            )
-            .unwrap();
+        store.handle.ingest((0..500).map(|i| event("d1", 1, chunk * 500 + i + 1, 1000)).collect()).unwrap();
     }
     let rows = sync(&store).await;
     let first = rows[0].id;
@@ -304,18 +225,11 @@ async fn space_of_forwarded_events_is_given_back_to_the_file_system() {
     // Maintenance (every 500 ms) vacuums incrementally and checkpoints: the file shrinks.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while std::fs::metadata(&db).unwrap().len() >= full / 4 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the journal file did not shrink below {} bytes",
-            full / 4
-        );
+        assert!(std::time::Instant::now() < deadline, "the journal file did not shrink below {} bytes", full / 4);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(store.metrics.store_bytes.get() < full / 4);
     close(store);
     let after = std::fs::metadata(&db).unwrap().len();
-    assert!(
-        after < full / 4,
-        "file is {after} bytes after forwarding everything, was {full}"
-    );
+    assert!(after < full / 4, "file is {after} bytes after forwarding everything, was {full}");
 }

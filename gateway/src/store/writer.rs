@@ -71,16 +71,8 @@ impl Writer {
         committed: Arc<Committed>,
         acks: Option<mpsc::Sender<Vec<DeviceAck>>>,
     ) -> Writer {
-        let page_size = conn
-            .query_row("PRAGMA page_size", [], |r| r.get::<_, i64>(0))
-            .unwrap_or(4096)
-            .max(512) as u64;
-        let route_index = state
-            .routes
-            .iter()
-            .enumerate()
-            .map(|(i, r)| (r.db_id, i))
-            .collect();
+        let page_size = conn.query_row("PRAGMA page_size", [], |r| r.get::<_, i64>(0)).unwrap_or(4096).max(512) as u64;
+        let route_index = state.routes.iter().enumerate().map(|(i, r)| (r.db_id, i)).collect();
         let mut writer = Writer {
             conn,
             config,
@@ -153,24 +145,14 @@ impl Writer {
                         for item in items {
                             match item {
                                 Incoming::Event(event) => self.insert_event(&mut group, event)?,
-                                Incoming::DeadLetter(letter) => {
-                                    self.insert_dead_letter(&mut group, letter)?
-                                }
+                                Incoming::DeadLetter(letter) => self.insert_dead_letter(&mut group, letter)?,
                             }
                         }
                     }
-                    Command::Ack {
-                        route,
-                        first,
-                        last,
-                        batch,
-                    } => self.delete_acked(&mut group, route, first, last, batch)?,
-                    Command::Read {
-                        route,
-                        after,
-                        limit,
-                        reply,
-                    } => reads.push((route, after, limit, reply)),
+                    Command::Ack { route, first, last, batch } => {
+                        self.delete_acked(&mut group, route, first, last, batch)?
+                    }
+                    Command::Read { route, after, limit, reply } => reads.push((route, after, limit, reply)),
                     Command::Shutdown => stop = true,
                 }
             }
@@ -200,8 +182,7 @@ impl Writer {
 
     fn insert_event(&mut self, group: &mut Group, event: NewEvent) -> Result<(), rusqlite::Error> {
         let mark = self.devices.get(&event.device).copied();
-        let retransmit =
-            matches!(mark, Some((boot, seq)) if boot == event.boot && event.seq <= seq);
+        let retransmit = matches!(mark, Some((boot, seq)) if boot == event.boot && event.seq <= seq);
         if retransmit && !event.held {
             group.duplicates += 1;
             group.done.extend(event.done);
@@ -210,17 +191,15 @@ impl Writer {
         let growth = (event.payload.len() as u64 + ROW_OVERHEAD) * event.routes.len() as u64;
         if growth > 0
             && self.config.when_full == WhenFull::RejectNew
-            && (self.rejecting
-                || self.used_bytes + group.added_bytes + growth > self.config.max_bytes.bytes())
+            && (self.rejecting || self.used_bytes + group.added_bytes + growth > self.config.max_bytes.bytes())
         {
             self.rejecting = true;
             group.rejected += 1;
             // No `done`: an external broker keeps the message and redelivers it later.
             return Ok(());
         }
-        let mut insert = self.conn.prepare_cached(
-            "INSERT INTO events (route, received_ms, payload) VALUES (?1, ?2, ?3)",
-        )?;
+        let mut insert =
+            self.conn.prepare_cached("INSERT INTO events (route, received_ms, payload) VALUES (?1, ?2, ?3)")?;
         for &route in &event.routes {
             let Some(state) = self.routes.get(route) else {
                 continue;
@@ -232,8 +211,7 @@ impl Writer {
         }
         drop(insert);
         for update in &event.filter_state {
-            let values =
-                serde_json::to_string(&update.state.values).unwrap_or_else(|_| "[]".into());
+            let values = serde_json::to_string(&update.state.values).unwrap_or_else(|_| "[]".into());
             self.conn
                 .prepare_cached(
                     "INSERT INTO filter_state (route, device, last_ms, state_values) VALUES (?1, ?2, ?3, ?4)
@@ -245,10 +223,7 @@ impl Writer {
         group.last_seen_ms = group.last_seen_ms.max(event.received_ms);
         // A held (keep_last) event moved its device's mark when it was first filtered.
         if !event.held {
-            group
-                .marks_before
-                .entry(event.device.clone())
-                .or_insert(mark);
+            group.marks_before.entry(event.device.clone()).or_insert(mark);
             self.devices.insert(event.device, (event.boot, event.seq));
         }
         if !event.routes.is_empty() {
@@ -258,11 +233,7 @@ impl Writer {
         Ok(())
     }
 
-    fn insert_dead_letter(
-        &mut self,
-        group: &mut Group,
-        letter: DeadLetter,
-    ) -> Result<(), rusqlite::Error> {
+    fn insert_dead_letter(&mut self, group: &mut Group, letter: DeadLetter) -> Result<(), rusqlite::Error> {
         self.conn
             .prepare_cached("INSERT INTO dead_letters (received_ms, topic, reason, payload) VALUES (?1, ?2, ?3, ?4)")?
             .execute(params![letter.received_ms, letter.topic, letter.reason, letter.payload])?;
@@ -310,7 +281,9 @@ impl Writer {
         }
         for (&route, &(rows, bytes)) in &group.route_delta {
             self.conn
-                .prepare_cached("UPDATE routes SET depth = MAX(depth + ?1, 0), bytes = MAX(bytes + ?2, 0) WHERE id = ?3")?
+                .prepare_cached(
+                    "UPDATE routes SET depth = MAX(depth + ?1, 0), bytes = MAX(bytes + ?2, 0) WHERE id = ?3",
+                )?
                 .execute(params![rows, bytes, self.routes[route].db_id])?;
         }
         for &(route, batch) in &group.batches {
@@ -346,27 +319,17 @@ impl Writer {
         }
         self.metrics.committed.add(group.committed_events);
         self.metrics.dead_letters.add(group.dead_letters);
-        self.metrics
-            .count_drop(DropReason::Duplicate, group.duplicates);
+        self.metrics.count_drop(DropReason::Duplicate, group.duplicates);
         self.metrics.count_drop(DropReason::Full, group.rejected);
         if group.rejected > 0 {
-            self.log_full(
-                group.rejected,
-                "refused new events (when_full = \"reject_new\")",
-            );
+            self.log_full(group.rejected, "refused new events (when_full = \"reject_new\")");
         }
         if !group.marks_before.is_empty() {
             if let Some(acks) = &self.acks {
                 let marks = group
                     .marks_before
                     .keys()
-                    .filter_map(|d| {
-                        self.devices.get(d).map(|&(boot, seq)| DeviceAck {
-                            device: d.clone(),
-                            boot,
-                            seq,
-                        })
-                    })
+                    .filter_map(|d| self.devices.get(d).map(|&(boot, seq)| DeviceAck { device: d.clone(), boot, seq }))
                     .collect();
                 let _ = acks.send(marks);
             }
@@ -374,13 +337,9 @@ impl Writer {
         for done in group.done {
             done();
         }
-        self.metrics
-            .count_drop(DropReason::Full, group.dropped_full);
+        self.metrics.count_drop(DropReason::Full, group.dropped_full);
         if group.dropped_full > 0 {
-            self.log_full(
-                group.dropped_full,
-                "dropped the oldest events (when_full = \"drop_oldest\")",
-            );
+            self.log_full(group.dropped_full, "dropped the oldest events (when_full = \"drop_oldest\")");
         }
         self.refresh_gauges();
         if !group.batches.is_empty() {
@@ -411,12 +370,7 @@ impl Writer {
         error!(error = %err, events = group.committed_events, "commit failed; the group was not stored and devices were not acknowledged");
     }
 
-    fn read(
-        &mut self,
-        route: usize,
-        after: i64,
-        limit: usize,
-    ) -> Result<Vec<Row>, rusqlite::Error> {
+    fn read(&mut self, route: usize, after: i64, limit: usize) -> Result<Vec<Row>, rusqlite::Error> {
         let Some(state) = self.routes.get(route) else {
             return Ok(Vec::new());
         };
@@ -424,22 +378,13 @@ impl Writer {
             "SELECT id, received_ms, payload FROM events WHERE route = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
         )?;
         let rows = stmt.query_map(params![state.db_id, after, limit as i64], |r| {
-            Ok(Row {
-                id: r.get(0)?,
-                received_ms: r.get(1)?,
-                payload: r.get(2)?,
-            })
+            Ok(Row { id: r.get(0)?, received_ms: r.get(1)?, payload: r.get(2)? })
         })?;
         rows.collect()
     }
 
     /// Deletes rows chosen by `select` (ids, oldest first), counting them under `reason`.
-    fn drop_rows(
-        &mut self,
-        where_clause: &str,
-        param: i64,
-        reason: DropReason,
-    ) -> Result<u64, rusqlite::Error> {
+    fn drop_rows(&mut self, where_clause: &str, param: i64, reason: DropReason) -> Result<u64, rusqlite::Error> {
         let sql = format!(
             "DELETE FROM events WHERE id IN (SELECT id FROM events ORDER BY id LIMIT ?1) {where_clause} RETURNING route, length(payload)"
         );
@@ -452,14 +397,8 @@ impl Writer {
                 return Err(err);
             }
         };
-        let group = Group {
-            route_delta: delta,
-            ..Group::default()
-        };
-        if let Err(err) = self
-            .write_counters(&group)
-            .and_then(|()| self.conn.execute_batch("COMMIT"))
-        {
+        let group = Group { route_delta: delta, ..Group::default() };
+        if let Err(err) = self.write_counters(&group).and_then(|()| self.conn.execute_batch("COMMIT")) {
             let _ = self.conn.execute_batch("ROLLBACK");
             return Err(err);
         }
@@ -513,13 +452,9 @@ impl Writer {
             if used <= target {
                 break;
             }
-            let (rows, bytes) = self.routes.iter().fold((0i64, 0i64), |(r, b), s| {
-                (r + s.depth as i64, b + s.bytes as i64)
-            });
-            let (rows, bytes) = group
-                .route_delta
-                .values()
-                .fold((rows, bytes), |(r, b), d| (r + d.0, b + d.1));
+            let (rows, bytes) =
+                self.routes.iter().fold((0i64, 0i64), |(r, b), s| (r + s.depth as i64, b + s.bytes as i64));
+            let (rows, bytes) = group.route_delta.values().fold((rows, bytes), |(r, b), d| (r + d.0, b + d.1));
             // Estimate rows to free from the average row (payload + index + overhead).
             let per_row = (bytes.max(1) / rows.max(1)).max(1) as u64 + ROW_OVERHEAD;
             let want = ((used - target) / per_row).max(64) as i64;
@@ -551,9 +486,7 @@ impl Writer {
     }
 
     fn log_full(&mut self, count: u64, what: &str) {
-        let quiet = self
-            .last_full_log
-            .is_some_and(|t| t.elapsed() < Duration::from_secs(10));
+        let quiet = self.last_full_log.is_some_and(|t| t.elapsed() < Duration::from_secs(10));
         if !quiet {
             warn!(count, max_bytes = %self.config.max_bytes, "journal full: {what}; further messages suppressed for 10s");
             self.last_full_log = Some(Instant::now());
@@ -581,10 +514,7 @@ impl Writer {
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
         if free > 1024 && free * 10 > pages {
-            debug!(
-                free_pages = free,
-                "giving free journal pages back to the file system"
-            );
+            debug!(free_pages = free, "giving free journal pages back to the file system");
             // Each step of this pragma frees one page: step it to the end. The checkpoint
             // then lets the file itself shrink.
             let mut vacuum = self.conn.prepare("PRAGMA incremental_vacuum(4096)")?;
@@ -597,9 +527,7 @@ impl Writer {
         for (i, route) in self.routes.iter().enumerate() {
             let oldest: Option<i64> = self
                 .conn
-                .prepare_cached(
-                    "SELECT received_ms FROM events WHERE route = ?1 ORDER BY id LIMIT 1",
-                )?
+                .prepare_cached("SELECT received_ms FROM events WHERE route = ?1 ORDER BY id LIMIT 1")?
                 .query_row(params![route.db_id], |r| r.get(0))
                 .optional()?;
             if let Some(m) = self.metrics.routes.get(i) {

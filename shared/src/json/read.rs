@@ -32,14 +32,8 @@ use crate::limits::FORMAT_VERSION;
 pub fn from_slice(bytes: &[u8]) -> Result<Event, DecodeError> {
     let found = Cell::new(None);
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let result = EventSeed(&found)
-        .deserialize(&mut de)
-        .and_then(|event| de.end().map(|()| event));
-    result.map_err(|err| {
-        found
-            .take()
-            .unwrap_or_else(|| DecodeError::Json(JsonError::owned(err.to_string())))
-    })
+    let result = EventSeed(&found).deserialize(&mut de).and_then(|event| de.end().map(|()| event));
+    result.map_err(|err| found.take().unwrap_or_else(|| DecodeError::Json(JsonError::owned(err.to_string()))))
 }
 
 /// Where a visitor parks a structured error.
@@ -91,19 +85,11 @@ impl<'de> Visitor<'de> for EventSeed<'_> {
                 }};
             }
             match key {
-                Key::Device => once!(
-                    device,
-                    "device",
-                    StrSeed::new(Label::Key("device"), Field::DeviceId, found)
-                ),
+                Key::Device => once!(device, "device", StrSeed::new(Label::Key("device"), Field::DeviceId, found)),
                 Key::Boot => once!(boot, "boot", U32Seed("boot")),
                 Key::Seq => once!(seq, "seq", U32Seed("seq")),
                 Key::Ts => once!(ts, "ts", TsSeed),
-                Key::Type => once!(
-                    kind,
-                    "type",
-                    StrSeed::new(Label::Key("type"), Field::EventType, found)
-                ),
+                Key::Type => once!(kind, "type", StrSeed::new(Label::Key("type"), Field::EventType, found)),
                 Key::Readings => once!(readings, "readings", ReadingsSeed(found)),
                 Key::Meta => once!(meta, "meta", MetaSeed(found)),
                 Key::Version => once!(version, "v", VersionSeed(found)),
@@ -198,8 +184,7 @@ impl<const N: usize> Visitor<'_> for StrSeed<'_, N> {
     }
 
     fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
-        heapless::String::try_from(s)
-            .map_err(|_| park(self.found, DecodeError::TooLong { what: self.field }))
+        heapless::String::try_from(s).map_err(|_| park(self.found, DecodeError::TooLong { what: self.field }))
     }
 }
 
@@ -326,17 +311,9 @@ impl<'de> Visitor<'de> for MetaSeed<'_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Meta, A::Error> {
         let mut meta = Meta::new();
-        while let Some(key) = map.next_key_seed(StrSeed::new(
-            Label::Plain("a meta key"),
-            Field::MetaKey,
-            self.0,
-        ))? {
+        while let Some(key) = map.next_key_seed(StrSeed::new(Label::Plain("a meta key"), Field::MetaKey, self.0))? {
             let label = Label::Named("meta", &key);
-            let value = map.next_value_seed(StrSeed {
-                what: label,
-                field: Field::MetaValue,
-                found: self.0,
-            })?;
+            let value = map.next_value_seed(StrSeed { what: label, field: Field::MetaValue, found: self.0 })?;
             if meta.push(MetaEntry { key, value }).is_err() {
                 return Err(park(self.0, DecodeError::TooLong { what: Field::Meta }));
             }

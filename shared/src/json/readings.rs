@@ -29,24 +29,13 @@ impl<'de> Visitor<'de> for ReadingsSeed<'_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Readings, A::Error> {
         let mut readings = Readings::new();
-        while let Some(name) = map.next_key_seed(StrSeed::new(
-            Label::Plain("a reading name"),
-            Field::ReadingName,
-            self.0,
-        ))? {
+        while let Some(name) =
+            map.next_key_seed(StrSeed::new(Label::Plain("a reading name"), Field::ReadingName, self.0))?
+        {
             let label = Label::Named("reading", &name);
-            let (value, unit) = map.next_value_seed(ValueSeed {
-                label,
-                found: self.0,
-                nested: false,
-            })?;
+            let (value, unit) = map.next_value_seed(ValueSeed { label, found: self.0, nested: false })?;
             if readings.push(Reading { name, value, unit }).is_err() {
-                return Err(park(
-                    self.0,
-                    DecodeError::TooLong {
-                        what: Field::Readings,
-                    },
-                ));
+                return Err(park(self.0, DecodeError::TooLong { what: Field::Readings }));
             }
         }
         Ok(readings)
@@ -74,11 +63,7 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
     type Value = (Value, Option<Unit>);
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "a number, bool, string, {{\"hex\": ...}} or {{\"value\": ..., \"unit\": ...}} for {}",
-            self.label
-        )
+        write!(f, "a number, bool, string, {{\"hex\": ...}} or {{\"value\": ..., \"unit\": ...}} for {}", self.label)
     }
 
     fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
@@ -104,8 +89,8 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
     }
 
     fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
-        let text = heapless::String::try_from(s)
-            .map_err(|_| park(self.found, DecodeError::TooLong { what: Field::Text }))?;
+        let text =
+            heapless::String::try_from(s).map_err(|_| park(self.found, DecodeError::TooLong { what: Field::Text }))?;
         Ok((Value::Text(text), None))
     }
 
@@ -118,8 +103,7 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let (mut hex, mut value, mut unit): (Option<Bytes>, Option<Value>, Option<Option<Unit>>) =
-            (None, None, None);
+        let (mut hex, mut value, mut unit): (Option<Bytes>, Option<Value>, Option<Option<Unit>>) = (None, None, None);
         while let Some(key) = map.next_key_seed(ObjectKeySeed)? {
             match key {
                 ObjectKey::Hex if hex.is_some() => return Err(duplicate("hex")),
@@ -132,10 +116,7 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
                 }
                 ObjectKey::Value if value.is_some() => return Err(duplicate("value")),
                 ObjectKey::Value => {
-                    let seed = ValueSeed {
-                        nested: true,
-                        ..self
-                    };
+                    let seed = ValueSeed { nested: true, ..self };
                     value = Some(map.next_value_seed(seed)?.0);
                 }
                 ObjectKey::Unit if self.nested => {
@@ -146,11 +127,8 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
                 }
                 ObjectKey::Unit if unit.is_some() => return Err(duplicate("unit")),
                 ObjectKey::Unit => {
-                    let seed = StrSeed::<{ crate::MAX_UNIT_LEN }> {
-                        what: self.label,
-                        field: Field::Unit,
-                        found: self.found,
-                    };
+                    let seed =
+                        StrSeed::<{ crate::MAX_UNIT_LEN }> { what: self.label, field: Field::Unit, found: self.found };
                     unit = Some(map.next_value_seed(OptionSeed(seed))?);
                 }
                 ObjectKey::Other => {
@@ -162,16 +140,10 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
             (Some(bytes), None) => Value::Bytes(bytes),
             (None, Some(value)) => value,
             (Some(_), Some(_)) => {
-                return Err(de::Error::custom(format_args!(
-                    "{} has both \"hex\" and \"value\"; use one",
-                    self.label
-                )))
+                return Err(de::Error::custom(format_args!("{} has both \"hex\" and \"value\"; use one", self.label)))
             }
             (None, None) => {
-                return Err(de::Error::custom(format_args!(
-                    "{} is an object without \"value\" or \"hex\"",
-                    self.label
-                )))
+                return Err(de::Error::custom(format_args!("{} is an object without \"value\" or \"hex\"", self.label)))
             }
         };
         Ok((value, unit.flatten()))

@@ -2,39 +2,18 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 use edge_event::{
-    Event, MetaEntry, Reading, Timestamp, Value, MAX_BYTES_LEN, MAX_DEVICE_ID_LEN, MAX_META,
-    MAX_NAME_LEN, MAX_READINGS, MAX_TEXT_LEN, MAX_TYPE_LEN, MAX_UNIT_LEN,
+    Event, MetaEntry, Reading, Timestamp, Value, MAX_BYTES_LEN, MAX_DEVICE_ID_LEN, MAX_META, MAX_NAME_LEN,
+    MAX_READINGS, MAX_TEXT_LEN, MAX_TYPE_LEN, MAX_UNIT_LEN,
 };
 use proptest::prelude::*;
 
 /// A multi-channel environmental sensor, with units and firmware metadata.
 pub fn environment() -> Event {
-    let mut e = Event::new(
-        "env-7",
-        3,
-        42,
-        Timestamp::Millis(1_764_000_000_123),
-        "environment",
-    )
-    .unwrap();
-    e.push_reading(
-        Reading::new("celsius", Value::F32(21.5))
-            .unwrap()
-            .with_unit("C")
-            .unwrap(),
-    )
-    .unwrap();
-    e.push_reading(
-        Reading::new("humidity", Value::F32(48.25))
-            .unwrap()
-            .with_unit("%")
-            .unwrap(),
-    )
-    .unwrap();
-    e.push_reading(Reading::new("pressure_hpa", Value::F32(1013.25)).unwrap())
-        .unwrap();
-    e.push_reading(Reading::new("co2_ppm", Value::I64(412)).unwrap())
-        .unwrap();
+    let mut e = Event::new("env-7", 3, 42, Timestamp::Millis(1_764_000_000_123), "environment").unwrap();
+    e.push_reading(Reading::new("celsius", Value::F32(21.5)).unwrap().with_unit("C").unwrap()).unwrap();
+    e.push_reading(Reading::new("humidity", Value::F32(48.25)).unwrap().with_unit("%").unwrap()).unwrap();
+    e.push_reading(Reading::new("pressure_hpa", Value::F32(1013.25)).unwrap()).unwrap();
+    e.push_reading(Reading::new("co2_ppm", Value::I64(412)).unwrap()).unwrap();
     e.push_meta("fw", "1.2.0").unwrap();
     e
 }
@@ -42,42 +21,24 @@ pub fn environment() -> Event {
 /// A pulse counter.
 pub fn counter() -> Event {
     let mut e = Event::new("counter-1", 1, 7, Timestamp::Unknown, "counter").unwrap();
-    e.push_reading(Reading::new("count", Value::I64(123_456)).unwrap())
-        .unwrap();
+    e.push_reading(Reading::new("count", Value::I64(123_456)).unwrap()).unwrap();
     e
 }
 
 /// A door switch.
 pub fn door() -> Event {
     let mut e = Event::new("door-1", 2, 1, Timestamp::Millis(1_764_000_000_000), "door").unwrap();
-    e.push_reading(Reading::new("open", Value::Bool(true)).unwrap())
-        .unwrap();
+    e.push_reading(Reading::new("open", Value::Bool(true)).unwrap()).unwrap();
     e
 }
 
 /// A GPS fix.
 pub fn gps() -> Event {
-    let mut e = Event::new(
-        "gps-3",
-        9,
-        1000,
-        Timestamp::Millis(1_764_000_000_500),
-        "gps",
-    )
-    .unwrap();
-    e.push_reading(Reading::new("lat", Value::F64(52.520008)).unwrap())
-        .unwrap();
-    e.push_reading(Reading::new("lon", Value::F64(13.404954)).unwrap())
-        .unwrap();
-    e.push_reading(
-        Reading::new("alt_m", Value::F32(34.5))
-            .unwrap()
-            .with_unit("m")
-            .unwrap(),
-    )
-    .unwrap();
-    e.push_reading(Reading::new("fix", Value::text("3d").unwrap()).unwrap())
-        .unwrap();
+    let mut e = Event::new("gps-3", 9, 1000, Timestamp::Millis(1_764_000_000_500), "gps").unwrap();
+    e.push_reading(Reading::new("lat", Value::F64(52.520008)).unwrap()).unwrap();
+    e.push_reading(Reading::new("lon", Value::F64(13.404954)).unwrap()).unwrap();
+    e.push_reading(Reading::new("alt_m", Value::F32(34.5)).unwrap().with_unit("m").unwrap()).unwrap();
+    e.push_reading(Reading::new("fix", Value::text("3d").unwrap()).unwrap()).unwrap();
     e
 }
 
@@ -104,10 +65,7 @@ pub fn maximal() -> Event {
         } else {
             Value::bytes(&[0xFF; MAX_BYTES_LEN]).unwrap()
         };
-        let reading = Reading::new(&name, value)
-            .unwrap()
-            .with_unit(&"u".repeat(MAX_UNIT_LEN))
-            .unwrap();
+        let reading = Reading::new(&name, value).unwrap().with_unit(&"u".repeat(MAX_UNIT_LEN)).unwrap();
         e.push_reading(reading).unwrap();
     }
     for i in 0..MAX_META {
@@ -134,9 +92,7 @@ pub fn any_string<const N: usize>(min_chars: usize) -> impl Strategy<Value = hea
 /// A valid device id or event type of at most `N` bytes.
 pub fn id<const N: usize>() -> impl Strategy<Value = heapless::String<N>> {
     let pattern = format!("[A-Za-z0-9._:-]{{1,{N}}}");
-    proptest::string::string_regex(&pattern)
-        .unwrap()
-        .prop_map(|s| heapless::String::try_from(s.as_str()).unwrap())
+    proptest::string::string_regex(&pattern).unwrap().prop_map(|s| heapless::String::try_from(s.as_str()).unwrap())
 }
 
 /// A finite float of every class (normal, subnormal, zero, either sign).
@@ -165,17 +121,12 @@ pub fn value() -> impl Strategy<Value = Value> {
 }
 
 fn reading() -> impl Strategy<Value = Reading> {
-    (
-        any_string::<MAX_NAME_LEN>(1),
-        value(),
-        proptest::option::of(any_string::<MAX_UNIT_LEN>(0)),
-    )
+    (any_string::<MAX_NAME_LEN>(1), value(), proptest::option::of(any_string::<MAX_UNIT_LEN>(0)))
         .prop_map(|(name, value, unit)| Reading { name, value, unit })
 }
 
 fn meta_entry() -> impl Strategy<Value = MetaEntry> {
-    (any_string::<MAX_NAME_LEN>(1), any_string::<MAX_TEXT_LEN>(0))
-        .prop_map(|(key, value)| MetaEntry { key, value })
+    (any_string::<MAX_NAME_LEN>(1), any_string::<MAX_TEXT_LEN>(0)).prop_map(|(key, value)| MetaEntry { key, value })
 }
 
 /// Any event that passes `validate(None)`: names are made unique by dropping repeats.

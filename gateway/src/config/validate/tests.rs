@@ -13,25 +13,15 @@ fn errors_of(text: &str) -> Vec<String> {
 fn the_shipped_default_config_is_valid() {
     let config = parse(DEFAULT).expect("config/gateway.toml must be valid");
     assert_eq!(config.gateway.id, "gw-01");
-    assert_eq!(
-        config.cloud.url,
-        BrokerUrl {
-            host: "127.0.0.1".into(),
-            port: 1884
-        }
-    );
+    assert_eq!(config.cloud.url, BrokerUrl { host: "127.0.0.1".into(), port: 1884 });
     assert_eq!(config.routes.len(), 1);
     assert_eq!(config.routes[0].from.mqtt_filter(), "devices/+/events");
-    assert!(
-        matches!(config.devices.mode, DevicesMode::Embedded { listen, .. } if listen.port() == 1883)
-    );
+    assert!(matches!(config.devices.mode, DevicesMode::Embedded { listen, .. } if listen.port() == 1883));
 }
 
 #[test]
 fn a_minimal_config_gets_small_box_defaults() {
-    let config =
-        parse("[[routes]]\nname = \"t\"\nfrom = \"devices/+/events\"\nto = \"x/{gateway}\"\n")
-            .unwrap();
+    let config = parse("[[routes]]\nname = \"t\"\nfrom = \"devices/+/events\"\nto = \"x/{gateway}\"\n").unwrap();
     assert_eq!(config.store.max_bytes, ByteSize(1 << 30));
     assert_eq!(config.store.when_full, WhenFull::DropOldest);
     assert_eq!(config.store.synchronous, Synchronous::Full);
@@ -73,10 +63,7 @@ batch = { max_bytes = "64kb", max_delay = "soon" }
         "routes[1].batch.max_delay: expected a duration like",
     ];
     for prefix in expect {
-        assert!(
-            errors.iter().any(|e| e.starts_with(prefix)),
-            "missing {prefix:?} in {errors:#?}"
-        );
+        assert!(errors.iter().any(|e| e.starts_with(prefix)), "missing {prefix:?} in {errors:#?}");
     }
     assert_eq!(errors.len(), expect.len(), "{errors:#?}");
 }
@@ -86,46 +73,22 @@ fn unknown_keys_are_refused_in_every_section_at_once() {
     let errors = errors_of(
         "[gateway]\nidd = \"x\"\n[store]\nmax_byte = 1\n[[routes]]\nname = \"r\"\nfrom = \"devices/+/events\"\nto = \"t\"\nbatch = { max_event = 1 }\n[extra]\n",
     );
+    assert!(errors.iter().any(|e| e.starts_with("gateway.idd: unknown field `idd`")), "{errors:#?}");
+    assert!(errors.iter().any(|e| e.starts_with("store.max_byte: unknown field `max_byte`")), "{errors:#?}");
     assert!(
-        errors
-            .iter()
-            .any(|e| e.starts_with("gateway.idd: unknown field `idd`")),
+        errors.iter().any(|e| e.starts_with("routes[0].batch.max_event: unknown field `max_event`")),
         "{errors:#?}"
     );
-    assert!(
-        errors
-            .iter()
-            .any(|e| e.starts_with("store.max_byte: unknown field `max_byte`")),
-        "{errors:#?}"
-    );
-    assert!(
-        errors
-            .iter()
-            .any(|e| e.starts_with("routes[0].batch.max_event: unknown field `max_event`")),
-        "{errors:#?}"
-    );
-    assert!(
-        errors
-            .iter()
-            .any(|e| e.starts_with("extra: unknown section")),
-        "{errors:#?}"
-    );
-    assert_eq!(
-        errors.len(),
-        4,
-        "a broken route is not also reported as missing its keys: {errors:#?}"
-    );
+    assert!(errors.iter().any(|e| e.starts_with("extra: unknown section")), "{errors:#?}");
+    assert_eq!(errors.len(), 4, "a broken route is not also reported as missing its keys: {errors:#?}");
 }
 
 #[test]
 fn wrong_types_name_the_key() {
-    let errors = errors_of("[cloud]\nmax_inflight = \"many\"\n[[routes]]\nname = \"r\"\nfrom = \"devices/+/events\"\nto = \"t\"\n");
-    assert!(
-        errors
-            .iter()
-            .any(|e| e.starts_with("cloud.max_inflight: invalid type")),
-        "{errors:#?}"
+    let errors = errors_of(
+        "[cloud]\nmax_inflight = \"many\"\n[[routes]]\nname = \"r\"\nfrom = \"devices/+/events\"\nto = \"t\"\n",
     );
+    assert!(errors.iter().any(|e| e.starts_with("cloud.max_inflight: invalid type")), "{errors:#?}");
 }
 
 #[test]
@@ -134,8 +97,7 @@ fn a_batch_larger_than_the_cloud_packet_limit_is_refused() {
         "[cloud]\nmax_packet_size = \"64KiB\"\n[[routes]]\nname = \"r\"\nfrom = \"devices/+/events\"\nto = \"t\"\nbatch = { max_bytes = \"64KiB\" }\n",
     );
     assert!(
-        errors.iter().any(|e| e
-            .starts_with("routes[0].batch.max_bytes: expected from 4KiB to cloud.max_packet_size")),
+        errors.iter().any(|e| e.starts_with("routes[0].batch.max_bytes: expected from 4KiB to cloud.max_packet_size")),
         "{errors:#?}"
     );
 }
@@ -143,58 +105,23 @@ fn a_batch_larger_than_the_cloud_packet_limit_is_refused() {
 #[test]
 fn external_mode_needs_a_url_and_no_listen() {
     let errors = errors_of("[devices]\nmode = \"external\"\nlisten = \"0.0.0.0:1\"\n[[routes]]\nname = \"r\"\nfrom = \"devices/+/events\"\nto = \"t\"\n");
-    assert!(
-        errors
-            .iter()
-            .any(|e| e.starts_with("devices.url: required")),
-        "{errors:#?}"
-    );
-    assert!(
-        errors
-            .iter()
-            .any(|e| e.starts_with("devices.listen: only used")),
-        "{errors:#?}"
-    );
+    assert!(errors.iter().any(|e| e.starts_with("devices.url: required")), "{errors:#?}");
+    assert!(errors.iter().any(|e| e.starts_with("devices.listen: only used")), "{errors:#?}");
 }
 
 #[test]
 fn no_routes_is_an_error_and_broken_toml_names_the_line() {
-    assert!(errors_of("")
-        .iter()
-        .any(|e| e.starts_with("routes: at least one")));
+    assert!(errors_of("").iter().any(|e| e.starts_with("routes: at least one")));
     let errors = errors_of("[gateway]\nid = \n");
-    assert!(
-        errors[0].starts_with("(file): not valid TOML (line 2)"),
-        "{errors:#?}"
-    );
+    assert!(errors[0].starts_with("(file): not valid TOML (line 2)"), "{errors:#?}");
 }
 
 #[test]
 fn broker_urls_parse_with_and_without_port() {
-    assert_eq!(
-        BrokerUrl::parse("mqtt://h:1"),
-        Ok(BrokerUrl {
-            host: "h".into(),
-            port: 1
-        })
-    );
-    assert_eq!(
-        BrokerUrl::parse("mqtt://h"),
-        Ok(BrokerUrl {
-            host: "h".into(),
-            port: 1883
-        })
-    );
-    assert_eq!(
-        BrokerUrl::parse("mqtt://[::1]:9"),
-        Ok(BrokerUrl {
-            host: "::1".into(),
-            port: 9
-        })
-    );
-    assert!(BrokerUrl::parse("mqtts://h")
-        .unwrap_err()
-        .contains("not supported"));
+    assert_eq!(BrokerUrl::parse("mqtt://h:1"), Ok(BrokerUrl { host: "h".into(), port: 1 }));
+    assert_eq!(BrokerUrl::parse("mqtt://h"), Ok(BrokerUrl { host: "h".into(), port: 1883 }));
+    assert_eq!(BrokerUrl::parse("mqtt://[::1]:9"), Ok(BrokerUrl { host: "::1".into(), port: 9 }));
+    assert!(BrokerUrl::parse("mqtts://h").unwrap_err().contains("not supported"));
     assert!(BrokerUrl::parse("mqtt://h:x").is_err());
     assert!(BrokerUrl::parse("mqtt://").is_err());
 }
