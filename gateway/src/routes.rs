@@ -47,9 +47,11 @@ impl TopicFilter {
                     }
                     Level::Capture(name.to_owned())
                 }
-                p if p.contains(['+', '#', '{', '}']) => return Err(format!(
+                p if p.contains(['+', '#', '{', '}']) => {
+                    return Err(format!(
                     "level {p:?} of {text:?} mixes text with a wildcard or capture; a wildcard must be a whole level"
-                )),
+                ))
+                }
                 p => Level::Literal(p.to_owned()),
             };
             levels.push(level);

@@ -164,3 +164,41 @@ async fn off_the_shelf_json_from_zigbee2mqtt_and_shelly_becomes_numbered_events(
     let last = got.raw.iter().rfind(|e| e["device"] == "living-room").unwrap();
     assert_eq!((last["boot"].as_u64(), last["seq"].as_u64()), (Some(boot + 1), Some(1)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_long_outage_higher_priority_drains_first_and_lower_priority_is_not_starved() {
+    let cloud = Mosquitto::start();
+    let sub = CloudSubscriber::connect(cloud.port).await;
+    let link = edge_tests::proxy::Proxy::start(cloud.port).await;
+    link.cut();
+    let data = tempfile::tempdir().unwrap();
+    let mut setup = Setup::new(link.port, data.path());
+    setup.routes = "[[routes]]\nname = \"bulk\"\nfrom = \"devices/{device}/events\"\nto = \"gateways/bulk\"\n\
+         batch = { max_events = 100 }\n\
+         [[routes]]\nname = \"alerts\"\nfrom = \"devices/{device}/alerts\"\nto = \"gateways/alerts\"\n\
+         batch = { max_events = 100 }\npriority = 4\n"
+        .into();
+    let gateway = Gateway::start(&setup);
+    let bulk: Vec<_> = (1..=5000).map(|seq| reading("bulk", seq, "t", "v", 1.0)).collect();
+    let alerts: Vec<_> = (1..=2000)
+        .map(|seq| {
+            let (_, payload) = reading("alarm", seq, "alert", "level", 3.0);
+            ("devices/alarm/alerts".to_owned(), payload)
+        })
+        .collect();
+    publish_all(setup.devices_port, "bulk", bulk).await.unwrap();
+    publish_all(setup.devices_port, "alarm", alerts).await.unwrap();
+    wait_until(WAIT, "the backlog committed", || (gateway.status()["events_committed"] == 7000).then_some(()));
+
+    link.restore();
+    let got = sub.wait_distinct(7000, WAIT);
+    let devices: Vec<&str> = got.events.iter().map(|(d, _, _)| d.as_str()).collect();
+    let last_alert = devices.iter().rposition(|d| *d == "alarm").unwrap();
+    let bulk_before = devices[..last_alert].iter().filter(|d| **d == "bulk").count();
+    let last_bulk = devices.iter().rposition(|d| *d == "bulk").unwrap();
+    println!("when the last alert arrived, {bulk_before} of 5000 bulk events had");
+    assert!(last_alert < last_bulk, "alerts (priority 4) finish first");
+    assert!(bulk_before > 0, "bulk is not starved while alerts drain");
+    assert!(bulk_before < 2500, "bulk gets about a fifth of the window, not half: {bulk_before}");
+    got.in_order_per_device().unwrap();
+}

@@ -160,6 +160,8 @@ pub struct RouteConfig {
     pub filter: FilterRules,
     /// What its device payloads are.
     pub input: Input,
+    /// Weight in the forwarder's round robin (1-100): batches per turn under a backlog.
+    pub priority: u32,
 }
 
 /// The payload format a route takes from devices.

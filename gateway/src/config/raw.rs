@@ -78,6 +78,7 @@ pub struct Route {
     pub min_interval: Option<RawUnit>,
     pub keep_last: Option<bool>,
     pub input: Option<String>,
+    pub priority: Option<i64>,
     pub event_type: Option<String>,
     pub fields: Option<Fields>,
 }

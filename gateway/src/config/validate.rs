@@ -312,6 +312,7 @@ fn validate_routes(errors: &mut Errors, raw: Vec<Option<raw::Route>>, cloud: &Cl
         let at = |key: &str| format!("routes[{i}].{key}");
         let filter = validate_filter(errors, i, &route);
         let input = validate_input(errors, i, &route);
+        let priority = count(errors, &format!("routes[{i}].priority"), route.priority, 1, 1, 100) as u32;
         let name = route.name.unwrap_or_default();
         check_id(errors, &at("name"), &name);
         if names.contains(&name) {
@@ -352,7 +353,7 @@ fn validate_routes(errors: &mut Errors, raw: Vec<Option<raw::Route>>, cloud: &Cl
             max_delay: duration(errors, &at("batch.max_delay"), batch.max_delay.as_ref(), Duration::from_millis(200)),
         };
         if let (Some(from), Some(to)) = (from, to) {
-            routes.push(RouteConfig { filter, input, name, from, to, batch });
+            routes.push(RouteConfig { filter, input, priority, name, from, to, batch });
         }
     }
     routes

@@ -24,6 +24,9 @@
 //! A route sends when `max_events` rows are waiting, or when the first waiting row has
 //! waited `max_delay`; after an outage the backlog goes out in full batches, up to
 //! `cloud.max_inflight` unacknowledged at a time, while new rows keep being committed.
+//! Routes share the in-flight window by weighted round robin: on its turn a route sends
+//! up to `priority` batches, so under a backlog higher priorities drain faster and none
+//! starves.
 
 mod backoff;
 pub mod batch;
@@ -60,6 +63,8 @@ struct RouteState {
     waiting_since: Option<Instant>,
     /// Number of the next batch.
     next_batch: u64,
+    /// Batches it may still send in its current turn (weighted round robin).
+    credit: u32,
 }
 
 /// A published batch waiting for its PUBACK.
@@ -99,14 +104,21 @@ pub async fn run(
             seen: 0,
             waiting_since: None,
             next_batch: last + 1,
+            credit: 0,
         })
         .collect();
     let mut backoff = Backoff::new(cloud.backoff_min, cloud.backoff_max);
     let mut failures = RateLimited::new(Duration::from_secs(30));
     let mut connected_before = false;
     loop {
-        let mut session =
-            Session { gateway_id: &gateway_id, cloud: &cloud, store: &store, metrics: &metrics, routes: &mut states };
+        let mut session = Session {
+            gateway_id: &gateway_id,
+            cloud: &cloud,
+            store: &store,
+            metrics: &metrics,
+            routes: &mut states,
+            turn: 0,
+        };
         let end = session.run(&shutdown, &mut backoff, &mut connected_before).await;
         metrics.link_up.set(0);
         match end {
@@ -130,6 +142,8 @@ struct Session<'a> {
     store: &'a StoreHandle,
     metrics: &'a Arc<Metrics>,
     routes: &'a mut Vec<RouteState>,
+    /// Whose turn it is (index modulo the number of routes).
+    turn: usize,
 }
 
 impl Session<'_> {
@@ -297,59 +311,87 @@ impl Session<'_> {
         awaiting: &mut VecDeque<InFlight>,
         acked_pending: usize,
     ) -> Result<(), End> {
-        let now = Instant::now();
-        for index in 0..self.routes.len() {
-            loop {
-                if awaiting.len() + acked_pending >= self.cloud.max_inflight {
-                    return Ok(());
-                }
-                let route = &self.routes[index];
-                let batch_cfg = route.config.batch;
-                let due = route.ahead >= batch_cfg.max_events as u64
-                    || (route.ahead > 0 && route.waiting_since.is_some_and(|t| now >= t + batch_cfg.max_delay));
-                if !due {
-                    break;
-                }
-                let rows = self.store.read(index, route.cursor, batch_cfg.max_events).await.map_err(store_end)?;
+        // Weighted round robin: on its turn a route may send up to `priority` batches, then
+        // the next route's turn comes. A route with nothing due passes its turn. So under a
+        // backlog higher priorities drain faster, and no route starves.
+        let n = self.routes.len();
+        let mut idle = 0;
+        while idle < n {
+            if awaiting.len() + acked_pending >= self.cloud.max_inflight {
+                return Ok(());
+            }
+            let index = self.turn % n;
+            if self.routes[index].credit == 0 {
+                self.routes[index].credit = self.routes[index].config.priority;
+            }
+            if self.send_one(index, client, awaiting).await? {
+                idle = 0;
                 let route = &mut self.routes[index];
-                route.ahead =
-                    if rows.len() < batch_cfg.max_events { 0 } else { route.ahead.saturating_sub(rows.len() as u64) };
-                let header = batch::Header {
-                    gateway: self.gateway_id,
-                    route: &route.config.name,
-                    batch: route.next_batch,
-                    topic: &route.config.to,
-                    max_bytes: batch_cfg.max_bytes.bytes() as usize,
-                };
-                let Some(built) = batch::build(&header, &rows) else {
-                    route.waiting_since = None;
-                    break;
-                };
-                route.ahead += (rows.len() - built.rows) as u64;
-                route.cursor = built.last;
-                if route.ahead == 0 {
-                    route.waiting_since = None;
+                route.credit -= 1;
+                if route.credit == 0 {
+                    self.turn = index + 1;
                 }
-                if built.undecodable > 0 {
-                    self.metrics.count_drop(DropReason::Invalid, built.undecodable);
-                }
-                let batch_no = route.next_batch;
-                route.next_batch += 1;
-                client
-                    .publish(built.topic, QoS::AtLeastOnce, false, built.payload)
-                    .await
-                    .map_err(|e| End::Lost(format!("publish refused by the client: {e}")))?;
-                awaiting.push_back(InFlight {
-                    route: index,
-                    first: built.first,
-                    last: built.last,
-                    batch: batch_no,
-                    received_ms: built.received_ms,
-                    rows: built.rows,
-                });
+            } else {
+                self.routes[index].credit = 0;
+                self.turn = index + 1;
+                idle += 1;
             }
         }
         Ok(())
+    }
+
+    /// Publishes one batch of route `index` if one is due; false when none is.
+    async fn send_one(
+        &mut self,
+        index: usize,
+        client: &AsyncClient,
+        awaiting: &mut VecDeque<InFlight>,
+    ) -> Result<bool, End> {
+        let now = Instant::now();
+        let route = &self.routes[index];
+        let batch_cfg = route.config.batch;
+        let due = route.ahead >= batch_cfg.max_events as u64
+            || (route.ahead > 0 && route.waiting_since.is_some_and(|t| now >= t + batch_cfg.max_delay));
+        if !due {
+            return Ok(false);
+        }
+        let rows = self.store.read(index, route.cursor, batch_cfg.max_events).await.map_err(store_end)?;
+        let route = &mut self.routes[index];
+        route.ahead = if rows.len() < batch_cfg.max_events { 0 } else { route.ahead.saturating_sub(rows.len() as u64) };
+        let header = batch::Header {
+            gateway: self.gateway_id,
+            route: &route.config.name,
+            batch: route.next_batch,
+            topic: &route.config.to,
+            max_bytes: batch_cfg.max_bytes.bytes() as usize,
+        };
+        let Some(built) = batch::build(&header, &rows) else {
+            route.waiting_since = None;
+            return Ok(false);
+        };
+        route.ahead += (rows.len() - built.rows) as u64;
+        route.cursor = built.last;
+        if route.ahead == 0 {
+            route.waiting_since = None;
+        }
+        if built.undecodable > 0 {
+            self.metrics.count_drop(DropReason::Invalid, built.undecodable);
+        }
+        let batch_no = route.next_batch;
+        route.next_batch += 1;
+        client
+            .publish(built.topic, QoS::AtLeastOnce, false, built.payload)
+            .await
+            .map_err(|e| End::Lost(format!("publish refused by the client: {e}")))?;
+        awaiting.push_back(InFlight {
+            route: index,
+            first: built.first,
+            last: built.last,
+            batch: batch_no,
+            received_ms: built.received_ms,
+            rows: built.rows,
+        });
+        Ok(true)
     }
 
     /// The cloud has the batch: delete its rows, count it.
