@@ -40,9 +40,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let started = Instant::now();
     let route_names: Vec<String> = config.routes.iter().map(|r| r.name.clone()).collect();
     let metrics = Arc::new(Metrics::new(&route_names));
+    let route_specs: Vec<store::RouteSpec> =
+        config.routes.iter().map(|r| store::RouteSpec { name: r.name.clone(), max_age: r.max_age }).collect();
     let (acks_tx, acks_rx) = mpsc::channel();
     let (store, opened, writer) =
-        store::open(&config.gateway.data_dir, &config.store, &route_names, metrics.clone(), Some(acks_tx))?;
+        store::open(&config.gateway.data_dir, &config.store, &route_specs, metrics.clone(), Some(acks_tx))?;
     let backlog: u64 = opened.depth.iter().sum();
     info!(backlog, took_ms = started.elapsed().as_millis() as u64, "journal open");
 

@@ -202,3 +202,30 @@ async fn after_a_long_outage_higher_priority_drains_first_and_lower_priority_is_
     assert!(bulk_before < 2500, "bulk gets about a fifth of the window, not half: {bulk_before}");
     got.in_order_per_device().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_max_age_drops_stale_alerts_while_other_routes_keep_theirs() {
+    let cloud = Mosquitto::start();
+    let sub = CloudSubscriber::connect(cloud.port).await;
+    let link = edge_tests::proxy::Proxy::start(cloud.port).await;
+    link.cut();
+    let data = tempfile::tempdir().unwrap();
+    let mut setup = Setup::new(link.port, data.path());
+    setup.routes = "[[routes]]\nname = \"billing\"\nfrom = \"devices/{device}/events\"\nto = \"gateways/billing\"\n\
+         [[routes]]\nname = \"alerts\"\nfrom = \"devices/{device}/alerts\"\nto = \"gateways/alerts\"\nmax_age = \"1s\"\n"
+        .into();
+    let gateway = Gateway::start(&setup);
+    let billing: Vec<_> = (1..=100).map(|seq| reading("meter", seq, "energy", "kwh", 1.0)).collect();
+    let alerts: Vec<_> = (1..=100)
+        .map(|seq| ("devices/alarm/alerts".to_owned(), reading("alarm", seq, "alert", "level", 3.0).1))
+        .collect();
+    publish_all(setup.devices_port, "meter", billing).await.unwrap();
+    publish_all(setup.devices_port, "alarm", alerts).await.unwrap();
+    wait_until(WAIT, "the stale alerts dropped", || (gateway.status()["dropped"]["ttl"] == 100).then_some(()));
+    assert_eq!(gateway.status()["routes"][0]["queue_depth"], 100, "billing keeps its events");
+    assert_eq!(gateway.status()["routes"][1]["queue_depth"], 0);
+    link.restore();
+    let got = sub.wait_distinct(100, WAIT);
+    assert!(got.events.iter().all(|(d, _, _)| d == "meter"), "no stale alert reaches the cloud");
+    assert!(gateway.log_text().contains("older than their max_age"), "the drop is logged");
+}

@@ -162,6 +162,8 @@ pub struct RouteConfig {
     pub input: Input,
     /// Weight in the forwarder's round robin (1-100): batches per turn under a backlog.
     pub priority: u32,
+    /// Overrides `store.max_age` for this route's events.
+    pub max_age: Option<Duration>,
 }
 
 /// The payload format a route takes from devices.

@@ -79,6 +79,7 @@ pub struct Route {
     pub keep_last: Option<bool>,
     pub input: Option<String>,
     pub priority: Option<i64>,
+    pub max_age: Option<RawUnit>,
     pub event_type: Option<String>,
     pub fields: Option<Fields>,
 }

@@ -313,6 +313,11 @@ fn validate_routes(errors: &mut Errors, raw: Vec<Option<raw::Route>>, cloud: &Cl
         let filter = validate_filter(errors, i, &route);
         let input = validate_input(errors, i, &route);
         let priority = count(errors, &format!("routes[{i}].priority"), route.priority, 1, 1, 100) as u32;
+        let max_age =
+            route.max_age.as_ref().and_then(|raw| errors.take(&format!("routes[{i}].max_age"), raw.duration()));
+        if max_age.is_some_and(|d| d < Duration::from_secs(1)) {
+            errors.push(format!("routes[{i}].max_age"), "expected at least 1s");
+        }
         let name = route.name.unwrap_or_default();
         check_id(errors, &at("name"), &name);
         if names.contains(&name) {
@@ -353,7 +358,7 @@ fn validate_routes(errors: &mut Errors, raw: Vec<Option<raw::Route>>, cloud: &Cl
             max_delay: duration(errors, &at("batch.max_delay"), batch.max_delay.as_ref(), Duration::from_millis(200)),
         };
         if let (Some(from), Some(to)) = (from, to) {
-            routes.push(RouteConfig { filter, input, priority, name, from, to, batch });
+            routes.push(RouteConfig { filter, input, priority, max_age, name, from, to, batch });
         }
     }
     routes

@@ -198,6 +198,15 @@ impl Committed {
     }
 }
 
+/// What the journal needs to know of a configured route.
+#[derive(Debug, Clone)]
+pub struct RouteSpec {
+    /// Route name (its queue is kept under it).
+    pub name: String,
+    /// Its own `max_age`, overriding `store.max_age`.
+    pub max_age: Option<std::time::Duration>,
+}
+
 /// What the journal held at start-up.
 #[derive(Debug, Clone)]
 pub struct Opened {
@@ -253,13 +262,15 @@ impl StoreHandle {
 pub fn open(
     data_dir: &Path,
     config: &StoreConfig,
-    route_names: &[String],
+    routes: &[RouteSpec],
     metrics: Arc<Metrics>,
     acks: Option<mpsc::Sender<Vec<DeviceAck>>>,
 ) -> Result<(StoreHandle, Opened, JoinHandle<()>), StoreError> {
     std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir { path: data_dir.to_owned(), source })?;
     let path = data_dir.join("journal.db");
-    let (conn, mut state) = schema::open(&path, config, route_names)?;
+    let route_names: Vec<String> = routes.iter().map(|r| r.name.clone()).collect();
+    let route_max_age = routes.iter().map(|r| r.max_age).collect();
+    let (conn, mut state) = schema::open(&path, config, &route_names)?;
     let committed =
         Arc::new(Committed { counts: route_names.iter().map(|_| AtomicU64::new(0)).collect(), notify: Notify::new() });
     let opened = Opened {
@@ -269,7 +280,7 @@ pub fn open(
         gateway_boot: state.gateway_boot,
     };
     let (tx, rx) = mpsc::channel();
-    let writer = writer::Writer::new(conn, config.clone(), state, metrics, committed.clone(), acks);
+    let writer = writer::Writer::new(conn, config.clone(), route_max_age, state, metrics, committed.clone(), acks);
     let thread = std::thread::Builder::new()
         .name("store-writer".into())
         .spawn(move || writer.run(rx))

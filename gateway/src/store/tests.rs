@@ -45,7 +45,8 @@ struct Open {
 fn open_store(dir: &Path, config: &StoreConfig) -> Open {
     let metrics = Arc::new(Metrics::new(&["r".into()]));
     let (tx, acks) = mpsc::channel();
-    let (handle, opened, thread) = open(dir, config, &["r".into()], metrics.clone(), Some(tx)).unwrap();
+    let routes = [RouteSpec { name: "r".into(), max_age: None }];
+    let (handle, opened, thread) = open(dir, config, &routes, metrics.clone(), Some(tx)).unwrap();
     Open { handle, opened, thread, metrics, acks }
 }
 
@@ -198,7 +199,8 @@ fn a_damaged_journal_is_a_clear_error_and_is_not_deleted() {
     let path = dir.path().join("journal.db");
     std::fs::write(&path, vec![0x42; 8192]).unwrap();
     let metrics = Arc::new(Metrics::new(&["r".into()]));
-    let err = open(dir.path(), &config(1 << 30, WhenFull::DropOldest), &["r".into()], metrics, None).err().unwrap();
+    let routes = [RouteSpec { name: "r".into(), max_age: None }];
+    let err = open(dir.path(), &config(1 << 30, WhenFull::DropOldest), &routes, metrics, None).err().unwrap();
     let text = err.to_string();
     assert!(matches!(err, StoreError::Corrupt { .. }), "{text}");
     assert!(text.contains("journal.db") && text.contains("move the file"), "{text}");

@@ -22,6 +22,8 @@ const RETENTION_CHUNK: i64 = 20_000;
 pub struct Writer {
     conn: Connection,
     config: StoreConfig,
+    /// Per route (config order): its own `max_age`, overriding the store's.
+    route_max_age: Vec<Option<Duration>>,
     routes: Vec<RouteState>,
     /// route db id -> config index.
     route_index: HashMap<i64, usize>,
@@ -66,6 +68,7 @@ impl Writer {
     pub fn new(
         conn: Connection,
         config: StoreConfig,
+        route_max_age: Vec<Option<Duration>>,
         state: State,
         metrics: Arc<Metrics>,
         committed: Arc<Committed>,
@@ -76,6 +79,7 @@ impl Writer {
         let mut writer = Writer {
             conn,
             config,
+            route_max_age,
             routes: state.routes,
             route_index,
             devices: state.devices,
@@ -383,14 +387,16 @@ impl Writer {
         rows.collect()
     }
 
-    /// Deletes rows chosen by `select` (ids, oldest first), counting them under `reason`.
-    fn drop_rows(&mut self, where_clause: &str, param: i64, reason: DropReason) -> Result<u64, rusqlite::Error> {
-        let sql = format!(
-            "DELETE FROM events WHERE id IN (SELECT id FROM events ORDER BY id LIMIT ?1) {where_clause} RETURNING route, length(payload)"
-        );
+    /// Deletes the rows `sql` (a `DELETE ... RETURNING route, length(payload)`) picks, in its
+    /// own transaction, keeping the counters; counts them under `reason`.
+    fn drop_rows(
+        &mut self,
+        sql: &str,
+        params: &[&dyn rusqlite::ToSql],
+        reason: DropReason,
+    ) -> Result<u64, rusqlite::Error> {
         self.conn.execute_batch("BEGIN IMMEDIATE")?;
-        let result = self.drop_rows_in_transaction(&sql, where_clause.is_empty(), param);
-        let delta = match result {
+        let delta = match self.drop_rows_in_transaction(sql, params) {
             Ok(delta) => delta,
             Err(err) => {
                 let _ = self.conn.execute_batch("ROLLBACK");
@@ -412,28 +418,22 @@ impl Writer {
         Ok(dropped as u64)
     }
 
+    /// Runs a `DELETE ... RETURNING route, length(payload)`; the per-route change.
     fn drop_rows_in_transaction(
         &mut self,
         sql: &str,
-        limit_only: bool,
-        param: i64,
+        params: &[&dyn rusqlite::ToSql],
     ) -> Result<HashMap<usize, (i64, i64)>, rusqlite::Error> {
         let mut delta: HashMap<usize, (i64, i64)> = HashMap::new();
-        {
-            let mut stmt = self.conn.prepare_cached(sql)?;
-            let mut rows = if limit_only {
-                stmt.query(params![RETENTION_CHUNK.min(param)])?
-            } else {
-                stmt.query(params![RETENTION_CHUNK, param])?
-            };
-            while let Some(row) = rows.next()? {
-                let db_id: i64 = row.get(0)?;
-                let size: i64 = row.get(1)?;
-                if let Some(&route) = self.route_index.get(&db_id) {
-                    let d = delta.entry(route).or_default();
-                    d.0 -= 1;
-                    d.1 -= size;
-                }
+        let mut stmt = self.conn.prepare_cached(sql)?;
+        let mut rows = stmt.query(params)?;
+        while let Some(row) = rows.next()? {
+            let db_id: i64 = row.get(0)?;
+            let size: i64 = row.get(1)?;
+            if let Some(&route) = self.route_index.get(&db_id) {
+                let d = delta.entry(route).or_default();
+                d.0 -= 1;
+                d.1 -= size;
             }
         }
         Ok(delta)
@@ -459,7 +459,7 @@ impl Writer {
             let per_row = (bytes.max(1) / rows.max(1)).max(1) as u64 + ROW_OVERHEAD;
             let want = ((used - target) / per_row).max(64) as i64;
             let sql = "DELETE FROM events WHERE id IN (SELECT id FROM events ORDER BY id LIMIT ?1) RETURNING route, length(payload)";
-            let delta = self.drop_rows_in_transaction(sql, true, want)?;
+            let delta = self.drop_rows_in_transaction(sql, params![want.min(RETENTION_CHUNK)])?;
             let dropped: i64 = delta.values().map(|d| -d.0).sum();
             for (route, (r, b)) in delta {
                 let entry = group.route_delta.entry(route).or_default();
@@ -493,21 +493,35 @@ impl Writer {
         }
     }
 
-    fn maintenance(&mut self) -> Result<(), rusqlite::Error> {
-        let cutoff = super::now_ms() - self.config.max_age.as_millis() as i64;
-        let mut expired = 0;
-        for _ in 0..10 {
-            let n = self.drop_rows("AND received_ms < ?2", cutoff, DropReason::Ttl)?;
-            expired += n;
-            if n < RETENTION_CHUNK as u64 {
-                break;
+    /// Drops, per route, the events older than its `max_age` (or `store.max_age`). Rows are
+    /// in receive order within a route, so each pass looks only at the oldest rows.
+    fn expire(&mut self) -> Result<(), rusqlite::Error> {
+        let now = super::now_ms();
+        for index in 0..self.routes.len() {
+            let max_age = self.route_max_age.get(index).copied().flatten().unwrap_or(self.config.max_age);
+            let cutoff = now - max_age.as_millis() as i64;
+            let db_id = self.routes[index].db_id;
+            let sql = "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE route = ?1 ORDER BY id LIMIT ?2) \
+                       AND received_ms < ?3 RETURNING route, length(payload)";
+            let mut expired = 0;
+            for _ in 0..10 {
+                let n = self.drop_rows(sql, params![db_id, RETENTION_CHUNK, cutoff], DropReason::Ttl)?;
+                expired += n;
+                if n < RETENTION_CHUNK as u64 {
+                    break;
+                }
+            }
+            if expired > 0 {
+                self.refresh_gauges();
+                self.maybe_stop_rejecting();
+                warn!(count = expired, ?max_age, route = index, "dropped events older than their max_age");
             }
         }
-        if expired > 0 {
-            self.refresh_gauges();
-            self.maybe_stop_rejecting();
-            warn!(count = expired, max_age = ?self.config.max_age, "dropped events older than store.max_age");
-        }
+        Ok(())
+    }
+
+    fn maintenance(&mut self) -> Result<(), rusqlite::Error> {
+        self.expire()?;
         let (pages, free): (i64, i64) = self.conn.query_row(
             "SELECT (SELECT page_count FROM pragma_page_count()), (SELECT freelist_count FROM pragma_freelist_count())",
             [],
