@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
-use crate::config::{Config, DevicesMode};
+use crate::config::{Config, DevicesMode, Unrouted};
 use crate::devices::{self, embedded};
 use crate::http::{self, Status};
 use crate::ingest::Ingest;
@@ -84,7 +84,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         stop.clone(),
     ));
 
-    let ingest = Ingest::new(config.routes.clone(), metrics.clone(), opened.filter_state.clone(), opened.gateway_boot);
+    let ingest = Ingest::new(config.routes.clone(), metrics.clone(), opened.filter_state.clone(), opened.gateway_boot)
+        .keep_unrouted(config.devices.unrouted == Unrouted::DeadLetter);
     let mut embedded_ingest = None;
     let device_task = match &config.devices.mode {
         DevicesMode::Embedded { listen, listen_v5, max_connections, broker_memory } => {

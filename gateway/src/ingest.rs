@@ -23,6 +23,8 @@ pub struct Ingest {
     gateway_boot: u32,
     /// Last seq given per device (json-fields).
     seqs: HashMap<String, u32>,
+    /// Keep publishes no route takes as dead letters (else only count them).
+    keep_unrouted: bool,
     filters: Vec<RouteFilter>,
     metrics: Arc<Metrics>,
     bad_log: RateLimited,
@@ -46,10 +48,17 @@ impl Ingest {
             routes,
             gateway_boot,
             seqs: HashMap::new(),
+            keep_unrouted: false,
             filters,
             metrics,
             bad_log: RateLimited::new(Duration::from_secs(10)),
         }
+    }
+
+    /// Keeps publishes that no route takes as dead letters (`devices.unrouted`).
+    pub fn keep_unrouted(mut self, keep: bool) -> Ingest {
+        self.keep_unrouted = keep;
+        self
     }
 
     /// The MQTT filters to subscribe to on the device side, one per route, deduplicated.
@@ -85,7 +94,12 @@ impl Ingest {
         }
         if edge_routes.is_empty() && field_routes.is_empty() {
             self.metrics.count_drop(DropReason::NoRoute, 1);
-            if let Some(done) = done {
+            if self.keep_unrouted {
+                let reason = format!("no route takes topic {topic:?}");
+                let letter =
+                    DeadLetter { topic: topic.to_owned(), payload: payload.to_vec(), reason, received_ms, done };
+                out.push(Incoming::DeadLetter(letter));
+            } else if let Some(done) = done {
                 done();
             }
             return;

@@ -229,3 +229,22 @@ async fn a_route_max_age_drops_stale_alerts_while_other_routes_keep_theirs() {
     assert!(got.events.iter().all(|(d, _, _)| d == "meter"), "no stale alert reaches the cloud");
     assert!(gateway.log_text().contains("older than their max_age"), "the drop is logged");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_no_route_takes_are_counted_and_kept_as_dead_letters_when_asked() {
+    let cloud = Mosquitto::start();
+    let sub = CloudSubscriber::connect(cloud.port).await;
+    let data = tempfile::tempdir().unwrap();
+    let mut setup = Setup::new(cloud.port, data.path());
+    setup.devices = "unrouted = \"dead_letter\"\n".into();
+    let gateway = Gateway::start(&setup);
+    let messages = vec![
+        ("devices/d1/status".to_owned(), b"online".to_vec()),
+        ("random/topic".to_owned(), b"{}".to_vec()),
+        reading("d1", 1, "t", "v", 1.0),
+    ];
+    publish_all(setup.devices_port, "d1", messages).await.unwrap();
+    sub.wait_distinct(1, WAIT);
+    wait_until(WAIT, "2 unrouted dead letters", || (gateway.status()["dead_letters"] == 2).then_some(()));
+    assert_eq!(gateway.status()["dropped"]["no_route"], 2);
+}

@@ -53,6 +53,17 @@ pub struct DevicesConfig {
     pub mode: DevicesMode,
     /// Largest device payload accepted (bigger ones are refused by the broker).
     pub max_payload: ByteSize,
+    /// What happens to a publish no route takes.
+    pub unrouted: Unrouted,
+}
+
+/// What happens to a device publish whose topic no route takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unrouted {
+    /// Counted (`reason="no_route"`) and dropped.
+    Count,
+    /// Counted and kept as a dead letter.
+    DeadLetter,
 }
 
 /// How the gateway meets its devices.

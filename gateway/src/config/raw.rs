@@ -26,6 +26,7 @@ pub struct Devices {
     pub max_connections: Option<i64>,
     pub max_payload: Option<RawUnit>,
     pub broker_memory: Option<RawUnit>,
+    pub unrouted: Option<String>,
 }
 
 /// `[store]`.

@@ -218,7 +218,13 @@ fn validate_devices(errors: &mut Errors, raw: raw::Devices, gateway_id: &str) ->
             }
         }
     };
-    DevicesConfig { mode, max_payload }
+    let unrouted = choice(
+        errors,
+        "devices.unrouted",
+        raw.unrouted.as_deref(),
+        &[("count", Unrouted::Count), ("dead_letter", Unrouted::DeadLetter)],
+    );
+    DevicesConfig { mode, max_payload, unrouted }
 }
 
 fn validate_store(errors: &mut Errors, raw: raw::Store) -> StoreConfig {

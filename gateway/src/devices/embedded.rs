@@ -23,9 +23,11 @@ use crate::config::ByteSize;
 use crate::ingest::Ingest;
 use crate::store::{DeviceAck, StoreHandle};
 
-/// Filter the link subscribes to so that its ack publishes always match a filter (rumqttd
-/// disconnects a link that publishes to a topic no filter matches). Forwards on it are ignored.
-const ACK_FILTER: &str = "devices/+/ack";
+/// The link takes every publish (`#`), once: ingest then sees the topics no route takes
+/// (counted as `no_route`, or kept as dead letters), and the link's own ack publishes
+/// always match a filter (rumqttd disconnects a link that publishes to a topic no filter
+/// matches). A second, overlapping subscription would deliver publishes twice.
+const INGEST_FILTER: &str = "#";
 
 /// Settings of the embedded broker.
 #[derive(Debug, Clone)]
@@ -62,9 +64,7 @@ pub fn start(
     TcpListener::bind(settings.listen).map_err(|source| DevicesError::PortInUse { addr: settings.listen, source })?;
     let mut broker = Broker::new(broker_config(&settings));
     let (mut link_tx, link_rx) = broker.link("edge-gateway-ingest").map_err(|e| DevicesError::Broker(e.to_string()))?;
-    for filter in ingest.filters().iter().map(String::as_str).chain([ACK_FILTER]) {
-        link_tx.subscribe(filter).map_err(|e| DevicesError::Broker(format!("subscribe {filter}: {e}")))?;
-    }
+    link_tx.subscribe(INGEST_FILTER).map_err(|e| DevicesError::Broker(format!("subscribe {INGEST_FILTER}: {e}")))?;
     let broker_thread = std::thread::Builder::new().name("device-broker".into()).spawn(move || {
         if let Err(err) = broker.start() {
             error!(error = %err, "the embedded device broker stopped");
@@ -155,7 +155,7 @@ fn drain(mut link_rx: LinkRx, mut batcher: Batcher) {
                     warn!("device publish with a topic that is not UTF-8 ignored");
                     continue;
                 };
-                if topic.ends_with("/ack") && topic.starts_with("devices/") {
+                if super::is_gateway_to_device(topic) {
                     continue;
                 }
                 if batcher.push(topic, &forward.publish.payload, None).is_err() {

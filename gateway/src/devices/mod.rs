@@ -36,6 +36,12 @@ pub enum DevicesError {
     Thread(#[from] std::io::Error),
 }
 
+/// Topics the gateway publishes to devices (`devices/{device}/ack`, `.../commands`): never
+/// device events, even when a route's filter would take them.
+pub fn is_gateway_to_device(topic: &str) -> bool {
+    topic.starts_with("devices/") && (topic.ends_with("/ack") || topic.ends_with("/commands"))
+}
+
 /// The ack topic of a device.
 pub fn ack_topic(device: &str) -> String {
     format!("devices/{device}/ack")
