@@ -11,6 +11,8 @@
 //!   [`encode_cobs`] and [`decode_cobs`], and [`decode_any`], which also takes JSON.
 //! - `json` (feature `alloc`): the JSON form of an event, as devices may send it and
 //!   cloud batches carry it.
+//! - [`batch`] (feature `alloc`): the compact cloud batch of `format = "postcard"` routes,
+//!   and [`batch::decode_batch`] for consumers.
 //! - `ack`: [`Ack`]'s heap-free JSON codec, [`Ack::encode_json`] and [`Ack::decode_json`].
 //! - [`topic`]: the device topics `devices/{device}/events|ack|commands`, heap-free.
 //! - `error`: [`EncodeError`], [`DecodeError`], [`TooLong`]; messages that stand alone.
@@ -49,6 +51,8 @@
 extern crate alloc;
 
 mod ack;
+#[cfg(feature = "alloc")]
+pub mod batch;
 mod cobs;
 mod codec;
 mod digits;

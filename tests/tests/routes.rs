@@ -248,3 +248,51 @@ async fn publishes_no_route_takes_are_counted_and_kept_as_dead_letters_when_aske
     wait_until(WAIT, "2 unrouted dead letters", || (gateway.status()["dead_letters"] == 2).then_some(()));
     assert_eq!(gateway.status()["dropped"]["no_route"], 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compact_and_compressed_batches_are_named_in_the_topic_and_decode_to_the_events() {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+    use std::io::Read;
+
+    let cloud = Mosquitto::start();
+    let mut options = MqttOptions::new("raw-cloud-sub", "127.0.0.1", cloud.port);
+    options.set_max_packet_size(1 << 20, 1 << 20);
+    let (client, mut eventloop) = AsyncClient::new(options, 10);
+    client.subscribe("gateways/#", QoS::AtLeastOnce).await.unwrap();
+    loop {
+        if let Event::Incoming(Packet::SubAck(_)) = eventloop.poll().await.unwrap() {
+            break;
+        }
+    }
+    let data = tempfile::tempdir().unwrap();
+    let mut setup = Setup::new(cloud.port, data.path());
+    setup.routes =
+        [route("pz", "format = \"postcard\"\ncompress = \"zstd\""), route("jl", "compress = \"lz4\"")].concat();
+    let _gateway = Gateway::start(&setup);
+    let events: Vec<_> = (1..=20).map(|seq| reading("c1", seq, "temperature", "celsius", 20.0)).collect();
+    publish_all(setup.devices_port, "c1", events).await.unwrap();
+
+    let mut postcard_seqs = Vec::new();
+    let mut json_seqs = Vec::new();
+    while postcard_seqs.len() < 20 || json_seqs.len() < 20 {
+        let event = tokio::time::timeout(WAIT, eventloop.poll()).await.expect("batches arrive").unwrap();
+        let Event::Incoming(Packet::Publish(publish)) = event else { continue };
+        match publish.topic.as_str() {
+            "gateways/pz/postcard.zstd" => {
+                let body = zstd::bulk::decompress(&publish.payload, 1 << 20).unwrap();
+                let batch = edge_event::batch::decode_batch(&body).unwrap();
+                assert_eq!((batch.gateway.as_str(), batch.route.as_str()), ("gw-test", "pz"));
+                postcard_seqs.extend(batch.events.iter().map(|e| e.seq));
+            }
+            "gateways/jl/json.lz4" => {
+                let mut body = Vec::new();
+                lz4_flex::frame::FrameDecoder::new(&publish.payload[..]).read_to_end(&mut body).unwrap();
+                let batch: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                json_seqs.extend(batch["events"].as_array().unwrap().iter().map(|e| e["seq"].as_u64().unwrap() as u32));
+            }
+            other => panic!("unexpected topic {other}"),
+        }
+    }
+    assert_eq!(postcard_seqs, (1..=20).collect::<Vec<_>>());
+    assert_eq!(json_seqs, (1..=20).collect::<Vec<_>>());
+}

@@ -18,6 +18,7 @@ pub use units::ByteSize;
 
 use crate::fields::FieldMap;
 use crate::filters::FilterRules;
+use crate::forward::encoding::Encoding;
 use crate::routes::{TopicFilter, TopicTemplate};
 
 /// The validated configuration.
@@ -175,6 +176,8 @@ pub struct RouteConfig {
     pub priority: u32,
     /// Overrides `store.max_age` for this route's events.
     pub max_age: Option<Duration>,
+    /// Batch format and compression on the wire.
+    pub encoding: Encoding,
 }
 
 /// The payload format a route takes from devices.

@@ -81,6 +81,8 @@ pub struct Route {
     pub input: Option<String>,
     pub priority: Option<i64>,
     pub max_age: Option<RawUnit>,
+    pub format: Option<String>,
+    pub compress: Option<String>,
     pub event_type: Option<String>,
     pub fields: Option<Fields>,
 }

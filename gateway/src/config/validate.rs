@@ -16,6 +16,7 @@ use super::units::{ByteSize, RawUnit};
 use super::*;
 use crate::fields::FieldMap;
 use crate::filters::Glob;
+use crate::forward::encoding::{BatchFormat, Compression, Encoding};
 
 /// Smallest `batch.max_bytes`: one event of the largest size must always fit a batch.
 pub const MIN_BATCH_BYTES: u64 = 4096;
@@ -318,6 +319,20 @@ fn validate_routes(errors: &mut Errors, raw: Vec<Option<raw::Route>>, cloud: &Cl
         let at = |key: &str| format!("routes[{i}].{key}");
         let filter = validate_filter(errors, i, &route);
         let input = validate_input(errors, i, &route);
+        let encoding = Encoding {
+            format: choice(
+                errors,
+                &format!("routes[{i}].format"),
+                route.format.as_deref(),
+                &[("json", BatchFormat::Json), ("postcard", BatchFormat::Postcard)],
+            ),
+            compress: choice(
+                errors,
+                &format!("routes[{i}].compress"),
+                route.compress.as_deref(),
+                &[("none", Compression::None), ("zstd", Compression::Zstd), ("lz4", Compression::Lz4)],
+            ),
+        };
         let priority = count(errors, &format!("routes[{i}].priority"), route.priority, 1, 1, 100) as u32;
         let max_age =
             route.max_age.as_ref().and_then(|raw| errors.take(&format!("routes[{i}].max_age"), raw.duration()));
@@ -364,7 +379,7 @@ fn validate_routes(errors: &mut Errors, raw: Vec<Option<raw::Route>>, cloud: &Cl
             max_delay: duration(errors, &at("batch.max_delay"), batch.max_delay.as_ref(), Duration::from_millis(200)),
         };
         if let (Some(from), Some(to)) = (from, to) {
-            routes.push(RouteConfig { filter, input, priority, max_age, name, from, to, batch });
+            routes.push(RouteConfig { filter, input, priority, max_age, encoding, name, from, to, batch });
         }
     }
     routes

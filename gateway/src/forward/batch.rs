@@ -6,6 +6,9 @@
 //! config validation rules out: `batch.max_bytes` >= 4KiB > the largest event); with a
 //! per-event topic (`{device}` / `{type}`) all its events share that topic.
 
+use edge_event::batch;
+
+use super::encoding::BatchFormat;
 use crate::routes::TopicTemplate;
 use crate::store::Row;
 
@@ -38,18 +41,26 @@ pub struct Header<'a> {
     pub batch: u64,
     /// Cloud topic template.
     pub topic: &'a TopicTemplate,
-    /// Size bound.
+    /// Size bound (of the encoded batch, before compression).
     pub max_bytes: usize,
+    /// JSON or the compact postcard batch.
+    pub format: BatchFormat,
 }
 
 /// Builds a batch from a prefix of `rows`; None when `rows` is empty.
 pub fn build(header: &Header<'_>, rows: &[Row]) -> Option<Built> {
     let first_row = rows.first()?;
     let mut payload = Vec::with_capacity(header.max_bytes.min(64 * 1024));
-    payload.extend_from_slice(
-        format!(r#"{{"gateway":"{}","route":"{}","batch":{},"events":["#, header.gateway, header.route, header.batch)
+    match header.format {
+        BatchFormat::Json => payload.extend_from_slice(
+            format!(
+                r#"{{"gateway":"{}","route":"{}","batch":{},"events":["#,
+                header.gateway, header.route, header.batch
+            )
             .as_bytes(),
-    );
+        ),
+        BatchFormat::Postcard => batch::begin_batch(&mut payload, header.gateway, header.route, header.batch),
+    }
     let mut topic: Option<String> = None;
     let mut scratch = Vec::with_capacity(512);
     let mut built = Built {
@@ -84,21 +95,34 @@ pub fn build(header: &Header<'_>, rows: &[Row]) -> Option<Built> {
         } else if topic.is_none() {
             topic = Some(event_topic());
         }
-        scratch.clear();
-        edge_event::json::write(&event, &mut scratch);
         let taken = built.received_ms.len();
-        if taken > 0 && payload.len() + 1 + scratch.len() + 2 > header.max_bytes {
-            break;
+        match header.format {
+            BatchFormat::Json => {
+                scratch.clear();
+                edge_event::json::write(&event, &mut scratch);
+                if taken > 0 && payload.len() + 1 + scratch.len() + 2 > header.max_bytes {
+                    break;
+                }
+                if taken > 0 {
+                    payload.push(b',');
+                }
+                payload.extend_from_slice(&scratch);
+            }
+            BatchFormat::Postcard => {
+                if taken > 0 && payload.len() + batch::entry_len(row.payload.len()) > header.max_bytes {
+                    break;
+                }
+                // The stored row is the envelope the batch carries: no re-encoding.
+                batch::push_envelope(&mut payload, &row.payload);
+            }
         }
-        if taken > 0 {
-            payload.push(b',');
-        }
-        payload.extend_from_slice(&scratch);
         built.received_ms.push(row.received_ms);
         built.last = row.id;
         built.rows += 1;
     }
-    payload.extend_from_slice(b"]}");
+    if header.format == BatchFormat::Json {
+        payload.extend_from_slice(b"]}");
+    }
     built.topic = topic.unwrap_or_else(|| header.topic.render(header.gateway, header.route, "", ""));
     built.payload = payload;
     Some(built)
@@ -119,7 +143,7 @@ mod tests {
     }
 
     fn header(topic: &TopicTemplate, max_bytes: usize) -> Header<'_> {
-        Header { gateway: "gw-01", route: "telemetry", batch: 7, topic, max_bytes }
+        Header { gateway: "gw-01", route: "telemetry", batch: 7, topic, max_bytes, format: BatchFormat::Json }
     }
 
     #[test]
@@ -136,6 +160,21 @@ mod tests {
         assert_eq!(value["events"][1]["device"], "d2");
         assert_eq!(value["events"][1]["seq"], 5);
         assert_eq!(value["events"][0]["readings"]["celsius"], 21.5);
+    }
+
+    #[test]
+    fn a_postcard_batch_carries_the_stored_envelopes_and_decodes_with_edge_event() {
+        let topic = TopicTemplate::parse("t").unwrap();
+        let rows: Vec<Row> = (1..=100).map(|i| row(i, "d1", i as u32, "temperature")).collect();
+        let compact = Header { format: BatchFormat::Postcard, ..header(&topic, 1000) };
+        let built = build(&compact, &rows).unwrap();
+        assert!(built.payload.len() <= 1000);
+        let decoded = edge_event::batch::decode_batch(&built.payload).unwrap();
+        assert_eq!((decoded.gateway.as_str(), decoded.route.as_str(), decoded.batch), ("gw-01", "telemetry", 7));
+        assert_eq!(decoded.events.len(), built.rows);
+        assert_eq!(decoded.events[0], edge_event::decode(&rows[0].payload).unwrap());
+        let json = build(&header(&topic, 1000), &rows).unwrap();
+        assert!(built.rows > 2 * json.rows, "postcard fits more than twice the events of JSON");
     }
 
     #[test]

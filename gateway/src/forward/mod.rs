@@ -30,6 +30,7 @@
 
 mod backoff;
 pub mod batch;
+pub mod encoding;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -364,6 +365,7 @@ impl Session<'_> {
             batch: route.next_batch,
             topic: &route.config.to,
             max_bytes: batch_cfg.max_bytes.bytes() as usize,
+            format: route.config.encoding.format,
         };
         let Some(built) = batch::build(&header, &rows) else {
             route.waiting_since = None;
@@ -379,8 +381,15 @@ impl Session<'_> {
         }
         let batch_no = route.next_batch;
         route.next_batch += 1;
+        let encoding = route.config.encoding;
+        let topic = match encoding.topic_suffix() {
+            Some(suffix) => format!("{}/{suffix}", built.topic),
+            None => built.topic,
+        };
+        let payload =
+            encoding.compress(built.payload).map_err(|e| End::Lost(format!("cannot compress a batch: {e}")))?;
         client
-            .publish(built.topic, QoS::AtLeastOnce, false, built.payload)
+            .publish(topic, QoS::AtLeastOnce, false, payload)
             .await
             .map_err(|e| End::Lost(format!("publish refused by the client: {e}")))?;
         awaiting.push_back(InFlight {
