@@ -4,10 +4,10 @@
 
 use core::fmt;
 
-use edge_event::{EncodeError, TooLong};
+use edge_event::{EncodeError, TooLong, ValidationError};
 
 /// What went wrong; small and heap-free.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum Error {
     /// The byte link failed or the peer closed it.
@@ -47,8 +47,9 @@ pub enum Error {
     Encode(EncodeError),
     /// A string or list given for an event is longer than the format allows.
     TooLong(TooLong),
-    /// The device id is not a valid MQTT topic level (see `edge_event::validate_device_id`).
-    InvalidDeviceId,
+    /// The device id, or an event, breaks the rules the gateway checks (`Event::validate`):
+    /// the gateway would dead-letter it, so it never enters the ring.
+    Invalid(ValidationError),
     /// This boot has used every sequence number; start a new boot.
     SequenceExhausted,
     /// The operation needs a connection and there is none.
@@ -97,6 +98,12 @@ impl From<EncodeError> for Error {
     }
 }
 
+impl From<ValidationError> for Error {
+    fn from(err: ValidationError) -> Self {
+        Error::Invalid(err)
+    }
+}
+
 impl From<TooLong> for Error {
     fn from(err: TooLong) -> Self {
         Error::TooLong(err)
@@ -109,26 +116,18 @@ impl fmt::Display for Error {
             Error::Transport(err) => write!(f, "link to the broker failed: {err}"),
             Error::Protocol { reason } => write!(f, "MQTT protocol error: {reason}"),
             Error::Refused { code } => write!(f, "the broker refused (return code {code:#04x})"),
-            Error::PacketTooLarge { len, max } => write!(
-                f,
-                "incoming packet of {len} bytes does not fit the {max}-byte receive buffer"
-            ),
-            Error::Timeout => f.write_str("the broker did not answer in time"),
-            Error::BufferTooSmall { needed, available } => write!(
-                f,
-                "{needed} bytes do not fit in the {available} available"
-            ),
-            Error::RingFull => {
-                f.write_str("the retention ring is full and its policy refuses new events")
+            Error::PacketTooLarge { len, max } => {
+                write!(f, "incoming packet of {len} bytes does not fit the {max}-byte receive buffer")
             }
+            Error::Timeout => f.write_str("the broker did not answer in time"),
+            Error::BufferTooSmall { needed, available } => {
+                write!(f, "{needed} bytes do not fit in the {available} available")
+            }
+            Error::RingFull => f.write_str("the retention ring is full and its policy refuses new events"),
             Error::Encode(err) => write!(f, "cannot encode the event: {err}"),
             Error::TooLong(err) => err.fmt(f),
-            Error::InvalidDeviceId => f.write_str(
-                "invalid device id: 1 to 32 ASCII letters, digits, '-', '_', '.' or ':'",
-            ),
-            Error::SequenceExhausted => {
-                f.write_str("this boot has used every sequence number; start a new boot")
-            }
+            Error::Invalid(err) => write!(f, "invalid event: {err}"),
+            Error::SequenceExhausted => f.write_str("this boot has used every sequence number; start a new boot"),
             Error::NotConnected => f.write_str("not connected to the broker"),
         }
     }

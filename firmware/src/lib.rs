@@ -1,1 +1,60 @@
-//! placeholder
+//! `edge-firmware`: the sensor side of the edge gateway, `no_std` and heap-free.
+//!
+//! - `numbering`: [`Numbering`] gives events their `(device, boot, seq)`; the boot id comes
+//!   from [`BootId::after`] a persisted counter or [`BootId::from_seed`]; timestamps from an
+//!   optional [`Clock`].
+//! - `ring`: [`Ring`], the retention ring of encoded events the gateway has not confirmed,
+//!   with its full policy [`WhenFull`]. An event leaves it only when an ack covers it or the
+//!   policy drops it (counted).
+//! - `transport`: [`Transport`], the byte link (TCP, a modem socket, a serial line).
+//! - [`mqtt`]: a small MQTT 3.1.1 client: the packet codec and a poll-driven [`mqtt::Client`].
+//! - `device`: [`Device`] ties them together: record events, poll, and every event reaches
+//!   the gateway's journal, re-sent after reconnects until acked (DESIGN.md guarantee 6).
+//! - `error`: [`Error`], one small `#[non_exhaustive]` enum, and [`TransportError`].
+//! - `host` (feature `std`): `host::TcpTransport` and `host::SystemClock`, which the
+//!   `edge-sensor-sim` binary runs the very same device code on.
+//!
+//! Events are [`edge_event::Event`]s, encoded with [`edge_event::encode`]: the bytes the
+//! gateway decodes. Buffers are sized by const generics; nothing allocates and nothing
+//! panics on input from the network.
+//!
+//! ```
+//! use edge_firmware::{BootId, Device, NoClock, Settings, Transport, TransportError};
+//! use edge_event::{Reading, Value};
+//!
+//! # struct Uart;
+//! # impl Transport for Uart {
+//! #     fn open(&mut self) -> Result<(), TransportError> { Ok(()) }
+//! #     fn close(&mut self) {}
+//! #     fn read(&mut self, _: &mut [u8]) -> Result<usize, TransportError> { Ok(0) }
+//! #     fn write(&mut self, _: &[u8]) -> Result<(), TransportError> { Ok(()) }
+//! # }
+//! # fn main() -> Result<(), edge_firmware::Error> {
+//! // A ring of 64 events in 4 KiB; the boot counter was 6 in flash (store 7 back).
+//! let mut device: Device<_, _, 64, 4096> =
+//!     Device::new("env-7", BootId::after(6), Uart, NoClock, Settings::default())?;
+//! let mut event = device.event("environment")?;
+//! event.push_reading(Reading::new("celsius", Value::F32(21.5))?.with_unit("C")?)?;
+//! let id = device.publish(&mut event)?;
+//! assert_eq!((id.boot, id.seq), (7, 1));
+//! let _ = device.poll(0); // from the main loop, with a monotonic ms clock
+//! # Ok(())
+//! # }
+//! ```
+#![cfg_attr(not(any(test, feature = "std")), no_std)]
+#![deny(missing_docs)]
+
+mod device;
+mod error;
+#[cfg(feature = "std")]
+pub mod host;
+pub mod mqtt;
+mod numbering;
+mod ring;
+mod transport;
+
+pub use device::{Activity, Device, Settings, Stats, DEFAULT_RX_LEN, TX_LEN};
+pub use error::{Error, TransportError};
+pub use numbering::{timestamp, BootId, Clock, EventId, NoClock, Numbering};
+pub use ring::{Ring, Stored, WhenFull};
+pub use transport::Transport;

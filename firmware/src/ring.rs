@@ -59,23 +59,36 @@ pub struct Stored<'a> {
     pub sent_before: bool,
 }
 
+/// 16 bytes: `u32` offset and `u16` length keep the per-slot cost small on any target.
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     id: EventId,
-    start: usize,
-    len: usize,
+    start: u32,
+    len: u16,
     sent_before: bool,
 }
 
 impl Entry {
+    fn start(&self) -> usize {
+        self.start as usize
+    }
+
+    fn len(&self) -> usize {
+        usize::from(self.len)
+    }
+
+    /// End of the entry's space: an empty encoding still takes one byte, so no two entries
+    /// start at the same offset and "wrapped" stays decidable from the first and last.
     fn end(&self) -> usize {
-        self.start + self.len
+        self.start() + self.len().max(1)
     }
 }
 
 /// Unconfirmed encoded events: up to `SLOTS` of them in `BYTES` bytes.
 ///
-/// Memory: `BYTES` plus 16 bytes a slot on a 32-bit MCU (`(boot, seq)`, offset, length).
+/// Memory: `BYTES` plus 16 bytes a slot (`(boot, seq)`, offset, length, a flag), plus a few
+/// words. An encoding is at most 65,535 bytes (events are at most
+/// `edge_event::MAX_ENCODED_LEN`, 778).
 #[derive(Debug, Clone)]
 pub struct Ring<const SLOTS: usize, const BYTES: usize> {
     entries: Deque<Entry, SLOTS>,
@@ -91,15 +104,7 @@ pub struct Ring<const SLOTS: usize, const BYTES: usize> {
 impl<const SLOTS: usize, const BYTES: usize> Ring<SLOTS, BYTES> {
     /// An empty ring with the given full policy; `const`, so it can live in a `static`.
     pub const fn new(when_full: WhenFull) -> Self {
-        Ring {
-            entries: Deque::new(),
-            bytes: [0; BYTES],
-            used: 0,
-            sent: 0,
-            when_full,
-            dropped: 0,
-            confirmed: 0,
-        }
+        Ring { entries: Deque::new(), bytes: [0; BYTES], used: 0, sent: 0, when_full, dropped: 0, confirmed: 0 }
     }
 
     /// Appends an encoded event, applying the full policy. Fails with
@@ -107,15 +112,15 @@ impl<const SLOTS: usize, const BYTES: usize> Ring<SLOTS, BYTES> {
     /// [`Error::BufferTooSmall`] (the encoding is larger than the whole ring).
     pub fn push(&mut self, id: EventId, payload: &[u8]) -> Result<(), Error> {
         let len = payload.len();
-        if len > BYTES || SLOTS == 0 {
-            return Err(Error::BufferTooSmall {
-                needed: len,
-                available: if SLOTS == 0 { 0 } else { BYTES },
-            });
+        let (Ok(len16), Ok(_)) = (u16::try_from(len), u32::try_from(BYTES)) else {
+            return Err(Error::BufferTooSmall { needed: len, available: usize::from(u16::MAX).min(BYTES) });
+        };
+        if len.max(1) > BYTES || SLOTS == 0 {
+            return Err(Error::BufferTooSmall { needed: len, available: if SLOTS == 0 { 0 } else { BYTES } });
         }
         let start = loop {
             if !self.entries.is_full() {
-                if let Some(start) = self.place(len) {
+                if let Some(start) = self.place(len.max(1)) {
                     break start;
                 }
             }
@@ -129,16 +134,14 @@ impl<const SLOTS: usize, const BYTES: usize> Ring<SLOTS, BYTES> {
             }
         };
         let Some(dest) = self.bytes.get_mut(start..start + len) else {
-            return Err(Error::BufferTooSmall {
-                needed: len,
-                available: BYTES,
-            });
+            return Err(Error::BufferTooSmall { needed: len, available: BYTES });
         };
         dest.copy_from_slice(payload);
         let entry = Entry {
             id,
-            start,
-            len,
+            // Both fit: `start < BYTES <= u32::MAX` and `len <= u16::MAX`, checked above.
+            start: start as u32,
+            len: len16,
             sent_before: false,
         };
         if self.entries.push_back(entry).is_err() {
@@ -153,7 +156,7 @@ impl<const SLOTS: usize, const BYTES: usize> Ring<SLOTS, BYTES> {
         let (Some(front), Some(back)) = (self.entries.front(), self.entries.back()) else {
             return (len <= BYTES).then_some(0);
         };
-        let (head, tail) = (front.start, back.end());
+        let (head, tail) = (front.start(), back.end());
         if back.start >= front.start {
             // Not wrapped: free space is [tail, BYTES) and [0, head).
             if tail + len <= BYTES {
@@ -183,7 +186,7 @@ impl<const SLOTS: usize, const BYTES: usize> Ring<SLOTS, BYTES> {
     fn remove_front(&mut self, count: usize) {
         for _ in 0..count {
             if let Some(entry) = self.entries.pop_front() {
-                self.used -= entry.len;
+                self.used -= entry.len();
             }
         }
         self.sent = self.sent.saturating_sub(count);
@@ -211,7 +214,7 @@ impl<const SLOTS: usize, const BYTES: usize> Ring<SLOTS, BYTES> {
     fn stored(&self, entry: &Entry) -> Stored<'_> {
         Stored {
             id: entry.id,
-            payload: self.bytes.get(entry.start..entry.end()).unwrap_or_default(),
+            payload: self.bytes.get(entry.start()..entry.start() + entry.len()).unwrap_or_default(),
             sent_before: entry.sent_before,
         }
     }

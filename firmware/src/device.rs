@@ -1,0 +1,375 @@
+//! The device: numbering, the retention ring and the MQTT client, driven by one
+//! non-blocking [`Device::poll`].
+//!
+//! # Protocol
+//!
+//! 1. Offline: at the retry time, open the transport and send CONNECT (clean session,
+//!    client id = device id).
+//! 2. CONNACK accepted: SUBSCRIBE to `devices/{device}/ack` and `devices/{device}/commands`
+//!    (QoS 1). The gateway's ack is retained, so a reconnecting device learns its mark at
+//!    once.
+//! 3. SUBACK: online. Publish every unconfirmed event on `devices/{device}/events`, oldest
+//!    first, at most `max_inflight` QoS 1 publishes awaiting their PUBACK at a time.
+//! 4. Each ack `{"boot":B,"seq":S}` releases the events it covers from the ring (see
+//!    [`Ring::confirm`]); a PUBACK only opens the send window.
+//! 5. Any link error, a missing CONNACK/SUBACK after `response_timeout_ms`, or a missed
+//!    PINGRESP: drop the link, rewind the ring, retry after a backoff that doubles from
+//!    `retry_min_ms` to `retry_max_ms` (with jitter, so a fleet does not reconnect in
+//!    lockstep after a gateway restart) and resets once subscribed.
+//!
+//! # Invariant
+//!
+//! An event recorded with [`Device::publish`] stays in the ring, and is published again
+//! after every reconnect, until an ack covers it or the full policy drops it (counted in
+//! [`Stats::dropped`]). Re-sends are safe: within a boot, the gateway drops an event whose
+//! seq is not above its committed mark.
+
+use edge_event::topic::{self, Topic, MAX_TOPIC_LEN};
+use edge_event::{Ack, Event, MAX_ENCODED_LEN};
+
+use crate::error::Error;
+use crate::mqtt::packet::{Connect, Packet, MAX_FIXED_HEADER_LEN};
+use crate::mqtt::{Client, QoS};
+use crate::numbering::{timestamp, BootId, Clock, EventId, Numbering};
+use crate::ring::{Ring, WhenFull};
+use crate::transport::Transport;
+
+/// Transmit buffer of a device: the largest event publish (fixed header, topic, packet
+/// id, the largest encoded event).
+pub const TX_LEN: usize = MAX_FIXED_HEADER_LEN + 2 + MAX_TOPIC_LEN + 2 + MAX_ENCODED_LEN;
+
+/// Default receive buffer: the largest command (or other packet) the device accepts.
+pub const DEFAULT_RX_LEN: usize = 256;
+
+/// Most packets one poll takes from the broker.
+const MAX_PACKETS_PER_POLL: usize = 64;
+
+/// How a device talks to its gateway; [`Settings::default`] suits most.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settings {
+    /// What the ring does when it is full.
+    pub when_full: WhenFull,
+    /// QoS of event publishes (the ack topic confirms either way).
+    pub qos: QoS,
+    /// MQTT keep-alive, in seconds (0 disables pings).
+    pub keep_alive_secs: u16,
+    /// Most QoS 1 publishes awaiting their PUBACK.
+    pub max_inflight: usize,
+    /// How long to wait for a CONNACK or SUBACK, in ms.
+    pub response_timeout_ms: u32,
+    /// First reconnect delay, in ms.
+    pub retry_min_ms: u32,
+    /// Longest reconnect delay, in ms.
+    pub retry_max_ms: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            when_full: WhenFull::DropOldest,
+            qos: QoS::AtLeastOnce,
+            keep_alive_secs: 30,
+            max_inflight: 32,
+            response_timeout_ms: 10_000,
+            retry_min_ms: 100,
+            retry_max_ms: 10_000,
+        }
+    }
+}
+
+/// Counters since the device was created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Stats {
+    /// Events taken into the ring.
+    pub recorded: u64,
+    /// Events released by an ack.
+    pub confirmed: u64,
+    /// Events the ring dropped to make room.
+    pub dropped: u64,
+    /// Event publishes, re-sends included.
+    pub published: u64,
+    /// Event publishes of an event already sent before.
+    pub resent: u64,
+    /// Sessions the broker accepted (the first one included).
+    pub connects: u64,
+    /// Sessions lost to an error or a timeout.
+    pub link_errors: u64,
+    /// Messages on the ack topic that were not an ack.
+    pub bad_acks: u64,
+    /// Messages received on the commands topic.
+    pub commands: u64,
+}
+
+/// What one [`Device::poll`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Activity {
+    /// Event publishes sent.
+    pub published: usize,
+    /// Packets received.
+    pub received: usize,
+}
+
+impl Activity {
+    /// True when the poll neither sent nor received anything.
+    pub fn is_idle(&self) -> bool {
+        self.published == 0 && self.received == 0
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Link {
+    Offline { retry_at: u64 },
+    Connecting { since: u64 },
+    Subscribing { since: u64 },
+    Online,
+}
+
+/// A sensor device: builds and numbers events, keeps them until the gateway confirms
+/// them, and speaks MQTT over `T`. `SLOTS` and `BYTES` size the ring, `RX` the receive
+/// buffer; see the crate README for the memory this takes.
+#[derive(Debug)]
+pub struct Device<T, C, const SLOTS: usize, const BYTES: usize, const RX: usize = DEFAULT_RX_LEN> {
+    numbering: Numbering,
+    ring: Ring<SLOTS, BYTES>,
+    client: Client<T, RX, TX_LEN>,
+    clock: C,
+    settings: Settings,
+    events_topic: Topic,
+    ack_topic: Topic,
+    commands_topic: Topic,
+    link: Link,
+    retry_ms: u32,
+    jitter: u32,
+    stats: Stats,
+}
+
+impl<T: Transport, C: Clock, const SLOTS: usize, const BYTES: usize, const RX: usize> Device<T, C, SLOTS, BYTES, RX> {
+    /// A device `device` in boot `boot`, offline until the first [`Device::poll`].
+    pub fn new(device: &str, boot: BootId, transport: T, clock: C, settings: Settings) -> Result<Self, Error> {
+        let numbering = Numbering::new(device, boot)?;
+        let mut events_topic = Topic::new();
+        let mut ack_topic = Topic::new();
+        let mut commands_topic = Topic::new();
+        topic::write_events_topic(device, &mut events_topic)
+            .and_then(|()| topic::write_ack_topic(device, &mut ack_topic))
+            .and_then(|()| topic::write_commands_topic(device, &mut commands_topic))?;
+        let jitter = device.bytes().fold(boot.get() | 1, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
+        Ok(Device {
+            numbering,
+            ring: Ring::new(settings.when_full),
+            client: Client::new(transport),
+            clock,
+            settings,
+            events_topic,
+            ack_topic,
+            commands_topic,
+            link: Link::Offline { retry_at: 0 },
+            retry_ms: settings.retry_min_ms,
+            jitter: jitter | 1,
+            stats: Stats::default(),
+        })
+    }
+
+    /// A new event of this device, stamped with the clock (if it knows the time), to
+    /// fill with readings and hand to [`Device::publish`].
+    pub fn event(&mut self, kind: &str) -> Result<Event, Error> {
+        let ts = timestamp(&mut self.clock);
+        self.numbering.event(kind, ts)
+    }
+
+    /// Numbers `event` (this device, this boot, the next seq), checks it as the gateway
+    /// will ([`Error::Invalid`]: a NaN reading, a duplicate name, a bad type), encodes it
+    /// into the ring, and returns its id; the next polls send it. With
+    /// [`WhenFull::RefuseNew`] a full ring is [`Error::RingFull`]. On any error the event
+    /// is not kept and its seq is not used up.
+    pub fn publish(&mut self, event: &mut Event) -> Result<EventId, Error> {
+        let id = self.numbering.stamp(event)?;
+        event.validate(None)?;
+        let mut buf = [0u8; MAX_ENCODED_LEN];
+        let len = edge_event::encode(event, &mut buf)?;
+        let dropped = self.ring.dropped();
+        self.ring.push(id, buf.get(..len).unwrap_or_default())?;
+        self.numbering.advance();
+        self.stats.recorded += 1;
+        self.stats.dropped += self.ring.dropped() - dropped;
+        Ok(id)
+    }
+
+    /// Does whatever is due at `now_ms` (a monotonic clock in ms): connect, read, apply
+    /// acks, publish unconfirmed events, keep alive. Never blocks. An error is also
+    /// reported here, but the device has already dealt with it (if [`Error::is_link`],
+    /// by scheduling a reconnect): keep polling.
+    pub fn poll(&mut self, now_ms: u64) -> Result<Activity, Error> {
+        self.poll_with(now_ms, |_| {})
+    }
+
+    /// Like [`Device::poll`], handing every message on the commands topic to `on_command`.
+    pub fn poll_with(&mut self, now_ms: u64, mut on_command: impl FnMut(&[u8])) -> Result<Activity, Error> {
+        let mut activity = Activity::default();
+        let result = self.step(now_ms, &mut activity, &mut on_command);
+        if let Err(err) = &result {
+            if err.is_link() {
+                self.stats.link_errors += 1;
+                self.go_offline(now_ms);
+            }
+        }
+        result.map(|()| activity)
+    }
+
+    fn step(&mut self, now: u64, activity: &mut Activity, on_command: &mut impl FnMut(&[u8])) -> Result<(), Error> {
+        if let Link::Offline { retry_at } = self.link {
+            if now < retry_at {
+                return Ok(());
+            }
+            self.link = Link::Connecting { since: now };
+            let connect = Connect {
+                client_id: self.numbering.device(),
+                keep_alive_secs: self.settings.keep_alive_secs,
+                clean_session: true,
+                username: None,
+                password: None,
+            };
+            self.client.connect(&connect, now)?;
+        }
+        self.receive(now, activity, on_command)?;
+        match self.link {
+            Link::Connecting { since } | Link::Subscribing { since }
+                if now.saturating_sub(since) >= u64::from(self.settings.response_timeout_ms) =>
+            {
+                return Err(Error::Timeout);
+            }
+            Link::Online => self.send(now, activity)?,
+            _ => {}
+        }
+        self.client.flush()
+    }
+
+    fn receive(&mut self, now: u64, activity: &mut Activity, on_command: &mut impl FnMut(&[u8])) -> Result<(), Error> {
+        // Bounded, so that a broker flooding the device cannot starve sending; the rest
+        // waits in the transport for the next poll.
+        while activity.received < MAX_PACKETS_PER_POLL {
+            let subscribe = match self.client.poll(now)? {
+                None => return Ok(()),
+                Some(Packet::ConnAck { .. }) => true,
+                Some(Packet::SubAck { codes, .. }) => {
+                    if let Some(&code) = codes.iter().find(|&&c| c == 0x80) {
+                        return Err(Error::Refused { code });
+                    }
+                    if let Link::Subscribing { .. } = self.link {
+                        self.link = Link::Online;
+                        self.retry_ms = self.settings.retry_min_ms;
+                        self.ring.rewind();
+                    }
+                    false
+                }
+                Some(Packet::Publish(p)) if p.topic == self.ack_topic.as_str() => {
+                    match Ack::decode_json(p.payload) {
+                        Ok(ack) => self.stats.confirmed += self.ring.confirm(ack) as u64,
+                        Err(_) => self.stats.bad_acks += 1,
+                    }
+                    false
+                }
+                Some(Packet::Publish(p)) if p.topic == self.commands_topic.as_str() => {
+                    self.stats.commands += 1;
+                    on_command(p.payload);
+                    false
+                }
+                Some(_) => false,
+            };
+            activity.received += 1;
+            if subscribe {
+                self.stats.connects += 1;
+                self.link = Link::Subscribing { since: now };
+                let filters =
+                    [(self.ack_topic.as_str(), QoS::AtLeastOnce), (self.commands_topic.as_str(), QoS::AtLeastOnce)];
+                self.client.subscribe(&filters, now)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Publishes unconfirmed events, oldest first, while the send window allows.
+    fn send(&mut self, now: u64, activity: &mut Activity) -> Result<(), Error> {
+        let window = self.settings.max_inflight.max(1);
+        while let Some(next) = self.ring.next_unsent() {
+            let qos = self.settings.qos;
+            let full = match qos {
+                QoS::AtLeastOnce => self.client.inflight() >= window,
+                QoS::AtMostOnce => activity.published >= window,
+            };
+            if full {
+                break;
+            }
+            self.client.publish(&self.events_topic, next.payload, qos, false, now)?;
+            if next.sent_before {
+                self.stats.resent += 1;
+            }
+            self.ring.mark_sent();
+            self.stats.published += 1;
+            activity.published += 1;
+        }
+        Ok(())
+    }
+
+    fn go_offline(&mut self, now: u64) {
+        self.client.abort();
+        self.ring.rewind();
+        // xorshift32: half the delay fixed, half random, so a fleet spreads out.
+        self.jitter ^= self.jitter << 13;
+        self.jitter ^= self.jitter >> 17;
+        self.jitter ^= self.jitter << 5;
+        let delay = self.retry_ms / 2 + self.jitter % (self.retry_ms / 2 + 1);
+        self.link = Link::Offline { retry_at: now + u64::from(delay) };
+        self.retry_ms = self.retry_ms.saturating_mul(2).min(self.settings.retry_max_ms.max(self.settings.retry_min_ms));
+    }
+
+    /// Closes the link politely (DISCONNECT); the device reconnects after `retry_min_ms`.
+    pub fn disconnect(&mut self, now_ms: u64) {
+        self.client.disconnect(now_ms);
+        self.ring.rewind();
+        self.link = Link::Offline { retry_at: now_ms + u64::from(self.settings.retry_min_ms) };
+    }
+
+    /// Starts boot `boot` without losing the ring: disconnects, and numbers new events
+    /// from seq 1. For simulators, and for firmware whose ring survives a reset (kept in
+    /// a RAM section the startup code does not zero); a real power loss empties the ring.
+    pub fn reboot(&mut self, boot: BootId, now_ms: u64) {
+        self.disconnect(now_ms);
+        self.numbering.reboot(boot);
+    }
+
+    /// True between the SUBACK and the loss of the link.
+    pub fn is_online(&self) -> bool {
+        self.link == Link::Online
+    }
+
+    /// Events not yet confirmed by the gateway.
+    pub fn pending(&self) -> usize {
+        self.ring.len()
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// The retention ring, for inspection.
+    pub fn ring(&self) -> &Ring<SLOTS, BYTES> {
+        &self.ring
+    }
+
+    /// The numbering: device id, current boot, next seq.
+    pub fn numbering(&self) -> &Numbering {
+        &self.numbering
+    }
+
+    /// The transport, for inspection.
+    pub fn transport(&self) -> &T {
+        self.client.transport()
+    }
+
+    /// The transport, for tweaking it between sessions.
+    pub fn transport_mut(&mut self) -> &mut T {
+        self.client.transport_mut()
+    }
+}

@@ -1,0 +1,276 @@
+//! The device against an in-memory broker and gateway: events leave the ring only when
+//! acked, every unconfirmed event is re-sent in order after a crash, the full policies,
+//! backoff, keep-alive, commands, reboots, and a broker that sends garbage.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use edge_event::{Reading, Value};
+use edge_firmware::{BootId, Device, Error, NoClock, Settings, WhenFull};
+use support::FakeBroker;
+
+type TestDevice = Device<FakeBroker, NoClock, 16, 2048>;
+
+fn device_with(settings: Settings) -> (TestDevice, FakeBroker) {
+    let broker = FakeBroker::default();
+    let device = Device::new("dev-1", BootId::new(7), broker.clone(), NoClock, settings).unwrap();
+    (device, broker)
+}
+
+fn device() -> (TestDevice, FakeBroker) {
+    device_with(Settings::default())
+}
+
+fn record(device: &mut TestDevice, n: usize) {
+    for _ in 0..n {
+        let mut event = device.event("counter").unwrap();
+        event.push_reading(Reading::new("pulses", Value::I64(42)).unwrap()).unwrap();
+        device.publish(&mut event).unwrap();
+    }
+}
+
+fn seqs(range: std::ops::RangeInclusive<u32>) -> Vec<(u32, u32)> {
+    range.map(|seq| (7, seq)).collect()
+}
+
+#[test]
+fn events_reach_the_broker_in_order_and_leave_the_ring_only_when_the_gateway_acks_them() {
+    let (mut device, broker) = device();
+    record(&mut device, 5);
+    device.poll(0).unwrap();
+    assert!(device.is_online());
+    assert_eq!(broker.state().filters, ["devices/dev-1/ack", "devices/dev-1/commands"]);
+    assert_eq!(broker.received_ids(), seqs(1..=5));
+    device.poll(1).unwrap();
+    assert_eq!(device.pending(), 5, "PUBACKs arrived, but a PUBACK is not a commit");
+    broker.commit();
+    device.poll(2).unwrap();
+    assert_eq!(device.pending(), 0);
+    let stats = device.stats();
+    assert_eq!((stats.recorded, stats.confirmed, stats.published, stats.resent), (5, 5, 5, 0));
+    let event = &broker.state().received[0];
+    assert_eq!((event.device.as_str(), event.kind.as_str()), ("dev-1", "counter"));
+}
+
+#[test]
+fn after_a_gateway_crash_every_unconfirmed_event_is_sent_again_in_order() {
+    let (mut device, broker) = device();
+    record(&mut device, 4);
+    device.poll(0).unwrap();
+    broker.commit();
+    record(&mut device, 6);
+    device.poll(1).unwrap();
+    assert_eq!(device.pending(), 6, "seq 1..=4 acked, 5..=10 sent but not committed");
+    broker.crash();
+    assert!(device.poll(2).unwrap_err().is_link());
+    assert!(!device.is_online());
+    // The gateway's restart loses its retained ack too.
+    broker.state().mark = None;
+    let mut now = 2;
+    while !device.is_online() {
+        now += 10;
+        let _ = device.poll(now);
+    }
+    assert_eq!(broker.received_ids()[10..], seqs(5..=10));
+    broker.commit();
+    device.poll(now + 1).unwrap();
+    assert_eq!(device.pending(), 0);
+    assert_eq!(device.stats().resent, 6);
+    assert_eq!(device.stats().connects, 2);
+}
+
+#[test]
+fn the_retained_ack_a_reconnecting_device_receives_frees_what_was_committed_meanwhile() {
+    let (mut device, broker) = device();
+    record(&mut device, 3);
+    device.poll(0).unwrap();
+    broker.state().subscribed = false; // the ack is not delivered on this link...
+    broker.commit();
+    broker.crash(); // ...and the link drops
+    let _ = device.poll(1);
+    let mut now = 1;
+    while !device.is_online() {
+        now += 10;
+        let _ = device.poll(now);
+    }
+    assert_eq!(device.pending(), 0, "the retained ack came right after the SUBACK");
+    assert_eq!(broker.received_ids().len(), 3, "nothing re-sent");
+}
+
+#[test]
+fn a_gateway_that_is_down_is_retried_with_a_growing_backoff_up_to_the_maximum() {
+    let settings = Settings { retry_min_ms: 100, retry_max_ms: 800, ..Settings::default() };
+    let (mut device, broker) = device_with(settings);
+    broker.state().down = true;
+    record(&mut device, 2);
+    let mut attempts = Vec::new();
+    for now in 0..10_000 {
+        let before = broker.state().opens;
+        let _ = device.poll(now);
+        if broker.state().opens > before {
+            attempts.push(now);
+        }
+    }
+    let gaps: Vec<u64> = attempts.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(gaps.len() > 10, "{gaps:?}");
+    assert!(gaps[0] >= 50 && gaps[0] <= 100, "first delay within [min/2, min]: {gaps:?}");
+    assert!(gaps.iter().all(|&g| g <= 800), "never above the maximum: {gaps:?}");
+    assert!(gaps[gaps.len() - 3..].iter().all(|&g| g >= 400), "grown to [max/2, max]: {gaps:?}");
+    assert_eq!(device.pending(), 2, "nothing lost while the gateway was down");
+    broker.state().down = false;
+    let mut now = 10_000;
+    while !device.is_online() {
+        now += 10;
+        let _ = device.poll(now);
+    }
+    assert_eq!(broker.received_ids(), seqs(1..=2));
+}
+
+#[test]
+fn drop_oldest_keeps_the_newest_events_through_an_outage_and_counts_the_rest() {
+    let (mut device, broker) = device();
+    broker.state().down = true;
+    record(&mut device, 20);
+    assert_eq!(device.pending(), 16);
+    assert_eq!(device.stats().dropped, 4);
+    broker.state().down = false;
+    device.poll(0).unwrap();
+    assert_eq!(broker.received_ids(), seqs(5..=20));
+}
+
+#[test]
+fn refuse_new_reports_a_full_ring_and_does_not_use_up_a_seq() {
+    let settings = Settings { when_full: WhenFull::RefuseNew, ..Settings::default() };
+    let (mut device, broker) = device_with(settings);
+    record(&mut device, 16);
+    let mut event = device.event("counter").unwrap();
+    assert_eq!(device.publish(&mut event), Err(Error::RingFull));
+    device.poll(0).unwrap();
+    broker.commit();
+    device.poll(1).unwrap();
+    assert_eq!(device.publish(&mut event).unwrap().seq, 17);
+    assert_eq!(device.stats().dropped, 0);
+}
+
+#[test]
+fn an_event_the_gateway_would_dead_letter_is_refused_at_once_and_uses_no_seq() {
+    let (mut device, _broker) = device();
+    let mut event = device.event("temperature").unwrap();
+    event.push_reading(Reading::new("celsius", Value::F32(f32::NAN)).unwrap()).unwrap();
+    let err = device.publish(&mut event).unwrap_err();
+    assert!(matches!(err, Error::Invalid(_)) && !err.is_link(), "{err}");
+    let mut bad_type = device.event("temp/rature").unwrap();
+    assert!(matches!(device.publish(&mut bad_type), Err(Error::Invalid(_))));
+    record(&mut device, 1);
+    assert_eq!((device.pending(), device.numbering().next_id().unwrap().seq), (1, 2));
+}
+
+#[test]
+fn no_more_than_max_inflight_publishes_wait_for_their_puback() {
+    let settings = Settings { max_inflight: 3, ..Settings::default() };
+    let (mut device, broker) = device_with(settings);
+    broker.state().withhold_pubacks = true;
+    record(&mut device, 10);
+    device.poll(0).unwrap();
+    device.poll(1).unwrap();
+    assert_eq!(broker.received_ids(), seqs(1..=3));
+    broker.state().withhold_pubacks = false;
+    broker.send_raw(&[0x40, 2, 0, 2, 0x40, 2, 0, 3]); // PUBACKs of the first two publishes
+    device.poll(2).unwrap();
+    assert_eq!(broker.received_ids(), seqs(1..=5));
+    for now in 3..10 {
+        device.poll(now).unwrap();
+    }
+    assert_eq!(broker.received_ids(), seqs(1..=10));
+}
+
+#[test]
+fn a_broker_that_stops_answering_pings_is_dropped_and_reconnected() {
+    let settings = Settings { keep_alive_secs: 1, ..Settings::default() };
+    let (mut device, broker) = device_with(settings);
+    device.poll(0).unwrap();
+    device.poll(1_000).unwrap();
+    device.poll(1_001).unwrap();
+    assert_eq!(broker.state().pings, 1);
+    broker.state().silent = true;
+    device.poll(2_001).unwrap();
+    assert_eq!(device.poll(3_001), Err(Error::Timeout));
+    assert!(!device.is_online());
+    assert_eq!(device.stats().link_errors, 1);
+}
+
+#[test]
+fn a_missing_connack_times_out_and_the_device_tries_again() {
+    let settings = Settings { response_timeout_ms: 500, ..Settings::default() };
+    let (mut device, broker) = device_with(settings);
+    broker.state().mute_connack = true;
+    device.poll(0).unwrap();
+    assert_eq!(device.poll(499).map(|a| a.received), Ok(0));
+    assert_eq!(device.poll(500), Err(Error::Timeout));
+    broker.state().mute_connack = false;
+    let mut now = 500;
+    while !device.is_online() {
+        now += 10;
+        let _ = device.poll(now);
+    }
+    assert_eq!(broker.state().opens, 2);
+}
+
+#[test]
+fn commands_reach_the_handler_and_are_acknowledged() {
+    let (mut device, broker) = device();
+    device.poll(0).unwrap();
+    broker.publish_to_device("devices/dev-1/commands", b"{\"led\":true}", 5);
+    let mut got = Vec::new();
+    device.poll_with(1, |cmd| got.push(cmd.to_vec())).unwrap();
+    assert_eq!(got, [b"{\"led\":true}".to_vec()]);
+    device.poll(2).unwrap();
+    assert_eq!(device.stats().commands, 1);
+}
+
+#[test]
+fn a_malformed_ack_is_counted_and_ignored() {
+    let (mut device, broker) = device();
+    record(&mut device, 2);
+    device.poll(0).unwrap();
+    broker.publish_to_device("devices/dev-1/ack", b"{\"boot\":7,\"seq\":\"x\"}", 1);
+    device.poll(1).unwrap();
+    assert_eq!((device.pending(), device.stats().bad_acks), (2, 1));
+    assert!(device.is_online());
+}
+
+#[test]
+fn garbage_from_the_broker_drops_the_link_without_losing_events() {
+    let (mut device, broker) = device();
+    record(&mut device, 3);
+    device.poll(0).unwrap();
+    broker.send_raw(&[0xf0, 0xff, 0xff, 0xff, 0xff, 0x01]);
+    assert!(matches!(device.poll(1), Err(Error::Protocol { .. })));
+    assert_eq!(device.pending(), 3);
+    let mut now = 1;
+    while !device.is_online() {
+        now += 10;
+        let _ = device.poll(now);
+    }
+    assert_eq!(broker.received_ids(), [seqs(1..=3), seqs(1..=3)].concat());
+}
+
+#[test]
+fn a_simulated_reboot_keeps_the_ring_and_numbers_the_new_boot_from_one() {
+    let (mut device, broker) = device();
+    broker.state().down = true;
+    record(&mut device, 2);
+    device.reboot(BootId::after(7), 0);
+    record(&mut device, 2);
+    broker.state().down = false;
+    let mut now = 0;
+    while !device.is_online() {
+        now += 10;
+        let _ = device.poll(now);
+    }
+    assert_eq!(broker.received_ids(), [(7, 1), (7, 2), (8, 1), (8, 2)]);
+    broker.commit();
+    device.poll(now + 1).unwrap();
+    assert_eq!(device.pending(), 0, "the ack of boot 8 covers boot 7's events sent before");
+}
