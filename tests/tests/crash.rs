@@ -88,6 +88,13 @@ async fn sigkill_during_an_outage_keeps_the_backlog_and_a_restart_delivers_it_in
 
     let gateway = Gateway::start(&setup);
     assert_eq!(gateway.queue_depth(), 3000, "the backlog is known at start-up");
+    // The restarted broker has no retained acks of its own: the gateway publishes every
+    // device's committed mark again, so a reconnecting device learns what is stored.
+    let acks = AckWatcher::connect(setup.devices_port).await;
+    wait_until(WAIT, "the marks re-published", || {
+        let marks = acks.marks();
+        (0..3).all(|d| marks.get(&format!("o{d}")) == Some(&1000)).then_some(())
+    });
     assert!(sub.snapshot().events.is_empty());
     link.restore();
     let got = sub.wait_distinct(3000, WAIT);

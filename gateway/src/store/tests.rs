@@ -92,8 +92,14 @@ async fn a_restart_keeps_the_queue_counters_and_device_marks_without_scanning() 
     let store = open_store(dir.path(), &config(1 << 30, WhenFull::DropOldest));
     assert_eq!(store.opened.depth, vec![2]);
     assert_eq!(store.opened.last_batch, vec![4]);
-    // The retransmit of seq 3 is a duplicate; seq 4 is new.
-    store.handle.ingest(vec![event("d1", 9, 3, 10), event("d1", 9, 4, 10)]).unwrap();
+    let marks = store.acks.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(marks, vec![DeviceAck { device: "d1".into(), boot: 9, seq: 3 }], "marks are re-published at start");
+    // The retransmit of seq 3 is a duplicate, and reminds the device of its mark.
+    store.handle.ingest(vec![event("d1", 9, 3, 10)]).unwrap();
+    sync(&store).await;
+    let marks = store.acks.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert_eq!(marks, vec![DeviceAck { device: "d1".into(), boot: 9, seq: 3 }]);
+    store.handle.ingest(vec![event("d1", 9, 4, 10)]).unwrap();
     let rows = sync(&store).await;
     assert_eq!(rows.len(), 3);
     assert_eq!(store.metrics.dropped(DropReason::Duplicate), 1);

@@ -47,6 +47,8 @@ struct Group {
     route_delta: HashMap<usize, (i64, i64)>,
     /// Devices whose mark moved, with the mark before the group (for rollback).
     marks_before: HashMap<String, Option<(u32, u32)>>,
+    /// Devices whose retransmits were dropped: their mark is published again.
+    remind: std::collections::HashSet<String>,
     done: Vec<Done>,
     committed_events: u64,
     dead_letters: u64,
@@ -96,6 +98,10 @@ impl Writer {
     }
 
     pub fn run(mut self, rx: mpsc::Receiver<Command>) {
+        // Retained acks live in the device broker's memory and are gone after a restart:
+        // publish every known mark once, so a device that reconnects learns what is stored.
+        let known: Vec<String> = self.devices.keys().cloned().collect();
+        self.publish_marks(known.iter());
         let mut next_maintenance = Instant::now();
         loop {
             let wait = next_maintenance.saturating_duration_since(Instant::now());
@@ -189,6 +195,9 @@ impl Writer {
         let retransmit = matches!(mark, Some((boot, seq)) if boot == event.boot && event.seq <= seq);
         if retransmit && !event.held {
             group.duplicates += 1;
+            // A device re-sending what is committed may have missed the ack (e.g. the gateway
+            // restarted): tell it again.
+            group.remind.insert(event.device.clone());
             group.done.extend(event.done);
             return Ok(());
         }
@@ -328,15 +337,10 @@ impl Writer {
         if group.rejected > 0 {
             self.log_full(group.rejected, "refused new events (when_full = \"reject_new\")");
         }
-        if !group.marks_before.is_empty() {
-            if let Some(acks) = &self.acks {
-                let marks = group
-                    .marks_before
-                    .keys()
-                    .filter_map(|d| self.devices.get(d).map(|&(boot, seq)| DeviceAck { device: d.clone(), boot, seq }))
-                    .collect();
-                let _ = acks.send(marks);
-            }
+        if !group.marks_before.is_empty() || !group.remind.is_empty() {
+            let devices =
+                group.marks_before.keys().chain(group.remind.iter().filter(|d| !group.marks_before.contains_key(*d)));
+            self.publish_marks(devices);
         }
         for done in group.done {
             done();
@@ -348,6 +352,17 @@ impl Writer {
         self.refresh_gauges();
         if !group.batches.is_empty() {
             self.maybe_stop_rejecting();
+        }
+    }
+
+    /// Sends the current mark of each of `devices` to the ack publisher.
+    fn publish_marks<'d>(&self, devices: impl Iterator<Item = &'d String>) {
+        let Some(acks) = &self.acks else { return };
+        let marks: Vec<DeviceAck> = devices
+            .filter_map(|d| self.devices.get(d).map(|&(boot, seq)| DeviceAck { device: d.clone(), boot, seq }))
+            .collect();
+        if !marks.is_empty() {
+            let _ = acks.send(marks);
         }
     }
 
