@@ -7,7 +7,9 @@
 //! - [`clients`]: device publishers and a cloud subscriber that counts by `(device, boot, seq)`.
 //! - [`http`]: a minimal HTTP GET for `/api/status` and `/metrics`.
 //! - [`proxy`]: a TCP proxy that cuts and restores the cloud link.
+//! - [`bench`]: the benchmark against the alternatives (`--bin bench`, BENCHMARKS.md).
 
+pub mod bench;
 pub mod clients;
 pub mod gateway;
 pub mod http;
@@ -19,10 +21,7 @@ use std::time::{Duration, Instant};
 
 /// A free TCP port on 127.0.0.1 (bound, then released).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free port on loopback")
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("no free port on loopback")
 }
 
 /// Polls `check` every 10 ms until it returns Some, or panics with `what` after `timeout`.
@@ -32,10 +31,7 @@ pub fn wait_until<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> O
         if let Some(value) = check() {
             return value;
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
         std::thread::sleep(Duration::from_millis(10));
     }
 }
