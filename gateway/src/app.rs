@@ -43,6 +43,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let route_specs: Vec<store::RouteSpec> =
         config.routes.iter().map(|r| store::RouteSpec { name: r.name.clone(), max_age: r.max_age }).collect();
     let (acks_tx, acks_rx) = mpsc::channel();
+    let (replay_tx, replay_rx) = mpsc::channel();
     let (store, opened, writer) =
         store::open(&config.gateway.data_dir, &config.store, &route_specs, metrics.clone(), Some(acks_tx))?;
     let backlog: u64 = opened.depth.iter().sum();
@@ -55,6 +56,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         ready: false.into(),
         healthy: true.into(),
         started,
+        store: store.clone(),
+        replay: std::sync::Mutex::new(replay_tx),
     });
     let http = match config.http.listen {
         Some(listen) => {
@@ -98,10 +101,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             };
             let runtime = tokio::runtime::Handle::current();
             let for_ingest = store.clone();
-            let started =
-                tokio::task::spawn_blocking(move || embedded::start(settings, ingest, for_ingest, acks_rx, runtime))
-                    .await
-                    .map_err(|e| devices::DevicesError::Broker(e.to_string()))?;
+            let started = tokio::task::spawn_blocking(move || {
+                embedded::start(settings, ingest, for_ingest, acks_rx, replay_rx, runtime)
+            })
+            .await
+            .map_err(|e| devices::DevicesError::Broker(e.to_string()))?;
             match started {
                 Ok(embedded) => embedded_ingest = Some(embedded.ingest_thread),
                 Err(err) => {
@@ -114,12 +118,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             None
         }
         DevicesMode::External { url, client_id } => Some(tokio::spawn(devices::external::run(
-            url.clone(),
-            client_id.clone(),
-            config.devices.max_payload,
+            devices::external::Broker {
+                url: url.clone(),
+                client_id: client_id.clone(),
+                max_payload: config.devices.max_payload,
+            },
             ingest,
             store.clone(),
             acks_rx,
+            replay_rx,
             stop.clone(),
         ))),
     };

@@ -8,15 +8,18 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::State;
+use axum::extract::{Path, Query};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use crate::devices::Replay;
 use crate::metrics::{DropReason, Metrics};
-use crate::store::now_ms;
+use crate::store::dead_letters::{self, Purge};
+use crate::store::{now_ms, StoreHandle};
 
 /// What the endpoints read.
 pub struct Status {
@@ -30,6 +33,10 @@ pub struct Status {
     pub healthy: AtomicBool,
     /// Process start.
     pub started: Instant,
+    /// The journal (dead letters).
+    pub store: StoreHandle,
+    /// Where replayed dead letters go (the device side's ingest).
+    pub replay: std::sync::Mutex<std::sync::mpsc::Sender<Replay>>,
 }
 
 #[derive(Serialize)]
@@ -69,6 +76,10 @@ pub async fn serve(listen: SocketAddr, status: Arc<Status>, shutdown: Cancellati
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/api/status", get(api_status))
+        .route("/api/dlq", get(dlq_list))
+        .route("/api/dlq/:id", get(dlq_show))
+        .route("/api/dlq/replay", post(dlq_replay))
+        .route("/api/dlq/purge", post(dlq_purge))
         .with_state(status);
     axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
 }
@@ -127,4 +138,91 @@ async fn api_status(State(status): State<Arc<Status>>) -> Json<serde_json::Value
             .collect(),
     };
     Json(serde_json::to_value(body).unwrap_or_default())
+}
+
+/// `GET /api/dlq?after=ID&limit=N` query.
+#[derive(serde::Deserialize)]
+struct Page {
+    after: Option<i64>,
+    limit: Option<usize>,
+}
+
+/// Body of `POST /api/dlq/replay` and `/api/dlq/purge`: which dead letters.
+#[derive(serde::Deserialize)]
+pub struct Selection {
+    /// These ids.
+    #[serde(default)]
+    pub ids: Vec<i64>,
+    /// All of them.
+    #[serde(default)]
+    pub all: bool,
+    /// (purge) Those older than this many milliseconds.
+    pub older_than_ms: Option<i64>,
+}
+
+fn store_error(err: impl std::fmt::Display) -> Response {
+    (StatusCode::SERVICE_UNAVAILABLE, format!("journal unavailable: {err}\n")).into_response()
+}
+
+async fn dlq_list(State(status): State<Arc<Status>>, Query(page): Query<Page>) -> Response {
+    let query =
+        dead_letters::Query::Page { after: page.after.unwrap_or(0), limit: page.limit.unwrap_or(100).min(10_000) };
+    match status.store.dead_letters(query).await {
+        Ok(rows) => Json(rows).into_response(),
+        Err(err) => store_error(err),
+    }
+}
+
+async fn dlq_show(State(status): State<Arc<Status>>, Path(id): Path<i64>) -> Response {
+    match status.store.dead_letters(dead_letters::Query::One(id)).await {
+        Ok(mut rows) => match rows.pop() {
+            Some(row) => Json(row).into_response(),
+            None => (StatusCode::NOT_FOUND, format!("no dead letter {id}\n")).into_response(),
+        },
+        Err(err) => store_error(err),
+    }
+}
+
+async fn dlq_replay(State(status): State<Arc<Status>>, Json(selection): Json<Selection>) -> Response {
+    let mut rows = Vec::new();
+    if selection.all {
+        let mut after = 0;
+        loop {
+            match status.store.dead_letters(dead_letters::Query::Page { after, limit: 1000 }).await {
+                Ok(page) if page.is_empty() => break,
+                Ok(page) => {
+                    after = page.last().map_or(after, |r| r.id);
+                    rows.extend(page);
+                }
+                Err(err) => return store_error(err),
+            }
+        }
+    } else {
+        for id in &selection.ids {
+            match status.store.dead_letters(dead_letters::Query::One(*id)).await {
+                Ok(found) => rows.extend(found),
+                Err(err) => return store_error(err),
+            }
+        }
+    }
+    let queued = rows.len();
+    let Ok(replay) = status.replay.lock() else { return store_error("replay channel poisoned") };
+    for row in rows {
+        if replay.send(Replay { id: row.id, topic: row.topic, payload: row.payload }).is_err() {
+            return store_error("the device side has stopped");
+        }
+    }
+    Json(serde_json::json!({ "queued": queued })).into_response()
+}
+
+async fn dlq_purge(State(status): State<Arc<Status>>, Json(selection): Json<Selection>) -> Response {
+    let purge = match (selection.all, selection.older_than_ms) {
+        (true, _) => Purge::All,
+        (false, Some(age)) => Purge::OlderThan(now_ms() - age),
+        (false, None) => Purge::Ids(selection.ids),
+    };
+    match status.store.purge_dead_letters(purge).await {
+        Ok(deleted) => Json(serde_json::json!({ "deleted": deleted })).into_response(),
+        Err(err) => store_error(err),
+    }
 }

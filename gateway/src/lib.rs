@@ -12,8 +12,10 @@
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`, `/api/status`.
 //!
 //! Around them: [`config`] (the TOML file, validated in one place), [`metrics`], and
-//! [`app::run`], which wires the stages for a config and stops them in order.
+//! [`app::run`], which wires the stages for a config and stops them in order; [`admin`]
+//! holds the operator commands (`edge-gateway dlq ...`).
 
+pub mod admin;
 pub mod app;
 pub mod config;
 pub mod devices;

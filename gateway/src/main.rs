@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use edge_gateway::admin::{self, Selection};
 use edge_gateway::config::{Config, LoadError};
 
 /// IoT edge gateway: keeps device events in a local journal and forwards them to the cloud.
@@ -38,6 +39,55 @@ enum Command {
         /// Config file [default: config/gateway.toml, then /etc/edge-gateway/gateway.toml].
         #[arg(long, short)]
         config: Option<PathBuf>,
+    },
+    /// Dead letters: list, show, replay (after a fix), purge. Talks to the running gateway,
+    /// or to its journal when it is stopped.
+    Dlq {
+        /// Config file [default: config/gateway.toml, then /etc/edge-gateway/gateway.toml].
+        #[arg(long, short, global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// List dead letters, oldest first.
+    List {
+        /// Most to show.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Only those with ids above this.
+        #[arg(long, default_value_t = 0)]
+        after: i64,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one dead letter with its payload.
+    Show {
+        /// Its id.
+        id: i64,
+    },
+    /// Send dead letters through the pipeline again (e.g. after fixing the config).
+    Replay {
+        /// Ids to replay.
+        ids: Vec<i64>,
+        /// Replay all of them.
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+    },
+    /// Delete dead letters.
+    Purge {
+        /// Ids to delete.
+        ids: Vec<i64>,
+        /// Delete all of them.
+        #[arg(long, conflicts_with_all = ["ids", "older_than"])]
+        all: bool,
+        /// Delete those older than this (e.g. "7d").
+        #[arg(long, conflicts_with = "ids")]
+        older_than: Option<String>,
     },
 }
 
@@ -85,6 +135,19 @@ fn main() -> ExitCode {
                 Err(code) => code,
             }
         }
+        Command::Dlq { config, command } => {
+            let config = match load(&config_path(config)) {
+                Ok(config) => config,
+                Err(code) => return code,
+            };
+            match dlq(&config, command) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    eprintln!("edge-gateway dlq: {err}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Run { config } => {
             init_logs(cli.log_format);
             let path = config_path(config);
@@ -109,6 +172,62 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+fn dlq(config: &Config, command: DlqCommand) -> Result<(), String> {
+    let selection = |ids: Vec<i64>, all: bool| -> Result<Selection, String> {
+        match (all, ids.is_empty()) {
+            (true, _) => Ok(Selection::All),
+            (false, false) => Ok(Selection::Ids(ids)),
+            (false, true) => Err("name the ids, or --all".into()),
+        }
+    };
+    match command {
+        DlqCommand::List { limit, after, json } => {
+            let rows = admin::list(config, after, limit).map_err(|e| e.to_string())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows).map_err(|e| e.to_string())?);
+            } else {
+                print!("{}", admin::table(&rows));
+            }
+        }
+        DlqCommand::Show { id } => match admin::show(config, id).map_err(|e| e.to_string())? {
+            Some(row) => {
+                println!(
+                    "id:       {}\nreceived: {}\ntopic:    {}\nreason:   {}",
+                    row.id,
+                    admin::format_time(row.received_ms),
+                    row.topic,
+                    row.reason
+                );
+                println!("payload ({}):\n{}", if row.payload_is_hex { "hex" } else { "text" }, row.payload_text);
+            }
+            None => return Err(format!("no dead letter {id}")),
+        },
+        DlqCommand::Replay { ids, all } => {
+            let done = admin::replay(config, &selection(ids, all)?).map_err(|e| e.to_string())?;
+            match done.committed {
+                Some(events) => println!(
+                    "replayed {} dead letter(s): {events} became events, the rest are dead letters again (see `dlq list`)",
+                    done.replayed
+                ),
+                None => println!("queued {} dead letter(s) for replay in the running gateway", done.replayed),
+            }
+        }
+        DlqCommand::Purge { ids, all, older_than } => {
+            let selection = match older_than {
+                Some(text) => Selection::OlderThan(
+                    edge_gateway::config::units::parse_duration(&text)
+                        .map_err(|e| format!("--older-than: {e}"))?
+                        .as_millis() as i64,
+                ),
+                None => selection(ids, all)?,
+            };
+            let deleted = admin::purge(config, &selection).map_err(|e| e.to_string())?;
+            println!("deleted {deleted} dead letter(s)");
+        }
+    }
+    Ok(())
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -173,6 +173,8 @@ pub struct Metrics {
     pub dropped: [Counter; 6],
     /// Dead letters written.
     pub dead_letters: Counter,
+    /// Dead letters dropped by their bounds (count, age).
+    pub dead_letters_dropped: Counter,
     /// 1 while the cloud link is connected.
     pub link_up: Gauge,
     /// Cloud (re)connections after the first.
@@ -197,6 +199,7 @@ impl Metrics {
             committed: Counter::default(),
             dropped: Default::default(),
             dead_letters: Counter::default(),
+            dead_letters_dropped: Counter::default(),
             link_up: Gauge::default(),
             reconnects: Counter::default(),
             store_bytes: Gauge::default(),
@@ -245,6 +248,12 @@ impl Metrics {
             self.committed.get(),
         );
         simple("edge_gateway_dead_letters_total", "counter", "Payloads kept as dead letters.", self.dead_letters.get());
+        simple(
+            "edge_gateway_dead_letters_dropped_total",
+            "counter",
+            "Dead letters dropped by store.dead_letters_max / _max_age.",
+            self.dead_letters_dropped.get(),
+        );
         simple("edge_gateway_cloud_link_up", "gauge", "1 while connected to the cloud broker.", self.link_up.get());
         simple("edge_gateway_cloud_reconnects_total", "counter", "Cloud reconnections.", self.reconnects.get());
         simple("edge_gateway_store_bytes", "gauge", "Journal bytes in use.", self.store_bytes.get());

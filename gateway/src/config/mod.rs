@@ -106,6 +106,8 @@ pub struct StoreConfig {
     pub commit_max_events: usize,
     /// Most dead letters kept (the oldest go first).
     pub dead_letters_max: u64,
+    /// Dead letters older than this are dropped.
+    pub dead_letters_max_age: Duration,
 }
 
 /// What a full store does.

@@ -39,6 +39,7 @@ pub struct Store {
     pub synchronous: Option<String>,
     pub commit_max_events: Option<i64>,
     pub dead_letters_max: Option<i64>,
+    pub dead_letters_max_age: Option<RawUnit>,
 }
 
 /// `[cloud]`.

@@ -256,6 +256,12 @@ fn validate_store(errors: &mut Errors, raw: raw::Store) -> StoreConfig {
         synchronous,
         commit_max_events: count(errors, "store.commit_max_events", raw.commit_max_events, 4096, 1, 1_000_000) as usize,
         dead_letters_max: count(errors, "store.dead_letters_max", raw.dead_letters_max, 10_000, 1, 100_000_000),
+        dead_letters_max_age: duration(
+            errors,
+            "store.dead_letters_max_age",
+            raw.dead_letters_max_age.as_ref(),
+            Duration::from_secs(30 * 86_400),
+        ),
     }
 }
 

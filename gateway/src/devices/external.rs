@@ -20,16 +20,27 @@ use crate::config::{BrokerUrl, ByteSize};
 use crate::ingest::{Ingest, RateLimited};
 use crate::store::{DeviceAck, Done, StoreHandle};
 
+/// The existing broker the gateway is a client of.
+#[derive(Debug, Clone)]
+pub struct Broker {
+    /// Its URL.
+    pub url: BrokerUrl,
+    /// The gateway's client id there (the persistent session).
+    pub client_id: String,
+    /// Largest device payload.
+    pub max_payload: ByteSize,
+}
+
 /// Runs the client until `shutdown`; reconnects with a capped backoff on errors.
 pub async fn run(
-    url: BrokerUrl,
-    client_id: String,
-    max_payload: ByteSize,
+    broker: Broker,
     ingest: Ingest,
     store: StoreHandle,
     acks: mpsc::Receiver<Vec<DeviceAck>>,
+    replays: mpsc::Receiver<super::Replay>,
     shutdown: CancellationToken,
 ) {
+    let Broker { url, client_id, max_payload } = broker;
     let filters = ingest.filters();
     let mut options = MqttOptions::new(client_id, url.host.clone(), url.port);
     options
@@ -41,7 +52,7 @@ pub async fn run(
     let (client, mut eventloop) = AsyncClient::new(options, 1024);
     let generation = Arc::new(AtomicU64::new(0));
     spawn_ack_publisher(client.clone(), acks);
-    let mut batcher = Batcher::new(ingest, store);
+    let mut batcher = Batcher::new(ingest, store, replays);
     let mut errors = RateLimited::new(Duration::from_secs(30));
     // The event loop runs in its own task (its poll is then never cancelled by the tick);
     // it backs off after a failed poll, since rumqttc reconnects on the very next one.

@@ -14,6 +14,8 @@
 pub mod embedded;
 pub mod external;
 
+use std::sync::mpsc;
+
 use crate::ingest::Ingest;
 use crate::store::DeviceAck;
 
@@ -66,11 +68,24 @@ pub(crate) struct Batcher {
     ingest: Ingest,
     store: crate::store::StoreHandle,
     pending: Vec<crate::store::Incoming>,
+    replays: mpsc::Receiver<Replay>,
+}
+
+/// A dead letter sent through the pipeline again (`dlq replay`): it is deleted only after
+/// what it became (an event, or a new dead letter) is committed.
+#[derive(Debug, Clone)]
+pub struct Replay {
+    /// Dead letter id.
+    pub id: i64,
+    /// Its topic.
+    pub topic: String,
+    /// Its raw payload.
+    pub payload: Vec<u8>,
 }
 
 impl Batcher {
-    pub(crate) fn new(ingest: Ingest, store: crate::store::StoreHandle) -> Self {
-        Batcher { ingest, store, pending: Vec::with_capacity(256) }
+    pub(crate) fn new(ingest: Ingest, store: crate::store::StoreHandle, replays: mpsc::Receiver<Replay>) -> Self {
+        Batcher { ingest, store, pending: Vec::with_capacity(256), replays }
     }
 
     /// Processes one publish; flushes when 256 are waiting.
@@ -87,8 +102,15 @@ impl Batcher {
         Ok(())
     }
 
-    /// Hands everything waiting to the store.
+    /// Hands everything waiting to the store (and takes replays, up to 1,000 a time).
     pub(crate) fn flush(&mut self) -> Result<(), crate::store::StoreError> {
+        for _ in 0..1000 {
+            let Ok(replay) = self.replays.try_recv() else { break };
+            let store = self.store.clone();
+            let id = replay.id;
+            let done: crate::store::Done = Box::new(move || store.forget_dead_letters(vec![id]));
+            self.ingest.process(&replay.topic, &replay.payload, Some(done), &mut self.pending);
+        }
         if self.pending.is_empty() {
             return Ok(());
         }

@@ -34,6 +34,7 @@
 //! retransmit) and is dropped, counted as `duplicate`. A different boot id starts a new
 //! mark. The mark is what `devices/{device}/ack` publishes.
 
+pub mod dead_letters;
 mod schema;
 mod writer;
 
@@ -43,6 +44,8 @@ use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 
 use tokio::sync::{oneshot, Notify};
+
+pub use dead_letters::DeadLetterRow;
 
 use crate::config::StoreConfig;
 use crate::filters::StateUpdate;
@@ -170,12 +173,17 @@ pub enum StoreError {
     /// The writer thread has stopped.
     #[error("the journal writer has stopped")]
     Closed,
+    /// The transaction that carried a request did not commit.
+    #[error("the journal commit failed: {0}")]
+    Failed(String),
 }
 
 enum Command {
     Ingest(Vec<Incoming>),
     Read { route: RouteIndex, after: i64, limit: usize, reply: oneshot::Sender<Result<Vec<Row>, StoreError>> },
     Ack { route: RouteIndex, first: i64, last: i64, batch: u64 },
+    DeadLetters { query: dead_letters::Query, reply: oneshot::Sender<Result<Vec<DeadLetterRow>, StoreError>> },
+    Purge { purge: dead_letters::Purge, reply: Option<oneshot::Sender<Result<u64, StoreError>>> },
     Shutdown,
 }
 
@@ -244,6 +252,25 @@ impl StoreHandle {
     /// The cloud acknowledged batch `batch` of `route`, rows `first..=last`: delete them.
     pub fn ack(&self, route: RouteIndex, first: i64, last: i64, batch: u64) -> Result<(), StoreError> {
         self.tx.send(Command::Ack { route, first, last, batch }).map_err(|_| StoreError::Closed)
+    }
+
+    /// Reads dead letters.
+    pub async fn dead_letters(&self, query: dead_letters::Query) -> Result<Vec<DeadLetterRow>, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Command::DeadLetters { query, reply }).map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Deletes dead letters; returns how many.
+    pub async fn purge_dead_letters(&self, purge: dead_letters::Purge) -> Result<u64, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Command::Purge { purge, reply: Some(reply) }).map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Deletes dead letters without waiting (a replay's `done`, run on the writer thread).
+    pub fn forget_dead_letters(&self, ids: Vec<i64>) {
+        let _ = self.tx.send(Command::Purge { purge: dead_letters::Purge::Ids(ids), reply: None });
     }
 
     /// The per-route commit counters.

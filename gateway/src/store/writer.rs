@@ -54,6 +54,8 @@ struct Group {
     dead_letters: u64,
     duplicates: u64,
     rejected: u64,
+    /// Dead letters dropped by their bounds.
+    dead_letters_dropped: u64,
     /// Oldest rows deleted to keep `max_bytes` (`drop_oldest`).
     dropped_full: u64,
     /// Latest receive time in the group (the devices' last-seen time).
@@ -146,6 +148,7 @@ impl Writer {
     fn apply(&mut self, commands: Vec<Command>) -> bool {
         let mut group = Group::default();
         let mut reads = Vec::new();
+        let mut purged = Vec::new();
         let mut stop = false;
         let result = (|| -> Result<(), rusqlite::Error> {
             self.conn.execute_batch("BEGIN IMMEDIATE")?;
@@ -163,13 +166,21 @@ impl Writer {
                         self.delete_acked(&mut group, route, first, last, batch)?
                     }
                     Command::Read { route, after, limit, reply } => reads.push((route, after, limit, reply)),
+                    Command::DeadLetters { query, reply } => {
+                        let _ = reply.send(super::dead_letters::read(&self.conn, query).map_err(StoreError::from));
+                    }
+                    Command::Purge { purge, reply } => {
+                        let deleted = super::dead_letters::purge(&self.conn, &purge)?;
+                        if let Some(reply) = reply {
+                            purged.push((reply, deleted));
+                        }
+                    }
                     Command::Shutdown => stop = true,
                 }
             }
             if group.dead_letters > 0 {
-                self.conn
-                    .prepare_cached("DELETE FROM dead_letters WHERE id <= (SELECT MAX(id) FROM dead_letters) - ?1")?
-                    .execute(params![self.config.dead_letters_max as i64])?;
+                group.dead_letters_dropped +=
+                    super::dead_letters::enforce_bounds(&self.conn, self.config.dead_letters_max, 0)?;
             }
             if self.config.when_full == WhenFull::DropOldest {
                 self.make_room(&mut group)?;
@@ -177,12 +188,22 @@ impl Writer {
             self.write_counters(&group)?;
             self.conn.execute_batch("COMMIT")
         })();
-        match result {
-            Ok(()) => self.after_commit(group),
+        let failure = match result {
+            Ok(()) => {
+                self.after_commit(group);
+                None
+            }
             Err(err) => {
                 let _ = self.conn.execute_batch("ROLLBACK");
-                self.after_failure(group, &err)
+                self.after_failure(group, &err);
+                Some(err.to_string())
             }
+        };
+        for (reply, deleted) in purged {
+            let _ = reply.send(match &failure {
+                None => Ok(deleted),
+                Some(err) => Err(StoreError::Failed(err.clone())),
+            });
         }
         for (route, after, limit, reply) in reads {
             let _ = reply.send(self.read(route, after, limit).map_err(StoreError::from));
@@ -332,6 +353,7 @@ impl Writer {
         }
         self.metrics.committed.add(group.committed_events);
         self.metrics.dead_letters.add(group.dead_letters);
+        self.metrics.dead_letters_dropped.add(group.dead_letters_dropped);
         self.metrics.count_drop(DropReason::Duplicate, group.duplicates);
         self.metrics.count_drop(DropReason::Full, group.rejected);
         if group.rejected > 0 {
@@ -537,6 +559,9 @@ impl Writer {
 
     fn maintenance(&mut self) -> Result<(), rusqlite::Error> {
         self.expire()?;
+        let cutoff = super::now_ms() - self.config.dead_letters_max_age.as_millis() as i64;
+        let dropped = super::dead_letters::enforce_bounds(&self.conn, self.config.dead_letters_max, cutoff)?;
+        self.metrics.dead_letters_dropped.add(dropped);
         let (pages, free): (i64, i64) = self.conn.query_row(
             "SELECT (SELECT page_count FROM pragma_page_count()), (SELECT freelist_count FROM pragma_freelist_count())",
             [],
