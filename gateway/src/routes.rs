@@ -138,6 +138,9 @@ impl TopicTemplate {
         if text.contains(['+', '#']) {
             return Err(format!("cloud topic {text:?} cannot contain the wildcards `+` or `#`"));
         }
+        if text.split('/').any(str::is_empty) {
+            return Err(format!("cloud topic {text:?} has an empty level (a leading, trailing or double `/`)"));
+        }
         let mut pieces = Vec::new();
         let mut rest = text;
         while let Some(open) = rest.find('{') {
@@ -233,6 +236,46 @@ mod tests {
         let t = TopicTemplate::parse("gateways/{gateway}/telemetry").unwrap();
         assert!(!t.per_event());
         assert_eq!(t.render("gw-01", "r", "d", "t"), "gateways/gw-01/telemetry");
+    }
+
+    proptest::proptest! {
+        /// Device ids and types are validated (`edge_event::is_id_char`, non-empty), so a
+        /// rendered topic never gains a wildcard or an empty level.
+        #[test]
+        fn rendered_topics_are_valid_mqtt_topic_names(
+            device in "[A-Za-z0-9._:-]{1,32}", kind in "[A-Za-z0-9._:-]{1,32}",
+            template in proptest::sample::select(vec![
+                "gateways/{gateway}/telemetry", "{gateway}/{route}/{device}/{type}", "t/{device}-{type}", "{type}",
+            ])
+        ) {
+            proptest::prop_assume!(edge_event::validate_device_id(&device).is_ok());
+            proptest::prop_assume!(edge_event::validate_event_type(&kind).is_ok());
+            let topic = TopicTemplate::parse(template).unwrap().render("gw-01", "telemetry", &device, &kind);
+            proptest::prop_assert!(!topic.contains(['+', '#', '\0']));
+            proptest::prop_assert!(topic.split('/').all(|level| !level.is_empty()), "{}", topic);
+        }
+
+        /// A filter matches exactly the topics its MQTT form matches, level by level.
+        #[test]
+        fn a_filter_never_matches_a_topic_with_another_shape(
+            levels in proptest::collection::vec(proptest::sample::select(vec!["devices", "events", "d1", "x"]), 1..5)
+        ) {
+            let topic = levels.join("/");
+            let filter = TopicFilter::parse("devices/+/events").unwrap();
+            let matched = filter.matches(&topic);
+            let want = levels.len() == 3 && levels[0] == "devices" && levels[2] == "events";
+            proptest::prop_assert_eq!(matched.is_some(), want);
+            if want {
+                proptest::prop_assert_eq!(matched, Some(Some(levels[1])));
+            }
+        }
+    }
+
+    #[test]
+    fn templates_refuse_empty_levels() {
+        assert!(TopicTemplate::parse("a//b").unwrap_err().contains("empty level"));
+        assert!(TopicTemplate::parse("/a").is_err());
+        assert!(TopicTemplate::parse("a/").is_err());
     }
 
     #[test]
