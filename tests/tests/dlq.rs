@@ -75,7 +75,8 @@ async fn a_running_gateway_replays_and_purges_on_request() {
     let mut setup = Setup::new(cloud.port, data.path());
     setup.routes = zigbee_route("");
     let gateway = Gateway::start(&setup);
-    let bad = vec![("zigbee2mqtt/weather".to_owned(), AQARA.to_vec()), ("zigbee2mqtt/x".to_owned(), b"\"on\"".to_vec())];
+    let bad =
+        vec![("zigbee2mqtt/weather".to_owned(), AQARA.to_vec()), ("zigbee2mqtt/x".to_owned(), b"\"on\"".to_vec())];
     publish_all(setup.devices_port, "z2m", bad).await.unwrap();
     wait_until(WAIT, "2 dead letters", || (gateway.status()["dead_letters"] == 2).then_some(()));
 
