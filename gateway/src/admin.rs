@@ -288,3 +288,69 @@ mod tests {
         assert_eq!(format_time(951_782_400_000), "2000-02-29 00:00:00Z");
     }
 }
+
+/// How `edge-gateway status` ends, for scripts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// Running, healthy, cloud link up (exit 0).
+    Healthy,
+    /// Running but something needs attention: cloud link down (buffering), a stage stopped,
+    /// a failed commit, not ready (exit 1).
+    Degraded,
+    /// Nothing answers on `[http].listen` (exit 2).
+    Unreachable,
+}
+
+/// The running gateway's status as a short table, and its health.
+pub fn status(config: &Config) -> (String, Health) {
+    let Some(addr) = config.http.listen else {
+        return ("[http] is off in this config: nothing to ask\n".into(), Health::Unreachable);
+    };
+    let Some((200, body)) = request(addr, "GET", "/api/status", "") else {
+        return (format!("no gateway answers on {addr}\n"), Health::Unreachable);
+    };
+    let Ok(status) = serde_json::from_str::<serde_json::Value>(&body) else {
+        return (format!("unexpected answer from {addr}: {body}\n"), Health::Unreachable);
+    };
+    let healthy = matches!(request(addr, "GET", "/healthz", ""), Some((200, _)));
+    let link_up = status["cloud_link_up"].as_bool().unwrap_or(false);
+    let ready = status["ready"].as_bool().unwrap_or(false);
+    let mut out = String::new();
+    let n = |key: &str| status[key].as_u64().unwrap_or(0);
+    out.push_str(&format!(
+        "gateway {} (v{}), up {}s: {}, {}, cloud link {}\n",
+        status["gateway"].as_str().unwrap_or("?"),
+        status["version"].as_str().unwrap_or("?"),
+        n("uptime_seconds"),
+        if ready { "ready" } else { "NOT READY" },
+        if healthy { "healthy" } else { "UNHEALTHY (see the log)" },
+        if link_up { "up" } else { "DOWN (buffering)" },
+    ));
+    out.push_str(&format!(
+        "events: {} received, {} committed, {} dead letters; journal {} bytes; {} reconnects\n",
+        n("events_received"),
+        n("events_committed"),
+        n("dead_letters"),
+        n("store_bytes"),
+        n("cloud_reconnects")
+    ));
+    let drops: Vec<String> = status["dropped"]
+        .as_object()
+        .map(|m| m.iter().filter(|(_, v)| v.as_u64() != Some(0)).map(|(k, v)| format!("{k} {v}")).collect())
+        .unwrap_or_default();
+    out.push_str(&format!("dropped: {}\n", if drops.is_empty() { "none".to_owned() } else { drops.join(", ") }));
+    out.push_str(&format!("{:<20} {:>10} {:>12} {:>10} {:>12}\n", "ROUTE", "QUEUED", "BYTES", "OLDEST", "FORWARDED"));
+    for route in status["routes"].as_array().into_iter().flatten() {
+        let r = |key: &str| route[key].as_u64().unwrap_or(0);
+        out.push_str(&format!(
+            "{:<20} {:>10} {:>12} {:>9}s {:>12}\n",
+            route["name"].as_str().unwrap_or("?"),
+            r("queue_depth"),
+            r("queue_bytes"),
+            r("oldest_age_seconds"),
+            r("forwarded")
+        ));
+    }
+    let health = if ready && healthy && link_up { Health::Healthy } else { Health::Degraded };
+    (out, health)
+}

@@ -40,6 +40,12 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Print the running gateway's status; exit 0 healthy, 1 degraded, 2 unreachable.
+    Status {
+        /// Config file (for [http].listen) [default: config/gateway.toml, then /etc/edge-gateway/gateway.toml].
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
     /// Dead letters: list, show, replay (after a fix), purge. Talks to the running gateway,
     /// or to its journal when it is stopped.
     Dlq {
@@ -134,6 +140,19 @@ fn main() -> ExitCode {
                 }
                 Err(code) => code,
             }
+        }
+        Command::Status { config } => {
+            let config = match load(&config_path(config)) {
+                Ok(config) => config,
+                Err(code) => return code,
+            };
+            let (text, health) = admin::status(&config);
+            print!("{text}");
+            ExitCode::from(match health {
+                admin::Health::Healthy => 0,
+                admin::Health::Degraded => 1,
+                admin::Health::Unreachable => 2,
+            })
         }
         Command::Dlq { config, command } => {
             let config = match load(&config_path(config)) {
