@@ -72,6 +72,7 @@ pub async fn serve(listen: SocketAddr, status: Arc<Status>, shutdown: Cancellati
     })?;
     tracing::info!(%listen, "HTTP endpoints listening");
     let app = Router::new()
+        .route("/", get(status_page))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -225,4 +226,9 @@ async fn dlq_purge(State(status): State<Arc<Status>>, Json(selection): Json<Sele
         Ok(deleted) => Json(serde_json::json!({ "deleted": deleted })).into_response(),
         Err(err) => store_error(err),
     }
+}
+
+/// `GET /`: the live status page, one self-contained HTML file that polls `/api/status`.
+async fn status_page() -> Response {
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], include_str!("status.html")).into_response()
 }

@@ -61,6 +61,11 @@ impl Ingest {
         self
     }
 
+    /// Counts publishes the device broker overwrote before ingest could take them.
+    pub fn count_overrun(&self, lost: u64) {
+        self.metrics.count_drop(DropReason::Overrun, lost);
+    }
+
     /// The MQTT filters to subscribe to on the device side, one per route, deduplicated.
     pub fn filters(&self) -> Vec<String> {
         let mut filters: Vec<String> = self.routes.iter().map(|r| r.from.mqtt_filter()).collect();

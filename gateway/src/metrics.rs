@@ -26,12 +26,19 @@ pub enum DropReason {
     Duplicate,
     /// Undecodable or invalid (also kept as a dead letter).
     Invalid,
+    /// Accepted by the embedded broker but overwritten in its memory before ingest took it
+    /// (the broker outran the gateway: a burst larger than `devices.broker_memory`).
+    Overrun,
 }
 
 impl DropReason {
-    /// Every reason, in label order.
-    pub const ALL: [DropReason; 6] =
-        [Self::Full, Self::Ttl, Self::Filter, Self::NoRoute, Self::Duplicate, Self::Invalid];
+    /// How many reasons there are (the last variant's index + 1: keep `Overrun` last, or
+    /// update this, so that [`DropReason::ALL`] cannot silently miss one).
+    pub const COUNT: usize = DropReason::Overrun as usize + 1;
+
+    /// Every reason, in label order (index = `reason as usize`).
+    pub const ALL: [DropReason; Self::COUNT] =
+        [Self::Full, Self::Ttl, Self::Filter, Self::NoRoute, Self::Duplicate, Self::Invalid, Self::Overrun];
 
     /// The `reason` label value.
     pub fn label(self) -> &'static str {
@@ -42,6 +49,7 @@ impl DropReason {
             Self::NoRoute => "no_route",
             Self::Duplicate => "duplicate",
             Self::Invalid => "invalid",
+            Self::Overrun => "overrun",
         }
     }
 }
@@ -170,7 +178,7 @@ pub struct Metrics {
     /// Events committed to the journal (once per event, whatever its routes).
     pub committed: Counter,
     /// Dropped events, by reason (index = position in [`DropReason::ALL`]).
-    pub dropped: [Counter; 6],
+    pub dropped: [Counter; DropReason::COUNT],
     /// Dead letters written.
     pub dead_letters: Counter,
     /// Dead letters dropped by their bounds (count, age).
@@ -224,14 +232,12 @@ impl Metrics {
 
     /// Counts `n` drops for `reason`.
     pub fn count_drop(&self, reason: DropReason, n: u64) {
-        if let Some(i) = DropReason::ALL.iter().position(|r| *r == reason) {
-            self.dropped[i].add(n);
-        }
+        self.dropped[reason as usize].add(n);
     }
 
     /// Drops so far for `reason`.
     pub fn dropped(&self, reason: DropReason) -> u64 {
-        DropReason::ALL.iter().position(|r| *r == reason).map_or(0, |i| self.dropped[i].get())
+        self.dropped[reason as usize].get()
     }
 
     /// Prometheus text exposition format.
@@ -321,6 +327,16 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_drop_reason_is_listed_at_its_own_index() {
+        for (i, reason) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(*reason as usize, i);
+        }
+        let metrics = Metrics::new(&[]);
+        metrics.count_drop(DropReason::Overrun, 2);
+        assert!(metrics.render(0).contains("edge_gateway_events_dropped_total{reason=\"overrun\"} 2"));
+    }
 
     #[test]
     fn rendered_metrics_carry_route_labels_and_drop_reasons() {

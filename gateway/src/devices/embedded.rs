@@ -146,12 +146,30 @@ fn wait_until_listening(listen: SocketAddr) -> Result<(), DevicesError> {
 
 /// The ingest thread: takes everything the link has, hands it to the store in groups.
 fn drain(mut link_rx: LinkRx, mut batcher: Batcher) {
+    // rumqttd numbers the messages of a filter's log consecutively; a gap between two
+    // forwards is messages it overwrote before we read them (it skips a slow reader).
+    let mut last_offset: Option<u64> = None;
+    let mut overruns = crate::ingest::RateLimited::new(Duration::from_secs(10));
     loop {
         // Drain without waiting while a group is pending; otherwise wait up to a tick.
         let wait = if batcher.has_pending() { Duration::ZERO } else { super::TICK };
         let next = link_rx.recv_deadline(Instant::now() + wait);
         match next {
             Ok(Some(Notification::Forward(forward))) => {
+                if let Some((_, offset)) = forward.cursor {
+                    if let Some(lost) = last_offset.and_then(|last| offset.checked_sub(last + 1)).filter(|n| *n > 0) {
+                        batcher.overrun(lost);
+                        if let Some(suppressed) = overruns.allow() {
+                            error!(
+                                lost,
+                                suppressed,
+                                "the device broker overwrote publishes before the gateway could take them \
+                                 (a burst beyond devices.broker_memory); counted as dropped, reason overrun"
+                            );
+                        }
+                    }
+                    last_offset = Some(offset);
+                }
                 let Ok(topic) = std::str::from_utf8(&forward.publish.topic) else {
                     warn!("device publish with a topic that is not UTF-8 ignored");
                     continue;

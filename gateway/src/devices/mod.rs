@@ -117,6 +117,11 @@ impl Batcher {
         self.store.ingest(std::mem::replace(&mut self.pending, Vec::with_capacity(256)))
     }
 
+    /// Counts publishes the device broker lost before ingest took them.
+    pub(crate) fn overrun(&self, lost: u64) {
+        self.ingest.count_overrun(lost);
+    }
+
     pub(crate) fn has_pending(&self) -> bool {
         !self.pending.is_empty()
     }
