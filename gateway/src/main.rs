@@ -5,21 +5,22 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use edge_gateway::admin::{self, Selection};
-use edge_gateway::config::{Config, LoadError};
+use edge_gateway::config::{Config, LoadError, LogConfig, LogFormat};
 
 /// IoT edge gateway: keeps device events in a local journal and forwards them to the cloud.
 #[derive(Parser)]
 #[command(name = "edge-gateway", version, about, long_about = None)]
 struct Cli {
     /// Log format.
-    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
-    log_format: LogFormat,
+    /// Log format [default: `[log].format`, else text].
+    #[arg(long, value_enum, global = true)]
+    log_format: Option<CliLogFormat>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-enum LogFormat {
+enum CliLogFormat {
     /// Human-readable lines.
     Text,
     /// One JSON object per line.
@@ -108,13 +109,19 @@ fn config_path(given: Option<PathBuf>) -> PathBuf {
     })
 }
 
-fn init_logs(format: LogFormat) {
+/// Logs as `[log]` says; `RUST_LOG` and `--log-format` win over the config.
+fn init_logs(config: &LogConfig, cli: Option<CliLogFormat>) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=off,rumqttc=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.filter));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+    let json = match cli {
+        Some(format) => matches!(format, CliLogFormat::Json),
+        None => config.format == LogFormat::Json,
+    };
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
     }
 }
 
@@ -168,12 +175,12 @@ fn main() -> ExitCode {
             }
         }
         Command::Run { config } => {
-            init_logs(cli.log_format);
             let path = config_path(config);
             let config = match load(&path) {
                 Ok(config) => config,
                 Err(code) => return code,
             };
+            init_logs(&config.log, cli.log_format);
             let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                 Ok(runtime) => runtime,
                 Err(err) => {

@@ -92,3 +92,23 @@ fn a_damaged_journal_stops_start_up_with_advice_and_is_left_in_place() {
     assert!(log.contains("journal.db") && log.contains("damaged") && log.contains("move the file"), "{log}");
     assert_eq!(std::fs::read(&journal).unwrap(), before, "never deleted or rewritten");
 }
+
+#[test]
+fn log_lines_follow_the_log_section() {
+    let cloud = Mosquitto::start();
+    let data = tempfile::tempdir().unwrap();
+    let mut setup = Setup::new(cloud.port, data.path());
+    setup.routes = "[log]\nformat = \"json\"\nfilter = \"info\"\n\n[[routes]]\nname = \"telemetry\"\n\
+                    from = \"devices/+/events\"\nto = \"gateways/{gateway}/telemetry\"\n"
+        .into();
+    let mut gateway = Gateway::start(&setup);
+    gateway.terminate();
+    let log = gateway.log_text();
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty());
+    for line in lines {
+        let value: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(value["level"].is_string() && value["fields"]["message"].is_string(), "{line}");
+    }
+    assert!(log.contains("gateway ready"));
+}

@@ -34,6 +34,8 @@ pub struct Config {
     pub cloud: CloudConfig,
     /// `[http]`.
     pub http: HttpConfig,
+    /// `[log]`.
+    pub log: LogConfig,
     /// `[[routes]]`, in file order.
     pub routes: Vec<RouteConfig>,
 }
@@ -157,6 +159,25 @@ pub struct CloudConfig {
 pub struct HttpConfig {
     /// Where `/metrics`, `/healthz`, `/readyz` and `/api/status` are served; None = off.
     pub listen: Option<SocketAddr>,
+}
+
+/// `[log]`: what is logged and how.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// A `RUST_LOG`-style filter (`info`, `info,edge_gateway::forward=debug`); the
+    /// `RUST_LOG` environment variable, when set, wins.
+    pub filter: String,
+    /// Line format; `--log-format` on the command line wins.
+    pub format: LogFormat,
+}
+
+/// How log lines look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for collectors.
+    Json,
 }
 
 /// One `[[routes]]` entry.

@@ -57,6 +57,14 @@ pub struct Cloud {
     pub shutdown_timeout: Option<RawUnit>,
 }
 
+/// `[log]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Log {
+    pub filter: Option<String>,
+    pub format: Option<String>,
+}
+
 /// `[http]`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -108,4 +116,4 @@ pub struct Batch {
 }
 
 /// The sections a config file may hold.
-pub const SECTIONS: [&str; 6] = ["gateway", "devices", "store", "cloud", "http", "routes"];
+pub const SECTIONS: [&str; 7] = ["gateway", "devices", "store", "cloud", "http", "log", "routes"];

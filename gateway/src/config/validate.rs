@@ -18,6 +18,10 @@ use crate::fields::FieldMap;
 use crate::filters::Glob;
 use crate::forward::encoding::{BatchFormat, Compression, Encoding};
 
+/// The default log filter: the gateway at `info`; the embedded broker's own logs off (it
+/// logs ordinary disconnects as errors); rumqttc's at `warn`.
+pub const DEFAULT_LOG_FILTER: &str = "info,rumqttd=off,rumqttc=warn";
+
 /// Smallest `batch.max_bytes`: one event of the largest size must always fit a batch.
 pub const MIN_BATCH_BYTES: u64 = 4096;
 
@@ -115,6 +119,7 @@ pub(super) fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
     let store: raw::Store = section(&mut errors, "store", table.remove("store")).unwrap_or_default();
     let cloud: raw::Cloud = section(&mut errors, "cloud", table.remove("cloud")).unwrap_or_default();
     let http: raw::Http = section(&mut errors, "http", table.remove("http")).unwrap_or_default();
+    let log: raw::Log = section(&mut errors, "log", table.remove("log")).unwrap_or_default();
     let routes: Vec<Option<raw::Route>> = match table.remove("routes") {
         None => Vec::new(),
         Some(toml::Value::Array(items)) => items
@@ -139,8 +144,22 @@ pub(super) fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
         },
     };
     let routes = validate_routes(&mut errors, routes, &cloud);
+    let filter = log.filter.unwrap_or_else(|| DEFAULT_LOG_FILTER.into());
+    if let Err(err) = tracing_subscriber::EnvFilter::try_new(&filter) {
+        errors.push(
+            "log.filter",
+            format!("not a valid filter ({err}); e.g. \"info\" or \"info,edge_gateway::forward=debug\""),
+        );
+    }
+    let format = choice(
+        &mut errors,
+        "log.format",
+        log.format.as_deref(),
+        &[("text", LogFormat::Text), ("json", LogFormat::Json)],
+    );
+    let log = LogConfig { filter, format };
     if errors.0.is_empty() {
-        Ok(Config { gateway, devices, store, cloud, http, routes })
+        Ok(Config { gateway, devices, store, cloud, http, log, routes })
     } else {
         Err(errors.0)
     }

@@ -125,3 +125,14 @@ fn broker_urls_parse_with_and_without_port() {
     assert!(BrokerUrl::parse("mqtt://h:x").is_err());
     assert!(BrokerUrl::parse("mqtt://").is_err());
 }
+
+#[test]
+fn log_settings_are_checked_and_default_to_quiet_broker_logs() {
+    let route = "[[routes]]\nname = \"r\"\nfrom = \"devices/+/events\"\nto = \"t\"\n";
+    let config = parse(route).unwrap();
+    assert_eq!(config.log.filter, DEFAULT_LOG_FILTER);
+    assert_eq!(config.log.format, LogFormat::Text);
+    let errors = errors_of(&format!("[log]\nfilter = \"info,=[\"\nformat = \"xml\"\n{route}"));
+    assert!(errors.iter().any(|e| e.starts_with("log.filter: not a valid filter")), "{errors:#?}");
+    assert!(errors.iter().any(|e| e.starts_with("log.format: expected one of \"text\", \"json\"")), "{errors:#?}");
+}
