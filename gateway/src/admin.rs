@@ -68,12 +68,15 @@ impl Selection {
 }
 
 /// One HTTP/1.1 request to the gateway; `(status, body)`, or None when nothing answers.
-fn request(addr: SocketAddr, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
+fn request(config: &Config, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
+    let addr = config.http.listen?;
+    let auth =
+        config.http.token.as_ref().map(|t| format!("Authorization: Bearer {}\r\n", t.expose())).unwrap_or_default();
     let target = if addr.ip().is_unspecified() { SocketAddr::from(([127, 0, 0, 1], addr.port())) } else { addr };
     let mut stream = TcpStream::connect_timeout(&target, Duration::from_secs(2)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes()).ok()?;
@@ -85,14 +88,13 @@ fn request(addr: SocketAddr, method: &str, path: &str, body: &str) -> Option<(u1
     Some((status, body))
 }
 
-/// The running gateway's API address, if one answers `/healthz`.
-fn running(config: &Config) -> Option<SocketAddr> {
-    let addr = config.http.listen?;
-    request(addr, "GET", "/healthz", "").map(|_| addr)
+/// Whether a gateway answers `/healthz` on `[http].listen`.
+fn running(config: &Config) -> bool {
+    request(config, "GET", "/healthz", "").is_some()
 }
 
-fn api(addr: SocketAddr, method: &str, path: &str, body: &str) -> Result<serde_json::Value, AdminError> {
-    let (status, body) = request(addr, method, path, body).ok_or_else(|| AdminError::Protocol("no answer".into()))?;
+fn api(config: &Config, method: &str, path: &str, body: &str) -> Result<serde_json::Value, AdminError> {
+    let (status, body) = request(config, method, path, body).ok_or_else(|| AdminError::Protocol("no answer".into()))?;
     if status != 200 {
         return Err(AdminError::Api { status, body: body.trim().to_owned() });
     }
@@ -114,8 +116,8 @@ fn open_journal(config: &Config, writable: bool) -> Result<Connection, AdminErro
 
 /// Dead letters, oldest first: from the running gateway, or from the journal.
 pub fn list(config: &Config, after: i64, limit: usize) -> Result<Vec<DeadLetterRow>, AdminError> {
-    if let Some(addr) = running(config) {
-        let value = api(addr, "GET", &format!("/api/dlq?after={after}&limit={limit}"), "")?;
+    if running(config) {
+        let value = api(config, "GET", &format!("/api/dlq?after={after}&limit={limit}"), "")?;
         return rows_from_json(&value);
     }
     let conn = open_journal(config, false)?;
@@ -125,8 +127,8 @@ pub fn list(config: &Config, after: i64, limit: usize) -> Result<Vec<DeadLetterR
 
 /// One dead letter.
 pub fn show(config: &Config, id: i64) -> Result<Option<DeadLetterRow>, AdminError> {
-    if let Some(addr) = running(config) {
-        return match api(addr, "GET", &format!("/api/dlq/{id}"), "") {
+    if running(config) {
+        return match api(config, "GET", &format!("/api/dlq/{id}"), "") {
             Ok(value) => Ok(rows_from_json(&serde_json::Value::Array(vec![value]))?.pop()),
             Err(AdminError::Api { status: 404, .. }) => Ok(None),
             Err(err) => Err(err),
@@ -161,8 +163,8 @@ fn rows_from_json(value: &serde_json::Value) -> Result<Vec<DeadLetterRow>, Admin
 
 /// Deletes dead letters; returns how many.
 pub fn purge(config: &Config, selection: &Selection) -> Result<u64, AdminError> {
-    if let Some(addr) = running(config) {
-        let value = api(addr, "POST", "/api/dlq/purge", &selection.json())?;
+    if running(config) {
+        let value = api(config, "POST", "/api/dlq/purge", &selection.json())?;
         return value["deleted"].as_u64().ok_or_else(|| AdminError::Protocol(value.to_string()));
     }
     let conn = open_journal(config, true)?;
@@ -187,8 +189,8 @@ pub struct Replayed {
 /// Sends dead letters through the pipeline again (e.g. after a config fix). A running
 /// gateway does it itself; otherwise the journal is opened and the pipeline run here.
 pub fn replay(config: &Config, selection: &Selection) -> Result<Replayed, AdminError> {
-    if let Some(addr) = running(config) {
-        let value = api(addr, "POST", "/api/dlq/replay", &selection.json())?;
+    if running(config) {
+        let value = api(config, "POST", "/api/dlq/replay", &selection.json())?;
         let replayed = value["queued"].as_u64().ok_or_else(|| AdminError::Protocol(value.to_string()))?;
         return Ok(Replayed { replayed, committed: None });
     }
@@ -306,13 +308,13 @@ pub fn status(config: &Config) -> (String, Health) {
     let Some(addr) = config.http.listen else {
         return ("[http] is off in this config: nothing to ask\n".into(), Health::Unreachable);
     };
-    let Some((200, body)) = request(addr, "GET", "/api/status", "") else {
+    let Some((200, body)) = request(config, "GET", "/api/status", "") else {
         return (format!("no gateway answers on {addr}\n"), Health::Unreachable);
     };
     let Ok(status) = serde_json::from_str::<serde_json::Value>(&body) else {
         return (format!("unexpected answer from {addr}: {body}\n"), Health::Unreachable);
     };
-    let healthy = matches!(request(addr, "GET", "/healthz", ""), Some((200, _)));
+    let healthy = matches!(request(config, "GET", "/healthz", ""), Some((200, _)));
     let link_up = status["cloud_link_up"].as_bool().unwrap_or(false);
     let ready = status["ready"].as_bool().unwrap_or(false);
     let mut out = String::new();

@@ -58,6 +58,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         started,
         store: store.clone(),
         replay: std::sync::Mutex::new(replay_tx),
+        token: config.http.token.clone(),
     });
     let http = match config.http.listen {
         Some(listen) => {

@@ -8,14 +8,16 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::State;
-use axum::extract::{Path, Query};
+use axum::extract::{Path, Query, Request};
 use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::Secret;
 use crate::devices::Replay;
 use crate::metrics::{DropReason, Metrics};
 use crate::store::dead_letters::{self, Purge};
@@ -37,6 +39,28 @@ pub struct Status {
     pub store: StoreHandle,
     /// Where replayed dead letters go (the device side's ingest).
     pub replay: std::sync::Mutex<std::sync::mpsc::Sender<Replay>>,
+    /// `[http].token`.
+    pub token: Option<Secret>,
+}
+
+/// Refuses a request without the configured bearer token (compared in constant time).
+async fn authorize(State(status): State<Arc<Status>>, request: Request, next: Next) -> Response {
+    if let Some(token) = &status.token {
+        let given = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        let expected = token.expose().as_bytes();
+        let same =
+            given.len() == expected.len() && given.bytes().zip(expected).fold(0u8, |diff, (a, b)| diff | (a ^ b)) == 0;
+        if !same {
+            let body = "this endpoint wants Authorization: Bearer <[http].token>\n";
+            return (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], body).into_response();
+        }
+    }
+    next.run(request).await
 }
 
 #[derive(Serialize)]
@@ -71,17 +95,19 @@ pub async fn serve(listen: SocketAddr, status: Arc<Status>, shutdown: Cancellati
         std::io::Error::new(e.kind(), format!("cannot listen for HTTP on {listen}: {e} (change [http].listen)"))
     })?;
     tracing::info!(%listen, "HTTP endpoints listening");
-    let app = Router::new()
-        .route("/", get(status_page))
+    // With [http].token, everything but the liveness probe and the static page (which
+    // carries no data; it sends the token it is given in its URL fragment) wants it.
+    let protected = Router::new()
         .route("/metrics", get(metrics))
-        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/api/status", get(api_status))
         .route("/api/dlq", get(dlq_list))
         .route("/api/dlq/:id", get(dlq_show))
         .route("/api/dlq/replay", post(dlq_replay))
         .route("/api/dlq/purge", post(dlq_purge))
-        .with_state(status);
+        .route_layer(middleware::from_fn_with_state(status.clone(), authorize));
+    let app =
+        Router::new().route("/", get(status_page)).route("/healthz", get(healthz)).merge(protected).with_state(status);
     axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
 }
 

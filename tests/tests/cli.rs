@@ -112,3 +112,41 @@ fn log_lines_follow_the_log_section() {
     }
     assert!(log.contains("gateway ready"));
 }
+
+#[test]
+fn a_bearer_token_guards_everything_but_liveness_and_the_cli_sends_it() {
+    let cloud = Mosquitto::start();
+    let data = tempfile::tempdir().unwrap();
+    let token_file = data.path().join("http.token");
+    std::fs::write(&token_file, "s3cret-token-of-some-length\n").unwrap();
+    let mut setup = Setup::new(cloud.port, data.path());
+    setup.routes = format!(
+        "[http]\nlisten = \"127.0.0.1:{}\"\ntoken_file = \"{}\"\n\n[[routes]]\nname = \"telemetry\"\n\
+         from = \"devices/+/events\"\nto = \"gateways/{{gateway}}/telemetry\"\n",
+        setup.http_port,
+        token_file.display()
+    );
+    // The harness's [http] section comes first; this config repeats it, so write it by hand.
+    let text = setup.toml().replacen(&format!("[http]\nlisten = \"127.0.0.1:{}\"\n", setup.http_port), "", 1);
+    let config = data.path().join("gw.toml");
+    std::fs::write(&config, &text).unwrap();
+    let mut child = Command::new(binary())
+        .args(["run", "--config"])
+        .arg(&config)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let port = setup.http_port;
+    edge_tests::wait_until(std::time::Duration::from_secs(30), "HTTP", || edge_tests::http::get(port, "/healthz"));
+    assert_eq!(edge_tests::http::get(port, "/healthz").unwrap().0, 200, "liveness needs no token");
+    assert_eq!(edge_tests::http::get(port, "/").unwrap().0, 200, "the page itself holds no data");
+    for path in ["/metrics", "/readyz", "/api/status", "/api/dlq"] {
+        assert_eq!(edge_tests::http::get(port, path).unwrap().0, 401, "{path} wants the token");
+    }
+    let out = Command::new(binary()).args(["status", "--config"]).arg(&config).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("gateway gw-test"), "the CLI sends the token: {text}");
+    assert!(!text.contains("s3cret"), "and never prints it");
+    let _ = child.kill();
+    let _ = child.wait();
+}

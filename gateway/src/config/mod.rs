@@ -6,6 +6,7 @@
 //! section does not hide the errors of another.
 
 mod raw;
+pub mod secret;
 pub mod units;
 mod validate;
 
@@ -14,6 +15,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use secret::Secret;
 pub use units::ByteSize;
 
 use crate::fields::FieldMap;
@@ -159,6 +161,9 @@ pub struct CloudConfig {
 pub struct HttpConfig {
     /// Where `/metrics`, `/healthz`, `/readyz` and `/api/status` are served; None = off.
     pub listen: Option<SocketAddr>,
+    /// When set, every endpoint but `/healthz` and the static page `/` wants
+    /// `Authorization: Bearer <token>`.
+    pub token: Option<Secret>,
 }
 
 /// `[log]`: what is logged and how.

@@ -70,6 +70,8 @@ pub struct Log {
 #[serde(deny_unknown_fields)]
 pub struct Http {
     pub listen: Option<String>,
+    pub token: Option<String>,
+    pub token_file: Option<String>,
 }
 
 /// One `[[routes]]` entry.

@@ -137,11 +137,25 @@ pub(super) fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
     let devices = validate_devices(&mut errors, devices, &gateway.id);
     let store = validate_store(&mut errors, store);
     let cloud = validate_cloud(&mut errors, cloud, &gateway.id);
+    let token = match (http.token, http.token_file.as_deref()) {
+        (Some(_), Some(_)) => {
+            errors.push("http.token_file", "set http.token or http.token_file, not both");
+            None
+        }
+        (Some(token), None) if token.len() < 16 => {
+            errors.push("http.token", "too short to guess-proof: use at least 16 characters");
+            None
+        }
+        (Some(token), None) => Some(Secret::new(token)),
+        (None, Some(path)) => errors.take("http.token_file", Secret::from_file(path)),
+        (None, None) => None,
+    };
     let http = HttpConfig {
         listen: match http.listen.as_deref() {
             Some("") | Some("off") => None,
             other => socket(&mut errors, "http.listen", other, "127.0.0.1:9464"),
         },
+        token,
     };
     let routes = validate_routes(&mut errors, routes, &cloud);
     let filter = log.filter.unwrap_or_else(|| DEFAULT_LOG_FILTER.into());
