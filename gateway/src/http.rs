@@ -80,7 +80,11 @@ struct StatusBody<'a> {
     uptime_seconds: u64,
     ready: bool,
     cloud_link_up: bool,
+    /// When the link last changed state (ms since the epoch), None before the first attempt.
+    cloud_link_since_ms: Option<u64>,
     cloud_reconnects: u64,
+    /// The last error worth attention: `{ "at_ms": .., "message": .. }`.
+    last_error: Option<serde_json::Value>,
     events_received: u64,
     events_committed: u64,
     dead_letters: u64,
@@ -142,7 +146,14 @@ async fn api_status(State(status): State<Arc<Status>>) -> Json<serde_json::Value
         uptime_seconds: status.started.elapsed().as_secs(),
         ready: status.ready.load(Ordering::Relaxed),
         cloud_link_up: m.link_up.get() == 1,
+        cloud_link_since_ms: Some(m.link_changed_ms.get()).filter(|ms| *ms > 0),
         cloud_reconnects: m.reconnects.get(),
+        last_error: m
+            .last_error
+            .lock()
+            .ok()
+            .and_then(|last| last.clone())
+            .map(|(at_ms, message)| serde_json::json!({ "at_ms": at_ms, "message": message })),
         events_received: m.received.get(),
         events_committed: m.committed.get(),
         dead_letters: m.dead_letters.get(),

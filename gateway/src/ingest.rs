@@ -64,6 +64,8 @@ impl Ingest {
     /// Counts publishes the device broker overwrote before ingest could take them.
     pub fn count_overrun(&self, lost: u64) {
         self.metrics.count_drop(DropReason::Overrun, lost);
+        self.metrics
+            .note_error(now_ms(), format!("the device broker overwrote {lost} publishes before ingest took them"));
     }
 
     /// The MQTT filters to subscribe to on the device side, one per route, deduplicated.

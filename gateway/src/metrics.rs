@@ -185,6 +185,11 @@ pub struct Metrics {
     pub dead_letters_dropped: Counter,
     /// 1 while the cloud link is connected.
     pub link_up: Gauge,
+    /// When the link last went up or down (ms since the epoch; 0 = never up yet).
+    pub link_changed_ms: Gauge,
+    /// The last error worth a person's attention (time in ms, message), e.g. why the cloud
+    /// link is down. Written rarely, read by `/api/status`.
+    pub last_error: std::sync::Mutex<Option<(i64, String)>>,
     /// Cloud (re)connections after the first.
     pub reconnects: Counter,
     /// Bytes of the journal in use.
@@ -209,6 +214,8 @@ impl Metrics {
             dead_letters: Counter::default(),
             dead_letters_dropped: Counter::default(),
             link_up: Gauge::default(),
+            link_changed_ms: Gauge::default(),
+            last_error: std::sync::Mutex::new(None),
             reconnects: Counter::default(),
             store_bytes: Gauge::default(),
             store_ok: Gauge(AtomicU64::new(1)),
@@ -227,6 +234,22 @@ impl Metrics {
                     filtered: Default::default(),
                 })
                 .collect(),
+        }
+    }
+
+    /// Records the cloud link going up or down at `now_ms`.
+    pub fn set_link(&self, up: bool, now_ms: i64) {
+        let value = u64::from(up);
+        if self.link_up.get() != value || self.link_changed_ms.get() == 0 {
+            self.link_changed_ms.set(now_ms.max(0) as u64);
+        }
+        self.link_up.set(value);
+    }
+
+    /// Remembers an error for `/api/status`.
+    pub fn note_error(&self, now_ms: i64, message: impl Into<String>) {
+        if let Ok(mut last) = self.last_error.lock() {
+            *last = Some((now_ms, message.into()));
         }
     }
 

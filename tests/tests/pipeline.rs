@@ -82,6 +82,9 @@ async fn events_wait_in_the_journal_while_the_cloud_is_down_and_all_arrive_in_or
     assert_eq!((code, body.trim()), (200, "ready; cloud link down (buffering)"));
     assert_eq!(edge_tests::http::get(http, "/healthz").unwrap().0, 200);
     assert_eq!(edge_tests::http::metric(http, "edge_gateway_cloud_link_up"), Some(0.0));
+    let status = gateway.status();
+    assert!(status["last_error"]["message"].as_str().unwrap().starts_with("cloud link down"), "{status}");
+    assert!(status["cloud_link_since_ms"].as_u64().unwrap() > 0, "{status}");
 
     for d in 0..4 {
         let device = format!("d{d}");

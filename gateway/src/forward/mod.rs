@@ -121,10 +121,11 @@ pub async fn run(
             turn: 0,
         };
         let end = session.run(&shutdown, &mut backoff, &mut connected_before).await;
-        metrics.link_up.set(0);
+        metrics.set_link(false, now_ms());
         match end {
             End::Shutdown => return,
             End::Lost(reason) => {
+                metrics.note_error(now_ms(), format!("cloud link down: {reason}"));
                 if let Some(suppressed) = failures.allow() {
                     warn!(cloud = %cloud.url, %reason, suppressed, "cloud link down; events are kept in the journal and sent when it is back");
                 }
@@ -181,7 +182,7 @@ impl Session<'_> {
             Err(_) => return End::Lost(format!("no CONNACK within {:?}", self.cloud.connect_timeout)),
         }
         backoff.reset();
-        self.metrics.link_up.set(1);
+        self.metrics.set_link(true, now_ms());
         if *connected_before {
             self.metrics.reconnects.add(1);
         }

@@ -400,6 +400,7 @@ impl Writer {
     fn after_failure(&mut self, group: Group, err: &rusqlite::Error) {
         self.metrics.store_ok.set(0);
         self.metrics.commit_failures.add(1);
+        self.metrics.note_error(super::now_ms(), format!("journal commit failed: {err}"));
         // Nothing of the group is durable: undo the in-memory marks so that the devices'
         // retransmits are accepted, and run no `done` (external brokers redeliver).
         for (device, before) in group.marks_before {
@@ -523,6 +524,7 @@ impl Writer {
     }
 
     fn log_full(&mut self, count: u64, what: &str) {
+        self.metrics.note_error(super::now_ms(), format!("journal full: {what}"));
         let quiet = self.last_full_log.is_some_and(|t| t.elapsed() < Duration::from_secs(10));
         if !quiet {
             warn!(count, max_bytes = %self.config.max_bytes, "journal full: {what}; further messages suppressed for 10s");
