@@ -151,7 +151,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     Ok(())
 }
 
-/// Waits for `shutdown`; meanwhile, once a second, checks that every stage still runs.
+/// Waits for `shutdown`; meanwhile, once a second, updates the rates and checks that every
+/// stage still runs.
 /// A stage that stopped on its own makes `/healthz` fail (and is logged once): the process
 /// is then alive but no longer doing its job, and a supervisor should restart it.
 async fn watch_stages(
@@ -164,11 +165,19 @@ async fn watch_stages(
 ) {
     tokio::pin!(shutdown);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let metrics = &status.metrics;
+    let mut last = (Instant::now(), metrics.received.get(), metrics.forwarded());
     loop {
         tokio::select! {
             _ = &mut shutdown => return,
             _ = tick.tick() => {}
         }
+        // Rates for /api/status, from one-second deltas of the counters.
+        let now = (Instant::now(), metrics.received.get(), metrics.forwarded());
+        let secs = now.0.duration_since(last.0).as_secs_f64().max(0.001);
+        metrics.rate_in.set(((now.1 - last.1) as f64 / secs).round() as u64);
+        metrics.rate_out.set(((now.2.saturating_sub(last.2)) as f64 / secs).round() as u64);
+        last = now;
         let stopped = [
             ("journal writer", writer.is_finished()),
             (

@@ -87,6 +87,10 @@ struct StatusBody<'a> {
     last_error: Option<serde_json::Value>,
     events_received: u64,
     events_committed: u64,
+    /// Device publishes per second (last second).
+    events_in_per_second: u64,
+    /// Events acknowledged by the cloud per second (last second).
+    events_out_per_second: u64,
     dead_letters: u64,
     store_bytes: u64,
     dropped: std::collections::BTreeMap<&'static str, u64>,
@@ -156,6 +160,8 @@ async fn api_status(State(status): State<Arc<Status>>) -> Json<serde_json::Value
             .map(|(at_ms, message)| serde_json::json!({ "at_ms": at_ms, "message": message })),
         events_received: m.received.get(),
         events_committed: m.committed.get(),
+        events_in_per_second: m.rate_in.get(),
+        events_out_per_second: m.rate_out.get(),
         dead_letters: m.dead_letters.get(),
         store_bytes: m.store_bytes.get(),
         dropped: DropReason::ALL.iter().map(|r| (r.label(), m.dropped(*r))).collect(),

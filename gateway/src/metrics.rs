@@ -185,6 +185,10 @@ pub struct Metrics {
     pub dead_letters_dropped: Counter,
     /// 1 while the cloud link is connected.
     pub link_up: Gauge,
+    /// Device publishes received per second, over the last second (for `/api/status`).
+    pub rate_in: Gauge,
+    /// Events acknowledged by the cloud per second, over the last second.
+    pub rate_out: Gauge,
     /// When the link last went up or down (ms since the epoch; 0 = never up yet).
     pub link_changed_ms: Gauge,
     /// The last error worth a person's attention (time in ms, message), e.g. why the cloud
@@ -215,6 +219,8 @@ impl Metrics {
             dead_letters_dropped: Counter::default(),
             link_up: Gauge::default(),
             link_changed_ms: Gauge::default(),
+            rate_in: Gauge::default(),
+            rate_out: Gauge::default(),
             last_error: std::sync::Mutex::new(None),
             reconnects: Counter::default(),
             store_bytes: Gauge::default(),
@@ -235,6 +241,11 @@ impl Metrics {
                 })
                 .collect(),
         }
+    }
+
+    /// Events acknowledged by the cloud, all routes.
+    pub fn forwarded(&self) -> u64 {
+        self.routes.iter().map(|r| r.forwarded.get()).sum()
     }
 
     /// Records the cloud link going up or down at `now_ms`.

@@ -124,6 +124,11 @@ async fn events_wait_in_the_journal_while_the_cloud_is_down_and_all_arrive_in_or
     assert_eq!(depth, Some(0.0));
     let forwarded = edge_tests::http::metric(http, "edge_gateway_events_forwarded_total{route=\"telemetry\"}");
     assert!(forwarded.unwrap() >= 2800.0);
+    let (_, text) = edge_tests::http::get(http, "/metrics").unwrap();
+    let samples = edge_tests::http::parse_prometheus(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert!(samples.len() > 40, "{} samples", samples.len());
+    let status = gateway.status();
+    assert!(status["events_in_per_second"].is_u64() && status["events_out_per_second"].is_u64(), "{status}");
     let latencies = edge_tests::http::metric(http, "edge_gateway_latency_seconds_count");
     assert!(latencies.unwrap() >= 2800.0);
 }
