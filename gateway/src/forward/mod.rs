@@ -359,7 +359,10 @@ impl Session<'_> {
         }
         let rows = self.store.read(index, route.cursor, batch_cfg.max_events).await.map_err(store_end)?;
         let route = &mut self.routes[index];
-        route.ahead = if rows.len() < batch_cfg.max_events { 0 } else { route.ahead.saturating_sub(rows.len() as u64) };
+        // A short read means nothing more is waiting; a full one means there may be more,
+        // whatever the estimate says, so it never drops to 0 then.
+        route.ahead =
+            if rows.len() < batch_cfg.max_events { 0 } else { route.ahead.saturating_sub(rows.len() as u64).max(1) };
         let header = batch::Header {
             gateway: self.gateway_id,
             route: &route.config.name,

@@ -242,3 +242,20 @@ async fn space_of_forwarded_events_is_given_back_to_the_file_system() {
     let after = std::fs::metadata(&db).unwrap().len();
     assert!(after < full / 4, "file is {after} bytes after forwarding everything, was {full}");
 }
+
+#[tokio::test]
+async fn the_forwarder_is_told_of_every_inserted_row_even_when_acks_delete_in_the_same_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path(), &config(1 << 30, WhenFull::DropOldest));
+    store.handle.ingest((1..=10).map(|seq| event("d1", 1, seq, 10)).collect()).unwrap();
+    let rows = sync(&store).await;
+    assert_eq!(store.handle.committed().count(0), 10);
+    // Keep the writer busy with a big group, so that the ack (deleting 10 rows) and the 5
+    // new rows queue up behind it and commit together: a net change of -5.
+    store.handle.ingest((100..20_100).map(|seq| event("d2", 1, seq, 10)).collect()).unwrap();
+    store.handle.ack(0, rows[0].id, rows[9].id, 1).unwrap();
+    store.handle.ingest((11..=15).map(|seq| event("d1", 1, seq, 10)).collect()).unwrap();
+    sync(&store).await;
+    assert_eq!(store.handle.committed().count(0), 20_015, "every committed row is announced");
+    close(store);
+}

@@ -56,6 +56,8 @@ struct Group {
     rejected: u64,
     /// Dead letters dropped by their bounds.
     dead_letters_dropped: u64,
+    /// Per route: rows inserted (what the forwarder is told about).
+    inserted: HashMap<usize, u64>,
     /// Oldest rows deleted to keep `max_bytes` (`drop_oldest`).
     dropped_full: u64,
     /// Latest receive time in the group (the devices' last-seen time).
@@ -242,6 +244,7 @@ impl Writer {
             let delta = group.route_delta.entry(route).or_default();
             delta.0 += 1;
             delta.1 += event.payload.len() as i64;
+            *group.inserted.entry(route).or_default() += 1;
         }
         drop(insert);
         for update in &event.filter_state {
@@ -339,10 +342,13 @@ impl Writer {
             if let Some(m) = self.metrics.routes.get(route) {
                 m.depth.set(state.depth);
             }
-            if rows > 0 {
-                self.committed.counts[route].fetch_add(rows as u64, Ordering::Release);
-                notify = true;
-            }
+        }
+        // Rows *inserted*, not the net change: a group that also deletes acknowledged rows
+        // must still tell the forwarder about every new row (counting the net change once
+        // starved the forwarder under load until its 2 s sweep).
+        for (&route, &rows) in &group.inserted {
+            self.committed.counts[route].fetch_add(rows, Ordering::Release);
+            notify = true;
         }
         for &(route, batch) in &group.batches {
             self.routes[route].last_batch = self.routes[route].last_batch.max(batch);

@@ -294,6 +294,28 @@ pub fn to_json(results: &Results, targets: &[Target], meta: Value) -> Value {
     json!({ "meta": meta, "rows": rows, "targets": targets })
 }
 
+/// The samples of a JSON report made by [`to_json`], to print it again.
+pub fn from_json(value: &Value) -> Result<Results, String> {
+    let mut results = Results::default();
+    for row in value["rows"].as_array().ok_or("no \"rows\" array")? {
+        let text = |field: &str| row[field].as_str().map(str::to_owned).ok_or(format!("row without {field:?}"));
+        let (key, label, unit) = (text("key")?, text("label")?, text("unit")?);
+        // Keys and units live as long as the process: a report is rendered once.
+        let metric = Metric {
+            key: Box::leak(key.into_boxed_str()),
+            unit: Box::leak(unit.into_boxed_str()),
+            better: if row["better"] == "higher" { Better::Higher } else { Better::Lower },
+        };
+        for (system, samples) in row["samples"].as_object().ok_or("row without samples")? {
+            let system = System::from_key(system).ok_or(format!("unknown system {system:?}"))?;
+            for sample in samples.as_array().into_iter().flatten() {
+                results.add(metric, &label, system, sample.as_f64().unwrap_or(f64::NAN));
+            }
+        }
+    }
+    Ok(results)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -320,5 +342,14 @@ mod tests {
         assert_eq!(number(123456.7), "123,457");
         assert_eq!(number(0.0), "0");
         assert_eq!(number(2.345), "2.35");
+    }
+
+    #[test]
+    fn a_json_report_reads_back_to_the_same_table() {
+        let mut r = Results::default();
+        r.add(Metric::higher("t", "ev/s"), "throughput", System::Bridge, 45.0);
+        r.add(Metric::lower("l", "ms"), "latency", System::Gateway, 2.5);
+        let back = from_json(&to_json(&r, &[], Value::Null)).unwrap();
+        assert_eq!(table(&back), table(&r));
     }
 }

@@ -24,6 +24,7 @@ const T_LATE: Metric = Metric::lower("throughput.late", "events");
 const T_DUPLICATES: Metric = Metric::lower("throughput.duplicates", "events");
 const RSS_REST: Metric = Metric::lower("rss.rest_mib", "MiB");
 const RSS_LOAD: Metric = Metric::lower("rss.load_peak_mib", "MiB");
+const RSS_STEADY: Metric = Metric::lower("rss.steady_peak_mib", "MiB");
 const L_LOST: Metric = Metric::lower("latency.lost", "events");
 const DRAIN: Metric = Metric::higher("outage.drain_events_per_s", "ev/s");
 const RECONNECT: Metric = Metric::lower("outage.reconnect_s", "s");
@@ -168,6 +169,9 @@ pub async fn latency(r: &mut Results, system: System, delay: Delay, o: &Options)
     }
     let lost = load.total() - tally.distinct;
     r.add(L_LOST, "lost (latency runs)", system, lost as f64);
+    if let (Delay::Short, Some(peak)) = (delay, sut.peak_rss_mib()) {
+        r.add(RSS_STEADY, &format!("RSS peak at a steady {rate_label}"), system, peak);
+    }
     o.say(format!(
         "  latency    {:<16} {delay:?}: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, lost {lost}",
         system.title(),

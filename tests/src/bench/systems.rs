@@ -48,6 +48,11 @@ impl System {
         }
     }
 
+    /// The system of a JSON key made by [`System::key`].
+    pub fn from_key(key: &str) -> Option<System> {
+        System::ALL.into_iter().find(|s| s.key() == key)
+    }
+
     /// Column title in the table.
     pub fn title(self) -> &'static str {
         match self {

@@ -26,6 +26,7 @@ usage: bench [--quick] [--runs N] [--json FILE] [--scenario LIST] [options]
   --backlog-publishers N  device connections filling it (default 50)
   --no-bridge-backlog  do not fill the Mosquitto bridge with the big backlog
   --no-rumqttd         skip the rumqttd-alone baseline
+  --render FILE        print the table and targets of a JSON report again, run nothing
   --systems LIST       comma-separated: mosquitto,rumqttd,bridge,gateway (default all)
   --max-delay D        the gateway's max_delay outside the latency scenario (default:
                        config/gateway.toml's), e.g. 10ms, for what-if runs
@@ -45,6 +46,9 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         };
+    }
+    if let Some(path) = args.iter().position(|a| a == "--render").and_then(|i| args.get(i + 1)) {
+        return render(path);
     }
     let (options, json) = match parse(&args) {
         Ok(Some(parsed)) => parsed,
@@ -84,6 +88,8 @@ fn main() -> ExitCode {
         let meta = serde_json::json!({
             "command": command,
             "runs": options.runs,
+            "backlog_events": options.backlog_events,
+            "latency_rate": options.latency_rate,
             "machine": machine,
             "options": format!("{options:?}"),
             "errors": result.errors,
@@ -102,6 +108,37 @@ fn main() -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// `--render FILE`: the table and targets of a saved JSON report.
+fn render(path: &str) -> ExitCode {
+    let report = std::fs::read_to_string(path)
+        .map_err(|e| e.to_string())
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).map_err(|e| e.to_string()));
+    let report = match report {
+        Ok(report) => report,
+        Err(err) => {
+            eprintln!("bench: {path}: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let results = match report::from_json(&report) {
+        Ok(results) => results,
+        Err(err) => {
+            eprintln!("bench: {path}: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let meta = &report["meta"];
+    let mut options = Options::full();
+    options.runs = meta["runs"].as_u64().unwrap_or(1) as usize;
+    options.backlog_events = meta["backlog_events"].as_u64().unwrap_or(options.backlog_events);
+    options.latency_rate = meta["latency_rate"].as_f64().unwrap_or(options.latency_rate);
+    let targets = bench::targets::judge(&results, &options);
+    println!("{}", report::table(&results));
+    println!("Targets of issue 8 (medians of {} run(s)):\n", options.runs);
+    println!("{}", report::targets_text(&targets));
+    ExitCode::SUCCESS
 }
 
 /// `Ok(None)` for `--help`.
