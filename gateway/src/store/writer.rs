@@ -1,13 +1,16 @@
 //! The writer thread: the only owner of the journal connection. See the module essay in
-//! `store/mod.rs` for the invariants; this file keeps them.
+//! `store/mod.rs` for the invariants; this file keeps them. Retention lives in
+//! [`retention`].
+
+mod retention;
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use rusqlite::{params, Connection, OptionalExtension};
-use tracing::{debug, error, info, warn};
+use rusqlite::{params, Connection};
+use tracing::{error, info, warn};
 
 use super::schema::{RouteState, State};
 use super::{Command, Committed, DeadLetter, DeviceAck, Done, Incoming, NewEvent, Row, StoreError};
@@ -429,175 +432,6 @@ impl Writer {
             Ok(Row { id: r.get(0)?, received_ms: r.get(1)?, payload: r.get(2)? })
         })?;
         rows.collect()
-    }
-
-    /// Deletes the rows `sql` (a `DELETE ... RETURNING route, length(payload)`) picks, in its
-    /// own transaction, keeping the counters; counts them under `reason`.
-    fn drop_rows(
-        &mut self,
-        sql: &str,
-        params: &[&dyn rusqlite::ToSql],
-        reason: DropReason,
-    ) -> Result<u64, rusqlite::Error> {
-        self.conn.execute_batch("BEGIN IMMEDIATE")?;
-        let delta = match self.drop_rows_in_transaction(sql, params) {
-            Ok(delta) => delta,
-            Err(err) => {
-                let _ = self.conn.execute_batch("ROLLBACK");
-                return Err(err);
-            }
-        };
-        let group = Group { route_delta: delta, ..Group::default() };
-        if let Err(err) = self.write_counters(&group).and_then(|()| self.conn.execute_batch("COMMIT")) {
-            let _ = self.conn.execute_batch("ROLLBACK");
-            return Err(err);
-        }
-        let dropped: i64 = group.route_delta.values().map(|d| -d.0).sum();
-        for (&route, &(rows, bytes)) in &group.route_delta {
-            let state = &mut self.routes[route];
-            state.depth = state.depth.saturating_add_signed(rows);
-            state.bytes = state.bytes.saturating_add_signed(bytes);
-        }
-        self.metrics.count_drop(reason, dropped as u64);
-        Ok(dropped as u64)
-    }
-
-    /// Runs a `DELETE ... RETURNING route, length(payload)`; the per-route change.
-    fn drop_rows_in_transaction(
-        &mut self,
-        sql: &str,
-        params: &[&dyn rusqlite::ToSql],
-    ) -> Result<HashMap<usize, (i64, i64)>, rusqlite::Error> {
-        let mut delta: HashMap<usize, (i64, i64)> = HashMap::new();
-        let mut stmt = self.conn.prepare_cached(sql)?;
-        let mut rows = stmt.query(params)?;
-        while let Some(row) = rows.next()? {
-            let db_id: i64 = row.get(0)?;
-            let size: i64 = row.get(1)?;
-            if let Some(&route) = self.route_index.get(&db_id) {
-                let d = delta.entry(route).or_default();
-                d.0 -= 1;
-                d.1 -= size;
-            }
-        }
-        Ok(delta)
-    }
-
-    /// Within the group's transaction: deletes the oldest rows until the journal is back
-    /// under 95% of `max_bytes`, so the bound holds at every commit (`drop_oldest`).
-    fn make_room(&mut self, group: &mut Group) -> Result<(), rusqlite::Error> {
-        let max = self.config.max_bytes.bytes();
-        let target = max / 100 * 95;
-        let mut used = self.current_used()?;
-        if used <= max {
-            return Ok(());
-        }
-        for _ in 0..32 {
-            if used <= target {
-                break;
-            }
-            let (rows, bytes) =
-                self.routes.iter().fold((0i64, 0i64), |(r, b), s| (r + s.depth as i64, b + s.bytes as i64));
-            let (rows, bytes) = group.route_delta.values().fold((rows, bytes), |(r, b), d| (r + d.0, b + d.1));
-            // Estimate rows to free from the average row (payload + index + overhead).
-            let per_row = (bytes.max(1) / rows.max(1)).max(1) as u64 + ROW_OVERHEAD;
-            let want = ((used - target) / per_row).max(64) as i64;
-            let sql = "DELETE FROM events WHERE id IN (SELECT id FROM events ORDER BY id LIMIT ?1) RETURNING route, length(payload)";
-            let delta = self.drop_rows_in_transaction(sql, params![want.min(RETENTION_CHUNK)])?;
-            let dropped: i64 = delta.values().map(|d| -d.0).sum();
-            for (route, (r, b)) in delta {
-                let entry = group.route_delta.entry(route).or_default();
-                entry.0 += r;
-                entry.1 += b;
-            }
-            group.dropped_full += dropped as u64;
-            used = self.current_used()?;
-            if dropped == 0 {
-                break;
-            }
-        }
-        Ok(())
-    }
-
-    /// Journal bytes in use now (pages minus free pages), inside or outside a transaction.
-    fn current_used(&self) -> Result<u64, rusqlite::Error> {
-        let pages: i64 = self.conn.query_row(
-            "SELECT (SELECT page_count FROM pragma_page_count()) - (SELECT freelist_count FROM pragma_freelist_count())",
-            [],
-            |r| r.get(0),
-        )?;
-        Ok(pages.max(0) as u64 * self.page_size)
-    }
-
-    fn log_full(&mut self, count: u64, what: &str) {
-        self.metrics.note_error(super::now_ms(), format!("journal full: {what}"));
-        let quiet = self.last_full_log.is_some_and(|t| t.elapsed() < Duration::from_secs(10));
-        if !quiet {
-            warn!(count, max_bytes = %self.config.max_bytes, "journal full: {what}; further messages suppressed for 10s");
-            self.last_full_log = Some(Instant::now());
-        }
-    }
-
-    /// Drops, per route, the events older than its `max_age` (or `store.max_age`). Rows are
-    /// in receive order within a route, so each pass looks only at the oldest rows.
-    fn expire(&mut self) -> Result<(), rusqlite::Error> {
-        let now = super::now_ms();
-        for index in 0..self.routes.len() {
-            let max_age = self.route_max_age.get(index).copied().flatten().unwrap_or(self.config.max_age);
-            let cutoff = now - max_age.as_millis() as i64;
-            let db_id = self.routes[index].db_id;
-            let sql = "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE route = ?1 ORDER BY id LIMIT ?2) \
-                       AND received_ms < ?3 RETURNING route, length(payload)";
-            let mut expired = 0;
-            for _ in 0..10 {
-                let n = self.drop_rows(sql, params![db_id, RETENTION_CHUNK, cutoff], DropReason::Ttl)?;
-                expired += n;
-                if n < RETENTION_CHUNK as u64 {
-                    break;
-                }
-            }
-            if expired > 0 {
-                self.refresh_gauges();
-                self.maybe_stop_rejecting();
-                warn!(count = expired, ?max_age, route = index, "dropped events older than their max_age");
-            }
-        }
-        Ok(())
-    }
-
-    fn maintenance(&mut self) -> Result<(), rusqlite::Error> {
-        self.expire()?;
-        let cutoff = super::now_ms() - self.config.dead_letters_max_age.as_millis() as i64;
-        let dropped = super::dead_letters::enforce_bounds(&self.conn, self.config.dead_letters_max, cutoff)?;
-        self.metrics.dead_letters_dropped.add(dropped);
-        let (pages, free): (i64, i64) = self.conn.query_row(
-            "SELECT (SELECT page_count FROM pragma_page_count()), (SELECT freelist_count FROM pragma_freelist_count())",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
-        if free > 1024 && free * 10 > pages {
-            debug!(free_pages = free, "giving free journal pages back to the file system");
-            // Each step of this pragma frees one page: step it to the end. The checkpoint
-            // then lets the file itself shrink.
-            let mut vacuum = self.conn.prepare("PRAGMA incremental_vacuum(4096)")?;
-            let mut steps = vacuum.query([])?;
-            while steps.next()?.is_some() {}
-            drop(steps);
-            drop(vacuum);
-            self.conn.execute_batch("PRAGMA wal_checkpoint(PASSIVE);")?;
-        }
-        for (i, route) in self.routes.iter().enumerate() {
-            let oldest: Option<i64> = self
-                .conn
-                .prepare_cached("SELECT received_ms FROM events WHERE route = ?1 ORDER BY id LIMIT 1")?
-                .query_row(params![route.db_id], |r| r.get(0))
-                .optional()?;
-            if let Some(m) = self.metrics.routes.get(i) {
-                m.oldest_ms.set(oldest.unwrap_or(0).max(0) as u64);
-            }
-        }
-        self.refresh_gauges();
-        Ok(())
     }
 
     /// Re-reads the bytes in use and publishes the per-route gauges.
