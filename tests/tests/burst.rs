@@ -87,6 +87,12 @@ async fn a_burst_beyond_broker_memory_is_counted_not_silently_lost() {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
+    // Everything received is committed (no duplicates or bad payloads here): wait for the
+    // journal to catch up before taking the figures.
+    edge_tests::wait_until(Duration::from_secs(120), "every received event committed", || {
+        let s = gateway.status();
+        (s["events_committed"] == s["events_received"]).then_some(())
+    });
     let status = gateway.status();
     let committed = status["events_committed"].as_u64().unwrap();
     let got = sub.wait_distinct(committed as usize, Duration::from_secs(120));
