@@ -118,7 +118,7 @@ fn open_journal(config: &Config, writable: bool) -> Result<Connection, AdminErro
 pub fn list(config: &Config, after: i64, limit: usize) -> Result<Vec<DeadLetterRow>, AdminError> {
     if running(config) {
         let value = api(config, "GET", &format!("/api/dlq?after={after}&limit={limit}"), "")?;
-        return rows_from_json(&value);
+        return rows_from_json(value);
     }
     let conn = open_journal(config, false)?;
     dead_letters::read(&conn, Query::Page { after, limit })
@@ -129,7 +129,7 @@ pub fn list(config: &Config, after: i64, limit: usize) -> Result<Vec<DeadLetterR
 pub fn show(config: &Config, id: i64) -> Result<Option<DeadLetterRow>, AdminError> {
     if running(config) {
         return match api(config, "GET", &format!("/api/dlq/{id}"), "") {
-            Ok(value) => Ok(rows_from_json(&serde_json::Value::Array(vec![value]))?.pop()),
+            Ok(value) => Ok(rows_from_json(serde_json::Value::Array(vec![value]))?.pop()),
             Err(AdminError::Api { status: 404, .. }) => Ok(None),
             Err(err) => Err(err),
         };
@@ -140,25 +140,8 @@ pub fn show(config: &Config, id: i64) -> Result<Option<DeadLetterRow>, AdminErro
     Ok(rows.pop())
 }
 
-fn rows_from_json(value: &serde_json::Value) -> Result<Vec<DeadLetterRow>, AdminError> {
-    let items = value.as_array().ok_or_else(|| AdminError::Protocol("expected a list".into()))?;
-    items
-        .iter()
-        .map(|item| {
-            let text = |key: &str| item[key].as_str().unwrap_or_default().to_owned();
-            let payload_text = text("payload_text");
-            let payload_is_hex = item["payload_is_hex"].as_bool().unwrap_or(false);
-            Ok(DeadLetterRow {
-                id: item["id"].as_i64().ok_or_else(|| AdminError::Protocol("no id".into()))?,
-                received_ms: item["received_ms"].as_i64().unwrap_or(0),
-                topic: text("topic"),
-                reason: text("reason"),
-                payload: if payload_is_hex { Vec::new() } else { payload_text.clone().into_bytes() },
-                payload_text,
-                payload_is_hex,
-            })
-        })
-        .collect()
+fn rows_from_json(value: serde_json::Value) -> Result<Vec<DeadLetterRow>, AdminError> {
+    serde_json::from_value(value).map_err(|e| AdminError::Protocol(e.to_string()))
 }
 
 /// Deletes dead letters; returns how many.

@@ -57,7 +57,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         healthy: true.into(),
         started,
         store: store.clone(),
-        replay: std::sync::Mutex::new(replay_tx),
+        replay: replay_tx,
         token: config.http.token.clone(),
     });
     let http = match config.http.listen {

@@ -65,8 +65,11 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    /// Every refusal, in label order.
-    pub const ALL: [Refusal; 5] = [Self::Device, Self::Type, Self::Range, Self::Interval, Self::Deadband];
+    /// How many refusals there are (keep `Deadband` last, or update this).
+    pub const COUNT: usize = Refusal::Deadband as usize + 1;
+
+    /// Every refusal, in label order (index = `refusal as usize`).
+    pub const ALL: [Refusal; Self::COUNT] = [Self::Device, Self::Type, Self::Range, Self::Interval, Self::Deadband];
 
     /// The label value.
     pub fn label(self) -> &'static str {

@@ -38,7 +38,7 @@ pub struct Status {
     /// The journal (dead letters).
     pub store: StoreHandle,
     /// Where replayed dead letters go (the device side's ingest).
-    pub replay: std::sync::Mutex<std::sync::mpsc::Sender<Replay>>,
+    pub replay: std::sync::mpsc::Sender<Replay>,
     /// `[http].token`.
     pub token: Option<Secret>,
 }
@@ -250,9 +250,8 @@ async fn dlq_replay(State(status): State<Arc<Status>>, Json(selection): Json<Sel
         }
     }
     let queued = rows.len();
-    let Ok(replay) = status.replay.lock() else { return store_error("replay channel poisoned") };
     for row in rows {
-        if replay.send(Replay { id: row.id, topic: row.topic, payload: row.payload }).is_err() {
+        if status.replay.send(Replay { id: row.id, topic: row.topic, payload: row.payload }).is_err() {
             return store_error("the device side has stopped");
         }
     }

@@ -158,15 +158,13 @@ pub struct RouteMetrics {
     /// Batch sizes (events per acknowledged batch).
     pub batch_size: Histogram,
     /// Events this route's filters refused, by rule (index = position in [`Refusal::ALL`]).
-    pub filtered: [Counter; 5],
+    pub filtered: [Counter; Refusal::COUNT],
 }
 
 impl RouteMetrics {
     /// Counts one event refused by `refusal`.
     pub fn count_filtered(&self, refusal: Refusal) {
-        if let Some(i) = Refusal::ALL.iter().position(|r| *r == refusal) {
-            self.filtered[i].add(1);
-        }
+        self.filtered[refusal as usize].add(1);
     }
 }
 

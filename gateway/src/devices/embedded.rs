@@ -18,7 +18,7 @@ use rumqttd::protocol::{Packet, Publish};
 use rumqttd::{Broker, Config, ConnectionSettings, Notification, RouterConfig, ServerSettings};
 use tracing::{error, info, warn};
 
-use super::{ack_payload, ack_topic, Batcher, DevicesError};
+use super::{ack_message, Batcher, DevicesError};
 use crate::config::ByteSize;
 use crate::ingest::Ingest;
 use crate::store::{DeviceAck, StoreHandle};
@@ -215,7 +215,8 @@ fn publish_acks(mut link_tx: LinkTx, acks: mpsc::Receiver<Vec<DeviceAck>>, runti
             newest.insert(mark.device.clone(), mark);
         }
         for mark in newest.values() {
-            let publish = Publish::new(ack_topic(&mark.device).into_bytes(), ack_payload(mark), true);
+            let Some((topic, payload)) = ack_message(mark) else { continue };
+            let publish = Publish::new(topic.into_bytes(), payload, true);
             if let Err(err) = runtime.block_on(link_tx.send(Packet::Publish(publish, None))) {
                 error!(error = %err, "cannot publish device acks; stopping the ack publisher");
                 return;

@@ -15,7 +15,7 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::{ack_payload, ack_topic, Batcher};
+use super::{ack_message, Batcher};
 use crate::config::{BrokerUrl, ByteSize};
 use crate::ingest::{Ingest, RateLimited};
 use crate::store::{DeviceAck, Done, StoreHandle};
@@ -133,9 +133,8 @@ fn spawn_ack_publisher(client: AsyncClient, acks: mpsc::Receiver<Vec<DeviceAck>>
     let spawned = std::thread::Builder::new().name("device-acks".into()).spawn(move || {
         while let Ok(marks) = acks.recv() {
             for mark in marks {
-                if let Err(err) =
-                    client.try_publish(ack_topic(&mark.device), QoS::AtLeastOnce, true, ack_payload(&mark))
-                {
+                let Some((topic, payload)) = ack_message(&mark) else { continue };
+                if let Err(err) = client.try_publish(topic, QoS::AtLeastOnce, true, payload) {
                     warn!(error = %err, device = %mark.device, "device ack not published (device broker busy or down)");
                 }
             }

@@ -41,22 +41,18 @@ pub enum DevicesError {
 /// Topics the gateway publishes to devices (`devices/{device}/ack`, `.../commands`): never
 /// device events, even when a route's filter would take them.
 pub fn is_gateway_to_device(topic: &str) -> bool {
-    topic.starts_with("devices/") && (topic.ends_with("/ack") || topic.ends_with("/commands"))
+    edge_event::topic::ack_device(topic).is_some() || edge_event::topic::commands_device(topic).is_some()
 }
 
-/// The ack topic of a device.
-pub fn ack_topic(device: &str) -> String {
-    format!("devices/{device}/ack")
-}
-
-/// The ack payload: `{"boot":B,"seq":S}`.
-pub fn ack_payload(ack: &DeviceAck) -> Vec<u8> {
-    let mut buf = [0u8; 48];
-    let wire = edge_event::Ack { boot: ack.boot, seq: ack.seq };
-    match wire.encode_json(&mut buf) {
-        Ok(len) => buf[..len].to_vec(),
-        Err(_) => format!("{{\"boot\":{},\"seq\":{}}}", ack.boot, ack.seq).into_bytes(),
-    }
+/// The topic and payload (`{"boot":B,"seq":S}`) that carry a device's mark, written by
+/// edge-event's own helpers. None only for a device id that cannot name a topic, which a
+/// committed event never has (ids are validated at ingest).
+pub fn ack_message(ack: &DeviceAck) -> Option<(String, Vec<u8>)> {
+    let mut topic = edge_event::topic::Topic::new();
+    edge_event::topic::write_ack_topic(&ack.device, &mut topic).ok()?;
+    let mut buf = [0u8; edge_event::Ack::MAX_JSON_LEN];
+    let len = edge_event::Ack { boot: ack.boot, seq: ack.seq }.encode_json(&mut buf).ok()?;
+    Some((topic.as_str().to_owned(), buf[..len].to_vec()))
 }
 
 /// How often an idle source runs [`Batcher::tick`].

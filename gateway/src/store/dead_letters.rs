@@ -7,10 +7,10 @@
 //! `devices::Replay`), so a crash in between keeps it.
 
 use rusqlite::{params, Connection, OptionalExtension};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One dead letter.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeadLetterRow {
     /// Its id (grows with time).
     pub id: i64,
@@ -20,7 +20,8 @@ pub struct DeadLetterRow {
     pub topic: String,
     /// Why it was refused.
     pub reason: String,
-    /// The raw payload.
+    /// The raw payload (not in the API's JSON, which carries `payload_text`; empty when a
+    /// row comes from there).
     #[serde(skip)]
     pub payload: Vec<u8>,
     /// The payload as text when it is UTF-8, else as hex (for people and JSON).
