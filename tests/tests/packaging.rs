@@ -9,7 +9,7 @@ fn the_systemd_unit_passes_systemd_analyze_verify() {
     let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let unit = std::fs::read_to_string(workspace.join("config/edge-gateway.service")).unwrap();
     // Point the unit at the binary this test run built (verify checks that it exists).
-    let unit = unit.replace("/usr/local/bin/edge-gateway", &binary().display().to_string());
+    let unit = unit.replace("/usr/bin/edge-gateway", &binary().display().to_string());
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("edge-gateway.service");
     std::fs::write(&path, unit).unwrap();
