@@ -157,6 +157,15 @@ pub enum StoreError {
         /// What SQLite said.
         source: rusqlite::Error,
     },
+    /// Another gateway process has the data folder.
+    #[error(
+        "another edge-gateway is running on {path} (it holds {path}/journal.lock): stop it, or give this \
+         one its own [gateway].data_dir"
+    )]
+    Locked {
+        /// The data folder.
+        path: PathBuf,
+    },
     /// The journal was written by a newer gateway.
     #[error("the journal {path} has schema version {found}; this gateway knows up to {known}: upgrade the gateway")]
     TooNew {
@@ -294,6 +303,7 @@ pub fn open(
     acks: Option<mpsc::Sender<Vec<DeviceAck>>>,
 ) -> Result<(StoreHandle, Opened, JoinHandle<()>), StoreError> {
     std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir { path: data_dir.to_owned(), source })?;
+    let lock = lock_data_dir(data_dir)?;
     let path = data_dir.join("journal.db");
     let route_names: Vec<String> = routes.iter().map(|r| r.name.clone()).collect();
     let route_max_age = routes.iter().map(|r| r.max_age).collect();
@@ -310,9 +320,31 @@ pub fn open(
     let writer = writer::Writer::new(conn, config.clone(), route_max_age, state, metrics, committed.clone(), acks);
     let thread = std::thread::Builder::new()
         .name("store-writer".into())
-        .spawn(move || writer.run(rx))
+        .spawn(move || {
+            writer.run(rx);
+            // The lock is released when the writer has committed its last group and closed.
+            drop(lock);
+        })
         .map_err(|source| StoreError::DataDir { path: data_dir.to_owned(), source })?;
     Ok((StoreHandle { tx, committed }, opened, thread))
+}
+
+/// Takes the data folder's lock (`journal.lock`, an advisory `flock` the kernel drops when
+/// the process dies, so a `kill -9` never leaves it stale): two gateways on one journal
+/// would each believe they own the queue and forward every event twice.
+fn lock_data_dir(data_dir: &Path) -> Result<std::fs::File, StoreError> {
+    let path = data_dir.join("journal.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| StoreError::DataDir { path: path.clone(), source })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Locked { path: data_dir.to_owned() }),
+        Err(std::fs::TryLockError::Error(source)) => Err(StoreError::DataDir { path, source }),
+    }
 }
 
 /// Milliseconds since the Unix epoch, by the gateway's clock.
