@@ -239,7 +239,7 @@ impl Visitor<'_> for HexSeed<'_> {
             }
         }
         let digits = s.as_bytes();
-        if digits.len() % 2 != 0 {
+        if !digits.len().is_multiple_of(2) {
             return Err(E::invalid_value(Unexpected::Str(s), &self));
         }
         let mut bytes = Bytes::new();
