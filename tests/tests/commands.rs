@@ -1,0 +1,226 @@
+//! Cloud-to-device commands end to end: Mosquitto as the cloud, `mosquitto_pub` as the
+//! cloud application, the real gateway binary, and the firmware's simulator as the device.
+//! Commands wait for an offline device, expire at their deadline, are delivered one at a
+//! time in order, report `accepted < delivered < done` with their id, and survive a
+//! SIGKILL of the gateway (and being sent while the gateway is down).
+
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use edge_tests::gateway::{Gateway, Setup};
+use edge_tests::mosquitto::Mosquitto;
+use edge_tests::sim::Sim;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+
+const WAIT: Duration = Duration::from_secs(40);
+
+/// One status as the cloud got it.
+#[derive(Debug, Clone, PartialEq)]
+struct Status {
+    device: String,
+    id: String,
+    status: String,
+    message: Option<String>,
+}
+
+/// Collects every status publish of gateway `gw-test`.
+struct StatusWatcher {
+    got: Arc<Mutex<Vec<Status>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl StatusWatcher {
+    async fn connect(port: u16) -> StatusWatcher {
+        let mut options = MqttOptions::new(format!("status-{}", rand::random::<u32>()), "127.0.0.1", port);
+        options.set_keep_alive(Duration::from_secs(30));
+        let (client, mut eventloop) = AsyncClient::new(options, 100);
+        client.subscribe("gateways/gw-test/commands/+/status", QoS::AtLeastOnce).await.unwrap();
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let shared = got.clone();
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let mut ready_tx = Some(ready_tx);
+        let task = tokio::spawn(async move {
+            let _client = client;
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        if let Some(tx) = ready_tx.take() {
+                            let _ = tx.send(());
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let json: serde_json::Value = serde_json::from_slice(&p.payload).expect("a status is JSON");
+                        assert!(json["ts"].as_u64().is_some_and(|ts| ts > 1_700_000_000_000), "{json}");
+                        let device = p.topic.split('/').nth(3).unwrap().to_owned();
+                        shared.lock().unwrap().push(Status {
+                            device,
+                            id: json["id"].as_str().unwrap_or_default().to_owned(),
+                            status: json["status"].as_str().expect("status").to_owned(),
+                            message: json["message"].as_str().map(str::to_owned),
+                        });
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(10), ready_rx).await.unwrap().unwrap();
+        StatusWatcher { got, task }
+    }
+
+    fn all(&self) -> Vec<Status> {
+        self.got.lock().unwrap().clone()
+    }
+
+    /// Statuses of command `id`, first occurrences only (delivery is at least once).
+    fn of(&self, id: &str) -> Vec<String> {
+        let mut seen = Vec::new();
+        for s in self.all().into_iter().filter(|s| s.id == id) {
+            if !seen.contains(&s.status) {
+                seen.push(s.status);
+            }
+        }
+        seen
+    }
+
+    /// Waits for `status` of `id`; on timeout, fails with every status and `log()`.
+    fn wait_for(&self, id: &str, status: &str, log: impl Fn() -> String) -> Status {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(found) = self.all().into_iter().find(|s| s.id == id && s.status == status) {
+                return found;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no status {status:?} of {id:?} within {WAIT:?}; got {:#?}\n{}",
+                self.all(),
+                log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Index of the first `status` of `id` among all statuses.
+    fn position(&self, id: &str, status: &str) -> usize {
+        self.all()
+            .iter()
+            .position(|s| s.id == id && s.status == status)
+            .unwrap_or_else(|| panic!("no {status} for {id}"))
+    }
+}
+
+impl Drop for StatusWatcher {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The cloud application: `mosquitto_pub -q 1` a command for `device`.
+fn send(cloud: u16, device: &str, json: &str) {
+    let status = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &cloud.to_string(), "-q", "1"])
+        .args(["-t", &format!("gateways/gw-test/commands/{device}"), "-m", json])
+        .status()
+        .expect("mosquitto_pub not installed: run scripts/test");
+    assert!(status.success());
+}
+
+fn setup(cloud: u16, data: &std::path::Path) -> Setup {
+    let mut setup = Setup::new(cloud, data);
+    setup.routes =
+        "[[routes]]\nname = \"telemetry\"\nfrom = \"devices/+/events\"\nto = \"gateways/{gateway}/telemetry\"\n\n\
+                    [commands]\nenabled = true\nresend = \"1s\"\n"
+            .into();
+    setup
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_wait_for_an_offline_device_expire_and_run_in_order() {
+    let cloud = Mosquitto::start();
+    let watcher = StatusWatcher::connect(cloud.port).await;
+    let data = tempfile::tempdir().unwrap();
+    let gateway = Gateway::start(&setup(cloud.port, data.path()));
+    let log = || gateway.log_text();
+
+    // The device is offline: everything is accepted; the one past its deadline expires.
+    let device = "cmd-0000";
+    send(cloud.port, device, r#"{"id":"c1","name":"ping"}"#);
+    send(cloud.port, device, r#"{"id":"c2","name":"set_interval","payload":{"ms":100}}"#);
+    send(cloud.port, device, r#"{"id":"c3","name":"ping","deadline_ms":1000}"#);
+    send(cloud.port, device, r#"{"id":"c4","name":"reboot"}"#);
+    send(cloud.port, device, r#"{"id":"c5","name":"dance"}"#);
+    send(cloud.port, device, r#"{"id":"c6","name":"ping","payload":null}"#);
+    // Garbage gets a failed status with the reason (and no id when it had none).
+    send(cloud.port, device, "not json");
+    for id in ["c1", "c2", "c3", "c4", "c5", "c6"] {
+        watcher.wait_for(id, "accepted", log);
+    }
+    let expired = watcher.wait_for("c3", "expired", log);
+    assert_eq!(expired.device, device);
+    let garbage = watcher.wait_for("", "failed", log);
+    assert!(garbage.message.as_deref().is_some_and(|m| m.contains("not a JSON command")), "{garbage:?}");
+    assert!(
+        watcher.all().iter().all(|s| s.status == "accepted" || s.status == "expired" || s.status == "failed"),
+        "nothing is delivered while the device is offline: {:?}",
+        watcher.all()
+    );
+
+    // The device comes online: the commands go out one at a time, in order.
+    let sim =
+        Sim::start(gateway.setup.devices_port, &["--devices", "1", "--events", "0", "--rate", "2", "--prefix", "cmd"]);
+    let log = || format!("{}\n--- simulator:\n{}", gateway.log_text(), sim.output());
+    let c6 = watcher.wait_for("c6", "done", log);
+    assert_eq!(c6.message.as_deref(), Some("pong"));
+    assert_eq!(watcher.wait_for("c1", "done", log).message.as_deref(), Some("pong"));
+    assert_eq!(watcher.wait_for("c2", "done", log).message.as_deref(), Some("interval 100 ms"));
+    assert!(watcher.wait_for("c4", "done", log).message.is_some_and(|m| m.starts_with("rebooting as boot ")));
+    let c5 = watcher.wait_for("c5", "failed", log);
+    assert!(c5.message.as_deref().is_some_and(|m| m.contains("unknown command")), "{c5:?}");
+
+    for id in ["c1", "c2", "c4", "c6"] {
+        assert_eq!(watcher.of(id), ["accepted", "delivered", "done"], "{id}: {:?}", watcher.all());
+    }
+    assert_eq!(watcher.of("c5"), ["accepted", "delivered", "failed"]);
+    assert_eq!(watcher.of("c3"), ["accepted", "expired"], "an expired command is never delivered");
+    // Delivered in the order sent: each one finished before the next was delivered.
+    let order = ["c1", "c2", "c4", "c5", "c6"];
+    for pair in order.windows(2) {
+        let finished = if pair[0] == "c5" { "failed" } else { "done" };
+        assert!(
+            watcher.position(pair[0], finished) < watcher.position(pair[1], "delivered"),
+            "{} finished before {} was delivered: {:?}",
+            pair[0],
+            pair[1],
+            watcher.all()
+        );
+    }
+    // The device rebooted on command (a new boot id) and carried on.
+    assert!(sim.output().contains("c4 reboot"), "{}", sim.output());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_survives_a_gateway_sigkill_and_one_sent_while_it_is_down_arrives() {
+    let cloud = Mosquitto::start();
+    let watcher = StatusWatcher::connect(cloud.port).await;
+    let data = tempfile::tempdir().unwrap();
+    let setup = setup(cloud.port, data.path());
+    let mut gateway = Gateway::start(&setup);
+    let device = "kill-0000";
+    send(cloud.port, device, r#"{"id":"k1","name":"ping"}"#);
+    watcher.wait_for("k1", "accepted", || gateway.log_text());
+    // Accepted, not yet delivered (the device is offline): kill -9.
+    gateway.kill();
+    // Sent while the gateway is down: the cloud broker keeps it for the -cmd session.
+    send(cloud.port, device, r#"{"id":"k2","name":"set_interval","payload":250}"#);
+    let gateway = Gateway::start(&setup);
+    let sim = Sim::start(setup.devices_port, &["--devices", "1", "--events", "0", "--rate", "2", "--prefix", "kill"]);
+    let log = || format!("{}\n--- simulator:\n{}", gateway.log_text(), sim.output());
+    assert_eq!(watcher.wait_for("k1", "done", log).message.as_deref(), Some("pong"));
+    assert_eq!(watcher.wait_for("k2", "done", log).message.as_deref(), Some("interval 250 ms"));
+    assert_eq!(watcher.of("k1"), ["accepted", "delivered", "done"], "{:?}", watcher.all());
+    assert_eq!(watcher.of("k2"), ["accepted", "delivered", "done"], "{:?}", watcher.all());
+    assert!(watcher.position("k1", "done") < watcher.position("k2", "delivered"));
+    let runs = sim.output().matches("k1 ping").count();
+    assert_eq!(runs, 1, "the device ran k1 once:\n{}", sim.output());
+}
