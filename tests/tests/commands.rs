@@ -140,7 +140,11 @@ async fn commands_wait_for_an_offline_device_expire_and_run_in_order() {
     let cloud = Mosquitto::start();
     let watcher = StatusWatcher::connect(cloud.port).await;
     let data = tempfile::tempdir().unwrap();
-    let gateway = Gateway::start(&setup(cloud.port, data.path()));
+    let mut setup = setup(cloud.port, data.path());
+    // The embedded broker's ingest takes every topic: the devices' answers must not end
+    // up as dead letters.
+    setup.devices = "unrouted = \"dead_letter\"\n".into();
+    let gateway = Gateway::start(&setup);
     let log = || gateway.log_text();
 
     // The device is offline: everything is accepted; the one past its deadline expires.
@@ -195,6 +199,8 @@ async fn commands_wait_for_an_offline_device_expire_and_run_in_order() {
             watcher.all()
         );
     }
+    // The answers are the gateway's protocol, not events.
+    assert_eq!(gateway.status()["dead_letters"].as_u64(), Some(0), "{}", gateway.status());
     // The device rebooted on command (a new boot id) and carried on.
     assert!(sim.output().contains("c4 reboot"), "{}", sim.output());
 }
@@ -223,4 +229,46 @@ async fn a_command_survives_a_gateway_sigkill_and_one_sent_while_it_is_down_arri
     assert!(watcher.position("k1", "done") < watcher.position("k2", "delivered"));
     let runs = sim.output().matches("k1 ping").count();
     assert_eq!(runs, 1, "the device ran k1 once:\n{}", sim.output());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_an_external_device_broker_firmware_and_hand_made_devices_get_commands() {
+    let local = Mosquitto::start();
+    let cloud = Mosquitto::start();
+    let watcher = StatusWatcher::connect(cloud.port).await;
+    let data = tempfile::tempdir().unwrap();
+    let mut setup = setup(cloud.port, data.path());
+    setup.devices = format!("mode = \"external\"\nurl = \"mqtt://127.0.0.1:{}\"\n", local.port);
+    let gateway = Gateway::start(&setup);
+    let log = || gateway.log_text();
+
+    // A device without the firmware: it reads the command with mosquitto_sub and answers
+    // in JSON with mosquitto_pub. The gateway re-sends until it gets an answer.
+    send(cloud.port, "hand-1", r#"{"id":"j1","name":"open_valve","payload":{"valve":2}}"#);
+    watcher.wait_for("j1", "accepted", log);
+    let got = Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &local.port.to_string(), "-q", "1", "-C", "1", "-W", "30"])
+        .args(["-t", "devices/hand-1/commands"])
+        .output()
+        .unwrap();
+    assert!(got.status.success(), "no command for hand-1 within 30 s:\n{}", log());
+    let command = edge_event::command::Command::decode(got.stdout.strip_suffix(b"\n").unwrap_or(&got.stdout)).unwrap();
+    assert_eq!((command.id, command.name, command.payload), ("j1", "open_valve", r#"{"valve":2}"#));
+    assert!(command.deadline_ms.is_some_and(|d| d > 1_700_000_000_000), "the default deadline: {command:?}");
+    let answer = r#"{"id":"j1","status":"done","message":"valve 2 open"}"#;
+    let sent = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &local.port.to_string(), "-q", "1"])
+        .args(["-t", "devices/hand-1/commands/status", "-m", answer])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    assert_eq!(watcher.wait_for("j1", "done", log).message.as_deref(), Some("valve 2 open"));
+    assert_eq!(watcher.of("j1"), ["accepted", "delivered", "done"], "a final answer implies delivered");
+
+    // A firmware device on the same broker.
+    send(cloud.port, "ext-0000", r#"{"id":"e1","name":"ping"}"#);
+    let sim = Sim::start(local.port, &["--devices", "1", "--events", "0", "--rate", "2", "--prefix", "ext"]);
+    let log = || format!("{}\n--- simulator:\n{}", gateway.log_text(), sim.output());
+    assert_eq!(watcher.wait_for("e1", "done", log).message.as_deref(), Some("pong"));
+    assert_eq!(watcher.of("e1"), ["accepted", "delivered", "done"]);
 }
