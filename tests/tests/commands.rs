@@ -126,6 +126,30 @@ fn send(cloud: u16, device: &str, json: &str) {
     assert!(status.success());
 }
 
+/// A command's state in the gateway's journal (read-only; the gateway keeps running).
+fn state_of(journal: &std::path::Path, id: &str) -> Option<String> {
+    let conn = rusqlite::Connection::open_with_flags(journal, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).ok()?;
+    conn.query_row("SELECT state FROM commands WHERE id = ?1", [id], |r| r.get(0)).ok()
+}
+
+/// The gateway subscribes after it is ready; until its session's first subscription the
+/// cloud broker drops commands (MQTT keeps messages only for a subscribed session). Probes
+/// (to a device that never comes) until one is accepted.
+fn wait_for_command_session(cloud: u16, watcher: &StatusWatcher, gateway: &Gateway) {
+    let deadline = Instant::now() + WAIT;
+    for n in 0.. {
+        send(cloud, "probe", &format!(r#"{{"id":"probe-{n}","name":"ping"}}"#));
+        let wait = Instant::now() + Duration::from_millis(300);
+        while Instant::now() < wait {
+            if watcher.all().iter().any(|s| s.device == "probe") {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(Instant::now() < deadline, "the command session never subscribed:\n{}", gateway.log_text());
+    }
+}
+
 fn setup(cloud: u16, data: &std::path::Path) -> Setup {
     let mut setup = Setup::new(cloud, data);
     setup.routes =
@@ -145,6 +169,7 @@ async fn commands_wait_for_an_offline_device_expire_and_run_in_order() {
     // up as dead letters.
     setup.devices = "unrouted = \"dead_letter\"\n".into();
     let gateway = Gateway::start(&setup);
+    wait_for_command_session(cloud.port, &watcher, &gateway);
     let log = || gateway.log_text();
 
     // The device is offline: everything is accepted; the one past its deadline expires.
@@ -212,6 +237,7 @@ async fn a_command_survives_a_gateway_sigkill_and_one_sent_while_it_is_down_arri
     let data = tempfile::tempdir().unwrap();
     let setup = setup(cloud.port, data.path());
     let mut gateway = Gateway::start(&setup);
+    wait_for_command_session(cloud.port, &watcher, &gateway);
     let device = "kill-0000";
     send(cloud.port, device, r#"{"id":"k1","name":"ping"}"#);
     watcher.wait_for("k1", "accepted", || gateway.log_text());
@@ -240,6 +266,7 @@ async fn with_an_external_device_broker_firmware_and_hand_made_devices_get_comma
     let mut setup = setup(cloud.port, data.path());
     setup.devices = format!("mode = \"external\"\nurl = \"mqtt://127.0.0.1:{}\"\n", local.port);
     let gateway = Gateway::start(&setup);
+    wait_for_command_session(cloud.port, &watcher, &gateway);
     let log = || gateway.log_text();
 
     // A device without the firmware: it reads the command with mosquitto_sub and answers
@@ -271,4 +298,40 @@ async fn with_an_external_device_broker_firmware_and_hand_made_devices_get_comma
     let log = || format!("{}\n--- simulator:\n{}", gateway.log_text(), sim.output());
     assert_eq!(watcher.wait_for("e1", "done", log).message.as_deref(), Some("pong"));
     assert_eq!(watcher.of("e1"), ["accepted", "delivered", "done"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statuses_wait_in_the_journal_through_a_cloud_outage_and_arrive_in_order() {
+    let cloud = Mosquitto::start();
+    let watcher = StatusWatcher::connect(cloud.port).await;
+    let link = edge_tests::proxy::Proxy::start(cloud.port).await;
+    let data = tempfile::tempdir().unwrap();
+    let mut setup = setup(link.port, data.path());
+    setup.cloud = "connect_timeout = \"1s\"\nbackoff_min = \"50ms\"\nbackoff_max = \"300ms\"\n".into();
+    let gateway = Gateway::start(&setup);
+    wait_for_command_session(cloud.port, &watcher, &gateway);
+    let device = "out-0000";
+    send(cloud.port, device, r#"{"id":"o1","name":"ping"}"#);
+    watcher.wait_for("o1", "accepted", || gateway.log_text());
+
+    // The cloud link goes down; meanwhile the device comes, runs o1, and the cloud sends o2.
+    link.cut();
+    let sim = Sim::start(setup.devices_port, &["--devices", "1", "--events", "0", "--rate", "2", "--prefix", "out"]);
+    let log = || format!("{}\n--- simulator:\n{}", gateway.log_text(), sim.output());
+    // Until the gateway has stored the device's answer (its journal says so).
+    let journal = data.path().join("journal.db");
+    let deadline = Instant::now() + WAIT;
+    while state_of(&journal, "o1").as_deref() != Some("done") {
+        assert!(Instant::now() < deadline, "the device's answer to o1 never got stored:\n{}", log());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(sim.output().contains("o1 ping"), "{}", log());
+    send(cloud.port, device, r#"{"id":"o2","name":"ping"}"#);
+    assert_eq!(watcher.of("o1"), ["accepted"], "nothing got through the cut link");
+
+    link.restore();
+    assert_eq!(watcher.wait_for("o2", "done", log).message.as_deref(), Some("pong"));
+    assert_eq!(watcher.of("o1"), ["accepted", "delivered", "done"], "{:?}", watcher.all());
+    assert_eq!(watcher.of("o2"), ["accepted", "delivered", "done"], "{:?}", watcher.all());
+    assert!(watcher.position("o1", "done") < watcher.position("o2", "accepted"), "{:?}\n{}", watcher.all(), log());
 }

@@ -151,10 +151,11 @@ impl Sender<'_> {
         }
         let (owned, now) = (device.to_owned(), now_ms());
         let status = answer.status.as_str();
+        let id = answer.id.clone();
         let changed =
             self.store.run(move |s| s.reply(&owned, &answer.id, status, answer.message.as_deref(), now)).await?;
         if changed {
-            info!(%device, status, "command answered by the device");
+            info!(%device, command = %id, status, "command answered by the device");
             wake.outbox.notify_one();
             if matches!(answer.status, ReplyStatus::Done | ReplyStatus::Failed) {
                 self.sent.remove(device);
