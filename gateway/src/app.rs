@@ -131,7 +131,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             stop.clone(),
         ))),
     };
-    let downlink = crate::downlink::spawn(&config, stop.clone())?;
+    let downlink = crate::downlink::spawn(&config, metrics.clone(), stop.clone())?;
     status.ready.store(true, Ordering::Relaxed);
     info!("{}", config.summary());
     info!("gateway ready");

@@ -224,6 +224,23 @@ async fn commands_wait_for_an_offline_device_expire_and_run_in_order() {
             watcher.all()
         );
     }
+    // Metrics: statuses counted once each when the cloud acknowledged them.
+    let port = gateway.setup.http_port;
+    let done = "edge_gateway_commands_total{status=\"done\"}";
+    let deadline = Instant::now() + WAIT;
+    while edge_tests::http::metric(port, done) != Some(4.0) {
+        assert!(Instant::now() < deadline, "{done} = {:?}", edge_tests::http::metric(port, done));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (_, text) = edge_tests::http::get(port, "/metrics").unwrap();
+    let samples = edge_tests::http::parse_prometheus(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let sample = |name: &str| samples.iter().find(|(n, _)| n == name).map(|(_, v)| *v);
+    assert_eq!(sample("edge_gateway_commands_total{status=\"expired\"}"), Some(1.0));
+    assert_eq!(sample("edge_gateway_commands_total{status=\"failed\"}"), Some(2.0), "c5 and the garbage");
+    assert_eq!(sample("edge_gateway_commands_link_up"), Some(1.0));
+    // The never-online probe device's commands are the only open ones.
+    let probes = watcher.all().iter().filter(|s| s.device == "probe" && s.status == "accepted").count();
+    assert_eq!(sample("edge_gateway_commands_open"), Some(probes as f64), "{text}");
     // The answers are the gateway's protocol, not events.
     assert_eq!(gateway.status()["dead_letters"].as_u64(), Some(0), "{}", gateway.status());
     // The device rebooted on command (a new boot id) and carried on.

@@ -20,6 +20,7 @@ use super::store::{Accepted, CommandStore, NewCommand};
 use super::{now_ms, CommandsConfig, Wake};
 use crate::config::CloudConfig;
 use crate::ingest::RateLimited;
+use crate::metrics::Metrics;
 
 /// Most statuses published and not yet acknowledged.
 const STATUS_INFLIGHT: usize = 50;
@@ -30,13 +31,15 @@ pub(super) async fn run(
     cloud: CloudConfig,
     store: CommandStore,
     wake: Arc<Wake>,
+    metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
     let mut delay = cloud.backoff_min;
     let mut failures = RateLimited::new(Duration::from_secs(30));
     loop {
-        let mut session = Session { config: &config, store: &store, wake: &wake, connected: false };
+        let mut session = Session { config: &config, store: &store, wake: &wake, metrics: &metrics, connected: false };
         let end = session.run(&cloud, &shutdown).await;
+        metrics.commands.link_up.set(0);
         match end {
             None => return,
             Some(reason) => {
@@ -60,6 +63,7 @@ struct Session<'a> {
     config: &'a CommandsConfig,
     store: &'a CommandStore,
     wake: &'a Wake,
+    metrics: &'a Metrics,
     connected: bool,
 }
 
@@ -98,8 +102,8 @@ impl Session<'_> {
         shutdown: &CancellationToken,
     ) -> Option<String> {
         let mut cursor = 0;
-        let mut awaiting: VecDeque<i64> = VecDeque::new();
-        let mut inflight: HashMap<u16, i64> = HashMap::new();
+        let mut awaiting: VecDeque<(i64, String)> = VecDeque::new();
+        let mut inflight: HashMap<u16, (i64, String)> = HashMap::new();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return None,
@@ -107,6 +111,7 @@ impl Session<'_> {
                 event = events.recv() => match event {
                     Some(Ok(Event::Incoming(Packet::ConnAck(ack)))) => {
                         self.connected = true;
+                        self.metrics.commands.link_up.set(1);
                         info!(client_id = %self.config.client_id, topic = %self.config.topic, session_present = ack.session_present, "command session up");
                         if let Err(err) = client.subscribe(self.config.topic.clone(), QoS::AtLeastOnce).await {
                             return Some(format!("cannot subscribe: {err}"));
@@ -127,10 +132,11 @@ impl Session<'_> {
                         }
                     }
                     Some(Ok(Event::Incoming(Packet::PubAck(ack)))) => {
-                        if let Some(row) = inflight.remove(&ack.pkid) {
+                        if let Some((row, status)) = inflight.remove(&ack.pkid) {
                             if let Err(err) = self.store.run(move |s| s.published(row)).await {
                                 return Some(format!("cannot update the status outbox: {err}"));
                             }
+                            self.metrics.commands.count_status(&status);
                         }
                     }
                     Some(Ok(Event::Incoming(Packet::Disconnect))) => return Some("the cloud broker disconnected us".into()),
@@ -157,7 +163,7 @@ impl Session<'_> {
                     return Some(format!("publish refused by the client: {err}"));
                 }
                 cursor = row.row;
-                awaiting.push_back(row.row);
+                awaiting.push_back((row.row, row.status));
             }
         }
     }

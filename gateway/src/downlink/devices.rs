@@ -20,6 +20,7 @@ use tracing::{info, warn};
 use super::{now_ms, CommandsConfig, DeviceBroker, Wake};
 use crate::downlink::store::CommandStore;
 use crate::ingest::RateLimited;
+use crate::metrics::Metrics;
 
 /// Where devices answer.
 pub const STATUS_FILTER: &str = "devices/+/commands/status";
@@ -59,6 +60,7 @@ pub(super) async fn run(
     broker: DeviceBroker,
     store: CommandStore,
     wake: Arc<Wake>,
+    metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
     let mut options = MqttOptions::new(broker.client_id.clone(), broker.url.host.clone(), broker.url.port);
@@ -83,7 +85,14 @@ pub(super) async fn run(
             }
         }
     });
-    let mut sender = Sender { config: &config, store: &store, client: &client, sent: HashMap::new(), online: false };
+    let mut sender = Sender {
+        config: &config,
+        store: &store,
+        client: &client,
+        metrics: &metrics,
+        sent: HashMap::new(),
+        online: false,
+    };
     let mut errors = RateLimited::new(Duration::from_secs(30));
     let mut pass = tokio::time::interval(PASS_EVERY);
     loop {
@@ -137,6 +146,7 @@ struct Sender<'a> {
     config: &'a CommandsConfig,
     store: &'a CommandStore,
     client: &'a AsyncClient,
+    metrics: &'a Metrics,
     /// Per device: the command last sent and when.
     sent: HashMap<String, (i64, Instant)>,
     online: bool,
@@ -168,7 +178,9 @@ impl Sender<'_> {
     /// unanswered for `resend`.
     async fn pass(&mut self, wake: &Wake) -> rusqlite::Result<()> {
         let now = now_ms();
-        let (heads, expired) = self.store.run(move |s| s.heads(now)).await?;
+        let ((heads, expired), (open, pending)) = self.store.run(move |s| Ok((s.heads(now)?, s.counts()?))).await?;
+        self.metrics.commands.open.set(open);
+        self.metrics.commands.pending.set(pending);
         if expired {
             wake.outbox.notify_one();
         }

@@ -48,6 +48,7 @@
 mod cloud;
 pub mod config;
 mod devices;
+pub mod metrics;
 pub mod store;
 
 use std::sync::Arc;
@@ -84,12 +85,14 @@ pub async fn run(
     cloud: CloudConfig,
     broker: DeviceBroker,
     store: CommandStore,
+    metrics: Arc<crate::metrics::Metrics>,
     shutdown: CancellationToken,
 ) {
     let config = Arc::new(config);
     let wake = Arc::new(Wake::default());
-    let cloud_side = tokio::spawn(cloud::run(config.clone(), cloud, store.clone(), wake.clone(), shutdown.clone()));
-    let device_side = tokio::spawn(devices::run(config, broker, store, wake, shutdown));
+    let cloud_side =
+        tokio::spawn(cloud::run(config.clone(), cloud, store.clone(), wake.clone(), metrics.clone(), shutdown.clone()));
+    let device_side = tokio::spawn(devices::run(config, broker, store, wake, metrics, shutdown));
     for (side, task) in [("cloud", cloud_side), ("device", device_side)] {
         if let Err(err) = task.await {
             error!(side, error = %err, "the command downlink stopped");
@@ -106,6 +109,7 @@ pub(crate) fn now_ms() -> i64 {
 /// up and the journal, with the command tables, is open); its task ends after `shutdown`.
 pub fn spawn(
     config: &crate::Config,
+    metrics: Arc<crate::metrics::Metrics>,
     shutdown: CancellationToken,
 ) -> Result<Option<tokio::task::JoinHandle<()>>, crate::store::StoreError> {
     if !config.commands.enabled {
@@ -129,5 +133,5 @@ pub fn spawn(
         client_id = %config.commands.client_id,
         "cloud-to-device commands enabled"
     );
-    Ok(Some(tokio::spawn(run(config.commands.clone(), config.cloud.clone(), broker, store, shutdown))))
+    Ok(Some(tokio::spawn(run(config.commands.clone(), config.cloud.clone(), broker, store, metrics, shutdown))))
 }
