@@ -139,6 +139,13 @@ impl Session<'_> {
                             self.metrics.commands.count_status(&status);
                         }
                     }
+                    Some(Ok(Event::Incoming(Packet::SubAck(ack)))) => {
+                        if ack.return_codes.iter().any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure)) {
+                            warn!(topic = %self.config.topic, client_id = %self.config.client_id, "the cloud broker refused the command subscription (check its ACLs); no commands will arrive");
+                            self.metrics.note_error(now_ms(), format!("the cloud broker refused the subscription to {}", self.config.topic));
+                        }
+                        continue;
+                    }
                     Some(Ok(Event::Incoming(Packet::Disconnect))) => return Some("the cloud broker disconnected us".into()),
                     Some(Ok(_)) => continue,
                     Some(Err(err)) => return Some(err.to_string()),
