@@ -231,7 +231,7 @@ fn commands_reach_the_handler_and_are_acknowledged() {
 }
 
 fn command_bytes(id: &str, name: &str, payload: &str, deadline_ms: Option<u64>) -> Vec<u8> {
-    let mut buf = [0u8; 200];
+    let mut buf = [0u8; 512];
     let len = Command { id, name, payload, deadline_ms }.encode(&mut buf).unwrap();
     buf[..len].to_vec()
 }
@@ -360,4 +360,31 @@ fn a_simulated_reboot_keeps_the_ring_and_numbers_the_new_boot_from_one() {
     broker.commit();
     device.poll(now + 1).unwrap();
     assert_eq!(device.pending(), 0, "the ack of boot 8 covers boot 7's events sent before");
+}
+
+#[test]
+fn the_largest_command_the_gateway_sends_by_default_fits_the_default_receive_buffer() {
+    // commands.max_size = "200B" and the longest device id: the whole PUBLISH must fit
+    // DEFAULT_RX_LEN (256) bytes.
+    let id = "d".repeat(edge_event::MAX_DEVICE_ID_LEN);
+    let broker = FakeBroker::default();
+    let mut device: TestDevice =
+        Device::new(&id, BootId::new(1), broker.clone(), NoClock, Settings::default()).unwrap();
+    device.poll(0).unwrap();
+    let mut payload = String::from("\"");
+    let mut bytes = command_bytes("big", "ping", &payload, None);
+    while bytes.len() < 200 {
+        payload.insert(1, 'x');
+        bytes = command_bytes("big", "ping", &format!("{payload}\""), None);
+    }
+    assert_eq!(bytes.len(), 200);
+    broker.publish_to_device(&format!("devices/{id}/commands"), &bytes, 9);
+    let mut ran = false;
+    device
+        .poll_commands(1, |_| {
+            ran = true;
+            Outcome::done("")
+        })
+        .unwrap();
+    assert!(ran && device.is_online());
 }
