@@ -8,7 +8,8 @@
 //! 2. CONNACK accepted: SUBSCRIBE to `devices/{device}/ack` and `devices/{device}/commands`
 //!    (QoS 1). The gateway's ack is retained, so a reconnecting device learns its mark at
 //!    once.
-//! 3. SUBACK: online. Publish every unconfirmed event on `devices/{device}/events`, oldest
+//! 3. SUBACK: online. Say `Ready` on `devices/{device}/commands/status` (the gateway then
+//!    sends a waiting command at once). Publish every unconfirmed event on `devices/{device}/events`, oldest
 //!    first, at most `max_inflight` QoS 1 publishes awaiting their PUBACK at a time.
 //! 4. Each ack `{"boot":B,"seq":S}` releases the events it covers from the ring (see
 //!    [`Ring::confirm`]); a PUBACK only opens the send window.
@@ -17,6 +18,10 @@
 //!    `retry_min_ms` to `retry_max_ms` (with jitter, so a fleet does not reconnect in
 //!    lockstep after a gateway restart) and resets once subscribed.
 //!
+//! 6. A command on `devices/{device}/commands` (see [`edge_event::command`]): answer
+//!    `Delivered`, run the handler of [`Device::poll_commands`], answer `Done` or `Failed`
+//!    (both QoS 1). A repeated command id is answered from memory, not run again.
+//!
 //! # Invariant
 //!
 //! An event recorded with [`Device::publish`] stays in the ring, and is published again
@@ -24,8 +29,11 @@
 //! [`Stats::dropped`]). Re-sends are safe: within a boot, the gateway drops an event whose
 //! seq is not above its committed mark.
 
+use edge_event::command::{Command, Reply, ReplyStatus, MAX_REPLY_LEN};
 use edge_event::topic::{self, Topic, MAX_TOPIC_LEN};
 use edge_event::{Ack, Event, MAX_ENCODED_LEN};
+
+use crate::command::{Outcome, Recent};
 
 use crate::error::Error;
 use crate::mqtt::packet::{Connect, Packet, MAX_FIXED_HEADER_LEN};
@@ -33,6 +41,10 @@ use crate::mqtt::{Client, QoS};
 use crate::numbering::{timestamp, BootId, Clock, EventId, Numbering};
 use crate::ring::{Ring, WhenFull};
 use crate::transport::Transport;
+
+/// What the device does with a message on its commands topic: the raw bytes and the
+/// command decoded from them (None if they are not one); an outcome is answered.
+type OnCommand<'a> = dyn FnMut(&[u8], Option<&Command<'_>>) -> Option<Outcome> + 'a;
 
 /// Transmit buffer of a device: the largest event publish (fixed header, topic, packet
 /// id, the largest encoded event).
@@ -98,6 +110,12 @@ pub struct Stats {
     pub bad_acks: u64,
     /// Messages received on the commands topic.
     pub commands: u64,
+    /// Commands run by the handler of [`Device::poll_commands`].
+    pub commands_run: u64,
+    /// Commands received again and answered from memory.
+    pub commands_repeated: u64,
+    /// Messages on the commands topic that were not a command.
+    pub bad_commands: u64,
 }
 
 /// What one [`Device::poll`] did.
@@ -137,6 +155,8 @@ pub struct Device<T, C, const SLOTS: usize, const BYTES: usize, const RX: usize 
     events_topic: Topic,
     ack_topic: Topic,
     commands_topic: Topic,
+    status_topic: Topic,
+    recent: Recent,
     link: Link,
     retry_ms: u32,
     jitter: u32,
@@ -150,9 +170,11 @@ impl<T: Transport, C: Clock, const SLOTS: usize, const BYTES: usize, const RX: u
         let mut events_topic = Topic::new();
         let mut ack_topic = Topic::new();
         let mut commands_topic = Topic::new();
+        let mut status_topic = Topic::new();
         topic::write_events_topic(device, &mut events_topic)
             .and_then(|()| topic::write_ack_topic(device, &mut ack_topic))
-            .and_then(|()| topic::write_commands_topic(device, &mut commands_topic))?;
+            .and_then(|()| topic::write_commands_topic(device, &mut commands_topic))
+            .and_then(|()| topic::write_command_status_topic(device, &mut status_topic))?;
         let jitter = device.bytes().fold(boot.get() | 1, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
         Ok(Device {
             numbering,
@@ -163,6 +185,8 @@ impl<T: Transport, C: Clock, const SLOTS: usize, const BYTES: usize, const RX: u
             events_topic,
             ack_topic,
             commands_topic,
+            status_topic,
+            recent: Recent::default(),
             link: Link::Offline { retry_at: 0 },
             retry_ms: settings.retry_min_ms,
             jitter: jitter | 1,
@@ -203,10 +227,55 @@ impl<T: Transport, C: Clock, const SLOTS: usize, const BYTES: usize, const RX: u
         self.poll_with(now_ms, |_| {})
     }
 
-    /// Like [`Device::poll`], handing every message on the commands topic to `on_command`.
+    /// Like [`Device::poll`], handing every message on the commands topic, raw, to
+    /// `on_command`; nothing is answered (see [`Device::poll_commands`] for that).
     pub fn poll_with(&mut self, now_ms: u64, mut on_command: impl FnMut(&[u8])) -> Result<Activity, Error> {
+        self.poll_inner(now_ms, &mut |raw, _| {
+            on_command(raw);
+            None
+        })
+    }
+
+    /// Like [`Device::poll`], running `handler` on every new command and answering it:
+    /// `Delivered` before the handler runs, then its [`Outcome`] (`Done`/`Failed`). A
+    /// command whose deadline has passed by the device's [`Clock`] fails without running;
+    /// a repeated command id is answered with the remembered outcome.
+    ///
+    /// ```
+    /// # use edge_firmware::{BootId, Device, NoClock, Outcome, Settings, Transport, TransportError};
+    /// # struct Uart;
+    /// # impl Transport for Uart {
+    /// #     fn open(&mut self) -> Result<(), TransportError> { Ok(()) }
+    /// #     fn close(&mut self) {}
+    /// #     fn read(&mut self, _: &mut [u8]) -> Result<usize, TransportError> { Ok(0) }
+    /// #     fn write(&mut self, _: &[u8]) -> Result<(), TransportError> { Ok(()) }
+    /// # }
+    /// # let mut device: Device<_, _, 8, 512> =
+    /// #     Device::new("env-7", BootId::new(1), Uart, NoClock, Settings::default()).unwrap();
+    /// let mut interval_ms = 1000;
+    /// let _ = device.poll_commands(0, |command| match command.name {
+    ///     "ping" => Outcome::done("pong"),
+    ///     "set_interval" => match command.payload_u64(Some("ms")) {
+    ///         Some(ms) => {
+    ///             interval_ms = ms;
+    ///             Outcome::done("")
+    ///         }
+    ///         None => Outcome::failed("payload must be {\"ms\": N}"),
+    ///     },
+    ///     _ => Outcome::failed("unknown command"),
+    /// });
+    /// ```
+    pub fn poll_commands(
+        &mut self,
+        now_ms: u64,
+        mut handler: impl FnMut(&Command<'_>) -> Outcome,
+    ) -> Result<Activity, Error> {
+        self.poll_inner(now_ms, &mut |_, command| command.map(&mut handler))
+    }
+
+    fn poll_inner(&mut self, now_ms: u64, on_command: &mut OnCommand<'_>) -> Result<Activity, Error> {
         let mut activity = Activity::default();
-        let result = self.step(now_ms, &mut activity, &mut on_command);
+        let result = self.step(now_ms, &mut activity, on_command);
         if let Err(err) = &result {
             if err.is_link() {
                 self.stats.link_errors += 1;
@@ -216,7 +285,7 @@ impl<T: Transport, C: Clock, const SLOTS: usize, const BYTES: usize, const RX: u
         result.map(|()| activity)
     }
 
-    fn step(&mut self, now: u64, activity: &mut Activity, on_command: &mut impl FnMut(&[u8])) -> Result<(), Error> {
+    fn step(&mut self, now: u64, activity: &mut Activity, on_command: &mut OnCommand<'_>) -> Result<(), Error> {
         if let Link::Offline { retry_at } = self.link {
             if now < retry_at {
                 return Ok(());
@@ -244,10 +313,12 @@ impl<T: Transport, C: Clock, const SLOTS: usize, const BYTES: usize, const RX: u
         self.client.flush()
     }
 
-    fn receive(&mut self, now: u64, activity: &mut Activity, on_command: &mut impl FnMut(&[u8])) -> Result<(), Error> {
+    fn receive(&mut self, now: u64, activity: &mut Activity, on_command: &mut OnCommand<'_>) -> Result<(), Error> {
         // Bounded, so that a broker flooding the device cannot starve sending; the rest
         // waits in the transport for the next poll.
         while activity.received < MAX_PACKETS_PER_POLL {
+            let mut answer = None;
+            let mut ready = false;
             let subscribe = match self.client.poll(now)? {
                 None => return Ok(()),
                 Some(Packet::ConnAck { .. }) => true,
@@ -259,6 +330,7 @@ impl<T: Transport, C: Clock, const SLOTS: usize, const BYTES: usize, const RX: u
                         self.link = Link::Online;
                         self.retry_ms = self.settings.retry_min_ms;
                         self.ring.rewind();
+                        ready = true;
                     }
                     false
                 }
@@ -271,12 +343,43 @@ impl<T: Transport, C: Clock, const SLOTS: usize, const BYTES: usize, const RX: u
                 }
                 Some(Packet::Publish(p)) if p.topic == self.commands_topic.as_str() => {
                     self.stats.commands += 1;
-                    on_command(p.payload);
+                    match Command::decode(p.payload) {
+                        Ok(command) => {
+                            if let Some(slot) = self.recent.find(command.id) {
+                                self.stats.commands_repeated += 1;
+                                answer = Some(slot);
+                            } else {
+                                let late = self.clock.now_ms().is_some_and(|now| command.is_expired(now));
+                                let outcome = if late {
+                                    Some(Outcome::failed("deadline passed before the device got the command"))
+                                } else {
+                                    on_command(p.payload, Some(&command))
+                                };
+                                if let Some(outcome) = outcome {
+                                    self.stats.commands_run += u64::from(!late);
+                                    answer = self.recent.insert(command.id, outcome);
+                                }
+                            }
+                        }
+                        Err(_) => {
+                            self.stats.bad_commands += 1;
+                            on_command(p.payload, None);
+                        }
+                    }
                     false
                 }
                 Some(_) => false,
             };
             activity.received += 1;
+            if ready {
+                self.reply(&Reply { id: "", status: ReplyStatus::Ready, message: "" }, now)?;
+            }
+            if let Some(answer) = answer.and_then(|slot| self.recent.get(slot)).cloned() {
+                let id = answer.id.as_str();
+                self.reply(&Reply { id, status: ReplyStatus::Delivered, message: "" }, now)?;
+                let outcome = &answer.outcome;
+                self.reply(&Reply { id, status: outcome.status(), message: outcome.message() }, now)?;
+            }
             if subscribe {
                 self.stats.connects += 1;
                 self.link = Link::Subscribing { since: now };
@@ -285,6 +388,16 @@ impl<T: Transport, C: Clock, const SLOTS: usize, const BYTES: usize, const RX: u
                 self.client.subscribe(&filters, now)?;
             }
         }
+        Ok(())
+    }
+
+    /// Publishes a reply on the status topic (QoS 1; the gateway re-sends the command if it
+    /// is lost, and the answer comes from memory then).
+    fn reply(&mut self, reply: &Reply<'_>, now: u64) -> Result<(), Error> {
+        let mut buf = [0u8; MAX_REPLY_LEN];
+        let len = reply.encode(&mut buf)?;
+        let payload = buf.get(..len).unwrap_or_default();
+        self.client.publish(&self.status_topic, payload, QoS::AtLeastOnce, false, now)?;
         Ok(())
     }
 

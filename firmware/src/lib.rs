@@ -10,6 +10,8 @@
 //! - [`mqtt`]: a small MQTT 3.1.1 client: the packet codec and a poll-driven [`mqtt::Client`].
 //! - `device`: [`Device`] ties them together: record events, poll, and every event reaches
 //!   the gateway's journal, re-sent after reconnects until acked (DESIGN.md guarantee 6).
+//! - [`command`]: cloud-to-device commands: [`Device::poll_commands`] runs a handler and
+//!   answers with its [`Outcome`]; repeats are answered from memory, not run twice.
 //! - `error`: [`Error`], one small `#[non_exhaustive]` enum, and [`TransportError`].
 //! - `host` (feature `std`): `host::TcpTransport` and `host::SystemClock`, which the
 //!   `edge-sensor-sim` binary runs the very same device code on.
@@ -44,6 +46,7 @@
 #![cfg_attr(not(any(test, feature = "std")), no_std)]
 #![deny(missing_docs)]
 
+pub mod command;
 mod device;
 mod error;
 #[cfg(feature = "std")]
@@ -53,6 +56,7 @@ mod numbering;
 mod ring;
 mod transport;
 
+pub use command::Outcome;
 pub use device::{Activity, Device, Settings, Stats, DEFAULT_RX_LEN, TX_LEN};
 pub use error::{Error, TransportError};
 pub use numbering::{timestamp, BootId, Clock, EventId, NoClock, Numbering};

@@ -6,8 +6,9 @@
 
 mod support;
 
+use edge_event::command::{Command, ReplyStatus};
 use edge_event::{Reading, Value};
-use edge_firmware::{BootId, Device, Error, NoClock, Settings, WhenFull};
+use edge_firmware::{BootId, Clock, Device, Error, NoClock, Outcome, Settings, WhenFull};
 use support::FakeBroker;
 
 type TestDevice = Device<FakeBroker, NoClock, 16, 2048>;
@@ -229,6 +230,92 @@ fn commands_reach_the_handler_and_are_acknowledged() {
     assert_eq!(device.stats().commands, 1);
 }
 
+fn command_bytes(id: &str, name: &str, payload: &str, deadline_ms: Option<u64>) -> Vec<u8> {
+    let mut buf = [0u8; 512];
+    let len = Command { id, name, payload, deadline_ms }.encode(&mut buf).unwrap();
+    buf[..len].to_vec()
+}
+
+fn replies(broker: &FakeBroker) -> Vec<(String, ReplyStatus, String)> {
+    broker.state().replies.clone()
+}
+
+#[test]
+fn a_command_is_run_once_and_answered_delivered_then_done_and_a_repeat_from_memory() {
+    let (mut device, broker) = device();
+    device.poll(0).unwrap();
+    assert_eq!(replies(&broker), [(String::new(), ReplyStatus::Ready, String::new())], "ready after the SUBACK");
+    let set = command_bytes("c-1", "set_interval", r#"{"ms":250}"#, None);
+    broker.publish_to_device("devices/dev-1/commands", &set, 5);
+    let mut interval = 0;
+    let mut runs = 0;
+    let mut handler = |command: &Command<'_>| {
+        runs += 1;
+        match (command.name, command.payload_u64(Some("ms"))) {
+            ("set_interval", Some(ms)) => {
+                interval = ms;
+                Outcome::done("interval set")
+            }
+            _ => Outcome::failed("unknown command"),
+        }
+    };
+    device.poll_commands(1, &mut handler).unwrap();
+    // The gateway did not get the answer and sends it again; then an unknown command.
+    broker.publish_to_device("devices/dev-1/commands", &set, 6);
+    broker.publish_to_device("devices/dev-1/commands", &command_bytes("c-2", "dance", "null", None), 7);
+    device.poll_commands(2, &mut handler).unwrap();
+    device.poll(3).unwrap();
+    assert_eq!((runs, interval), (2, 250), "c-1 ran once, c-2 once");
+    let got = replies(&broker);
+    let expected = [
+        ("c-1", ReplyStatus::Delivered, ""),
+        ("c-1", ReplyStatus::Done, "interval set"),
+        ("c-1", ReplyStatus::Delivered, ""),
+        ("c-1", ReplyStatus::Done, "interval set"),
+        ("c-2", ReplyStatus::Delivered, ""),
+        ("c-2", ReplyStatus::Failed, "unknown command"),
+    ];
+    let expected: Vec<_> = expected.iter().map(|(i, s, m)| (i.to_string(), *s, m.to_string())).collect();
+    assert_eq!(got[1..], expected[..]);
+    let stats = device.stats();
+    assert_eq!((stats.commands, stats.commands_run, stats.commands_repeated), (3, 2, 1));
+}
+
+#[derive(Debug, Clone, Copy)]
+struct FixedClock(u64);
+
+impl Clock for FixedClock {
+    fn now_ms(&mut self) -> Option<u64> {
+        Some(self.0)
+    }
+}
+
+#[test]
+fn a_command_past_its_deadline_fails_without_running_and_garbage_is_counted() {
+    let broker = FakeBroker::default();
+    let mut device: Device<FakeBroker, FixedClock, 4, 512> =
+        Device::new("dev-1", BootId::new(1), broker.clone(), FixedClock(10_000), Settings::default()).unwrap();
+    device.poll(0).unwrap();
+    broker.publish_to_device("devices/dev-1/commands", &command_bytes("late", "ping", "null", Some(9_999)), 1);
+    broker.publish_to_device("devices/dev-1/commands", b"{\"not\":\"a command\"}", 2);
+    broker.publish_to_device("devices/dev-1/commands", &command_bytes("ok", "ping", "null", Some(10_000)), 3);
+    let mut ran = Vec::new();
+    device
+        .poll_commands(1, |command| {
+            ran.push(command.id.to_owned());
+            Outcome::done("pong")
+        })
+        .unwrap();
+    assert_eq!(ran, ["ok"]);
+    let got = replies(&broker);
+    assert_eq!(got.len(), 5, "{got:?}");
+    assert_eq!(got[2].1, ReplyStatus::Failed);
+    assert!(got[2].2.contains("deadline"), "{got:?}");
+    assert_eq!((got[4].0.as_str(), got[4].1, got[4].2.as_str()), ("ok", ReplyStatus::Done, "pong"));
+    assert_eq!(device.stats().bad_commands, 1);
+    assert!(device.is_online());
+}
+
 #[test]
 fn a_malformed_ack_is_counted_and_ignored() {
     let (mut device, broker) = device();
@@ -273,4 +360,31 @@ fn a_simulated_reboot_keeps_the_ring_and_numbers_the_new_boot_from_one() {
     broker.commit();
     device.poll(now + 1).unwrap();
     assert_eq!(device.pending(), 0, "the ack of boot 8 covers boot 7's events sent before");
+}
+
+#[test]
+fn the_largest_command_the_gateway_sends_by_default_fits_the_default_receive_buffer() {
+    // commands.max_size = "200B" and the longest device id: the whole PUBLISH must fit
+    // DEFAULT_RX_LEN (256) bytes.
+    let id = "d".repeat(edge_event::MAX_DEVICE_ID_LEN);
+    let broker = FakeBroker::default();
+    let mut device: TestDevice =
+        Device::new(&id, BootId::new(1), broker.clone(), NoClock, Settings::default()).unwrap();
+    device.poll(0).unwrap();
+    let mut payload = String::from("\"");
+    let mut bytes = command_bytes("big", "ping", &payload, None);
+    while bytes.len() < 200 {
+        payload.insert(1, 'x');
+        bytes = command_bytes("big", "ping", &format!("{payload}\""), None);
+    }
+    assert_eq!(bytes.len(), 200);
+    broker.publish_to_device(&format!("devices/{id}/commands"), &bytes, 9);
+    let mut ran = false;
+    device
+        .poll_commands(1, |_| {
+            ran = true;
+            Outcome::done("")
+        })
+        .unwrap();
+    assert!(ran && device.is_online());
 }

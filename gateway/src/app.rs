@@ -131,6 +131,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             stop.clone(),
         ))),
     };
+    let downlink = crate::downlink::spawn(&config, metrics.clone(), stop.clone())?;
     status.ready.store(true, Ordering::Relaxed);
     info!("{}", config.summary());
     info!("gateway ready");
@@ -139,6 +140,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     info!("shutting down: stop taking events, wait for in-flight acks, close the journal");
     stop.cancel();
     if let Some(task) = device_task {
+        let _ = task.await;
+    }
+    if let Some(task) = downlink {
         let _ = task.await;
     }
     let _ = forwarder.await;

@@ -9,6 +9,7 @@
 //! - [`filters`]: per-route rules (devices, types, range, interval, deadband) before the store.
 //! - [`store`]: the journal (SQLite, WAL, group commit, retention). Durable from here on.
 //! - [`forward`]: batches per route to the cloud (rumqttc, QoS 1); delete on PUBACK only.
+//! - [`downlink`]: cloud-to-device commands, kept in SQLite until the device answers.
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`, `/api/status`.
 //!
 //! Around them: [`config`] (the TOML file, validated in one place), [`metrics`], and
@@ -19,6 +20,7 @@ pub mod admin;
 pub mod app;
 pub mod config;
 pub mod devices;
+pub mod downlink;
 pub mod fields;
 pub mod filters;
 pub mod forward;

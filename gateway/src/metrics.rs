@@ -204,6 +204,8 @@ pub struct Metrics {
     pub latency: Histogram,
     /// Per route, in config order.
     pub routes: Vec<RouteMetrics>,
+    /// Cloud-to-device commands.
+    pub commands: crate::downlink::metrics::CommandMetrics,
 }
 
 impl Metrics {
@@ -238,6 +240,7 @@ impl Metrics {
                     filtered: Default::default(),
                 })
                 .collect(),
+            commands: Default::default(),
         }
     }
 
@@ -338,6 +341,7 @@ impl Metrics {
                 );
             }
         }
+        self.commands.render(&mut out);
         for route in &self.routes {
             route.batch_size.render(
                 &mut out,

@@ -113,14 +113,14 @@ fn envelope(event: &Event) -> EnvelopeRef<'_> {
     EnvelopeRef { version: FORMAT_VERSION, event }
 }
 
-fn encode_error(err: postcard::Error, len: usize) -> EncodeError {
+pub(crate) fn encode_error(err: postcard::Error, len: usize) -> EncodeError {
     match err {
         postcard::Error::SerializeBufferFull => EncodeError::BufferTooSmall { len },
         _ => EncodeError::Serialize { reason: "postcard refused the value" },
     }
 }
 
-fn decode_error(err: postcard::Error) -> DecodeError {
+pub(crate) fn decode_error(err: postcard::Error) -> DecodeError {
     use postcard::Error as E;
     let reason = match err {
         E::DeserializeUnexpectedEnd => return DecodeError::Truncated,

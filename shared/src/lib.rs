@@ -15,6 +15,8 @@
 //!   and [`batch::decode_batch`] for consumers.
 //! - `ack`: [`Ack`]'s heap-free JSON codec, [`Ack::encode_json`] and [`Ack::decode_json`].
 //! - [`topic`]: the device topics `devices/{device}/events|ack|commands`, heap-free.
+//! - [`command`]: cloud-to-device commands as the device sees them ([`command::Command`])
+//!   and its answers ([`command::Reply`]), postcard, heap-free; the protocol is there.
 //! - `error`: [`EncodeError`], [`DecodeError`], [`TooLong`]; messages that stand alone.
 //!
 //! Features: none needed to encode and decode (no heap, builds for `thumbv6m-none-eabi`);
@@ -55,6 +57,7 @@ mod ack;
 pub mod batch;
 mod cobs;
 mod codec;
+pub mod command;
 mod digits;
 mod error;
 mod event;

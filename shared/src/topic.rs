@@ -1,6 +1,7 @@
 //! The device-side MQTT topics, without a heap:
 //! `devices/{device}/events` (device -> gateway), `devices/{device}/ack` and
-//! `devices/{device}/commands` (gateway -> device).
+//! `devices/{device}/commands` (gateway -> device), `devices/{device}/commands/status`
+//! (device -> gateway: its [`Reply`](crate::command::Reply)s to commands).
 //!
 //! Writers check the device id with [`validate_device_id`], so a topic they build never
 //! contains `/`, `+` or `#` inside the device level.
@@ -36,6 +37,16 @@ pub fn ack_device(topic: &str) -> Option<&str> {
 /// The device level of `devices/{device}/commands`, or `None`.
 pub fn commands_device(topic: &str) -> Option<&str> {
     device_of(topic, "/commands")
+}
+
+/// The device level of `devices/{device}/commands/status`, or `None`.
+pub fn command_status_device(topic: &str) -> Option<&str> {
+    device_of(topic, "/commands/status")
+}
+
+/// Replaces `out` with `devices/{device}/commands/status`, where a device answers commands.
+pub fn write_command_status_topic(device: &str, out: &mut Topic) -> Result<(), ValidationError> {
+    write_topic(device, "/commands/status", out)
 }
 
 /// Replaces `out` with `devices/{device}/events`.
@@ -88,6 +99,8 @@ mod tests {
         assert_eq!(events_device("other/d1/events"), None);
         assert_eq!(ack_device("devices/d1/ack"), Some("d1"));
         assert_eq!(commands_device("devices/d1/commands"), Some("d1"));
+        assert_eq!(commands_device("devices/d1/commands/status"), None);
+        assert_eq!(command_status_device("devices/d1/commands/status"), Some("d1"));
     }
 
     #[test]
@@ -96,6 +109,8 @@ mod tests {
         let mut topic = Topic::new();
         write_commands_topic(&id, &mut topic).unwrap();
         assert_eq!(commands_device(&topic), Some(id.as_str()));
+        write_command_status_topic(&id, &mut topic).unwrap();
+        assert_eq!(command_status_device(&topic), Some(id.as_str()));
         write_events_topic(&id, &mut topic).unwrap();
         assert_eq!(events_device(&topic), Some(id.as_str()));
         write_ack_topic("d1", &mut topic).unwrap();

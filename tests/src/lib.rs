@@ -7,6 +7,7 @@
 //! - [`clients`]: device publishers and a cloud subscriber that counts by `(device, boot, seq)`.
 //! - [`http`]: a minimal HTTP GET for `/api/status` and `/metrics`.
 //! - [`proxy`]: a TCP proxy that cuts and restores the cloud link.
+//! - [`sim`]: the firmware's simulator (`edge-sensor-sim`) as a child process.
 //! - [`bench`]: the benchmark against the alternatives (`--bin bench`, BENCHMARKS.md).
 
 pub mod bench;
@@ -15,6 +16,7 @@ pub mod gateway;
 pub mod http;
 pub mod mosquitto;
 pub mod proxy;
+pub mod sim;
 
 use std::net::TcpListener;
 use std::time::{Duration, Instant};

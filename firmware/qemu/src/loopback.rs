@@ -109,6 +109,13 @@ impl Loopback {
                 let Ok(Some((Packet::Publish(p), _))) = packet::decode(frame) else {
                     return;
                 };
+                if p.topic.ends_with("/commands/status") {
+                    // The device's `ready` after subscribing: no event; acked, not printed.
+                    if let Some(pkid) = p.pkid {
+                        self.reply(&[0x40, 2, (pkid >> 8) as u8, pkid as u8]);
+                    }
+                    return;
+                }
                 print_hex("mqtt ", frame);
                 self.publishes += 1;
                 if let Ok(event) = edge_event::decode(p.payload) {

@@ -46,6 +46,8 @@ pub struct State {
     pub filters: Vec<String>,
     /// Pings answered.
     pub pings: usize,
+    /// Replies on `devices/{device}/commands/status`: (id, status, message).
+    pub replies: Vec<(String, edge_event::command::ReplyStatus, String)>,
 }
 
 /// The transport the device under test owns; clones share the state.
@@ -144,6 +146,15 @@ fn serve(s: &mut State) {
             }
             3 => {
                 let Some((Packet::Publish(p), _)) = packet::decode(&frame).unwrap() else { unreachable!() };
+                if p.topic.ends_with("/commands/status") {
+                    let reply =
+                        edge_event::command::Reply::decode(p.payload).expect("the device sends postcard replies");
+                    s.replies.push((reply.id.to_owned(), reply.status, reply.message.to_owned()));
+                    if let Some(pkid) = p.pkid {
+                        s.to_device.extend([0x40, 2, (pkid >> 8) as u8, pkid as u8]);
+                    }
+                    continue;
+                }
                 let event = edge_event::decode(p.payload).expect("the device sends postcard envelopes");
                 s.received.push(event.clone());
                 s.uncommitted.push(event);

@@ -40,6 +40,8 @@ pub struct Config {
     pub log: LogConfig,
     /// `[[routes]]`, in file order.
     pub routes: Vec<RouteConfig>,
+    /// `[commands]`: cloud-to-device commands (`crate::downlink`).
+    pub commands: crate::downlink::CommandsConfig,
 }
 
 /// `[gateway]`: who this gateway is and where it keeps its data.

@@ -118,4 +118,4 @@ pub struct Batch {
 }
 
 /// The sections a config file may hold.
-pub const SECTIONS: [&str; 7] = ["gateway", "devices", "store", "cloud", "http", "log", "routes"];
+pub const SECTIONS: [&str; 8] = ["gateway", "devices", "store", "cloud", "http", "log", "routes", "commands"];

@@ -158,6 +158,11 @@ pub(super) fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
         token,
     };
     let routes = validate_routes(&mut errors, routes, &cloud);
+    let (commands, command_errors) =
+        crate::downlink::config::validate(table.remove("commands"), &gateway.id, &cloud.client_id);
+    for (path, message) in command_errors {
+        errors.push(path, message);
+    }
     let filter = log.filter.unwrap_or_else(|| DEFAULT_LOG_FILTER.into());
     if let Err(err) = tracing_subscriber::EnvFilter::try_new(&filter) {
         errors.push(
@@ -173,7 +178,7 @@ pub(super) fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
     );
     let log = LogConfig { filter, format };
     if errors.0.is_empty() {
-        Ok(Config { gateway, devices, store, cloud, http, log, routes })
+        Ok(Config { gateway, devices, store, cloud, http, log, routes, commands })
     } else {
         Err(errors.0)
     }

@@ -104,7 +104,8 @@ fn broker_config(settings: &BrokerSettings) -> Config {
     Config {
         id: 0,
         router: RouterConfig {
-            max_connections: settings.max_connections + 2,
+            // + the ingest link, the readiness probe, the command sender (crate::downlink).
+            max_connections: settings.max_connections + 3,
             max_outgoing_packet_count: 200,
             max_segment_size: (settings.memory.bytes() as usize / SEGMENTS).max(64 * 1024),
             max_segment_count: SEGMENTS,

@@ -99,6 +99,10 @@ pub async fn run(
                     }
                 }
             }
+            Ok(Event::Incoming(Packet::Publish(publish))) if super::is_gateway_to_device(&publish.topic) => {
+                // The gateway's own protocol (a route filter such as `devices/#` takes it).
+                let _ = client.try_ack(&publish);
+            }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
                 let topic = publish.topic.clone();
                 let payload = publish.payload.clone();

@@ -38,10 +38,14 @@ pub enum DevicesError {
     Thread(#[from] std::io::Error),
 }
 
-/// Topics the gateway publishes to devices (`devices/{device}/ack`, `.../commands`): never
-/// device events, even when a route's filter would take them.
+/// Topics of the gateway's own device protocol: what it publishes to devices
+/// (`devices/{device}/ack`, `.../commands`) and the devices' answers to commands
+/// (`.../commands/status`, taken by `crate::downlink`): never device events, even when a
+/// route's filter would take them.
 pub fn is_gateway_to_device(topic: &str) -> bool {
-    edge_event::topic::ack_device(topic).is_some() || edge_event::topic::commands_device(topic).is_some()
+    edge_event::topic::ack_device(topic).is_some()
+        || edge_event::topic::commands_device(topic).is_some()
+        || edge_event::topic::command_status_device(topic).is_some()
 }
 
 /// The topic and payload (`{"boot":B,"seq":S}`) that carry a device's mark, written by

@@ -46,6 +46,7 @@ use std::thread::JoinHandle;
 use tokio::sync::{oneshot, Notify};
 
 pub use dead_letters::DeadLetterRow;
+pub(crate) use schema::migrate_commands;
 
 use crate::config::StoreConfig;
 use crate::filters::StateUpdate;

@@ -55,6 +55,35 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 );
 ";
 
+/// Additive migration step for cloud-to-device commands (`crate::downlink::store`): two
+/// tables, created when missing. Only new tables, so no version bump is needed: an older
+/// gateway ignores them, and running it again is a no-op.
+pub(crate) fn migrate_commands(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS commands (
+            seq         INTEGER PRIMARY KEY AUTOINCREMENT,  -- arrival order: per-device order
+            device      TEXT NOT NULL,
+            id          TEXT NOT NULL,                      -- the cloud's id
+            name        TEXT NOT NULL,
+            payload     TEXT NOT NULL,                      -- JSON text
+            deadline_ms INTEGER NOT NULL,
+            state       TEXT NOT NULL,  -- accepted | delivered | done | failed | expired
+            received_ms INTEGER NOT NULL,
+            updated_ms  INTEGER NOT NULL,
+            UNIQUE (device, id)
+        );
+        CREATE INDEX IF NOT EXISTS commands_open ON commands (state, device, seq);
+        CREATE TABLE IF NOT EXISTS command_status (
+            id      INTEGER PRIMARY KEY AUTOINCREMENT,      -- publish order
+            device  TEXT NOT NULL,
+            command TEXT,                                   -- NULL: a command without an id
+            status  TEXT NOT NULL,
+            message TEXT,
+            ts      INTEGER NOT NULL
+        );",
+    )
+}
+
 /// A configured route as the journal knows it.
 #[derive(Debug, Clone)]
 pub struct RouteState {
@@ -115,6 +144,7 @@ pub fn open(path: &Path, config: &StoreConfig, route_names: &[String]) -> Result
     );
     conn.execute_batch(&pragmas).map_err(|e| classify(path, e))?;
     conn.execute_batch(SCHEMA).map_err(|e| classify(path, e))?;
+    migrate_commands(&conn).map_err(|e| classify(path, e))?;
     conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}")).map_err(|e| classify(path, e))?;
 
     let mut routes = Vec::with_capacity(route_names.len());

@@ -2,6 +2,10 @@
 //! devices in turn (the device code never blocks, so one thread runs many). Each device
 //! records events at its rate, bursts, disconnects and reboots on schedule, and counts.
 //!
+//! Devices answer the demo commands from the cloud (see [`Sim::command`]): `ping` (done,
+//! "pong"), `set_interval` (`{"ms":N}` or `N`: the device's event period), `reboot` (a new
+//! boot id, after the answer is sent); anything else fails.
+//!
 //! A device is done when it has recorded its `--events` and the gateway has confirmed
 //! (or its ring dropped, counted) every one of them.
 
@@ -9,8 +13,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use edge_event::command::Command;
 use edge_firmware::host::{SystemClock, TcpTransport};
-use edge_firmware::{BootId, Device, Error, Settings};
+use edge_firmware::{BootId, Device, Error, Outcome, Settings};
 
 use crate::readings::{Rng, Sensor};
 
@@ -113,6 +118,8 @@ pub struct Sim {
     /// Past `--duration`: record nothing more.
     finished_recording: bool,
     boot: u32,
+    /// Events per second (the plan's, until a `set_interval` command).
+    rate: f64,
 }
 
 impl Sim {
@@ -137,6 +144,7 @@ impl Sim {
             owed: 0,
             finished_recording: false,
             boot,
+            rate: plan.rate,
             plan,
         })
     }
@@ -160,8 +168,8 @@ impl Sim {
         if self.plan.duration.is_some_and(|d| now_ms >= d.as_millis() as u64) {
             self.finished_recording = true;
         }
-        if self.plan.rate > 0.0 {
-            let period = period_ms(self.plan.rate);
+        if self.rate > 0.0 {
+            let period = period_ms(self.rate);
             while self.next_due_ms <= now {
                 self.owed += 1;
                 self.next_due_ms += period;
@@ -178,7 +186,26 @@ impl Sim {
             self.next_disconnect_ms = self.plan.disconnect_every.map(|every| at + every.as_millis() as u64);
         }
         let mut busy = self.record(now_ms);
-        match self.device.poll(now_ms) {
+        let mut action = None;
+        let boot = self.boot;
+        let polled = self.device.poll_commands(now_ms, |command| {
+            let (outcome, then) = Sim::command(command, boot);
+            action = then;
+            println!("[command] {} {} {}: {:?}", command.id, command.name, command.payload, outcome);
+            outcome
+        });
+        match action {
+            Some(Action::Interval(ms)) => {
+                self.rate = 1000.0 / ms as f64;
+                self.next_due_ms = now + ms as f64;
+            }
+            Some(Action::Reboot) => {
+                self.boot = BootId::after(self.boot).get();
+                self.device.reboot(BootId::new(self.boot), now_ms);
+            }
+            None => {}
+        }
+        match polled {
             Ok(activity) => busy |= !activity.is_idle(),
             Err(err) => {
                 let cause = self.device.transport().last_error().unwrap_or("");
@@ -189,6 +216,22 @@ impl Sim {
             }
         }
         busy
+    }
+
+    /// The answer to a demo command, and what to do once it is sent.
+    fn command(command: &Command<'_>, boot: u32) -> (Outcome, Option<Action>) {
+        match command.name {
+            "ping" => (Outcome::done("pong"), None),
+            "set_interval" => match command.payload_u64(Some("ms")).or_else(|| command.payload_u64(None)) {
+                Some(ms @ 1..=3_600_000) => (Outcome::done(&format!("interval {ms} ms")), Some(Action::Interval(ms))),
+                _ => (Outcome::failed("set_interval needs {\"ms\": 1..3600000}"), None),
+            },
+            "reboot" => {
+                let next = BootId::after(boot).get();
+                (Outcome::done(&format!("rebooting as boot {next}")), Some(Action::Reboot))
+            }
+            other => (Outcome::failed(&format!("unknown command {other:?}")), None),
+        }
     }
 
     fn record(&mut self, now_ms: u64) -> bool {
@@ -234,6 +277,15 @@ impl Sim {
     pub fn stop(&mut self, now_ms: u64) {
         self.device.disconnect(now_ms);
     }
+}
+
+/// What a command asks of the simulator after its answer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Action {
+    /// A new event period, in ms.
+    Interval(u64),
+    /// A new boot.
+    Reboot,
 }
 
 fn period_ms(rate: f64) -> f64 {

@@ -1,0 +1,85 @@
+//! The firmware's simulator, `edge-sensor-sim`, as a child process: built once, started
+//! against a gateway's device port, its output collected line by line, killed on drop.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// Path of the simulator: `$EDGE_SENSOR_SIM_BIN`, or built once with cargo (release when
+/// `EDGE_TEST_PROFILE=release`).
+pub fn binary() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Ok(path) = std::env::var("EDGE_SENSOR_SIM_BIN") {
+            return PathBuf::from(path);
+        }
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_owned();
+        let release = std::env::var("EDGE_TEST_PROFILE").is_ok_and(|p| p == "release");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut build = Command::new(cargo);
+        build.current_dir(&workspace).args([
+            "build",
+            "-q",
+            "-p",
+            "edge-firmware",
+            "--features",
+            "std",
+            "--bin",
+            "edge-sensor-sim",
+        ]);
+        if release {
+            build.arg("--release");
+        }
+        assert!(build.status().expect("cannot run cargo").success(), "building edge-sensor-sim failed");
+        let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| workspace.join("target"));
+        target.join(if release { "release" } else { "debug" }).join("edge-sensor-sim")
+    })
+    .clone()
+}
+
+/// A running simulator.
+pub struct Sim {
+    /// The process.
+    pub child: Child,
+    output: Arc<Mutex<String>>,
+}
+
+impl Sim {
+    /// Starts it against `127.0.0.1:{devices_port}` with extra arguments.
+    pub fn start(devices_port: u16, args: &[&str]) -> Sim {
+        let mut child = Command::new(binary())
+            .args(["--host", "127.0.0.1", "--port", &devices_port.to_string()])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot start edge-sensor-sim");
+        let output = Arc::new(Mutex::new(String::new()));
+        for stream in [
+            child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child.stderr.take().map(|s| Box::new(s) as _),
+        ] {
+            let Some(stream) = stream else { continue };
+            let output = output.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    output.lock().expect("lock").push_str(&(line + "\n"));
+                }
+            });
+        }
+        Sim { child, output }
+    }
+
+    /// Everything it printed so far.
+    pub fn output(&self) -> String {
+        self.output.lock().expect("lock").clone()
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
