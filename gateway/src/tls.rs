@@ -316,7 +316,9 @@ pub fn describe(err: &ConnectionError, peer: &str, security: &LinkSecurity) -> S
             ConnectReturnCode::NotAuthorized if security.username.is_none() => {
                 format!("{peer} refused the connection: not authorized (it may want {section}.username and a password)")
             }
-            ConnectReturnCode::NotAuthorized => format!("{peer} refused the connection: not authorized"),
+            ConnectReturnCode::NotAuthorized => format!(
+                "{peer} refused the connection: not authorized (check {section}.username and the password, and the broker's ACL)"
+            ),
             other => format!("{peer} refused the connection: {other:?}"),
         };
     }
@@ -327,6 +329,15 @@ pub fn describe(err: &ConnectionError, peer: &str, security: &LinkSecurity) -> S
         (Some(tls_err), Some(tls)) => describe_tls(tls_err, peer, tls),
         _ => err.to_string(),
     }
+}
+
+/// `DnsName("a.example")` (how rustls lists a certificate's names) as `a.example`.
+fn plain_name(presented: &str) -> &str {
+    presented
+        .split_once("(\"")
+        .and_then(|(_, rest)| rest.strip_suffix("\")"))
+        .or_else(|| presented.split_once('(').and_then(|(_, rest)| rest.strip_suffix(')')))
+        .unwrap_or(presented)
 }
 
 fn describe_tls(err: &rustls::Error, peer: &str, tls: &TlsSettings) -> String {
@@ -355,7 +366,7 @@ fn describe_tls(err: &rustls::Error, peer: &str, tls: &TlsSettings) -> String {
             CertificateError::NotValidForNameContext { expected, presented } => format!(
                 "TLS: {peer}'s certificate is not valid for {:?} (wrong host name; it is for {}); connect by a name it names or set {section}.server_name",
                 expected.to_str(),
-                if presented.is_empty() { "no names".to_owned() } else { presented.join(", ") }
+                if presented.is_empty() { "no names".to_owned() } else { presented.iter().map(|n| plain_name(n)).collect::<Vec<_>>().join(", ") }
             ),
             other => format!("TLS: {peer}'s certificate was refused: {other:?}"),
         },
