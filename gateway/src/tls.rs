@@ -307,7 +307,7 @@ fn rustls_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a ru
 /// A connect or link failure as a sentence for the log and `/api/status`: who refused
 /// what, and which key or file to look at. `peer` is e.g. "the cloud broker".
 pub fn describe(err: &ConnectionError, peer: &str, security: &LinkSecurity) -> String {
-    let section = security.tls.as_ref().map_or("cloud", |t| t.section);
+    let section = security.section;
     if let ConnectionError::ConnectionRefused(code) = err {
         return match code {
             ConnectReturnCode::BadUserNamePassword => {
@@ -408,5 +408,61 @@ fn describe_tls(err: &rustls::Error, peer: &str, tls: &TlsSettings) -> String {
             format!("TLS: {peer} did not answer with TLS ({err}); is the port a TLS listener, or should the URL be mqtt://?")
         }
         other => format!("TLS: {other}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+
+    fn security(section: &'static str, tls: Option<TlsSettings>) -> LinkSecurity {
+        LinkSecurity { section, tls, username: Some("u".into()), password: Some(Secret::new("hunter2-pw".into())) }
+    }
+
+    fn settings(section: &'static str) -> TlsSettings {
+        TlsSettings {
+            section,
+            ca_file: Some("/etc/ca.pem".into()),
+            client: Some(ClientCert { cert_file: "/etc/gw.crt".into(), key_file: "/etc/gw.key".into() }),
+            alpn: vec![],
+            server_name: None,
+            insecure_skip_verify: false,
+        }
+    }
+
+    #[test]
+    fn refusals_name_the_section_and_the_file_but_never_the_password() {
+        let refused = ConnectionError::ConnectionRefused(ConnectReturnCode::BadUserNamePassword);
+        let text = describe(&refused, "the device broker", &security("devices", None));
+        assert_eq!(
+            text,
+            "the device broker refused the connection: bad user name or password (check devices.username and the password)"
+        );
+        let tls = settings("cloud");
+        let alert = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::AlertReceived(AlertDescription::UnknownCA),
+        );
+        let text = describe(&ConnectionError::Io(alert), "the cloud broker", &security("cloud", Some(tls)));
+        assert!(
+            text.starts_with("TLS: the cloud broker refused our client certificate /etc/gw.crt (cloud.cert_file"),
+            "{text}"
+        );
+        assert!(!text.contains("hunter2"));
+        let unknown = rumqttc::TlsError::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer),
+        ));
+        let text =
+            describe(&ConnectionError::Tls(unknown), "the cloud broker", &security("cloud", Some(settings("cloud"))));
+        assert!(text.contains("not signed by the CA in cloud.ca_file (/etc/ca.pem)"), "{text}");
+    }
+
+    #[test]
+    fn certificate_names_are_shown_plainly() {
+        assert_eq!(plain_name("DnsName(\"a.example\")"), "a.example");
+        assert_eq!(plain_name("IpAddress(10.0.0.1)"), "10.0.0.1");
+        assert_eq!(plain_name("odd"), "odd");
     }
 }

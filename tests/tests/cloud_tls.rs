@@ -2,16 +2,17 @@
 //! listeners and certificates made here with rcgen: a pinned CA, mutual TLS, refusals for
 //! each kind of bad certificate (with the reason in the log and `/api/status`, the events
 //! kept in the journal and delivered once the config is fixed), and user name / password
-//! from a file and from the environment, which never show in the log or the status.
+//! from a file and from the environment, which never show in the log or the status. The
+//! same settings on an external device broker, and `check-config` on bad TLS files.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use edge_tests::clients::{device_events, publish_all, CloudSubscriber};
-use edge_tests::gateway::{Gateway, Setup};
+use edge_tests::gateway::{binary, Gateway, Setup};
 use edge_tests::mosquitto::Mosquitto;
-use edge_tests::{free_port, wait_until};
+use edge_tests::{event_json, free_port, wait_until};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
 };
@@ -204,7 +205,7 @@ async fn server_tls_with_a_pinned_ca_delivers_and_bad_server_certificates_are_re
     got.in_order_per_device().unwrap();
     let log = unverified.log_text();
     assert!(log.contains("cloud.insecure_skip_verify = true: the broker's certificate is NOT verified"), "{log}");
-    assert!(log.contains("connecting WITHOUT verifying the cloud's certificate"), "{log}");
+    assert!(log.contains("connected WITHOUT verifying the cloud's certificate"), "{log}");
     assert!(!named.log_text().contains("NOT verified"));
 }
 
@@ -245,14 +246,20 @@ async fn mutual_tls_the_right_client_certificate_delivers_none_or_another_cas_is
     assert_eq!(sub.snapshot().distinct().len(), 30, "nothing from a refused gateway reached the cloud");
 }
 
+/// A Mosquitto password file with one user.
+fn password_file(pki: &Pki, user: &str, password: &str) -> PathBuf {
+    let path = pki.path(&format!("{user}.passwd"));
+    let made = Command::new("mosquitto_passwd").arg("-c").arg("-b").arg(&path).args([user, password]).status();
+    assert!(made.unwrap().success(), "mosquitto_passwd failed");
+    path
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn user_name_and_password_from_a_file_or_the_environment_and_the_secret_never_shows() {
     const SECRET: &str = "Pa55-edge-gw-S3cret";
     const WRONG: &str = "not-the-Pa55word-42";
     let pki = pki();
-    let passwords = pki.path("mosquitto.passwd");
-    let made = Command::new("mosquitto_passwd").arg("-c").arg("-b").arg(&passwords).args(["gw", SECRET]).status();
-    assert!(made.unwrap().success(), "mosquitto_passwd failed");
+    let passwords = password_file(&pki, "gw", SECRET);
     let secured = free_port();
     // Per-listener security: the plain listener (the test's subscriber) stays anonymous.
     let listener = format!(
@@ -304,4 +311,91 @@ async fn user_name_and_password_from_a_file_or_the_environment_and_the_secret_ne
             assert!(!status.contains(secret), "a password in /api/status: {status}");
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_external_device_broker_over_tls_with_a_password_feeds_the_cloud() {
+    const SECRET: &str = "ingest-Pa55-on-the-box";
+    let pki = pki();
+    let passwords = password_file(&pki, "ingest", SECRET);
+    let secured = free_port();
+    let listener = format!(
+        "{}allow_anonymous false\npassword_file {}\n",
+        pki.listener(secured, "server", false),
+        passwords.display()
+    );
+    // Devices publish on the plain listener; the gateway reads over TLS with a password.
+    let local = Mosquitto::start_with(free_port(), "per_listener_settings true", &listener);
+    let cloud = Mosquitto::start();
+    let sub = CloudSubscriber::connect(cloud.port).await;
+    let data = tempfile::tempdir().unwrap();
+    let mut setup = Setup::new(cloud.port, data.path());
+    setup.devices = format!(
+        "mode = \"external\"\nurl = \"mqtts://127.0.0.1:{secured}\"\n{}username = \"ingest\"\npassword_env = \"EDGE_TEST_DEVICES_PASSWORD\"\n",
+        ca_file(&pki, "ca")
+    );
+    setup.env.push(("EDGE_TEST_DEVICES_PASSWORD".into(), SECRET.into()));
+    let gateway = Gateway::start(&setup);
+
+    // It subscribes once connected; until then the broker drops what nobody takes.
+    let port = local.port.to_string();
+    let probe = event_json("probe", 1, 1);
+    wait_until(WAIT, "the gateway's subscription over TLS", || {
+        let args = ["-p", &port, "-q", "1", "-t", "devices/probe/events", "-m", &probe];
+        assert!(Command::new("mosquitto_pub").args(args).status().ok()?.success());
+        (gateway.status()["events_committed"].as_u64()? >= 1).then_some(())
+    });
+    publish_all(local.port, "ext", device_events("ext", 1, 30)).await.unwrap();
+    let got = sub.wait_distinct(31, WAIT);
+    assert_eq!(got.distinct().iter().filter(|id| id.0 == "ext").count(), 30);
+    let log = gateway.log_text();
+    assert!(log.contains("connected to the device broker"), "{log}");
+    assert!(!log.contains(SECRET) && !gateway.status().to_string().contains(SECRET));
+}
+
+#[test]
+fn check_config_names_key_and_file_of_bad_tls_files_and_warns_about_readable_keys() {
+    use std::os::unix::fs::PermissionsExt;
+    let pki = pki();
+    let ca = pki.ca("ca2");
+    pki.leaf(&ca, "client-expired", &["gw-test"], false, true);
+    let data = tempfile::tempdir().unwrap();
+    let check = |keys: String| {
+        let mut setup = tls_setup(free_port(), data.path(), keys);
+        setup.cloud_url = "mqtts://127.0.0.1".into();
+        let config = pki.write("gateway.toml", &setup.toml());
+        std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let out = Command::new(binary()).arg("check-config").arg("--config").arg(&config).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    let expired = pki.path("client-expired.pem");
+    let (code, _, stderr) = check(format!("{}{}", ca_file(&pki, "ca"), client_cert(&pki, "client-expired")));
+    assert_eq!(code, Some(1), "{stderr}");
+    let want = format!("cloud.cert_file: {}: the certificate expired at 2021-01-01 00:00:00Z", expired.display());
+    assert!(stderr.contains(&want), "{stderr}");
+
+    let (code, _, stderr) = check(format!(
+        "{}cert_file = \"{}\"\nkey_file = \"{}\"\n",
+        ca_file(&pki, "ca"),
+        pki.path("client.pem").display(),
+        pki.path("server.key").display()
+    ));
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("is not the key of the certificate in"), "{stderr}");
+
+    let key = pki.path("client.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, stdout, stderr) = check(format!("{}{}", ca_file(&pki, "ca"), client_cert(&pki, "client")));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("mqtts://127.0.0.1:8883 (mutual TLS)"), "{stdout}");
+    let want = format!("warning: cloud.key_file: {} is readable by other users (mode 644)", key.display());
+    assert!(stderr.contains(&want), "{stderr}");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (code, _, stderr) = check(format!("{}{}", ca_file(&pki, "ca"), client_cert(&pki, "client")));
+    assert_eq!((code, stderr.contains("warning")), (Some(0), false), "{stderr}");
 }

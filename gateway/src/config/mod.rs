@@ -176,8 +176,10 @@ pub struct CloudConfig {
 
 /// How a link the gateway dials is secured: TLS (with `mqtts://` URLs) and MQTT credentials.
 /// `Debug` never shows the password ([`Secret`]); key files are only named, never read here.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct LinkSecurity {
+    /// The config section the keys come from (`cloud`, `devices`), for messages.
+    pub section: &'static str,
     /// TLS settings: Some exactly when the URL is `mqtts://`.
     pub tls: Option<TlsSettings>,
     /// MQTT user name.

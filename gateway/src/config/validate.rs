@@ -411,7 +411,7 @@ fn validate_link(
     if password.is_some() && link.username.is_none() {
         errors.push(at("username"), "required with a password (MQTT sends a password only with a user name)");
     }
-    let security = LinkSecurity { tls: None, username: link.username.clone(), password };
+    let security = LinkSecurity { section, tls: None, username: link.username.clone(), password };
     if !url.tls {
         for key in tls_keys {
             errors.push(at(key), format!("only used with an mqtts:// URL ({section}.url is mqtt://)"));

@@ -155,9 +155,6 @@ impl Session<'_> {
             Ok(options) => options,
             Err(err) => return End::Lost(format!("cannot set up TLS: {err}")),
         };
-        if self.cloud.security.tls.as_ref().is_some_and(|t| t.insecure_skip_verify) {
-            warn!(cloud = %self.cloud.url, "cloud.insecure_skip_verify: connecting WITHOUT verifying the cloud's certificate (lab use only)");
-        }
         let inflight = self.cloud.max_inflight;
         options
             .set_clean_session(true)
@@ -194,6 +191,9 @@ impl Session<'_> {
         }
         *connected_before = true;
         info!(cloud = %self.cloud.url, "cloud link up");
+        if self.cloud.security.tls.as_ref().is_some_and(|t| t.insecure_skip_verify) {
+            warn!(cloud = %self.cloud.url, "cloud.insecure_skip_verify: connected WITHOUT verifying the cloud's certificate (lab use only)");
+        }
 
         let (events_tx, mut events) = mpsc::channel(256);
         let poller = tokio::spawn(async move {
