@@ -44,7 +44,10 @@ impl Secret {
 
 impl<'de> serde::Deserialize<'de> for Secret {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        String::deserialize(deserializer).map(Secret)
+        // serde's own message would quote a mistyped value ("invalid type: integer `1234`").
+        String::deserialize(deserializer)
+            .map(Secret)
+            .map_err(|_| serde::de::Error::custom("expected a string (the value is a secret and not shown)"))
     }
 }
 

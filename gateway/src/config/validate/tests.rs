@@ -400,3 +400,15 @@ fn the_http_token_file_is_a_secret_file_and_the_inline_token_stays_hidden() {
     let config = parse(&format!("[http]\ntoken = \"0123456789abcdef-token\"\n{ROUTE}")).unwrap();
     assert!(!format!("{config:?}").contains("0123456789abcdef"));
 }
+
+#[test]
+fn a_mistyped_secret_is_an_error_that_does_not_quote_it() {
+    let errors = errors_of(&format!("[cloud]\nusername = \"u\"\npassword = 987654321\n{ROUTE}"));
+    assert_eq!(errors, vec!["cloud.password: expected a string (the value is a secret and not shown)"]);
+    let errors = errors_of(&format!("[http]\ntoken = 12345678901234567\n{ROUTE}"));
+    assert_eq!(errors, vec!["http.token: expected a string (the value is a secret and not shown)"]);
+    // Unquoted: not TOML at all; the message names the line, not its text.
+    let errors = errors_of(&format!("[cloud]\nusername = \"u\"\npassword = hunter2xyz\n{ROUTE}"));
+    assert!(errors[0].starts_with("(file): not valid TOML (line 3)"), "{errors:#?}");
+    assert!(!errors.iter().any(|e| e.contains("hunter2xyz")), "{errors:#?}");
+}
