@@ -118,10 +118,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             }
             None
         }
-        DevicesMode::External { url, client_id } => Some(tokio::spawn(devices::external::run(
+        DevicesMode::External { url, client_id, security } => Some(tokio::spawn(devices::external::run(
             devices::external::Broker {
                 url: url.clone(),
                 client_id: client_id.clone(),
+                security: security.clone(),
                 max_payload: config.devices.max_payload,
             },
             ingest,

@@ -12,7 +12,7 @@
 //! - [`downlink`]: cloud-to-device commands, kept in SQLite until the device answers.
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`, `/api/status`.
 //!
-//! Around them: [`config`] (the TOML file, validated in one place), [`metrics`], and
+//! Around them: [`tls`] (TLS and credentials of the links the gateway dials), [`config`] (the TOML file, validated in one place), [`metrics`], and
 //! [`app::run`], which wires the stages for a config and stops them in order; [`admin`]
 //! holds the operator commands (`edge-gateway dlq ...`).
 
@@ -29,6 +29,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod routes;
 pub mod store;
+pub mod tls;
 
 pub use app::{run, RunError};
 pub use config::Config;

@@ -142,6 +142,9 @@ fn main() -> ExitCode {
             let path = config_path(config);
             match load(&path) {
                 Ok(config) => {
+                    for warning in config.warnings(&path) {
+                        eprintln!("warning: {warning}");
+                    }
                     println!("{}: ok — {}", path.display(), config.summary());
                     ExitCode::SUCCESS
                 }
@@ -181,6 +184,9 @@ fn main() -> ExitCode {
                 Err(code) => return code,
             };
             init_logs(&config.log, cli.log_format);
+            for warning in config.warnings(&path) {
+                tracing::warn!("{warning}");
+            }
             let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
                 Ok(runtime) => runtime,
                 Err(err) => {

@@ -47,6 +47,10 @@ pub struct Setup {
     pub store: String,
     /// Extra lines for `[cloud]`.
     pub cloud: String,
+    /// `[cloud].url`; empty: `mqtt://127.0.0.1:{cloud_port}`.
+    pub cloud_url: String,
+    /// Environment variables for the process (e.g. a `password_env`).
+    pub env: Vec<(String, String)>,
     /// Extra lines for `[devices]` (replaces `listen` when it sets `mode`).
     pub devices: String,
     /// The `batch = {...}` of the route.
@@ -65,6 +69,8 @@ impl Setup {
             data_dir: data_dir.to_owned(),
             store: String::new(),
             cloud: "backoff_min = \"50ms\"\nbackoff_max = \"500ms\"\n".into(),
+            cloud_url: String::new(),
+            env: Vec::new(),
             devices: String::new(),
             batch: "{ max_events = 500, max_bytes = \"64KiB\", max_delay = \"20ms\" }".into(),
             routes: String::new(),
@@ -89,10 +95,14 @@ impl Setup {
         };
         format!(
             "[gateway]\nid = \"gw-test\"\ndata_dir = \"{data}\"\n\n[devices]\n{devices}\n[store]\nsynchronous = \"normal\"\n{store}\n\
-             [cloud]\nurl = \"mqtt://127.0.0.1:{cloud}\"\n{cloud_extra}\n[http]\nlisten = \"127.0.0.1:{http}\"\n\n{routes}",
+             [cloud]\nurl = \"{cloud_url}\"\n{cloud_extra}\n[http]\nlisten = \"127.0.0.1:{http}\"\n\n{routes}",
             data = self.data_dir.display(),
             store = self.store,
-            cloud = self.cloud_port,
+            cloud_url = if self.cloud_url.is_empty() {
+                format!("mqtt://127.0.0.1:{}", self.cloud_port)
+            } else {
+                self.cloud_url.clone()
+            },
             cloud_extra = self.cloud,
             http = self.http_port,
         )
@@ -137,6 +147,7 @@ impl Gateway {
             .args(["run", "--config"])
             .arg(&config)
             .env("RUST_LOG", std::env::var("EDGE_TEST_LOG").unwrap_or_else(|_| "info,rumqttd=off".into()))
+            .envs(setup.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()

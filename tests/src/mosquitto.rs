@@ -15,6 +15,7 @@ pub struct Mosquitto {
     pub port: u16,
     child: Option<Child>,
     dir: tempfile::TempDir,
+    head: String,
     extra: String,
 }
 
@@ -26,8 +27,14 @@ impl Mosquitto {
 
     /// Starts one on `port` with extra config lines.
     pub fn start_on(port: u16, extra: &str) -> Mosquitto {
+        Mosquitto::start_with(port, "", extra)
+    }
+
+    /// Starts one on `port` with lines before its plain listener (`head`, e.g.
+    /// `per_listener_settings true`) and after it (`extra`, e.g. more listeners).
+    pub fn start_with(port: u16, head: &str, extra: &str) -> Mosquitto {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut broker = Mosquitto { port, child: None, dir, extra: extra.to_owned() };
+        let mut broker = Mosquitto { port, child: None, dir, head: head.to_owned(), extra: extra.to_owned() };
         broker.restart();
         broker
     }
@@ -35,7 +42,7 @@ impl Mosquitto {
     /// Not running yet: a port reserved for a cloud that is down at first.
     pub fn down() -> Mosquitto {
         let dir = tempfile::tempdir().expect("temp dir");
-        Mosquitto { port: free_port(), child: None, dir, extra: String::new() }
+        Mosquitto { port: free_port(), child: None, dir, head: String::new(), extra: String::new() }
     }
 
     fn config_path(&self) -> PathBuf {
@@ -46,20 +53,25 @@ impl Mosquitto {
     pub fn restart(&mut self) {
         self.stop();
         let config = format!(
-            "listener {} 127.0.0.1\nallow_anonymous true\nuser root\nmax_queued_messages 0\nmax_inflight_messages 0\n{}\n",
-            self.port, self.extra
+            "{}\nlistener {} 127.0.0.1\nallow_anonymous true\nuser root\nmax_queued_messages 0\nmax_inflight_messages 0\n{}\n",
+            self.head, self.port, self.extra
         );
         std::fs::write(self.config_path(), config).expect("write mosquitto.conf");
         let child = Command::new("mosquitto")
             .arg("-c")
             .arg(self.config_path())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(self.dir.path().join("mosquitto.log")).map_or(Stdio::null(), Stdio::from))
             .spawn()
             .expect("mosquitto not installed: run scripts/test, which installs it");
         self.child = Some(child);
         let port = self.port;
         wait_until(Duration::from_secs(10), "mosquitto to listen", || TcpStream::connect(("127.0.0.1", port)).ok());
+    }
+
+    /// What it logged to stderr so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default()
     }
 
     /// Stops it (SIGKILL: the link drops as in a real outage).

@@ -42,6 +42,20 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// `[commands]`: cloud-to-device commands (`crate::downlink`).
     pub commands: crate::downlink::CommandsConfig,
+    /// Files the config names that hold secrets (password and token files, private keys),
+    /// for the start-up check of who else can read them.
+    pub secret_files: Vec<SecretFile>,
+}
+
+/// A file named by the config that holds a secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretFile {
+    /// Key path that names it (`cloud.key_file`).
+    pub key: String,
+    /// The file.
+    pub path: PathBuf,
+    /// A private key: the group must not read it either.
+    pub private_key: bool,
 }
 
 /// `[gateway]`: who this gateway is and where it keeps its data.
@@ -94,6 +108,8 @@ pub enum DevicesMode {
         url: BrokerUrl,
         /// Client id on that broker (the session is kept under it).
         client_id: String,
+        /// TLS and credentials for it.
+        security: LinkSecurity,
     },
 }
 
@@ -138,8 +154,10 @@ pub enum Synchronous {
 /// `[cloud]`: the upstream MQTT broker.
 #[derive(Debug, Clone)]
 pub struct CloudConfig {
-    /// Broker URL (`mqtt://host:port`).
+    /// Broker URL (`mqtt://host:port` or `mqtts://host:port`).
     pub url: BrokerUrl,
+    /// TLS and credentials for the link.
+    pub security: LinkSecurity,
     /// Client id on the cloud broker.
     pub client_id: String,
     /// MQTT keep-alive.
@@ -156,6 +174,47 @@ pub struct CloudConfig {
     pub backoff_max: Duration,
     /// On shutdown, how long to wait for the acks of batches in flight.
     pub shutdown_timeout: Duration,
+}
+
+/// How a link the gateway dials is secured: TLS (with `mqtts://` URLs) and MQTT credentials.
+/// `Debug` never shows the password ([`Secret`]); key files are only named, never read here.
+#[derive(Debug, Clone)]
+pub struct LinkSecurity {
+    /// The config section the keys come from (`cloud`, `devices`), for messages.
+    pub section: &'static str,
+    /// TLS settings: Some exactly when the URL is `mqtts://`.
+    pub tls: Option<TlsSettings>,
+    /// MQTT user name.
+    pub username: Option<String>,
+    /// MQTT password (only with a user name).
+    pub password: Option<Secret>,
+}
+
+/// TLS settings of one link; the files are checked at config load and read again at every
+/// connect (so renewed certificates are picked up without a restart).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// The config section the keys come from (`cloud`, `devices`), for messages.
+    pub section: &'static str,
+    /// PEM file of the CA certificate(s) to trust; None = the system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate for mutual TLS.
+    pub client: Option<ClientCert>,
+    /// ALPN protocol names offered (e.g. `x-amzn-mqtt-ca`).
+    pub alpn: Vec<String>,
+    /// Name the server's certificate must be valid for, when not the URL's host.
+    pub server_name: Option<String>,
+    /// Accept any server certificate (lab use only; warned at start and on every connect).
+    pub insecure_skip_verify: bool,
+}
+
+/// A client certificate and its private key (PEM files).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCert {
+    /// The certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// Its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
 }
 
 /// `[http]`.
@@ -235,24 +294,32 @@ pub struct BatchConfig {
     pub max_delay: Duration,
 }
 
-/// An MQTT broker address from a URL such as `mqtt://127.0.0.1:1884`.
+/// An MQTT broker address from a URL such as `mqtt://127.0.0.1:1884` or
+/// `mqtts://cloud.example:8883`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerUrl {
     /// Host name or address.
     pub host: String,
-    /// TCP port (1883 when the URL has none).
+    /// TCP port (1883 for `mqtt://`, 8883 for `mqtts://` when the URL has none).
     pub port: u16,
+    /// `mqtts://`: TLS on the connection.
+    pub tls: bool,
 }
 
 impl BrokerUrl {
-    /// Parses `mqtt://host[:port]`; `mqtts://` is refused until TLS lands, with that reason.
+    /// A plain `mqtt://` address.
+    pub fn plain(host: &str, port: u16) -> Self {
+        BrokerUrl { host: host.to_owned(), port, tls: false }
+    }
+
+    /// Parses `mqtt://host[:port]` or `mqtts://host[:port]`.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let rest = if let Some(rest) = text.strip_prefix("mqtt://") {
-            rest
-        } else if text.starts_with("mqtts://") {
-            return Err(format!("{text:?}: TLS (mqtts://) is not supported by this build yet; use mqtt://"));
+        let (rest, tls, default_port) = if let Some(rest) = text.strip_prefix("mqtt://") {
+            (rest, false, 1883)
+        } else if let Some(rest) = text.strip_prefix("mqtts://") {
+            (rest, true, 8883)
         } else {
-            return Err(format!("expected a URL like \"mqtt://host:1883\", found {text:?}"));
+            return Err(format!("expected a URL like \"mqtt://host:1883\" or \"mqtts://host:8883\", found {text:?}"));
         };
         let rest = rest.trim_end_matches('/');
         let (host, port) = match rest.rsplit_once(':') {
@@ -260,19 +327,24 @@ impl BrokerUrl {
                 let port = port.parse::<u16>().map_err(|_| format!("bad port {port:?} in {text:?}"))?;
                 (host, port)
             }
-            _ => (rest, 1883),
+            _ => (rest, default_port),
         };
         let host = host.trim_start_matches('[').trim_end_matches(']');
         if host.is_empty() || host.contains('/') {
             return Err(format!("no host in {text:?}"));
         }
-        Ok(BrokerUrl { host: host.to_owned(), port })
+        Ok(BrokerUrl { host: host.to_owned(), port, tls })
     }
 }
 
 impl fmt::Display for BrokerUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "mqtt://{}:{}", self.host, self.port)
+        let scheme = if self.tls { "mqtts" } else { "mqtt" };
+        if self.host.contains(':') {
+            write!(f, "{scheme}://[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{scheme}://{}:{}", self.host, self.port)
+        }
     }
 }
 
@@ -324,6 +396,42 @@ impl Config {
         validate::parse(text)
     }
 
+    /// What deserves a warning at start (and in `check-config`) without being an error:
+    /// secrets readable by other users (the config file itself, password, token and key
+    /// files), certificate checks turned off, a password sent without TLS off this machine.
+    pub fn warnings(&self, config_path: &Path) -> Vec<String> {
+        let mut warnings = Vec::new();
+        let files = std::iter::once(("config file", config_path, false))
+            .chain(self.secret_files.iter().map(|f| (f.key.as_str(), f.path.as_path(), f.private_key)));
+        for (what, path, private_key) in files {
+            if let Some(mode) = secret::readable_by_others(path, private_key) {
+                let fix = if private_key { "chmod 600" } else { "chmod 600 or 640" };
+                warnings.push(format!(
+                    "{what}: {} is readable by other users (mode {mode:03o}); it holds secrets: {fix} it",
+                    path.display()
+                ));
+            }
+        }
+        let mut links = vec![("cloud", &self.cloud.url, &self.cloud.security)];
+        if let DevicesMode::External { url, security, .. } = &self.devices.mode {
+            links.push(("devices", url, security));
+        }
+        for (section, url, security) in links {
+            if security.tls.as_ref().is_some_and(|t| t.insecure_skip_verify) {
+                warnings.push(format!(
+                    "{section}.insecure_skip_verify = true: the broker's certificate is NOT verified; anyone on the path can \
+                     pose as {url} (lab use only)"
+                ));
+            }
+            let loopback =
+                url.host == "localhost" || url.host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+            if security.password.is_some() && !url.tls && !loopback {
+                warnings.push(format!("{section}.password is sent to {url} without TLS; use an mqtts:// URL"));
+            }
+        }
+        warnings
+    }
+
     /// A one-line summary for `check-config` and the start-up log.
     pub fn summary(&self) -> String {
         let devices = match &self.devices.mode {
@@ -333,11 +441,16 @@ impl Config {
             }
             DevicesMode::External { url, .. } => format!("client of {url}"),
         };
+        let cloud = match &self.cloud.security.tls {
+            Some(tls) if tls.insecure_skip_verify => format!("{} (certificate NOT verified)", self.cloud.url),
+            Some(TlsSettings { client: Some(_), .. }) => format!("{} (mutual TLS)", self.cloud.url),
+            _ => self.cloud.url.to_string(),
+        };
         let routes: Vec<&str> = self.routes.iter().map(|r| r.name.as_str()).collect();
         format!(
             "gateway {} | devices: {devices} | cloud: {} | store: {} (max {}) | routes: {}",
             self.gateway.id,
-            self.cloud.url,
+            cloud,
             self.gateway.data_dir.display(),
             self.store.max_bytes,
             routes.join(", ")

@@ -5,6 +5,57 @@
 use serde::Deserialize;
 
 use super::units::RawUnit;
+use super::Secret;
+
+/// The keys that secure a link the gateway dials (`[cloud]`, and `[devices]` in external
+/// mode): TLS files and settings, MQTT user name and password.
+#[derive(Debug, Default)]
+pub struct Link {
+    pub ca_file: Option<String>,
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub password_env: Option<String>,
+    pub password_file: Option<String>,
+    pub alpn: Option<Vec<String>>,
+    pub server_name: Option<String>,
+    pub insecure_skip_verify: Option<bool>,
+}
+
+impl Link {
+    /// The TLS keys that are set (`insecure_skip_verify = false` does not count).
+    pub fn keys_set(&self) -> impl Iterator<Item = &'static str> {
+        [
+            ("ca_file", self.ca_file.is_some()),
+            ("cert_file", self.cert_file.is_some()),
+            ("key_file", self.key_file.is_some()),
+            ("alpn", self.alpn.is_some()),
+            ("server_name", self.server_name.is_some()),
+            ("insecure_skip_verify", self.insecure_skip_verify == Some(true)),
+        ]
+        .into_iter()
+        .filter_map(|(key, set)| set.then_some(key))
+    }
+}
+
+/// Moves the [`Link`] keys out of a section struct that has the same field names.
+macro_rules! take_link {
+    ($section:expr) => {
+        Link {
+            ca_file: $section.ca_file.take(),
+            cert_file: $section.cert_file.take(),
+            key_file: $section.key_file.take(),
+            username: $section.username.take(),
+            password: $section.password.take(),
+            password_env: $section.password_env.take(),
+            password_file: $section.password_file.take(),
+            alpn: $section.alpn.take(),
+            server_name: $section.server_name.take(),
+            insecure_skip_verify: $section.insecure_skip_verify.take(),
+        }
+    };
+}
 
 /// `[gateway]`.
 #[derive(Debug, Default, Deserialize)]
@@ -27,6 +78,23 @@ pub struct Devices {
     pub max_payload: Option<RawUnit>,
     pub broker_memory: Option<RawUnit>,
     pub unrouted: Option<String>,
+    pub ca_file: Option<String>,
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub password_env: Option<String>,
+    pub password_file: Option<String>,
+    pub alpn: Option<Vec<String>>,
+    pub server_name: Option<String>,
+    pub insecure_skip_verify: Option<bool>,
+}
+
+impl Devices {
+    /// Its link keys (external mode).
+    pub fn take_link(&mut self) -> Link {
+        take_link!(self)
+    }
 }
 
 /// `[store]`.
@@ -55,6 +123,23 @@ pub struct Cloud {
     pub backoff_min: Option<RawUnit>,
     pub backoff_max: Option<RawUnit>,
     pub shutdown_timeout: Option<RawUnit>,
+    pub ca_file: Option<String>,
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub password_env: Option<String>,
+    pub password_file: Option<String>,
+    pub alpn: Option<Vec<String>>,
+    pub server_name: Option<String>,
+    pub insecure_skip_verify: Option<bool>,
+}
+
+impl Cloud {
+    /// Its link keys.
+    pub fn take_link(&mut self) -> Link {
+        take_link!(self)
+    }
 }
 
 /// `[log]`.
@@ -70,7 +155,7 @@ pub struct Log {
 #[serde(deny_unknown_fields)]
 pub struct Http {
     pub listen: Option<String>,
-    pub token: Option<String>,
+    pub token: Option<Secret>,
     pub token_file: Option<String>,
 }
 

@@ -115,9 +115,9 @@ pub(super) fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
         errors.push(key, format!("unknown section; expected one of {}", raw::SECTIONS.join(", ")));
     }
     let gateway: raw::Gateway = section(&mut errors, "gateway", table.remove("gateway")).unwrap_or_default();
-    let devices: raw::Devices = section(&mut errors, "devices", table.remove("devices")).unwrap_or_default();
+    let mut devices: raw::Devices = section(&mut errors, "devices", table.remove("devices")).unwrap_or_default();
     let store: raw::Store = section(&mut errors, "store", table.remove("store")).unwrap_or_default();
-    let cloud: raw::Cloud = section(&mut errors, "cloud", table.remove("cloud")).unwrap_or_default();
+    let mut cloud: raw::Cloud = section(&mut errors, "cloud", table.remove("cloud")).unwrap_or_default();
     let http: raw::Http = section(&mut errors, "http", table.remove("http")).unwrap_or_default();
     let log: raw::Log = section(&mut errors, "log", table.remove("log")).unwrap_or_default();
     let routes: Vec<Option<raw::Route>> = match table.remove("routes") {
@@ -133,21 +133,27 @@ pub(super) fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
         }
     };
 
+    let mut secret_files = Vec::new();
     let gateway = validate_gateway(&mut errors, gateway);
-    let devices = validate_devices(&mut errors, devices, &gateway.id);
+    let devices_link = devices.take_link();
+    let devices = validate_devices(&mut errors, devices, devices_link, &gateway.id, &mut secret_files);
     let store = validate_store(&mut errors, store);
-    let cloud = validate_cloud(&mut errors, cloud, &gateway.id);
+    let cloud_link = cloud.take_link();
+    let cloud = validate_cloud(&mut errors, cloud, cloud_link, &gateway.id, &mut secret_files);
     let token = match (http.token, http.token_file.as_deref()) {
         (Some(_), Some(_)) => {
             errors.push("http.token_file", "set http.token or http.token_file, not both");
             None
         }
-        (Some(token), None) if token.len() < 16 => {
+        (Some(token), None) if token.expose().len() < 16 => {
             errors.push("http.token", "too short to guess-proof: use at least 16 characters");
             None
         }
-        (Some(token), None) => Some(Secret::new(token)),
-        (None, Some(path)) => errors.take("http.token_file", Secret::from_file(path)),
+        (Some(token), None) => Some(token),
+        (None, Some(path)) => {
+            secret_files.push(SecretFile { key: "http.token_file".into(), path: path.into(), private_key: false });
+            errors.take("http.token_file", Secret::from_file(path))
+        }
         (None, None) => None,
     };
     let http = HttpConfig {
@@ -178,7 +184,7 @@ pub(super) fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
     );
     let log = LogConfig { filter, format };
     if errors.0.is_empty() {
-        Ok(Config { gateway, devices, store, cloud, http, log, routes, commands })
+        Ok(Config { gateway, devices, store, cloud, http, log, routes, commands, secret_files })
     } else {
         Err(errors.0)
     }
@@ -198,7 +204,13 @@ fn validate_gateway(errors: &mut Errors, raw: raw::Gateway) -> GatewayConfig {
     GatewayConfig { id, data_dir: PathBuf::from(data_dir) }
 }
 
-fn validate_devices(errors: &mut Errors, raw: raw::Devices, gateway_id: &str) -> DevicesConfig {
+fn validate_devices(
+    errors: &mut Errors,
+    raw: raw::Devices,
+    link: raw::Link,
+    gateway_id: &str,
+    secret_files: &mut Vec<SecretFile>,
+) -> DevicesConfig {
     let max_payload = size(errors, "devices.max_payload", raw.max_payload.as_ref(), 16 * 1024);
     if !(256..=(16 << 20)).contains(&max_payload.bytes()) {
         errors.push("devices.max_payload", format!("expected from 256B to 16MiB, found {max_payload}"));
@@ -207,6 +219,9 @@ fn validate_devices(errors: &mut Errors, raw: raw::Devices, gateway_id: &str) ->
         "embedded" => {
             if raw.url.is_some() {
                 errors.push("devices.url", "only used with mode = \"external\"");
+            }
+            for key in link.keys_set() {
+                errors.push(format!("devices.{key}"), "only used with mode = \"external\"");
             }
             let listen = socket(errors, "devices.listen", raw.listen.as_deref(), "0.0.0.0:1883");
             let listen_v5 =
@@ -245,7 +260,9 @@ fn validate_devices(errors: &mut Errors, raw: raw::Devices, gateway_id: &str) ->
                 }
                 None => format!("{gateway_id}-ingest"),
             };
-            DevicesMode::External { url: url.unwrap_or(BrokerUrl { host: "127.0.0.1".into(), port: 1883 }), client_id }
+            let url = url.unwrap_or(BrokerUrl::plain("127.0.0.1", 1883));
+            let security = validate_link(errors, "devices", &url, link, secret_files);
+            DevicesMode::External { url, client_id, security }
         }
         other => {
             errors.push("devices.mode", format!("expected \"embedded\" or \"external\", found {other:?}"));
@@ -303,9 +320,18 @@ fn validate_store(errors: &mut Errors, raw: raw::Store) -> StoreConfig {
     }
 }
 
-fn validate_cloud(errors: &mut Errors, raw: raw::Cloud, gateway_id: &str) -> CloudConfig {
+fn validate_cloud(
+    errors: &mut Errors,
+    raw: raw::Cloud,
+    link: raw::Link,
+    gateway_id: &str,
+    secret_files: &mut Vec<SecretFile>,
+) -> CloudConfig {
     let url = raw.url.as_deref().unwrap_or("mqtt://127.0.0.1:1884");
-    let url = errors.take("cloud.url", BrokerUrl::parse(url)).unwrap_or(BrokerUrl { host: String::new(), port: 0 });
+    let url = errors.take("cloud.url", BrokerUrl::parse(url));
+    // A broken URL: judge the TLS keys as if it said what they imply, so they are checked too.
+    let url = url.unwrap_or(BrokerUrl { host: String::new(), port: 0, tls: link.keys_set().next().is_some() });
+    let security = validate_link(errors, "cloud", &url, link, secret_files);
     let client_id = match raw.client_id {
         Some(id) => {
             check_id(errors, "cloud.client_id", &id);
@@ -331,6 +357,7 @@ fn validate_cloud(errors: &mut Errors, raw: raw::Cloud, gateway_id: &str) -> Clo
     }
     CloudConfig {
         url,
+        security,
         client_id,
         keep_alive,
         max_packet_size,
@@ -350,6 +377,87 @@ fn validate_cloud(errors: &mut Errors, raw: raw::Cloud, gateway_id: &str) -> Clo
             Duration::from_secs(5),
         ),
     }
+}
+
+/// The TLS and credential keys of a link the gateway dials (`[cloud]`, external
+/// `[devices]`): what goes together, and every file readable and usable.
+fn validate_link(
+    errors: &mut Errors,
+    section: &'static str,
+    url: &BrokerUrl,
+    link: raw::Link,
+    secret_files: &mut Vec<SecretFile>,
+) -> LinkSecurity {
+    let at = |key: &str| format!("{section}.{key}");
+    let tls_keys: Vec<&str> = link.keys_set().collect();
+    let password = match (link.password, link.password_env, link.password_file) {
+        (None, None, None) => None,
+        (Some(password), None, None) if password.expose().is_empty() => {
+            errors.push(at("password"), "is empty");
+            None
+        }
+        (Some(password), None, None) => Some(password),
+        (None, Some(name), None) => errors.take(&at("password_env"), Secret::from_env(&name)),
+        (None, None, Some(path)) => {
+            secret_files.push(SecretFile { key: at("password_file"), path: path.clone().into(), private_key: false });
+            errors.take(&at("password_file"), Secret::from_file(&path))
+        }
+        _ => {
+            errors.push(
+                at("password"),
+                format!("set at most one of {0}.password, {0}.password_env, {0}.password_file", section),
+            );
+            None
+        }
+    };
+    if link.username.as_deref() == Some("") {
+        errors.push(at("username"), "is empty");
+    }
+    if password.is_some() && link.username.is_none() {
+        errors.push(at("username"), "required with a password (MQTT sends a password only with a user name)");
+    }
+    let security = LinkSecurity { section, tls: None, username: link.username.clone(), password };
+    if !url.tls {
+        for key in tls_keys {
+            errors.push(at(key), format!("only used with an mqtts:// URL ({section}.url is mqtt://)"));
+        }
+        return security;
+    }
+    let client = match (link.cert_file, link.key_file) {
+        (Some(cert_file), Some(key_file)) => {
+            Some(ClientCert { cert_file: cert_file.into(), key_file: key_file.into() })
+        }
+        (Some(_), None) => {
+            errors.push(at("key_file"), format!("required with {section}.cert_file (mutual TLS needs both)"));
+            None
+        }
+        (None, Some(_)) => {
+            errors.push(at("cert_file"), format!("required with {section}.key_file (mutual TLS needs both)"));
+            None
+        }
+        (None, None) => None,
+    };
+    if let Some(client) = &client {
+        secret_files.push(SecretFile { key: at("key_file"), path: client.key_file.clone(), private_key: true });
+    }
+    let alpn = link.alpn.unwrap_or_default();
+    for (n, protocol) in alpn.iter().enumerate() {
+        if protocol.is_empty() || protocol.len() > 255 {
+            errors.push(format!("{section}.alpn[{n}]"), "an ALPN protocol name is 1-255 bytes");
+        }
+    }
+    let settings = TlsSettings {
+        section,
+        ca_file: link.ca_file.map(PathBuf::from),
+        client,
+        alpn,
+        server_name: link.server_name,
+        insecure_skip_verify: link.insecure_skip_verify.unwrap_or(false),
+    };
+    for err in crate::tls::check(&settings) {
+        errors.push(err.key, err.message);
+    }
+    LinkSecurity { tls: Some(settings), ..security }
 }
 
 fn validate_routes(errors: &mut Errors, raw: Vec<Option<raw::Route>>, cloud: &CloudConfig) -> Vec<RouteConfig> {

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::{ack_message, Batcher};
-use crate::config::{BrokerUrl, ByteSize};
+use crate::config::{BrokerUrl, ByteSize, LinkSecurity};
 use crate::ingest::{Ingest, RateLimited};
 use crate::store::{DeviceAck, Done, StoreHandle};
 
@@ -27,6 +27,8 @@ pub struct Broker {
     pub url: BrokerUrl,
     /// The gateway's client id there (the persistent session).
     pub client_id: String,
+    /// TLS (`mqtts://`) and credentials.
+    pub security: LinkSecurity,
     /// Largest device payload.
     pub max_payload: ByteSize,
 }
@@ -40,9 +42,9 @@ pub async fn run(
     replays: mpsc::Receiver<super::Replay>,
     shutdown: CancellationToken,
 ) {
-    let Broker { url, client_id, max_payload } = broker;
+    let Broker { url, client_id, security, max_payload } = broker;
     let filters = ingest.filters();
-    let mut options = MqttOptions::new(client_id, url.host.clone(), url.port);
+    let Some(mut options) = link_options(&client_id, &url, &security, &shutdown).await else { return };
     options
         .set_clean_session(false)
         .set_manual_acks(true)
@@ -93,6 +95,9 @@ pub async fn run(
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 generation.fetch_add(1, Ordering::AcqRel);
                 info!(broker = %url, "connected to the device broker");
+                if security.tls.as_ref().is_some_and(|t| t.insecure_skip_verify) {
+                    warn!(broker = %url, "devices.insecure_skip_verify: the device broker's certificate was NOT verified (lab use only)");
+                }
                 for filter in &filters {
                     if let Err(err) = client.subscribe(filter.clone(), QoS::AtLeastOnce).await {
                         warn!(error = %err, filter, "cannot subscribe on the device broker");
@@ -114,7 +119,8 @@ pub async fn run(
             Ok(_) => {}
             Err(err) => {
                 if let Some(suppressed) = errors.allow() {
-                    warn!(error = %err, broker = %url, suppressed, "device broker connection failed; retrying");
+                    let error = crate::tls::describe(&err, "the device broker", &security);
+                    warn!(%error, broker = %url, suppressed, "device broker connection failed; retrying");
                 }
             }
         }
@@ -122,6 +128,26 @@ pub async fn run(
     let _ = batcher.flush();
     let _ = client.try_disconnect();
     poller.abort();
+}
+
+/// The client options, TLS included; a TLS file that went bad since the config was checked
+/// is logged and retried every 10 s (None on shutdown).
+async fn link_options(
+    client_id: &str,
+    url: &BrokerUrl,
+    security: &LinkSecurity,
+    shutdown: &CancellationToken,
+) -> Option<MqttOptions> {
+    loop {
+        match crate::tls::mqtt_options(client_id, url, security) {
+            Ok(options) => return Some(options),
+            Err(err) => warn!(error = %err, broker = %url, "cannot set up TLS for the device broker; retrying in 10 s"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+        }
+    }
 }
 
 fn ack_after_commit(client: AsyncClient, publish: rumqttc::Publish, generation: Arc<AtomicU64>) -> Done {

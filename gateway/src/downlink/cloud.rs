@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use edge_event::command::{Command, MAX_COMMAND_ID_LEN, MAX_COMMAND_NAME_LEN};
-use rumqttc::{AsyncClient, ConnectionError, Event, MqttOptions, Outgoing, Packet, QoS};
+use rumqttc::{AsyncClient, ConnectionError, Event, Outgoing, Packet, QoS};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -70,7 +70,10 @@ struct Session<'a> {
 impl Session<'_> {
     /// One connection; None on shutdown, else why it ended.
     async fn run(&mut self, cloud: &CloudConfig, shutdown: &CancellationToken) -> Option<String> {
-        let mut options = MqttOptions::new(self.config.client_id.clone(), cloud.url.host.clone(), cloud.url.port);
+        let mut options = match crate::tls::mqtt_options(&self.config.client_id, &cloud.url, &cloud.security) {
+            Ok(options) => options,
+            Err(err) => return Some(format!("cannot set up TLS: {err}")),
+        };
         options
             .set_clean_session(false)
             .set_manual_acks(true)

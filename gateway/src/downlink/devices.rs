@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use edge_event::command::{Reply, ReplyStatus};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, Event, Packet, QoS};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -63,7 +63,13 @@ pub(super) async fn run(
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
-    let mut options = MqttOptions::new(broker.client_id.clone(), broker.url.host.clone(), broker.url.port);
+    let mut options = match crate::tls::mqtt_options(&broker.client_id, &broker.url, &broker.security) {
+        Ok(options) => options,
+        Err(err) => {
+            warn!(error = %err, "commands: cannot set up the device broker connection; commands are kept, not delivered");
+            return;
+        }
+    };
     options.set_clean_session(true).set_keep_alive(Duration::from_secs(30)).set_max_packet_size(64 * 1024, 64 * 1024);
     let (client, mut eventloop) = AsyncClient::new(options, 256);
     let (events_tx, mut events) = tokio::sync::mpsc::channel(256);

@@ -77,6 +77,8 @@ pub struct DeviceBroker {
     pub url: BrokerUrl,
     /// Client id there.
     pub client_id: String,
+    /// TLS and credentials for it (`[devices]` in external mode; none on loopback).
+    pub security: crate::config::LinkSecurity,
 }
 
 /// Runs both sides until `shutdown`.
@@ -122,11 +124,15 @@ pub fn spawn(
     let url = match &config.devices.mode {
         crate::config::DevicesMode::Embedded { listen, .. } => {
             let host = if listen.ip().is_unspecified() { "127.0.0.1".to_owned() } else { listen.ip().to_string() };
-            BrokerUrl { host, port: listen.port() }
+            (
+                BrokerUrl { host, port: listen.port(), tls: false },
+                crate::config::LinkSecurity { section: "devices", tls: None, username: None, password: None },
+            )
         }
-        crate::config::DevicesMode::External { url, .. } => url.clone(),
+        crate::config::DevicesMode::External { url, security, .. } => (url.clone(), security.clone()),
     };
-    let broker = DeviceBroker { url, client_id: format!("{}-commands", config.gateway.id) };
+    let (url, security) = url;
+    let broker = DeviceBroker { url, client_id: format!("{}-commands", config.gateway.id), security };
     tracing::info!(
         topic = %config.commands.topic,
         status_topic = %config.commands.status_topic,

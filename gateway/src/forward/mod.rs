@@ -36,7 +36,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, ConnectionError, Event, MqttOptions, Outgoing, Packet, QoS};
+use rumqttc::{AsyncClient, ConnectionError, Event, Outgoing, Packet, QoS};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -150,8 +150,11 @@ struct Session<'a> {
 
 impl Session<'_> {
     async fn run(&mut self, shutdown: &CancellationToken, backoff: &mut Backoff, connected_before: &mut bool) -> End {
-        let mut options =
-            MqttOptions::new(self.cloud.client_id.clone(), self.cloud.url.host.clone(), self.cloud.url.port);
+        // Built per connection: certificate files are read again, so renewed ones are used.
+        let mut options = match crate::tls::mqtt_options(&self.cloud.client_id, &self.cloud.url, &self.cloud.security) {
+            Ok(options) => options,
+            Err(err) => return End::Lost(format!("cannot set up TLS: {err}")),
+        };
         let inflight = self.cloud.max_inflight;
         options
             .set_clean_session(true)
@@ -178,7 +181,7 @@ impl Session<'_> {
         };
         match connected {
             Ok(Ok(())) => {}
-            Ok(Err(err)) => return End::Lost(describe(&err)),
+            Ok(Err(err)) => return End::Lost(self.describe(&err)),
             Err(_) => return End::Lost(format!("no CONNACK within {:?}", self.cloud.connect_timeout)),
         }
         backoff.reset();
@@ -188,6 +191,9 @@ impl Session<'_> {
         }
         *connected_before = true;
         info!(cloud = %self.cloud.url, "cloud link up");
+        if self.cloud.security.tls.as_ref().is_some_and(|t| t.insecure_skip_verify) {
+            warn!(cloud = %self.cloud.url, "cloud.insecure_skip_verify: connected WITHOUT verifying the cloud's certificate (lab use only)");
+        }
 
         let (events_tx, mut events) = mpsc::channel(256);
         let poller = tokio::spawn(async move {
@@ -203,6 +209,11 @@ impl Session<'_> {
         let _ = client.try_disconnect();
         poller.abort();
         end
+    }
+
+    /// A link error as a sentence naming the setting or file involved (never a secret).
+    fn describe(&self, err: &ConnectionError) -> String {
+        crate::tls::describe(err, "the cloud broker", &self.cloud.security)
     }
 
     /// Publishes and acknowledges until the link is lost or shutdown completes.
@@ -264,7 +275,7 @@ impl Session<'_> {
                     }
                     Some(Ok(Event::Incoming(Packet::Disconnect))) => return End::Lost("the cloud broker disconnected us".into()),
                     Some(Ok(_)) => {}
-                    Some(Err(err)) => return End::Lost(describe(&err)),
+                    Some(Err(err)) => return End::Lost(self.describe(&err)),
                     None => return End::Lost("event loop ended".into()),
                 },
                 _ = committed.changed() => {
@@ -431,13 +442,4 @@ async fn sleep_until(deadline: Option<Instant>) {
 
 fn store_end(err: StoreError) -> End {
     End::Lost(format!("journal unavailable: {err}"))
-}
-
-fn describe(err: &ConnectionError) -> String {
-    match err {
-        ConnectionError::ConnectionRefused(code) => {
-            format!("the cloud broker refused the connection: {code:?}")
-        }
-        other => other.to_string(),
-    }
 }
