@@ -157,6 +157,22 @@ pub enum StoreError {
         /// What SQLite said.
         source: rusqlite::Error,
     },
+    /// An earlier run found the journal damaged while running (it left `journal.db.damaged`
+    /// beside it). Nothing was changed since.
+    #[error(
+        "the journal {path} is damaged ({reason}; found by an earlier run, see {marker}). Nothing \
+         was changed. Stop the gateway, move journal.db, its -wal/-shm files and {marker} aside \
+         to keep the data for recovery (e.g. `sqlite3 journal.db .recover`), then start again \
+         with an empty journal"
+    )]
+    Damaged {
+        /// The file.
+        path: PathBuf,
+        /// The marker file the earlier run wrote.
+        marker: PathBuf,
+        /// What SQLite said then.
+        reason: String,
+    },
     /// The journal was written by a newer gateway.
     #[error("the journal {path} has schema version {found}; this gateway knows up to {known}: upgrade the gateway")]
     TooNew {
@@ -295,6 +311,10 @@ pub fn open(
 ) -> Result<(StoreHandle, Opened, JoinHandle<()>), StoreError> {
     std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir { path: data_dir.to_owned(), source })?;
     let path = data_dir.join("journal.db");
+    let marker = damaged_marker(&path);
+    if let Ok(reason) = std::fs::read_to_string(&marker) {
+        return Err(StoreError::Damaged { path, marker, reason: reason.trim().to_owned() });
+    }
     let route_names: Vec<String> = routes.iter().map(|r| r.name.clone()).collect();
     let route_max_age = routes.iter().map(|r| r.max_age).collect();
     let (conn, mut state) = schema::open(&path, config, &route_names)?;
@@ -313,6 +333,14 @@ pub fn open(
         .spawn(move || writer.run(rx))
         .map_err(|source| StoreError::DataDir { path: data_dir.to_owned(), source })?;
     Ok((StoreHandle { tx, committed }, opened, thread))
+}
+
+/// The file a run leaves beside a journal it found damaged (`journal.db.damaged`), so that
+/// the next start refuses it instead of running until the damaged page is read again.
+pub fn damaged_marker(journal: &Path) -> PathBuf {
+    let mut name = journal.as_os_str().to_owned();
+    name.push(".damaged");
+    PathBuf::from(name)
 }
 
 /// Milliseconds since the Unix epoch, by the gateway's clock.

@@ -5,6 +5,7 @@
 mod retention;
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
@@ -182,6 +183,7 @@ impl Writer {
             }
             if Instant::now() >= next_maintenance {
                 if let Err(err) = self.maintenance() {
+                    self.stop_if_damaged(&err);
                     error!(error = %err, "journal maintenance failed; will retry");
                 }
                 next_maintenance = Instant::now() + MAINTENANCE_EVERY;
@@ -280,7 +282,11 @@ impl Writer {
             let _ = reply.send(super::dead_letters::read(&self.conn, query).map_err(StoreError::from));
         }
         for (route, after, limit, reply) in reads {
-            let _ = reply.send(self.read(route, after, limit).map_err(StoreError::from));
+            let rows = self.read(route, after, limit);
+            if let Err(err) = &rows {
+                self.stop_if_damaged(err);
+            }
+            let _ = reply.send(rows.map_err(StoreError::from));
         }
         stop
     }
@@ -580,8 +586,31 @@ impl Writer {
         }
     }
 
+    /// A damaged journal (`SQLITE_CORRUPT` / `SQLITE_NOTADB` on any statement) cannot be
+    /// worked around without losing rows silently: leave `journal.db.damaged` beside it (so
+    /// that a restart refuses it instead of running into the damage again), say what to do,
+    /// and stop the process with exit code 1. Nothing is deleted or rewritten.
+    fn stop_if_damaged(&self, err: &rusqlite::Error) {
+        if !matches!(
+            err.sqlite_error_code(),
+            Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
+        ) {
+            return;
+        }
+        let path = PathBuf::from(self.conn.path().unwrap_or("journal.db"));
+        let marker = super::damaged_marker(&path);
+        if let Err(io) = std::fs::write(&marker, format!("{err}\n")) {
+            warn!(error = %io, marker = %marker.display(), "cannot leave the damaged-journal marker");
+        }
+        let err = StoreError::Damaged { path, marker, reason: err.to_string() };
+        error!("{err}");
+        eprintln!("edge-gateway: {err}");
+        std::process::exit(1);
+    }
+
     /// Counts a failed write by kind; a full disk is remembered until events fit again.
     fn note_store_error(&mut self, err: &rusqlite::Error) {
+        self.stop_if_damaged(err);
         let kind = if is_disk_full(err) {
             StoreErrorKind::DiskFull
         } else if matches!(err.sqlite_error_code(), Some(rusqlite::ErrorCode::SystemIoFailure)) {
