@@ -149,7 +149,8 @@ pub enum StoreError {
     #[error(
         "the journal {path} is damaged or not an edge-gateway journal ({source}). Nothing was \
          changed. Stop the gateway, move the file (and its -wal/-shm files) aside to keep the data \
-         for recovery (e.g. `sqlite3 journal.db .recover`), then start again with an empty journal"
+         for recovery (docs/operations.md, \"The journal is damaged\": `sqlite3 .dump` saves the \
+         readable rows), then start again with an empty journal"
     )]
     Corrupt {
         /// The file.
@@ -162,8 +163,8 @@ pub enum StoreError {
     #[error(
         "the journal {path} is damaged ({reason}; found by an earlier run, see {marker}). Nothing \
          was changed. Stop the gateway, move journal.db, its -wal/-shm files and {marker} aside \
-         to keep the data for recovery (e.g. `sqlite3 journal.db .recover`), then start again \
-         with an empty journal"
+         to keep the data for recovery (docs/operations.md, \"The journal is damaged\": `sqlite3 \
+         .dump` saves the readable rows), then start again with an empty journal"
     )]
     Damaged {
         /// The file.
