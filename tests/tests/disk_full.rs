@@ -84,13 +84,19 @@ async fn fill_the_disk(when_full: &str) {
     link.cut();
     let mut setup = Setup::new(link.port, &root.path().join("data"));
     setup.store = format!("when_full = \"{when_full}\"\n");
+    // Room for the whole burst in the device broker: no `overrun`, so every event is either
+    // kept or counted by the journal's policy.
+    setup.devices = "broker_memory = \"64MiB\"\n".into();
     let gateway = Gateway::start(&setup);
 
     // Four devices, 15k events each (~60k x ~90 bytes of journal: more than the ~3 MiB left).
+    let per_device: u32 = 15_000;
+    let sent = u64::from(per_device) * 4;
     let mut sends = Vec::new();
     for d in 0..4 {
         let (port, device) = (setup.devices_port, format!("full{d}"));
-        sends.push(tokio::spawn(async move { publish_all(port, &device, device_events(&device, 1, 15_000)).await }));
+        sends
+            .push(tokio::spawn(async move { publish_all(port, &device, device_events(&device, 1, per_device)).await }));
     }
     for send in sends {
         send.await.unwrap().expect("the device broker keeps taking events while the disk is full");
@@ -99,7 +105,7 @@ async fn fill_the_disk(when_full: &str) {
         (metric(&gateway, "edge_gateway_store_errors_total{kind=\"disk_full\"}") > 0.0).then_some(())
     });
     wait_until(WAIT, "every event received", || {
-        (gateway.status()["events_received"].as_u64().unwrap_or(0) >= 60_000).then_some(())
+        (gateway.status()["events_received"].as_u64().unwrap_or(0) >= sent).then_some(())
     });
     // Ingest has taken everything; wait until the journal has dealt with it (no change for
     // half a second), so the figures below are final.
@@ -116,8 +122,13 @@ async fn fill_the_disk(when_full: &str) {
     });
     println!("{when_full}: disk full: {status}");
     let (code, body) = http::get(setup.http_port, "/readyz").unwrap();
-    assert!(body.contains("disk full"), "/readyz names the full disk: {code} {body}");
-    assert!(status["store_error"].as_str().unwrap_or_default().contains("disk full"), "{status}");
+    assert_eq!(code, 200, "still ready: {body}");
+    {
+        // Still full: refusing.
+        assert!(body.contains("disk full"), "/readyz names the full disk: {code} {body}");
+        assert!(status["store_error"].as_str().unwrap_or_default().contains("disk full"), "{status}");
+        assert_eq!(metric(&gateway, "edge_gateway_store_disk_full"), 1.0);
+    }
     assert!(gateway.log_text().contains("disk full"), "the log says so");
     // No busy loop: with devices quiet, a second costs little CPU (clock ticks are 10 ms).
     let pid = gateway.pid().unwrap();
@@ -148,17 +159,18 @@ async fn fill_the_disk(when_full: &str) {
     got.in_order_per_device().unwrap();
     wait_until(WAIT, "the journal drained", || (gateway.queue_depth() == 0).then_some(()));
     // Every event is either kept (and delivered) or counted as dropped: none silently lost.
-    assert_eq!(kept + dropped, 60_000, "kept + dropped (full) = received: {status}");
+    assert_eq!(status["dropped"]["overrun"], 0, "the device broker had room for the burst: {status}");
+    assert_eq!(kept + dropped, sent, "kept + dropped (full) = sent: {status}");
     for d in 0..4 {
         let device = format!("full{d}");
         let mut seqs: Vec<u32> = got.distinct().iter().filter(|(dev, ..)| *dev == device).map(|(_, _, s)| *s).collect();
         seqs.sort_unstable();
-        assert_eq!(seqs.first(), Some(&1), "{device}: the oldest survive (refused when the disk filled up)");
-        let run = seqs.iter().take_while(|s| **s <= 15_000).count() as u32;
-        assert!(
-            run > 0 && seqs[..run as usize] == (1..=run).collect::<Vec<_>>()[..] || when_full == "drop_oldest",
-            "{device}: what is kept is the oldest run, without holes"
-        );
+        // The oldest run survives (on a really full disk `drop_oldest` cannot delete either,
+        // see the module doc); later, a probe (once a second) may store a few more when it
+        // finds room, so only the start is a run without holes.
+        assert_eq!(seqs[0], 1, "{device}: the oldest survive");
+        let run = seqs.iter().zip(1..).take_while(|(s, i)| **s == *i).count();
+        assert!(run * 10 >= seqs.len() * 9, "{device}: mostly the oldest run: {run} of {}", seqs.len());
     }
     println!(
         "{when_full}: {committed} committed, {dropped} dropped (full), {kept} kept; all delivered after recovery; {:.1} s",

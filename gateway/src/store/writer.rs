@@ -46,7 +46,10 @@ pub struct Writer {
     last_full_log: Option<Instant>,
     /// The last write failed for lack of space; cleared by a commit that stored events.
     disk_full: bool,
-    /// When `reject_new` last tried events on a full disk.
+    /// The policy could not make room on the full disk (`drop_oldest` found nothing to
+    /// delete, or deleting did not help): events are refused, with a probe once a second.
+    when_full_gave_up: bool,
+    /// When events were last tried on a full disk.
     last_probe: Option<Instant>,
     /// Acknowledgements whose deletion could not be committed yet.
     pending_acks: Vec<(usize, i64, i64, u64)>,
@@ -141,6 +144,7 @@ impl Writer {
             last_full_log: None,
             disk_full: false,
             last_probe: None,
+            when_full_gave_up: false,
             pending_acks: Vec::new(),
             failures_unlogged: 0,
             last_failure_log: None,
@@ -219,9 +223,11 @@ impl Writer {
             }
         }
         // While the disk is full, events are refused without trying them, except for a probe
-        // now and then that finds out whether space has come back (or, with `drop_oldest`,
-        // whether deleting the oldest rows makes room now): no busy retrying.
-        let mut with_events = !(self.disk_full && self.last_probe.is_some_and(|t| t.elapsed() < DISK_FULL_PROBE_EVERY));
+        // now and then that finds out whether space has come back: no busy retrying.
+        // `drop_oldest` keeps trying for as long as deleting the oldest rows makes room.
+        let skipping = self.when_full_gave_up || self.config.when_full == WhenFull::RejectNew;
+        let mut with_events =
+            !(self.disk_full && skipping && self.last_probe.is_some_and(|t| t.elapsed() < DISK_FULL_PROBE_EVERY));
         if self.disk_full && with_events {
             self.last_probe = Some(Instant::now());
         }
@@ -254,6 +260,9 @@ impl Writer {
                         {
                             freed = true;
                         } else {
+                            // Nothing (more) to delete, or deleting did not help: refuse, and
+                            // only probe now and then until a commit stores events again.
+                            self.when_full_gave_up = true;
                             with_events = false;
                         }
                         continue;
@@ -487,6 +496,9 @@ impl Writer {
 
     fn after_commit(&mut self, group: Group) {
         self.metrics.store_ok.set(1);
+        if !group.inserted.is_empty() {
+            self.when_full_gave_up = false;
+        }
         if self.disk_full && (!group.inserted.is_empty() || group.dead_letters > 0) {
             self.disk_full = false;
             self.metrics.disk_full.set(0);
