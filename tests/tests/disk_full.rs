@@ -128,6 +128,13 @@ async fn fill_the_disk(when_full: &str) {
         assert!(body.contains("disk full"), "/readyz names the full disk: {code} {body}");
         assert!(status["store_error"].as_str().unwrap_or_default().contains("disk full"), "{status}");
         assert_eq!(metric(&gateway, "edge_gateway_store_disk_full"), 1.0);
+        // `edge-gateway status` says so and exits 1 (degraded).
+        let config = gateway.log.with_file_name("gateway.toml");
+        let out =
+            Command::new(edge_tests::gateway::binary()).args(["status", "--config"]).arg(&config).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(1), "{text}");
+        assert!(text.contains("JOURNAL: disk full"), "{text}");
     }
     assert!(gateway.log_text().contains("disk full"), "the log says so");
     // No busy loop: with devices quiet, a second costs little CPU (clock ticks are 10 ms).
