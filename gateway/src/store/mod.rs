@@ -34,6 +34,23 @@
 //! retransmit) and is dropped, counted as `duplicate`. A different boot id starts a new
 //! mark. The mark is what `devices/{device}/ack` publishes.
 
+//!
+//! # Failures
+//!
+//! - **Full disk** (`SQLITE_FULL`): nothing committed is touched (the failed transaction is
+//!   rolled back). The writer keeps the group and applies `store.when_full`: `drop_oldest`
+//!   deletes the oldest rows and tries again; when that cannot make room (on a really full
+//!   file system SQLite cannot record a deletion either), or with `reject_new`, the group is
+//!   committed without its events, which are counted as dropped (`full`). Acknowledgements
+//!   that could not be written are retried with the next group. While the disk stays full,
+//!   events are tried once a second (no busy retrying); `edge_gateway_store_disk_full` and
+//!   `/api/status` say so until events fit again.
+//! - **Damaged file** (`SQLITE_CORRUPT`, `SQLITE_NOTADB`, at open or on any later
+//!   statement): never worked around. The process stops with exit code 1 and leaves
+//!   `journal.db.damaged` beside the file, so that later starts refuse it at once
+//!   ([`StoreError::Damaged`]); nothing is deleted or rewritten (docs/operations.md has the
+//!   recovery). A torn WAL tail is SQLite's own recovery: the torn transaction is discarded.
+
 pub mod dead_letters;
 mod schema;
 mod writer;
