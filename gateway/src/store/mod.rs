@@ -33,7 +33,6 @@
 //! must grow: an event whose seq is not above the mark of its boot is a duplicate (a
 //! retransmit) and is dropped, counted as `duplicate`. A different boot id starts a new
 //! mark. The mark is what `devices/{device}/ack` publishes.
-
 //!
 //! # Failures
 //!
