@@ -324,6 +324,10 @@ pub fn status(config: &Config) -> (String, Health) {
         .map(|m| m.iter().filter(|(_, v)| v.as_u64() != Some(0)).map(|(k, v)| format!("{k} {v}")).collect())
         .unwrap_or_default();
     out.push_str(&format!("dropped: {}\n", if drops.is_empty() { "none".to_owned() } else { drops.join(", ") }));
+    let store_error = status["store_error"].as_str();
+    if let Some(problem) = store_error {
+        out.push_str(&format!("JOURNAL: {problem}\n"));
+    }
     out.push_str(&format!("{:<20} {:>10} {:>12} {:>10} {:>12}\n", "ROUTE", "QUEUED", "BYTES", "OLDEST", "FORWARDED"));
     for route in status["routes"].as_array().into_iter().flatten() {
         let r = |key: &str| route[key].as_u64().unwrap_or(0);
@@ -336,6 +340,6 @@ pub fn status(config: &Config) -> (String, Health) {
             r("forwarded")
         ));
     }
-    let health = if ready && healthy && link_up { Health::Healthy } else { Health::Degraded };
+    let health = if ready && healthy && link_up && store_error.is_none() { Health::Healthy } else { Health::Degraded };
     (out, health)
 }

@@ -93,6 +93,8 @@ struct StatusBody<'a> {
     events_out_per_second: u64,
     dead_letters: u64,
     store_bytes: u64,
+    /// What is wrong with the journal, if anything (e.g. the disk is full).
+    store_error: Option<&'static str>,
     dropped: std::collections::BTreeMap<&'static str, u64>,
     routes: Vec<RouteStatus<'a>>,
 }
@@ -132,12 +134,27 @@ async fn healthz(State(status): State<Arc<Status>>) -> Response {
     }
 }
 
+/// The journal's trouble, if any: a full disk (events are dropped per `store.when_full`),
+/// or a failed last commit.
+fn store_problem(m: &Metrics) -> Option<&'static str> {
+    if m.disk_full.get() == 1 {
+        Some("disk full: new events are dropped per store.when_full until space returns")
+    } else if m.store_ok.get() == 0 {
+        Some("the last journal commit failed; see the log")
+    } else {
+        None
+    }
+}
+
 async fn readyz(State(status): State<Arc<Status>>) -> Response {
     let link = if status.metrics.link_up.get() == 1 { "up" } else { "down (buffering)" };
+    // A full disk is reported, not a failure: the gateway still serves and applies its
+    // policy (like a cloud outage, it is degraded operation, not unreadiness).
+    let journal = store_problem(&status.metrics).map(|p| format!("; journal: {p}")).unwrap_or_default();
     if status.ready.load(Ordering::Relaxed) && status.healthy.load(Ordering::Relaxed) {
-        (StatusCode::OK, format!("ready; cloud link {link}\n")).into_response()
+        (StatusCode::OK, format!("ready; cloud link {link}{journal}\n")).into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, format!("not ready; cloud link {link}\n")).into_response()
+        (StatusCode::SERVICE_UNAVAILABLE, format!("not ready; cloud link {link}{journal}\n")).into_response()
     }
 }
 
@@ -164,6 +181,7 @@ async fn api_status(State(status): State<Arc<Status>>) -> Json<serde_json::Value
         events_out_per_second: m.rate_out.get(),
         dead_letters: m.dead_letters.get(),
         store_bytes: m.store_bytes.get(),
+        store_error: store_problem(m),
         dropped: DropReason::ALL.iter().map(|r| (r.label(), m.dropped(*r))).collect(),
         routes: m
             .routes

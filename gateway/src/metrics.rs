@@ -54,6 +54,31 @@ impl DropReason {
     }
 }
 
+/// Why a journal write failed (the `kind` label of `edge_gateway_store_errors_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreErrorKind {
+    /// `SQLITE_FULL`: no room on the file system.
+    DiskFull,
+    /// An I/O error.
+    Io,
+    /// Anything else.
+    Other,
+}
+
+impl StoreErrorKind {
+    /// Every kind, in label order (index = `kind as usize`).
+    pub const ALL: [StoreErrorKind; 3] = [Self::DiskFull, Self::Io, Self::Other];
+
+    /// The `kind` label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::DiskFull => "disk_full",
+            Self::Io => "io",
+            Self::Other => "other",
+        }
+    }
+}
+
 /// A value that only goes up.
 #[derive(Debug, Default)]
 pub struct Counter(AtomicU64);
@@ -200,6 +225,10 @@ pub struct Metrics {
     pub store_ok: Gauge,
     /// Commits that failed (their events were not stored and not acknowledged).
     pub commit_failures: Counter,
+    /// Failed journal writes by kind (index = position in [`StoreErrorKind::ALL`]).
+    pub store_errors: [Counter; 3],
+    /// 1 while the journal's disk is full (set by a failed write, cleared once events fit).
+    pub disk_full: Gauge,
     /// Receive-to-PUBACK latency of forwarded events, seconds.
     pub latency: Histogram,
     /// Per route, in config order.
@@ -226,6 +255,8 @@ impl Metrics {
             store_bytes: Gauge::default(),
             store_ok: Gauge(AtomicU64::new(1)),
             commit_failures: Counter::default(),
+            store_errors: Default::default(),
+            disk_full: Gauge::default(),
             latency: Histogram::new(LATENCY_BOUNDS),
             routes: route_names
                 .iter()
@@ -270,6 +301,11 @@ impl Metrics {
         self.dropped[reason as usize].add(n);
     }
 
+    /// Counts one failed journal write of `kind`.
+    pub fn count_store_error(&self, kind: StoreErrorKind) {
+        self.store_errors[kind as usize].add(1);
+    }
+
     /// Drops so far for `reason`.
     pub fn dropped(&self, reason: DropReason) -> u64 {
         self.dropped[reason as usize].get()
@@ -298,6 +334,24 @@ impl Metrics {
         simple("edge_gateway_cloud_link_up", "gauge", "1 while connected to the cloud broker.", self.link_up.get());
         simple("edge_gateway_cloud_reconnects_total", "counter", "Cloud reconnections.", self.reconnects.get());
         simple("edge_gateway_store_bytes", "gauge", "Journal bytes in use.", self.store_bytes.get());
+        simple(
+            "edge_gateway_store_ok",
+            "gauge",
+            "0 after a failed journal commit, 1 after a good one.",
+            self.store_ok.get(),
+        );
+        simple("edge_gateway_store_disk_full", "gauge", "1 while the journal's disk is full.", self.disk_full.get());
+        simple(
+            "edge_gateway_store_commit_failures_total",
+            "counter",
+            "Journal commits that failed.",
+            self.commit_failures.get(),
+        );
+        let _ = writeln!(out, "# HELP edge_gateway_store_errors_total Failed journal writes, by kind.");
+        let _ = writeln!(out, "# TYPE edge_gateway_store_errors_total counter");
+        for (kind, counter) in StoreErrorKind::ALL.iter().zip(&self.store_errors) {
+            let _ = writeln!(out, "edge_gateway_store_errors_total{{kind=\"{}\"}} {}", kind.label(), counter.get());
+        }
         let _ = writeln!(out, "# HELP edge_gateway_events_dropped_total Events not forwarded, by reason.");
         let _ = writeln!(out, "# TYPE edge_gateway_events_dropped_total counter");
         for (reason, counter) in DropReason::ALL.iter().zip(&self.dropped) {

@@ -241,3 +241,114 @@ impl Drop for AckWatcher {
         self.task.abort();
     }
 }
+
+/// How a [`FirmwareDevice`] ended.
+#[derive(Debug, Clone, Copy)]
+pub struct DeviceRun {
+    /// Events numbered (seqs `1..=last`, boot 1).
+    pub last: u32,
+    /// Highest seq the gateway acknowledged on `devices/{device}/ack`.
+    pub acked: u32,
+    /// Connections made (1 + reconnects).
+    pub connections: u32,
+}
+
+/// A device that behaves like the firmware (guarantee 6): numbers its events (boot 1), keeps
+/// each until the gateway's `devices/{device}/ack` covers it, holds at most `window`
+/// unacknowledged, and after every reconnect re-sends all of them from the ack on. It
+/// produces `rate` events per second until `stop` is set, then waits (up to `timeout`) until
+/// the gateway has acknowledged all of them.
+pub struct FirmwareDevice;
+
+impl FirmwareDevice {
+    /// Runs the device against the broker on `port`.
+    pub async fn run(
+        port: u16,
+        device: String,
+        rate: u32,
+        window: u32,
+        stop: Arc<std::sync::atomic::AtomicBool>,
+        timeout: Duration,
+    ) -> Result<DeviceRun, String> {
+        use std::sync::atomic::Ordering;
+        let started = Instant::now();
+        let (mut last, mut acked, mut connections) = (0u32, 0u32, 0u32);
+        let ack_topic = format!("devices/{device}/ack");
+        let events_topic = format!("devices/{device}/events");
+        loop {
+            let finishing = stop.load(Ordering::SeqCst);
+            if finishing && acked >= last {
+                return Ok(DeviceRun { last, acked, connections });
+            }
+            if started.elapsed() > timeout {
+                return Err(format!("{device}: {acked} of {last} acknowledged after {timeout:?}"));
+            }
+            let mut options = MqttOptions::new(device.clone(), "127.0.0.1", port);
+            options.set_keep_alive(Duration::from_secs(5)).set_clean_session(true);
+            let (client, mut eventloop) = AsyncClient::new(options, window as usize + 16);
+            // The event loop in its own task (its poll is not cancel-safe); events come here.
+            let (events_tx, mut events) = tokio::sync::mpsc::channel(1024);
+            let poller = tokio::spawn(async move {
+                loop {
+                    let event = eventloop.poll().await;
+                    let failed = event.is_err();
+                    if events_tx.send(event).await.is_err() || failed {
+                        return;
+                    }
+                }
+            });
+            let mut next = acked + 1;
+            let mut subscribed = false;
+            loop {
+                let event = match tokio::time::timeout(Duration::from_millis(20), events.recv()).await {
+                    Ok(Some(event)) => Ok(event),
+                    Ok(None) => break,
+                    Err(elapsed) => Err(elapsed),
+                };
+                match event {
+                    Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
+                        connections += 1;
+                        if client.try_subscribe(ack_topic.clone(), QoS::AtLeastOnce).is_err() {
+                            break;
+                        }
+                    }
+                    Ok(Ok(Event::Incoming(Packet::SubAck(_)))) => subscribed = true,
+                    Ok(Ok(Event::Incoming(Packet::Publish(p)))) if p.topic == ack_topic => {
+                        if let Ok(ack) = edge_event::Ack::decode_json(&p.payload) {
+                            if ack.boot == 1 {
+                                acked = acked.max(ack.seq.min(last));
+                            }
+                        }
+                    }
+                    Ok(Ok(_)) | Err(_) => {}
+                    Ok(Err(_)) => break,
+                }
+                if stop.load(Ordering::SeqCst) {
+                    if acked >= last {
+                        break;
+                    }
+                } else {
+                    // The rate: events numbered so far may not run ahead of the clock.
+                    let due = (started.elapsed().as_secs_f64() * f64::from(rate)) as u32;
+                    last = last.max(due.min(acked + window));
+                }
+                // Send what is numbered and not sent on this connection (re-sends included).
+                while subscribed && next <= last {
+                    let payload = crate::event_json(&device, 1, next).into_bytes();
+                    if client.try_publish(events_topic.clone(), QoS::AtLeastOnce, false, payload).is_err() {
+                        break;
+                    }
+                    next += 1;
+                }
+                if started.elapsed() > timeout {
+                    break;
+                }
+            }
+            let _ = client.try_disconnect();
+            poller.abort();
+            if !(stop.load(Ordering::SeqCst) && acked >= last) {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}

@@ -180,6 +180,20 @@ impl Gateway {
         self.child.take()?.wait().ok()
     }
 
+    /// Its process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Resident memory (`VmRSS` of `/proc/PID/status`) in KiB.
+    pub fn rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+
     /// `/api/status`.
     pub fn status(&self) -> serde_json::Value {
         http::status(self.setup.http_port)

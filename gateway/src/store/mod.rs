@@ -33,6 +33,22 @@
 //! must grow: an event whose seq is not above the mark of its boot is a duplicate (a
 //! retransmit) and is dropped, counted as `duplicate`. A different boot id starts a new
 //! mark. The mark is what `devices/{device}/ack` publishes.
+//!
+//! # Failures
+//!
+//! - **Full disk** (`SQLITE_FULL`): nothing committed is touched (the failed transaction is
+//!   rolled back). The writer keeps the group and applies `store.when_full`: `drop_oldest`
+//!   deletes the oldest rows and tries again; when that cannot make room (on a really full
+//!   file system SQLite cannot record a deletion either), or with `reject_new`, the group is
+//!   committed without its events, which are counted as dropped (`full`). Acknowledgements
+//!   that could not be written are retried with the next group. While the disk stays full,
+//!   events are tried once a second (no busy retrying); `edge_gateway_store_disk_full` and
+//!   `/api/status` say so until events fit again.
+//! - **Damaged file** (`SQLITE_CORRUPT`, `SQLITE_NOTADB`, at open or on any later
+//!   statement): never worked around. The process stops with exit code 1 and leaves
+//!   `journal.db.damaged` beside the file, so that later starts refuse it at once
+//!   ([`StoreError::Damaged`]); nothing is deleted or rewritten (docs/operations.md has the
+//!   recovery). A torn WAL tail is SQLite's own recovery: the torn transaction is discarded.
 
 pub mod dead_letters;
 mod schema;
@@ -150,7 +166,8 @@ pub enum StoreError {
     #[error(
         "the journal {path} is damaged or not an edge-gateway journal ({source}). Nothing was \
          changed. Stop the gateway, move the file (and its -wal/-shm files) aside to keep the data \
-         for recovery (e.g. `sqlite3 journal.db .recover`), then start again with an empty journal"
+         for recovery (docs/operations.md, \"The journal is damaged\": `sqlite3 .dump` saves the \
+         readable rows), then start again with an empty journal"
     )]
     Corrupt {
         /// The file.
@@ -166,6 +183,22 @@ pub enum StoreError {
     Locked {
         /// The data folder.
         path: PathBuf,
+    },
+    /// An earlier run found the journal damaged while running (it left `journal.db.damaged`
+    /// beside it). Nothing was changed since.
+    #[error(
+        "the journal {path} is damaged ({reason}; found by an earlier run, see {marker}). Nothing \
+         was changed. Stop the gateway, move journal.db, its -wal/-shm files and {marker} aside \
+         to keep the data for recovery (docs/operations.md, \"The journal is damaged\": `sqlite3 \
+         .dump` saves the readable rows), then start again with an empty journal"
+    )]
+    Damaged {
+        /// The file.
+        path: PathBuf,
+        /// The marker file the earlier run wrote.
+        marker: PathBuf,
+        /// What SQLite said then.
+        reason: String,
     },
     /// The journal was written by a newer gateway.
     #[error("the journal {path} has schema version {found}; this gateway knows up to {known}: upgrade the gateway")]
@@ -306,6 +339,10 @@ pub fn open(
     std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir { path: data_dir.to_owned(), source })?;
     let lock = lock_data_dir(data_dir)?;
     let path = data_dir.join("journal.db");
+    let marker = damaged_marker(&path);
+    if let Ok(reason) = std::fs::read_to_string(&marker) {
+        return Err(StoreError::Damaged { path, marker, reason: reason.trim().to_owned() });
+    }
     let route_names: Vec<String> = routes.iter().map(|r| r.name.clone()).collect();
     let route_max_age = routes.iter().map(|r| r.max_age).collect();
     let (conn, mut state) = schema::open(&path, config, &route_names)?;
@@ -346,6 +383,14 @@ fn lock_data_dir(data_dir: &Path) -> Result<std::fs::File, StoreError> {
         Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Locked { path: data_dir.to_owned() }),
         Err(std::fs::TryLockError::Error(source)) => Err(StoreError::DataDir { path, source }),
     }
+}
+
+/// The file a run leaves beside a journal it found damaged (`journal.db.damaged`), so that
+/// the next start refuses it instead of running until the damaged page is read again.
+pub fn damaged_marker(journal: &Path) -> PathBuf {
+    let mut name = journal.as_os_str().to_owned();
+    name.push(".damaged");
+    PathBuf::from(name)
 }
 
 /// Milliseconds since the Unix epoch, by the gateway's clock.

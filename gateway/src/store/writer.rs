@@ -5,6 +5,7 @@
 mod retention;
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
@@ -13,9 +14,11 @@ use rusqlite::{params, Connection};
 use tracing::{error, info, warn};
 
 use super::schema::{RouteState, State};
+use tokio::sync::oneshot;
+
 use super::{Command, Committed, DeadLetter, DeviceAck, Done, Incoming, NewEvent, Row, StoreError};
 use crate::config::{StoreConfig, WhenFull};
-use crate::metrics::{DropReason, Metrics};
+use crate::metrics::{DropReason, Metrics, StoreErrorKind};
 
 /// How often retention, vacuum and the oldest-age gauges run.
 const MAINTENANCE_EVERY: Duration = Duration::from_millis(500);
@@ -41,6 +44,18 @@ pub struct Writer {
     /// Journal bytes in use after the last commit.
     used_bytes: u64,
     last_full_log: Option<Instant>,
+    /// The last write failed for lack of space; cleared by a commit that stored events.
+    disk_full: bool,
+    /// The policy could not make room on the full disk (`drop_oldest` found nothing to
+    /// delete, or deleting did not help): events are refused, with a probe once a second.
+    when_full_gave_up: bool,
+    /// When events were last tried on a full disk.
+    last_probe: Option<Instant>,
+    /// Acknowledgements whose deletion could not be committed yet.
+    pending_acks: Vec<(usize, i64, i64, u64)>,
+    /// Failed commits not logged yet, and when the last was.
+    failures_unlogged: u64,
+    last_failure_log: Option<Instant>,
 }
 
 /// What one group changed, applied to memory only after its commit.
@@ -52,7 +67,9 @@ struct Group {
     marks_before: HashMap<String, Option<(u32, u32)>>,
     /// Devices whose retransmits were dropped: their mark is published again.
     remind: std::collections::HashSet<String>,
-    done: Vec<Done>,
+    /// `done` of each item stored or deliberately dropped, with the item's index in the
+    /// group (given back to the item when the transaction fails).
+    done: Vec<(usize, Done)>,
     committed_events: u64,
     dead_letters: u64,
     duplicates: u64,
@@ -68,6 +85,32 @@ struct Group {
     /// Estimated journal growth of the group so far (rows, index entries, overhead).
     added_bytes: u64,
     batches: Vec<(usize, u64)>,
+}
+
+/// Where a purge's result goes.
+type PurgeReply = oneshot::Sender<Result<u64, StoreError>>;
+
+/// What one group of commands asks the journal to write (kept whole, so that the group can
+/// be tried again after a full disk).
+#[derive(Default)]
+struct Work {
+    items: Vec<Incoming>,
+    /// `(route, first, last, batch)` of acknowledged batches.
+    acks: Vec<(usize, i64, i64, u64)>,
+    purges: Vec<(super::dead_letters::Purge, Option<PurgeReply>)>,
+    /// Replies of the purges that committed, with what they deleted.
+    purged: Vec<(PurgeReply, u64)>,
+}
+
+/// While the disk is full, how often events are tried again (the rest are refused without
+/// touching the disk).
+const DISK_FULL_PROBE_EVERY: Duration = Duration::from_secs(1);
+/// At most one error line per this long for failing commits (the count of the others follows).
+const FAILURE_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// `SQLITE_FULL`: the file system (or a size limit) has no room for the journal.
+fn is_disk_full(err: &rusqlite::Error) -> bool {
+    err.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull)
 }
 
 /// Estimated journal bytes of one row beyond its payload (row header, index entry, page slack).
@@ -99,6 +142,12 @@ impl Writer {
             rejecting: false,
             used_bytes: 0,
             last_full_log: None,
+            disk_full: false,
+            last_probe: None,
+            when_full_gave_up: false,
+            pending_acks: Vec::new(),
+            failures_unlogged: 0,
+            last_failure_log: None,
         };
         writer.refresh_gauges();
         writer
@@ -138,6 +187,7 @@ impl Writer {
             }
             if Instant::now() >= next_maintenance {
                 if let Err(err) = self.maintenance() {
+                    self.stop_if_damaged(&err);
                     error!(error = %err, "journal maintenance failed; will retry");
                 }
                 next_maintenance = Instant::now() + MAINTENANCE_EVERY;
@@ -150,73 +200,173 @@ impl Writer {
     }
 
     /// Applies one group of commands; returns true on shutdown.
+    ///
+    /// A full disk (`SQLITE_FULL`) is not the end of the group: the policy is applied and the
+    /// group is tried again. `drop_oldest` deletes the oldest rows and retries it whole;
+    /// `reject_new` (or `drop_oldest` with nothing left to delete) retries it without its
+    /// events, which are counted as dropped (`full`). Acknowledgements that still could not
+    /// be written are kept and retried with the next group, so acknowledged rows never
+    /// linger until a restart and a row is never deleted without its ack.
     fn apply(&mut self, commands: Vec<Command>) -> bool {
-        let mut group = Group::default();
+        let mut work = Work { acks: std::mem::take(&mut self.pending_acks), ..Work::default() };
         let mut reads = Vec::new();
-        let mut purged = Vec::new();
+        let mut queries = Vec::new();
         let mut stop = false;
-        let result = (|| -> Result<(), rusqlite::Error> {
-            self.conn.execute_batch("BEGIN IMMEDIATE")?;
-            for command in commands {
-                match command {
-                    Command::Ingest(items) => {
-                        for item in items {
-                            match item {
-                                Incoming::Event(event) => self.insert_event(&mut group, event)?,
-                                Incoming::DeadLetter(letter) => self.insert_dead_letter(&mut group, letter)?,
-                            }
+        for command in commands {
+            match command {
+                Command::Ingest(items) => work.items.extend(items),
+                Command::Ack { route, first, last, batch } => work.acks.push((route, first, last, batch)),
+                Command::Read { route, after, limit, reply } => reads.push((route, after, limit, reply)),
+                Command::DeadLetters { query, reply } => queries.push((query, reply)),
+                Command::Purge { purge, reply } => work.purges.push((purge, reply)),
+                Command::Shutdown => stop = true,
+            }
+        }
+        // While the disk is full, events are refused without trying them, except for a probe
+        // now and then that finds out whether space has come back: no busy retrying.
+        // `drop_oldest` keeps trying for as long as deleting the oldest rows makes room.
+        let skipping = self.when_full_gave_up || self.config.when_full == WhenFull::RejectNew;
+        let mut with_events =
+            !(self.disk_full && skipping && self.last_probe.is_some_and(|t| t.elapsed() < DISK_FULL_PROBE_EVERY));
+        if self.disk_full && with_events {
+            self.last_probe = Some(Instant::now());
+        }
+        let mut freed = false;
+        let failure = loop {
+            let mut group = Group::default();
+            let result = self.transact(&mut group, &mut work, with_events);
+            match result {
+                Ok(()) => {
+                    if !with_events {
+                        self.refuse_events(&mut work.items);
+                    }
+                    self.after_commit(group);
+                    break None;
+                }
+                Err(err) => {
+                    let _ = self.conn.execute_batch("ROLLBACK");
+                    // Give the `done`s back to their items: a retry may still commit them.
+                    for (index, done) in group.done.drain(..) {
+                        match work.items.get_mut(index) {
+                            Some(Incoming::Event(e)) => e.done = Some(done),
+                            Some(Incoming::DeadLetter(l)) => l.done = Some(done),
+                            None => {}
                         }
                     }
-                    Command::Ack { route, first, last, batch } => {
-                        self.delete_acked(&mut group, route, first, last, batch)?
-                    }
-                    Command::Read { route, after, limit, reply } => reads.push((route, after, limit, reply)),
-                    Command::DeadLetters { query, reply } => {
-                        let _ = reply.send(super::dead_letters::read(&self.conn, query).map_err(StoreError::from));
-                    }
-                    Command::Purge { purge, reply } => {
-                        let deleted = super::dead_letters::purge(&self.conn, &purge)?;
-                        if let Some(reply) = reply {
-                            purged.push((reply, deleted));
+                    let full = is_disk_full(&err);
+                    self.after_failure(group, &err);
+                    if full && with_events && !work.items.is_empty() {
+                        if self.config.when_full == WhenFull::DropOldest && !freed && self.free_oldest(work.items.len())
+                        {
+                            freed = true;
+                        } else {
+                            // Nothing (more) to delete, or deleting did not help: refuse, and
+                            // only probe now and then until a commit stores events again.
+                            self.when_full_gave_up = true;
+                            with_events = false;
                         }
+                        continue;
                     }
-                    Command::Shutdown => stop = true,
+                    // The acknowledgements could not be written: keep them for the next group.
+                    self.pending_acks = std::mem::take(&mut work.acks);
+                    if full {
+                        self.refuse_events(&mut work.items);
+                    }
+                    break Some(err.to_string());
                 }
             }
-            if group.dead_letters > 0 {
-                group.dead_letters_dropped +=
-                    super::dead_letters::enforce_bounds(&self.conn, self.config.dead_letters_max, 0)?;
-            }
-            if self.config.when_full == WhenFull::DropOldest {
-                self.make_room(&mut group)?;
-            }
-            self.write_counters(&group)?;
-            self.conn.execute_batch("COMMIT")
-        })();
-        let failure = match result {
-            Ok(()) => {
-                self.after_commit(group);
-                None
-            }
-            Err(err) => {
-                let _ = self.conn.execute_batch("ROLLBACK");
-                self.after_failure(group, &err);
-                Some(err.to_string())
-            }
         };
-        for (reply, deleted) in purged {
+        for (reply, deleted) in work.purged {
             let _ = reply.send(match &failure {
                 None => Ok(deleted),
                 Some(err) => Err(StoreError::Failed(err.clone())),
             });
         }
+        for (_, reply) in work.purges {
+            if let (Some(reply), Some(err)) = (reply, &failure) {
+                let _ = reply.send(Err(StoreError::Failed(err.clone())));
+            }
+        }
+        for (query, reply) in queries {
+            let _ = reply.send(super::dead_letters::read(&self.conn, query).map_err(StoreError::from));
+        }
         for (route, after, limit, reply) in reads {
-            let _ = reply.send(self.read(route, after, limit).map_err(StoreError::from));
+            let rows = self.read(route, after, limit);
+            if let Err(err) = &rows {
+                self.stop_if_damaged(err);
+            }
+            let _ = reply.send(rows.map_err(StoreError::from));
         }
         stop
     }
 
-    fn insert_event(&mut self, group: &mut Group, event: NewEvent) -> Result<(), rusqlite::Error> {
+    /// One transaction over `work` (its events only if `with_events`). On success the purge
+    /// replies move to `work.purged`.
+    fn transact(&mut self, group: &mut Group, work: &mut Work, with_events: bool) -> Result<(), rusqlite::Error> {
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        for &(route, first, last, batch) in &work.acks {
+            self.delete_acked(group, route, first, last, batch)?;
+        }
+        let mut purged = Vec::new();
+        for (purge, _) in &work.purges {
+            purged.push(super::dead_letters::purge(&self.conn, purge)?);
+        }
+        for (index, item) in work.items.iter_mut().enumerate() {
+            match item {
+                Incoming::Event(event) if with_events => self.insert_event(group, index, event)?,
+                Incoming::Event(_) => {}
+                Incoming::DeadLetter(letter) => self.insert_dead_letter(group, index, letter)?,
+            }
+        }
+        if group.dead_letters > 0 {
+            group.dead_letters_dropped +=
+                super::dead_letters::enforce_bounds(&self.conn, self.config.dead_letters_max, 0)?;
+        }
+        if self.config.when_full == WhenFull::DropOldest {
+            self.make_room(group)?;
+        }
+        self.write_counters(group)?;
+        self.conn.execute_batch("COMMIT")?;
+        for ((_, reply), deleted) in work.purges.drain(..).zip(purged) {
+            if let Some(reply) = reply {
+                work.purged.push((reply, deleted));
+            }
+        }
+        Ok(())
+    }
+
+    /// The disk is full and `items` could not be stored: count their events as dropped
+    /// (`full`); their `done` is not run (an external broker redelivers them later).
+    fn refuse_events(&mut self, items: &mut Vec<Incoming>) {
+        let refused = items.iter().filter(|i| matches!(i, Incoming::Event(e) if !e.routes.is_empty())).count() as u64;
+        items.retain(|i| matches!(i, Incoming::DeadLetter(_)));
+        if refused > 0 {
+            self.metrics.count_drop(DropReason::Full, refused);
+            self.log_full(refused, "disk full: refused new events");
+        }
+    }
+
+    /// `drop_oldest` on a full disk: deletes the oldest rows (at least twice what the group
+    /// needs, or 5% of the queue) so that the group fits. False when nothing could be freed.
+    fn free_oldest(&mut self, needed: usize) -> bool {
+        let depth: u64 = self.routes.iter().map(|r| r.depth).sum();
+        let want = (needed as u64 * 2).max(depth / 20).max(256).min(RETENTION_CHUNK as u64) as i64;
+        let sql = "DELETE FROM events WHERE id IN (SELECT id FROM events ORDER BY id LIMIT ?1) RETURNING route, length(payload)";
+        match self.drop_rows(sql, params![want], DropReason::Full) {
+            Ok(0) => false,
+            Ok(dropped) => {
+                self.log_full(dropped, "disk full: dropped the oldest events (when_full = \"drop_oldest\")");
+                self.refresh_gauges();
+                true
+            }
+            Err(err) => {
+                self.note_store_error(&err);
+                false
+            }
+        }
+    }
+
+    fn insert_event(&mut self, group: &mut Group, index: usize, event: &mut NewEvent) -> Result<(), rusqlite::Error> {
         let mark = self.devices.get(&event.device).copied();
         let retransmit = matches!(mark, Some((boot, seq)) if boot == event.boot && event.seq <= seq);
         if retransmit && !event.held {
@@ -224,7 +374,7 @@ impl Writer {
             // A device re-sending what is committed may have missed the ack (e.g. the gateway
             // restarted): tell it again.
             group.remind.insert(event.device.clone());
-            group.done.extend(event.done);
+            group.done.extend(event.done.take().map(|d| (index, d)));
             return Ok(());
         }
         let growth = (event.payload.len() as u64 + ROW_OVERHEAD) * event.routes.len() as u64;
@@ -264,21 +414,31 @@ impl Writer {
         // A held (keep_last) event moved its device's mark when it was first filtered.
         if !event.held {
             group.marks_before.entry(event.device.clone()).or_insert(mark);
-            self.devices.insert(event.device, (event.boot, event.seq));
+            match self.devices.get_mut(&event.device) {
+                Some(m) => *m = (event.boot, event.seq),
+                None => {
+                    self.devices.insert(event.device.clone(), (event.boot, event.seq));
+                }
+            }
         }
         if !event.routes.is_empty() {
             group.committed_events += 1;
         }
-        group.done.extend(event.done);
+        group.done.extend(event.done.take().map(|d| (index, d)));
         Ok(())
     }
 
-    fn insert_dead_letter(&mut self, group: &mut Group, letter: DeadLetter) -> Result<(), rusqlite::Error> {
+    fn insert_dead_letter(
+        &mut self,
+        group: &mut Group,
+        index: usize,
+        letter: &mut DeadLetter,
+    ) -> Result<(), rusqlite::Error> {
         self.conn
             .prepare_cached("INSERT INTO dead_letters (received_ms, topic, reason, payload) VALUES (?1, ?2, ?3, ?4)")?
             .execute(params![letter.received_ms, letter.topic, letter.reason, letter.payload])?;
         group.dead_letters += 1;
-        group.done.extend(letter.done);
+        group.done.extend(letter.done.take().map(|d| (index, d)));
         Ok(())
     }
 
@@ -336,6 +496,14 @@ impl Writer {
 
     fn after_commit(&mut self, group: Group) {
         self.metrics.store_ok.set(1);
+        if !group.inserted.is_empty() {
+            self.when_full_gave_up = false;
+        }
+        if self.disk_full && (!group.inserted.is_empty() || group.dead_letters > 0) {
+            self.disk_full = false;
+            self.metrics.disk_full.set(0);
+            info!("journal: space is available again; events are stored");
+        }
         let mut notify = false;
         for (&route, &(rows, bytes)) in &group.route_delta {
             let state = &mut self.routes[route];
@@ -374,7 +542,7 @@ impl Writer {
                 group.marks_before.keys().chain(group.remind.iter().filter(|d| !group.marks_before.contains_key(*d)));
             self.publish_marks(devices);
         }
-        for done in group.done {
+        for (_, done) in group.done {
             done();
         }
         self.metrics.count_drop(DropReason::Full, group.dropped_full);
@@ -410,7 +578,7 @@ impl Writer {
     fn after_failure(&mut self, group: Group, err: &rusqlite::Error) {
         self.metrics.store_ok.set(0);
         self.metrics.commit_failures.add(1);
-        self.metrics.note_error(super::now_ms(), format!("journal commit failed: {err}"));
+        self.note_store_error(err);
         // Nothing of the group is durable: undo the in-memory marks so that the devices'
         // retransmits are accepted, and run no `done` (external brokers redeliver).
         for (device, before) in group.marks_before {
@@ -419,7 +587,61 @@ impl Writer {
                 None => self.devices.remove(&device),
             };
         }
-        error!(error = %err, events = group.committed_events, "commit failed; the group was not stored and devices were not acknowledged");
+        // Rate-limited: on a full disk every group fails until the policy makes room.
+        self.failures_unlogged += 1;
+        if self.last_failure_log.is_none_or(|t| t.elapsed() >= FAILURE_LOG_EVERY) {
+            let hint = if is_disk_full(err) { " (disk full: applying store.when_full)" } else { "" };
+            error!(error = %err, events = group.committed_events, failed_commits = self.failures_unlogged,
+                "commit failed{hint}; the group was not stored and devices were not acknowledged; further messages suppressed for 10s");
+            self.failures_unlogged = 0;
+            self.last_failure_log = Some(Instant::now());
+        }
+    }
+
+    /// A damaged journal (`SQLITE_CORRUPT` / `SQLITE_NOTADB` on any statement) cannot be
+    /// worked around without losing rows silently: leave `journal.db.damaged` beside it (so
+    /// that a restart refuses it instead of running into the damage again), say what to do,
+    /// and stop the process with exit code 1. Nothing is deleted or rewritten.
+    fn stop_if_damaged(&self, err: &rusqlite::Error) {
+        if !matches!(
+            err.sqlite_error_code(),
+            Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
+        ) {
+            return;
+        }
+        let path = PathBuf::from(self.conn.path().unwrap_or("journal.db"));
+        let marker = super::damaged_marker(&path);
+        if let Err(io) = std::fs::write(&marker, format!("{err}\n")) {
+            warn!(error = %io, marker = %marker.display(), "cannot leave the damaged-journal marker");
+        }
+        let err = StoreError::Damaged { path, marker, reason: err.to_string() };
+        error!("{err}");
+        eprintln!("edge-gateway: {err}");
+        std::process::exit(1);
+    }
+
+    /// Counts a failed write by kind; a full disk is remembered until events fit again.
+    fn note_store_error(&mut self, err: &rusqlite::Error) {
+        self.stop_if_damaged(err);
+        let kind = if is_disk_full(err) {
+            StoreErrorKind::DiskFull
+        } else if matches!(err.sqlite_error_code(), Some(rusqlite::ErrorCode::SystemIoFailure)) {
+            StoreErrorKind::Io
+        } else {
+            StoreErrorKind::Other
+        };
+        self.metrics.count_store_error(kind);
+        if kind == StoreErrorKind::DiskFull {
+            self.metrics.disk_full.set(1);
+            if !self.disk_full {
+                self.disk_full = true;
+                self.last_probe = Some(Instant::now());
+                self.metrics
+                    .note_error(super::now_ms(), format!("journal: disk full ({err}); store.when_full applies"));
+            }
+        } else {
+            self.metrics.note_error(super::now_ms(), format!("journal commit failed: {err}"));
+        }
     }
 
     fn read(&mut self, route: usize, after: i64, limit: usize) -> Result<Vec<Row>, rusqlite::Error> {
