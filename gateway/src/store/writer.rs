@@ -41,6 +41,8 @@ pub struct Writer {
     /// Journal bytes in use after the last commit.
     used_bytes: u64,
     last_full_log: Option<Instant>,
+    /// Keep the read model (always, but for measuring what it costs).
+    pub read_model: bool,
 }
 
 /// What one group changed, applied to memory only after its commit.
@@ -61,6 +63,8 @@ struct Group {
     dead_letters_dropped: u64,
     /// Per route: rows inserted (what the forwarder is told about).
     inserted: HashMap<usize, u64>,
+    /// Rows queued again by replays.
+    replayed: u64,
     /// Oldest rows deleted to keep `max_bytes` (`drop_oldest`).
     dropped_full: u64,
     /// Latest receive time in the group (the devices' last-seen time).
@@ -68,6 +72,8 @@ struct Group {
     /// Estimated journal growth of the group so far (rows, index entries, overhead).
     added_bytes: u64,
     batches: Vec<(usize, u64)>,
+    /// The read model's changes (latest per device and reading).
+    view: super::read_model::GroupView,
 }
 
 /// Estimated journal bytes of one row beyond its payload (row header, index entry, page slack).
@@ -99,6 +105,7 @@ impl Writer {
             rejecting: false,
             used_bytes: 0,
             last_full_log: None,
+            read_model: true,
         };
         writer.refresh_gauges();
         writer
@@ -154,6 +161,7 @@ impl Writer {
         let mut group = Group::default();
         let mut reads = Vec::new();
         let mut purged = Vec::new();
+        let mut replays = Vec::new();
         let mut stop = false;
         let result = (|| -> Result<(), rusqlite::Error> {
             self.conn.execute_batch("BEGIN IMMEDIATE")?;
@@ -180,8 +188,21 @@ impl Writer {
                             purged.push((reply, deleted));
                         }
                     }
+                    Command::Devices { query, reply } => {
+                        let _ = reply.send(super::read_model::answer(&self.conn, &query).map_err(StoreError::from));
+                    }
+                    Command::Connection { device, connected, at_ms } => {
+                        super::read_model::set_connection(&self.conn, &device, connected, at_ms)?
+                    }
+                    Command::Replay { route, since_ms, until_ms, after, reply } => {
+                        let step = self.replay_step(&mut group, route, since_ms, until_ms, after)?;
+                        replays.push((reply, step));
+                    }
                     Command::Shutdown => stop = true,
                 }
+            }
+            if !group.view.is_empty() {
+                group.view.write(&self.conn)?;
             }
             if group.dead_letters > 0 {
                 group.dead_letters_dropped +=
@@ -207,6 +228,12 @@ impl Writer {
         for (reply, deleted) in purged {
             let _ = reply.send(match &failure {
                 None => Ok(deleted),
+                Some(err) => Err(StoreError::Failed(err.clone())),
+            });
+        }
+        for (reply, step) in replays {
+            let _ = reply.send(match &failure {
+                None => Ok(step),
                 Some(err) => Err(StoreError::Failed(err.clone())),
             });
         }
@@ -261,6 +288,10 @@ impl Writer {
         }
         group.added_bytes += growth;
         group.last_seen_ms = group.last_seen_ms.max(event.received_ms);
+        // A held (keep_last) event was counted when it was first committed.
+        if self.read_model && !event.held {
+            group.view.note(&event.device, event.boot, event.seq, event.received_ms, &event.payload);
+        }
         // A held (keep_last) event moved its device's mark when it was first filtered.
         if !event.held {
             group.marks_before.entry(event.device.clone()).or_insert(mark);
@@ -293,6 +324,9 @@ impl Writer {
         let Some(state) = self.routes.get(route) else {
             return Ok(());
         };
+        if self.config.keep_forwarded.is_some() {
+            super::forwarded::keep(&self.conn, state.db_id, first, last, super::now_ms())?;
+        }
         let mut stmt = self
             .conn
             .prepare_cached("DELETE FROM events WHERE route = ?1 AND id BETWEEN ?2 AND ?3 RETURNING length(payload)")?;
@@ -304,6 +338,29 @@ impl Writer {
         }
         group.batches.push((route, batch));
         Ok(())
+    }
+
+    /// One step of a replay, inside the group's transaction: the copies are new queue rows.
+    fn replay_step(
+        &mut self,
+        group: &mut Group,
+        route: usize,
+        since_ms: i64,
+        until_ms: i64,
+        after: i64,
+    ) -> Result<super::forwarded::Step, rusqlite::Error> {
+        let Some(state) = self.routes.get(route) else {
+            return Ok(super::forwarded::Step::default());
+        };
+        let step = super::forwarded::replay_step(&self.conn, state.db_id, since_ms, until_ms, after, super::now_ms())?;
+        if step.rows > 0 {
+            let delta = group.route_delta.entry(route).or_default();
+            delta.0 += step.rows;
+            delta.1 += step.bytes;
+            *group.inserted.entry(route).or_default() += step.rows as u64;
+            group.replayed += step.rows as u64;
+        }
+        Ok(step)
     }
 
     fn write_counters(&mut self, group: &Group) -> Result<(), rusqlite::Error> {
@@ -362,6 +419,7 @@ impl Writer {
             self.committed.notify.notify_one();
         }
         self.metrics.committed.add(group.committed_events);
+        self.metrics.replayed.add(group.replayed);
         self.metrics.dead_letters.add(group.dead_letters);
         self.metrics.dead_letters_dropped.add(group.dead_letters_dropped);
         self.metrics.count_drop(DropReason::Duplicate, group.duplicates);
@@ -427,10 +485,10 @@ impl Writer {
             return Ok(Vec::new());
         };
         let mut stmt = self.conn.prepare_cached(
-            "SELECT id, received_ms, payload FROM events WHERE route = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+            "SELECT id, received_ms, payload, replay FROM events WHERE route = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
         )?;
         let rows = stmt.query_map(params![state.db_id, after, limit as i64], |r| {
-            Ok(Row { id: r.get(0)?, received_ms: r.get(1)?, payload: r.get(2)? })
+            Ok(Row { id: r.get(0)?, received_ms: r.get(1)?, payload: r.get(2)?, replay: r.get(3)? })
         })?;
         rows.collect()
     }
