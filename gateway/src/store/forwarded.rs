@@ -13,8 +13,9 @@
 //! - `forwarded.id` grows in acknowledgement order, which per route is queue order; its
 //!   `forwarded_ms` grows with it (one clock), so retention deletes from the lowest ids.
 //! - Kept rows count against `store.max_bytes` (they are pages of the same file) and are the
-//!   first to go when `drop_oldest` makes room, before any event still waiting. Dropping
-//!   them loses nothing the cloud has not got, so they are not counted as drops.
+//!   first to go when the journal is full: before `drop_oldest` drops an event still
+//!   waiting, and before `reject_new` refuses a new one. Deleting them loses nothing the
+//!   cloud has not got, so they are not counted as drops.
 //! - A replay copies kept rows of one route whose gateway receive time is in
 //!   `[since, until)` back into the queue as new rows with `replay = 1`, in their original
 //!   order. Copies of copies are never made: kept rows that were themselves replays are

@@ -244,6 +244,32 @@ async fn drop_oldest_evicts_kept_forwarded_events_before_waiting_ones() {
     close(store);
 }
 
+#[tokio::test]
+async fn reject_new_deletes_kept_forwarded_events_before_refusing_new_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(Some(Duration::from_secs(3600)));
+    cfg.max_bytes = ByteSize(1 << 20);
+    cfg.when_full = WhenFull::RejectNew;
+    let store = open_store(dir.path(), &cfg, true);
+    let big = |seq: u32| {
+        let Incoming::Event(mut e) = event("d1", 1, seq, r#"{"c":1}"#, now_ms()) else { unreachable!() };
+        e.payload.resize(2000, 0);
+        Incoming::Event(e)
+    };
+    store.handle.ingest((1..=300).map(big).collect()).unwrap();
+    let rows = queue(&store).await;
+    store.handle.ack(0, rows[0].id, rows[299].id, 1).unwrap();
+    queue(&store).await;
+    assert_eq!(kept(dir.path()).len(), 300);
+    for chunk in 0..4u32 {
+        store.handle.ingest((301 + chunk * 50..301 + (chunk + 1) * 50).map(big).collect()).unwrap();
+    }
+    assert_eq!(queue(&store).await.len(), 200, "nothing new was refused");
+    assert_eq!(store.metrics.dropped(DropReason::Full), 0);
+    assert!(kept(dir.path()).len() < 300, "kept rows made room");
+    close(store);
+}
+
 /// The read model's cost on the commit path: events through the writer with it on and off,
 /// alternating, same process. `cargo test --release -p edge-gateway read_model_commit_cost
 /// -- --ignored --nocapture`.

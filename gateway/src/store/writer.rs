@@ -255,10 +255,14 @@ impl Writer {
             return Ok(());
         }
         let growth = (event.payload.len() as u64 + ROW_OVERHEAD) * event.routes.len() as u64;
-        if growth > 0
-            && self.config.when_full == WhenFull::RejectNew
-            && (self.rejecting || self.used_bytes + group.added_bytes + growth > self.config.max_bytes.bytes())
-        {
+        let full = |w: &Writer, group: &Group| {
+            w.rejecting || w.used_bytes + group.added_bytes + growth > w.config.max_bytes.bytes()
+        };
+        if growth > 0 && self.config.when_full == WhenFull::RejectNew && full(self, group) {
+            // Kept forwarded events go before anything new is refused: the cloud has them.
+            self.free_kept(group)?;
+        }
+        if growth > 0 && self.config.when_full == WhenFull::RejectNew && full(self, group) {
             self.rejecting = true;
             group.rejected += 1;
             // No `done`: an external broker keeps the message and redelivers it later.
@@ -301,6 +305,30 @@ impl Writer {
             group.committed_events += 1;
         }
         group.done.extend(event.done);
+        Ok(())
+    }
+
+    /// `reject_new`: deletes kept forwarded events (oldest first) until usage is under 95%
+    /// of `max_bytes` or none is left, inside the group's transaction.
+    fn free_kept(&mut self, group: &mut Group) -> Result<(), rusqlite::Error> {
+        if self.config.keep_forwarded.is_none() {
+            return Ok(());
+        }
+        let target = self.config.max_bytes.bytes() / 100 * 95;
+        for _ in 0..32 {
+            // Pages in use now include what this group has written so far.
+            let used = self.current_used()?;
+            if used < target {
+                self.used_bytes = used;
+                group.added_bytes = 0;
+                self.rejecting = false;
+                break;
+            }
+            let want = ((used - target) / 256).clamp(64, RETENTION_CHUNK as u64) as i64;
+            if super::forwarded::evict(&self.conn, want)? == 0 {
+                break;
+            }
+        }
         Ok(())
     }
 
