@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use edge_gateway::admin::{self, Selection};
-use edge_gateway::read_api;
 use edge_gateway::config::{Config, LoadError, LogConfig, LogFormat};
+use edge_gateway::read_api;
 
 /// IoT edge gateway: keeps device events in a local journal and forwards them to the cloud.
 #[derive(Parser)]

@@ -289,7 +289,12 @@ impl Metrics {
             self.committed.get(),
         );
         simple("edge_gateway_dead_letters_total", "counter", "Payloads kept as dead letters.", self.dead_letters.get());
-        simple("edge_gateway_events_replayed_total", "counter", "Forwarded events queued again by a replay.", self.replayed.get());
+        simple(
+            "edge_gateway_events_replayed_total",
+            "counter",
+            "Forwarded events queued again by a replay.",
+            self.replayed.get(),
+        );
         simple(
             "edge_gateway_dead_letters_dropped_total",
             "counter",

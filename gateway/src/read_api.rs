@@ -185,7 +185,13 @@ pub fn devices_table(devices: &[DeviceDetail], now_ms: i64) -> String {
                 None => r.value.to_string(),
             };
             let ts = r.ts_ms.map_or_else(|| "no device time".to_owned(), format_time);
-            out.push_str(&format!("    {:<22} {:<24} {} ({}, device time {ts})\n", r.name, value, r.kind, ago(now_ms, r.received_ms)));
+            out.push_str(&format!(
+                "    {:<22} {:<24} {} ({}, device time {ts})\n",
+                r.name,
+                value,
+                r.kind,
+                ago(now_ms, r.received_ms)
+            ));
         }
     }
     out
@@ -212,7 +218,10 @@ pub fn replay_events(config: &Config, route: &str, since_ms: i64, until_ms: i64)
     }
     let Some(index) = config.routes.iter().position(|r| r.name == route) else {
         let known: Vec<&str> = config.routes.iter().map(|r| r.name.as_str()).collect();
-        return Err(AdminError::Protocol(format!("no route {route:?} in the config; configured: {}", known.join(", "))));
+        return Err(AdminError::Protocol(format!(
+            "no route {route:?} in the config; configured: {}",
+            known.join(", ")
+        )));
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -249,7 +258,12 @@ fn parse_rfc3339(text: &str) -> Option<i64> {
         let part = text.get(from..from + len)?;
         part.bytes().all(|c| c.is_ascii_digit()).then(|| part.parse().ok()).flatten()
     };
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' || b[16] != b':'
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
     {
         return None;
     }

@@ -71,7 +71,11 @@ async fn the_devices_api_and_cli_show_the_latest_readings_with_the_cloud_down() 
             event("thermo-1", 3, 1_764_000_003_000, r#"{"humidity":{"value":41.5,"unit":"%"}}"#),
         ],
     );
-    mosquitto_pub(setup.devices_port, "devices/door-7/events", &[event("door-7", 9, 1_764_000_004_000, r#"{"open":true}"#)]);
+    mosquitto_pub(
+        setup.devices_port,
+        "devices/door-7/events",
+        &[event("door-7", 9, 1_764_000_004_000, r#"{"open":true}"#)],
+    );
     let list = wait_until(WAIT, "both devices in /api/devices", || {
         let (_, list) = get_json(port, "/api/devices");
         let events = |i: usize| list[i]["events"].as_u64();

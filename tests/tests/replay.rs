@@ -150,8 +150,9 @@ fn replay(setup: &Setup, dir: &std::path::Path, args: &[&str]) -> String {
 }
 
 fn kept(dir: &std::path::Path) -> i64 {
-    let conn = rusqlite::Connection::open_with_flags(dir.join("journal.db"), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .unwrap();
+    let conn =
+        rusqlite::Connection::open_with_flags(dir.join("journal.db"), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
     conn.query_row("SELECT count(*) FROM forwarded", [], |r| r.get(0)).unwrap()
 }
 

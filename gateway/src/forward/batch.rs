@@ -228,8 +228,11 @@ mod tests {
     #[test]
     fn an_undecodable_row_is_skipped_but_covered_so_the_queue_moves_on() {
         let topic = TopicTemplate::parse("t").unwrap();
-        let rows =
-            [row(1, "d1", 1, "t"), Row { id: 2, received_ms: 0, payload: vec![0xff, 0x00], replay: false }, row(3, "d1", 3, "t")];
+        let rows = [
+            row(1, "d1", 1, "t"),
+            Row { id: 2, received_ms: 0, payload: vec![0xff, 0x00], replay: false },
+            row(3, "d1", 3, "t"),
+        ];
         let built = build(&header(&topic, 65536), &rows).unwrap();
         assert_eq!((built.rows, built.undecodable, built.last), (3, 1, 3));
         let value: serde_json::Value = serde_json::from_slice(&built.payload).unwrap();

@@ -388,7 +388,8 @@ impl Session<'_> {
         let encoding = route.config.encoding;
         // A replayed postcard batch (its body has no room for a mark) is published one level
         // deeper, `{to}/replay/postcard[.zstd|.lz4]`; a JSON one says `"replay":true`.
-        let topic = match (encoding.topic_suffix(), built.replay && encoding.format == encoding::BatchFormat::Postcard) {
+        let topic = match (encoding.topic_suffix(), built.replay && encoding.format == encoding::BatchFormat::Postcard)
+        {
             (Some(suffix), true) => format!("{}/replay/{suffix}", built.topic),
             (Some(suffix), false) => format!("{}/{suffix}", built.topic),
             (None, _) => built.topic,

@@ -192,13 +192,42 @@ pub enum StoreError {
 
 enum Command {
     Ingest(Vec<Incoming>),
-    Read { route: RouteIndex, after: i64, limit: usize, reply: oneshot::Sender<Result<Vec<Row>, StoreError>> },
-    Ack { route: RouteIndex, first: i64, last: i64, batch: u64 },
-    DeadLetters { query: dead_letters::Query, reply: oneshot::Sender<Result<Vec<DeadLetterRow>, StoreError>> },
-    Purge { purge: dead_letters::Purge, reply: Option<oneshot::Sender<Result<u64, StoreError>>> },
-    Devices { query: read_model::Query, reply: oneshot::Sender<Result<Vec<DeviceDetail>, StoreError>> },
-    Connection { device: String, connected: bool, at_ms: i64 },
-    Replay { route: RouteIndex, since_ms: i64, until_ms: i64, after: i64, reply: oneshot::Sender<Result<forwarded::Step, StoreError>> },
+    Read {
+        route: RouteIndex,
+        after: i64,
+        limit: usize,
+        reply: oneshot::Sender<Result<Vec<Row>, StoreError>>,
+    },
+    Ack {
+        route: RouteIndex,
+        first: i64,
+        last: i64,
+        batch: u64,
+    },
+    DeadLetters {
+        query: dead_letters::Query,
+        reply: oneshot::Sender<Result<Vec<DeadLetterRow>, StoreError>>,
+    },
+    Purge {
+        purge: dead_letters::Purge,
+        reply: Option<oneshot::Sender<Result<u64, StoreError>>>,
+    },
+    Devices {
+        query: read_model::Query,
+        reply: oneshot::Sender<Result<Vec<DeviceDetail>, StoreError>>,
+    },
+    Connection {
+        device: String,
+        connected: bool,
+        at_ms: i64,
+    },
+    Replay {
+        route: RouteIndex,
+        since_ms: i64,
+        until_ms: i64,
+        after: i64,
+        reply: oneshot::Sender<Result<forwarded::Step, StoreError>>,
+    },
     Shutdown,
 }
 

@@ -84,8 +84,18 @@ struct DeviceDelta {
     boot: u32,
     seq: u32,
     events: u64,
-    /// name -> (value JSON, unit, type, ts, received); the newest in the group.
-    readings: HashMap<String, (String, Option<String>, String, Option<i64>, i64)>,
+    /// Reading name -> its newest value in the group.
+    readings: HashMap<String, Latest>,
+}
+
+/// A reading's newest value in a group.
+struct Latest {
+    /// JSON text.
+    value: String,
+    unit: Option<String>,
+    kind: String,
+    ts_ms: Option<i64>,
+    received_ms: i64,
 }
 
 impl GroupView {
@@ -108,7 +118,7 @@ impl GroupView {
         for reading in &event.readings {
             let value = value_json(&reading.value).to_string();
             let unit = reading.unit.as_ref().map(|u| u.as_str().to_owned());
-            let entry = (value, unit, event.kind.as_str().to_owned(), ts, received_ms);
+            let entry = Latest { value, unit, kind: event.kind.as_str().to_owned(), ts_ms: ts, received_ms };
             match delta.readings.get_mut(reading.name.as_str()) {
                 Some(slot) => *slot = entry,
                 None => {
@@ -138,8 +148,8 @@ impl GroupView {
         )?;
         for (id, delta) in &self.devices {
             device.execute(params![id, delta.last_seen_ms, delta.boot, delta.seq, delta.events as i64])?;
-            for (name, (value, unit, kind, ts, received)) in &delta.readings {
-                reading.execute(params![id, name, value, unit, kind, ts, received])?;
+            for (name, r) in &delta.readings {
+                reading.execute(params![id, name, r.value, r.unit, r.kind, r.ts_ms, r.received_ms])?;
             }
         }
         Ok(())
@@ -150,10 +160,11 @@ impl GroupView {
 fn value_json(value: &edge_event::Value) -> serde_json::Value {
     use edge_event::Value;
     let float = |text: String, fallback: f64| {
-        text.parse::<f64>().ok().or(Some(fallback)).and_then(serde_json::Number::from_f64).map_or(
-            serde_json::Value::Null,
-            serde_json::Value::Number,
-        )
+        text.parse::<f64>()
+            .ok()
+            .or(Some(fallback))
+            .and_then(serde_json::Number::from_f64)
+            .map_or(serde_json::Value::Null, serde_json::Value::Number)
     };
     match value {
         // f32's Display is its shortest round-trip form: 0.1f32 shows as 0.1, not 0.10000000149.

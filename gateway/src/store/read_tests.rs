@@ -127,7 +127,10 @@ async fn the_read_model_keeps_the_latest_reading_per_device_and_name_in_the_comm
     assert_eq!(list[0].summary.connected, Some(true));
     assert_eq!(list[0].summary.connected_ms, Some(4000));
     assert_eq!(list[0].readings.len(), 2, "readings included when asked");
-    assert_eq!((list[2].summary.device.as_str(), list[2].summary.connected, list[2].summary.events), ("d3", Some(false), 0));
+    assert_eq!(
+        (list[2].summary.device.as_str(), list[2].summary.connected, list[2].summary.events),
+        ("d3", Some(false), 0)
+    );
     close(store);
 
     // Kept across a restart; nothing of it is read at start-up, it is just there.
@@ -171,7 +174,10 @@ async fn kept_forwarded_events_replay_exactly_their_window_marked_and_expire_aft
     let dir = tempfile::tempdir().unwrap();
     let store = open_store(dir.path(), &config(Some(Duration::from_secs(3600))), true);
     let base = now_ms() - 60_000;
-    store.handle.ingest((1..=10).map(|s| event("d1", 1, s, r#"{"c":1}"#, base + 1000 * i64::from(s))).collect()).unwrap();
+    store
+        .handle
+        .ingest((1..=10).map(|s| event("d1", 1, s, r#"{"c":1}"#, base + 1000 * i64::from(s))).collect())
+        .unwrap();
     let rows = queue(&store).await;
     assert_eq!(rows.len(), 10);
     assert!(rows.iter().all(|r| !r.replay));
@@ -278,14 +284,15 @@ async fn reject_new_deletes_kept_forwarded_events_before_refusing_new_ones() {
 async fn read_model_commit_cost() {
     const EVENTS: u32 = 100_000;
     const DEVICES: u32 = 50;
-    let mut results = vec![Vec::new(), Vec::new()];
+    let mut results = [Vec::new(), Vec::new()];
     for round in 0..6 {
         let on = round % 2 == 0;
         let dir = tempfile::tempdir().unwrap();
         let store = open_store(dir.path(), &config(None), on);
         let events: Vec<Incoming> = (0..EVENTS)
             .map(|i| {
-                let readings = format!(r#"{{"celsius":{}.5,"humidity":{},"co2_ppm":{}}}"#, i % 30, 40 + i % 20, 400 + i);
+                let readings =
+                    format!(r#"{{"celsius":{}.5,"humidity":{},"co2_ppm":{}}}"#, i % 30, 40 + i % 20, 400 + i);
                 event(&format!("dev-{:03}", i % DEVICES), 1, 1 + i / DEVICES, &readings, 1000)
             })
             .collect();
