@@ -162,6 +162,7 @@ impl Writer {
         let mut reads = Vec::new();
         let mut purged = Vec::new();
         let mut replays = Vec::new();
+        let mut device_queries = Vec::new();
         let mut stop = false;
         let result = (|| -> Result<(), rusqlite::Error> {
             self.conn.execute_batch("BEGIN IMMEDIATE")?;
@@ -188,9 +189,8 @@ impl Writer {
                             purged.push((reply, deleted));
                         }
                     }
-                    Command::Devices { query, reply } => {
-                        let _ = reply.send(super::read_model::answer(&self.conn, &query).map_err(StoreError::from));
-                    }
+                    // Answered after the commit (or rollback): never a state that may not last.
+                    Command::Devices { query, reply } => device_queries.push((query, reply)),
                     Command::Connection { device, connected, at_ms } => {
                         super::read_model::set_connection(&self.conn, &device, connected, at_ms)?
                     }
@@ -236,6 +236,9 @@ impl Writer {
                 None => Ok(step),
                 Some(err) => Err(StoreError::Failed(err.clone())),
             });
+        }
+        for (query, reply) in device_queries {
+            let _ = reply.send(super::read_model::answer(&self.conn, &query).map_err(StoreError::from));
         }
         for (route, after, limit, reply) in reads {
             let _ = reply.send(self.read(route, after, limit).map_err(StoreError::from));
