@@ -155,8 +155,9 @@ fn connected(c: Option<bool>) -> &'static str {
 
 /// Devices as a terminal table: one line per device, then its latest readings indented.
 pub fn devices_table(devices: &[DeviceDetail], now_ms: i64) -> String {
+    let width = devices.iter().map(|d| d.summary.device.chars().count()).max().unwrap_or(0).max(12);
     let mut out = format!(
-        "{:<24} {:<21} {:>9} {:>14} {:>9} {:>9} {:>8}\n",
+        "{:<width$} {:<21} {:>9} {:>14} {:>9} {:>9} {:>8}\n",
         "DEVICE", "LAST SEEN (UTC)", "AGO", "BOOT/SEQ", "EVENTS", "CONNECTED", "READINGS"
     );
     for d in devices {
@@ -170,7 +171,7 @@ pub fn devices_table(devices: &[DeviceDetail], now_ms: i64) -> String {
             _ => "-".to_owned(),
         };
         out.push_str(&format!(
-            "{:<24} {:<21} {:>9} {:>14} {:>9} {:>9} {:>8}\n",
+            "{:<width$} {:<21} {:>9} {:>14} {:>9} {:>9} {:>8}\n",
             s.device,
             seen,
             since,
