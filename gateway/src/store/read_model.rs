@@ -88,12 +88,12 @@ struct DeviceDelta {
     readings: HashMap<String, Latest>,
 }
 
-/// A reading's newest value in a group.
+/// A reading's newest value in a group, as decoded (fixed-size, no allocation per event:
+/// the JSON text is made once per group, for the winner).
 struct Latest {
-    /// JSON text.
-    value: String,
-    unit: Option<String>,
-    kind: String,
+    value: edge_event::Value,
+    unit: Option<edge_event::Unit>,
+    kind: edge_event::EventType,
     ts_ms: Option<i64>,
     received_ms: i64,
 }
@@ -115,14 +115,14 @@ impl GroupView {
             edge_event::Timestamp::Millis(ms) => Some(i64::try_from(ms).unwrap_or(i64::MAX)),
             edge_event::Timestamp::Unknown => None,
         };
-        for reading in &event.readings {
-            let value = value_json(&reading.value).to_string();
-            let unit = reading.unit.as_ref().map(|u| u.as_str().to_owned());
-            let entry = Latest { value, unit, kind: event.kind.as_str().to_owned(), ts_ms: ts, received_ms };
-            match delta.readings.get_mut(reading.name.as_str()) {
+        for reading in event.readings {
+            let name = reading.name;
+            let entry =
+                Latest { value: reading.value, unit: reading.unit, kind: event.kind.clone(), ts_ms: ts, received_ms };
+            match delta.readings.get_mut(name.as_str()) {
                 Some(slot) => *slot = entry,
                 None => {
-                    delta.readings.insert(reading.name.as_str().to_owned(), entry);
+                    delta.readings.insert(name.as_str().to_owned(), entry);
                 }
             }
         }
@@ -149,7 +149,9 @@ impl GroupView {
         for (id, delta) in &self.devices {
             device.execute(params![id, delta.last_seen_ms, delta.boot, delta.seq, delta.events as i64])?;
             for (name, r) in &delta.readings {
-                reading.execute(params![id, name, r.value, r.unit, r.kind, r.ts_ms, r.received_ms])?;
+                let value = value_json(&r.value).to_string();
+                let unit = r.unit.as_ref().map(|u| u.as_str());
+                reading.execute(params![id, name, value, unit, r.kind.as_str(), r.ts_ms, r.received_ms])?;
             }
         }
         Ok(())
