@@ -32,21 +32,23 @@ pub fn routes() -> Router<Arc<Status>> {
         .route("/api/replay", post(replay))
 }
 
-/// `GET /api/devices?readings=true` query.
+/// `GET /api/devices?readings=true&limit=N` query.
 #[derive(Deserialize)]
 struct ListQuery {
     #[serde(default)]
     readings: bool,
+    limit: Option<usize>,
 }
 
 fn unavailable(err: impl std::fmt::Display) -> Response {
     (StatusCode::SERVICE_UNAVAILABLE, format!("journal unavailable: {err}\n")).into_response()
 }
 
-/// Every device (id, last seen, last boot/seq, events, connected, reading count); with
-/// `?readings=true` each also carries its latest readings.
+/// Every device (id, last seen, last boot/seq, events, connected, reading count), by id;
+/// with `?readings=true` each also carries its latest readings; `?limit=N`: the first N.
 async fn list_devices(State(status): State<Arc<Status>>, Query(query): Query<ListQuery>) -> Response {
-    match status.store.devices(read_model::Query::List { readings: query.readings }).await {
+    let limit = query.limit.unwrap_or(usize::MAX);
+    match status.store.devices(read_model::Query::List { readings: query.readings, limit }).await {
         Ok(devices) if query.readings => Json(devices).into_response(),
         Ok(devices) => Json(devices.into_iter().map(|d| d.summary).collect::<Vec<_>>()).into_response(),
         Err(err) => unavailable(err),
@@ -108,7 +110,7 @@ pub fn devices(config: &Config, id: Option<&str>) -> Result<Option<Vec<DeviceDet
     let path = admin::journal_path(config).display().to_string();
     let query = match id {
         Some(id) => read_model::Query::One(id.to_owned()),
-        None => read_model::Query::List { readings: true },
+        None => read_model::Query::List { readings: true, limit: usize::MAX },
     };
     match read_model::answer(&conn, &query) {
         Ok(found) if id.is_some() && found.is_empty() => Ok(None),

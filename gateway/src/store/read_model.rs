@@ -209,10 +209,10 @@ fn summary(row: &rusqlite::Row<'_>) -> Result<DeviceSummary, rusqlite::Error> {
     })
 }
 
-/// Every known device, by id. Works on a read-only connection too.
-pub fn list(conn: &Connection) -> Result<Vec<DeviceSummary>, rusqlite::Error> {
-    let mut stmt = conn.prepare_cached(&format!("{SUMMARY} ORDER BY v.device"))?;
-    let rows = stmt.query_map([], summary)?;
+/// Known devices by id, at most `limit`. Works on a read-only connection too.
+pub fn list(conn: &Connection, limit: usize) -> Result<Vec<DeviceSummary>, rusqlite::Error> {
+    let mut stmt = conn.prepare_cached(&format!("{SUMMARY} ORDER BY v.device LIMIT ?1"))?;
+    let rows = stmt.query_map(params![i64::try_from(limit).unwrap_or(i64::MAX)], summary)?;
     rows.collect()
 }
 
@@ -248,10 +248,12 @@ pub fn readings(conn: &Connection, id: &str) -> Result<Vec<LatestReading>, rusql
 /// What the read model is asked.
 #[derive(Debug, Clone)]
 pub enum Query {
-    /// Every device; with `readings`, each with its latest readings.
+    /// Devices by id; with `readings`, each with its latest readings.
     List {
         /// Include the readings.
         readings: bool,
+        /// At most this many (the first by id).
+        limit: usize,
     },
     /// One device.
     One(String),
@@ -260,7 +262,7 @@ pub enum Query {
 /// Answers `query` (used by the writer thread and by the offline CLI).
 pub fn answer(conn: &Connection, query: &Query) -> Result<Vec<DeviceDetail>, rusqlite::Error> {
     match query {
-        Query::List { readings: with } => list(conn)?
+        Query::List { readings: with, limit } => list(conn, *limit)?
             .into_iter()
             .map(|summary| {
                 let readings = if *with { readings(conn, &summary.device)? } else { Vec::new() };

@@ -91,7 +91,7 @@ async fn the_read_model_keeps_the_latest_reading_per_device_and_name_in_the_comm
     queue(&store).await;
     assert_eq!(store.metrics.dropped(DropReason::Duplicate), 1);
 
-    let list = store.handle.devices(Query::List { readings: false }).await.unwrap();
+    let list = store.handle.devices(Query::List { readings: false, limit: usize::MAX }).await.unwrap();
     let summaries: Vec<_> = list.iter().map(|d| d.summary.clone()).collect();
     assert_eq!(summaries.len(), 2);
     let d1 = &summaries[0];
@@ -123,7 +123,10 @@ async fn the_read_model_keeps_the_latest_reading_per_device_and_name_in_the_comm
     // The connection hook; a device known only by its connection has no readings.
     store.handle.device_connection("d1", true, 4000);
     store.handle.device_connection("d3", false, 4100);
-    let list = store.handle.devices(Query::List { readings: true }).await.unwrap();
+    let list = store.handle.devices(Query::List { readings: true, limit: usize::MAX }).await.unwrap();
+    let first = store.handle.devices(Query::List { readings: false, limit: 1 }).await.unwrap();
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].summary.device, "d1");
     assert_eq!(list[0].summary.connected, Some(true));
     assert_eq!(list[0].summary.connected_ms, Some(4000));
     assert_eq!(list[0].readings.len(), 2, "readings included when asked");
