@@ -45,6 +45,7 @@ pub mod dead_letters;
 pub mod forwarded;
 pub mod read_model;
 mod schema;
+mod skim;
 mod writer;
 
 use std::path::{Path, PathBuf};

@@ -110,15 +110,20 @@ impl GroupView {
         delta.boot = boot;
         delta.seq = seq;
         delta.events += 1;
-        let Ok(event) = edge_event::decode(payload) else { return };
-        let ts = match event.ts {
-            edge_event::Timestamp::Millis(ms) => Some(i64::try_from(ms).unwrap_or(i64::MAX)),
-            edge_event::Timestamp::Unknown => None,
-        };
-        for reading in event.readings {
-            let name = reading.name;
-            let entry =
-                Latest { value: reading.value, unit: reading.unit, kind: event.kind.clone(), ts_ms: ts, received_ms };
+        let skimmed = super::skim::skim(payload).or_else(|| {
+            // Not a layout the skimmer knows (a newer envelope version): the full decoder.
+            let event = edge_event::decode(payload).ok()?;
+            let ts_ms = match event.ts {
+                edge_event::Timestamp::Millis(ms) => Some(ms),
+                edge_event::Timestamp::Unknown => None,
+            };
+            let readings = event.readings.into_iter().map(|r| (r.name, r.value, r.unit)).collect();
+            Some(super::skim::Skimmed { kind: event.kind, ts_ms, readings })
+        });
+        let Some(event) = skimmed else { return };
+        let ts = event.ts_ms.map(|ms| i64::try_from(ms).unwrap_or(i64::MAX));
+        for (name, value, unit) in event.readings {
+            let entry = Latest { value, unit, kind: event.kind.clone(), ts_ms: ts, received_ms };
             match delta.readings.get_mut(name.as_str()) {
                 Some(slot) => *slot = entry,
                 None => {
