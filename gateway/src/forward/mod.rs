@@ -386,14 +386,7 @@ impl Session<'_> {
         let batch_no = route.next_batch;
         route.next_batch += 1;
         let encoding = route.config.encoding;
-        // A replayed postcard batch (its body has no room for a mark) is published one level
-        // deeper, `{to}/replay/postcard[.zstd|.lz4]`; a JSON one says `"replay":true`.
-        let topic = match (encoding.topic_suffix(), built.replay && encoding.format == encoding::BatchFormat::Postcard)
-        {
-            (Some(suffix), true) => format!("{}/replay/{suffix}", built.topic),
-            (Some(suffix), false) => format!("{}/{suffix}", built.topic),
-            (None, _) => built.topic,
-        };
+        let topic = encoding.topic(built.topic, built.replay);
         let payload =
             encoding.compress(built.payload).map_err(|e| End::Lost(format!("cannot compress a batch: {e}")))?;
         client
