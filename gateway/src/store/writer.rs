@@ -311,24 +311,24 @@ impl Writer {
         Ok(())
     }
 
-    /// `reject_new`: deletes kept forwarded events (oldest first) until usage is under 95%
-    /// of `max_bytes` or none is left, inside the group's transaction.
+    /// `reject_new`: deletes kept forwarded events (oldest first, inside the group's
+    /// transaction) until usage is under 95% of `max_bytes` or none is left. Only a deletion
+    /// ends `rejecting` (as in [`Writer::maybe_stop_rejecting`]).
     fn free_kept(&mut self, group: &mut Group) -> Result<(), rusqlite::Error> {
         if self.config.keep_forwarded.is_none() {
             return Ok(());
         }
         let target = self.config.max_bytes.bytes() / 100 * 95;
         for _ in 0..32 {
-            // Pages in use now include what this group has written so far.
+            if super::forwarded::evict(&self.conn, 256)? == 0 {
+                break;
+            }
+            // Pages in use now, including what this group has written so far.
             let used = self.current_used()?;
             if used < target {
                 self.used_bytes = used;
                 group.added_bytes = 0;
                 self.rejecting = false;
-                break;
-            }
-            let want = ((used - target) / 256).clamp(64, RETENTION_CHUNK as u64) as i64;
-            if super::forwarded::evict(&self.conn, want)? == 0 {
                 break;
             }
         }
