@@ -68,7 +68,7 @@ impl Selection {
 }
 
 /// One HTTP/1.1 request to the gateway; `(status, body)`, or None when nothing answers.
-fn request(config: &Config, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
+pub(crate) fn request(config: &Config, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
     let addr = config.http.listen?;
     let auth =
         config.http.token.as_ref().map(|t| format!("Authorization: Bearer {}\r\n", t.expose())).unwrap_or_default();
@@ -89,11 +89,11 @@ fn request(config: &Config, method: &str, path: &str, body: &str) -> Option<(u16
 }
 
 /// Whether a gateway answers `/healthz` on `[http].listen`.
-fn running(config: &Config) -> bool {
+pub(crate) fn running(config: &Config) -> bool {
     request(config, "GET", "/healthz", "").is_some()
 }
 
-fn api(config: &Config, method: &str, path: &str, body: &str) -> Result<serde_json::Value, AdminError> {
+pub(crate) fn api(config: &Config, method: &str, path: &str, body: &str) -> Result<serde_json::Value, AdminError> {
     let (status, body) = request(config, method, path, body).ok_or_else(|| AdminError::Protocol("no answer".into()))?;
     if status != 200 {
         return Err(AdminError::Api { status, body: body.trim().to_owned() });
@@ -101,11 +101,11 @@ fn api(config: &Config, method: &str, path: &str, body: &str) -> Result<serde_js
     serde_json::from_str(&body).map_err(|e| AdminError::Protocol(e.to_string()))
 }
 
-fn journal_path(config: &Config) -> std::path::PathBuf {
+pub(crate) fn journal_path(config: &Config) -> std::path::PathBuf {
     config.gateway.data_dir.join("journal.db")
 }
 
-fn open_journal(config: &Config, writable: bool) -> Result<Connection, AdminError> {
+pub(crate) fn open_journal(config: &Config, writable: bool) -> Result<Connection, AdminError> {
     let path = journal_path(config);
     let flags = if writable { OpenFlags::SQLITE_OPEN_READ_WRITE } else { OpenFlags::SQLITE_OPEN_READ_ONLY };
     let journal_error = |source| AdminError::Journal { path: path.display().to_string(), source };

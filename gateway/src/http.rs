@@ -1,6 +1,8 @@
 //! The local HTTP endpoints: `/metrics` (Prometheus text), `/healthz` (the process and its
 //! stages run), `/readyz` (journal open and devices side listening; a cloud outage is
-//! reported, not a failure: buffering is normal operation), `/api/status` (JSON).
+//! reported, not a failure: buffering is normal operation), `/api/status` (JSON), the dead
+//! letters under `/api/dlq`, and the read API of [`crate::read_api`] (`/api/devices`,
+//! `/api/replay`).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -115,6 +117,7 @@ pub async fn serve(listen: SocketAddr, status: Arc<Status>, shutdown: Cancellati
         .route("/api/dlq/:id", get(dlq_show))
         .route("/api/dlq/replay", post(dlq_replay))
         .route("/api/dlq/purge", post(dlq_purge))
+        .merge(crate::read_api::routes())
         .route_layer(middleware::from_fn_with_state(status.clone(), authorize));
     let app =
         Router::new().route("/", get(status_page)).route("/healthz", get(healthz)).merge(protected).with_state(status);

@@ -14,7 +14,8 @@
 //!
 //! Around them: [`tls`] (TLS and credentials of the links the gateway dials), [`config`] (the TOML file, validated in one place), [`metrics`], and
 //! [`app::run`], which wires the stages for a config and stops them in order; [`admin`]
-//! holds the operator commands (`edge-gateway dlq ...`).
+//! holds the operator commands (`edge-gateway dlq ...`); [`read_api`] the devices view and
+//! replay (`/api/devices`, `/api/replay`, `edge-gateway devices|replay`).
 
 pub mod admin;
 pub mod app;
@@ -27,6 +28,7 @@ pub mod forward;
 pub mod http;
 pub mod ingest;
 pub mod metrics;
+pub mod read_api;
 pub mod routes;
 pub mod store;
 pub mod tls;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use edge_gateway::admin::{self, Selection};
 use edge_gateway::config::{Config, LoadError, LogConfig, LogFormat};
+use edge_gateway::read_api;
 
 /// IoT edge gateway: keeps device events in a local journal and forwards them to the cloud.
 #[derive(Parser)]
@@ -55,6 +56,34 @@ enum Command {
         config: Option<PathBuf>,
         #[command(subcommand)]
         command: DlqCommand,
+    },
+    /// Devices and their latest readings (all, or one with ID), from the running gateway or
+    /// from its journal when it is stopped. Works with the cloud down.
+    Devices {
+        /// One device: its latest readings.
+        id: Option<String>,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Config file [default: config/gateway.toml, then /etc/edge-gateway/gateway.toml].
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Send forwarded events of a route again (kept for `[store].keep_forwarded`), marked as
+    /// replays: those the gateway received in [--since, --until).
+    Replay {
+        /// Route name.
+        #[arg(long)]
+        route: String,
+        /// Start: RFC 3339 (2026-11-27T08:00:00Z) or an age such as 2h.
+        #[arg(long)]
+        since: String,
+        /// End (excluded) [default: now].
+        #[arg(long)]
+        until: Option<String>,
+        /// Config file [default: config/gateway.toml, then /etc/edge-gateway/gateway.toml].
+        #[arg(long, short)]
+        config: Option<PathBuf>,
     },
 }
 
@@ -177,6 +206,32 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Devices { id, json, config } => {
+            let config = match load(&config_path(config)) {
+                Ok(config) => config,
+                Err(code) => return code,
+            };
+            match devices(&config, id.as_deref(), json) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    eprintln!("edge-gateway devices: {err}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Replay { route, since, until, config } => {
+            let config = match load(&config_path(config)) {
+                Ok(config) => config,
+                Err(code) => return code,
+            };
+            match replay(&config, &route, &since, until.as_deref()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    eprintln!("edge-gateway replay: {err}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Run { config } => {
             let path = config_path(config);
             let config = match load(&path) {
@@ -258,6 +313,47 @@ fn dlq(config: &Config, command: DlqCommand) -> Result<(), String> {
             let deleted = admin::purge(config, &selection).map_err(|e| e.to_string())?;
             println!("deleted {deleted} dead letter(s)");
         }
+    }
+    Ok(())
+}
+
+fn devices(config: &Config, id: Option<&str>, json: bool) -> Result<(), String> {
+    let now = edge_gateway::store::now_ms();
+    let Some(found) = read_api::devices(config, id).map_err(|e| e.to_string())? else {
+        return Err(format!("no device {:?} is known", id.unwrap_or_default()));
+    };
+    if json {
+        let text = match id {
+            Some(_) => serde_json::to_string_pretty(&found.first()),
+            None => serde_json::to_string_pretty(&found),
+        };
+        println!("{}", text.map_err(|e| e.to_string())?);
+    } else {
+        print!("{}", read_api::devices_table(&found, now));
+    }
+    Ok(())
+}
+
+fn replay(config: &Config, route: &str, since: &str, until: Option<&str>) -> Result<(), String> {
+    let now = edge_gateway::store::now_ms();
+    let since_ms = read_api::parse_time(since, now).map_err(|e| format!("--since: {e}"))?;
+    let until_ms = match until {
+        Some(text) => read_api::parse_time(text, now).map_err(|e| format!("--until: {e}"))?,
+        None => now,
+    };
+    if since_ms >= until_ms {
+        return Err(format!(
+            "--since ({}) must be before --until ({})",
+            admin::format_time(since_ms),
+            admin::format_time(until_ms)
+        ));
+    }
+    let done = read_api::replay_events(config, route, since_ms, until_ms).map_err(|e| e.to_string())?;
+    let window = format!("received {} .. {}", admin::format_time(since_ms), admin::format_time(until_ms));
+    let when = if done.running { "the running gateway sends them now" } else { "they go out at the next start" };
+    println!("queued {} forwarded event(s) of route {route} ({window}) again, marked as replays; {when}", done.queued);
+    if config.store.keep_forwarded.is_none() {
+        println!("note: [store].keep_forwarded is off in this config: forwarded events are deleted when the cloud acknowledges them");
     }
     Ok(())
 }

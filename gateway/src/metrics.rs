@@ -204,6 +204,8 @@ pub struct Metrics {
     pub dropped: [Counter; DropReason::COUNT],
     /// Dead letters written.
     pub dead_letters: Counter,
+    /// Forwarded events queued again by a replay.
+    pub replayed: Counter,
     /// Dead letters dropped by their bounds (count, age).
     pub dead_letters_dropped: Counter,
     /// 1 while the cloud link is connected.
@@ -245,6 +247,7 @@ impl Metrics {
             committed: Counter::default(),
             dropped: Default::default(),
             dead_letters: Counter::default(),
+            replayed: Counter::default(),
             dead_letters_dropped: Counter::default(),
             link_up: Gauge::default(),
             link_changed_ms: Gauge::default(),
@@ -325,6 +328,12 @@ impl Metrics {
             self.committed.get(),
         );
         simple("edge_gateway_dead_letters_total", "counter", "Payloads kept as dead letters.", self.dead_letters.get());
+        simple(
+            "edge_gateway_events_replayed_total",
+            "counter",
+            "Forwarded events queued again by a replay.",
+            self.replayed.get(),
+        );
         simple(
             "edge_gateway_dead_letters_dropped_total",
             "counter",

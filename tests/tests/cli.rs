@@ -140,7 +140,7 @@ fn a_bearer_token_guards_everything_but_liveness_and_the_cli_sends_it() {
     edge_tests::wait_until(std::time::Duration::from_secs(30), "HTTP", || edge_tests::http::get(port, "/healthz"));
     assert_eq!(edge_tests::http::get(port, "/healthz").unwrap().0, 200, "liveness needs no token");
     assert_eq!(edge_tests::http::get(port, "/").unwrap().0, 200, "the page itself holds no data");
-    for path in ["/metrics", "/readyz", "/api/status", "/api/dlq"] {
+    for path in ["/metrics", "/readyz", "/api/status", "/api/dlq", "/api/devices", "/api/devices/d1"] {
         assert_eq!(edge_tests::http::get(port, path).unwrap().0, 401, "{path} wants the token");
     }
     let out = Command::new(binary()).args(["status", "--config"]).arg(&config).output().unwrap();

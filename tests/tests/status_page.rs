@@ -1,7 +1,8 @@
 //! The status page at `/`, in a real browser: headless Chromium (Debian's `chromium`) against
 //! the real gateway with Mosquitto as the cloud. The page loads on a phone-sized screen, shows
 //! the numbers of `/api/status`, and follows them live as events flow, the link drops and
-//! comes back, and the gateway goes away.
+//! comes back, and the gateway goes away. Its devices view shows what `/api/devices` says
+//! (last seen, counts, latest readings), also while the cloud is down.
 //!
 //! Chromium is driven over the DevTools protocol on `--remote-debugging-pipe` (JSON messages
 //! separated by NUL on its fds 3 and 4, which `sh` maps to the child's stdin and stdout): one
@@ -171,6 +172,58 @@ const SNAPSHOT: &str = r##"(() => {
     banner: document.getElementById("banner").hidden ? "" : document.getElementById("banner").textContent };
 })()"##;
 
+/// The devices view: per device, its fields and readings (`data-value`s).
+const DEVICES: &str = r##"(() => {
+  const out = {};
+  for (const row of document.querySelectorAll("#devices [data-device]")) {
+    const fields = {}, readings = {};
+    for (const f of row.querySelectorAll("[data-field]")) fields[f.dataset.field] = f.dataset.value;
+    for (const r of row.querySelectorAll("[data-reading]")) readings[r.dataset.reading] = JSON.parse(r.dataset.value);
+    out[row.dataset.device] = { fields, readings, text: row.textContent };
+  }
+  return out;
+})()"##;
+
+/// Polls until the devices view shows what `/api/devices?readings=true` says and `also` holds.
+fn settle_devices(browser: &mut Chromium, port: u16, what: &str, also: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let shown = browser.eval(DEVICES);
+        let (code, body) = http::get(port, "/api/devices?readings=true").expect("HTTP");
+        assert_eq!(code, 200, "{body}");
+        let api: Value = serde_json::from_str(&body).unwrap();
+        let mut diffs = Vec::new();
+        let devices = api.as_array().unwrap();
+        if shown.as_object().map_or(0, |o| o.len()) != devices.len() {
+            diffs.push(format!("{} devices shown, api {}", shown.as_object().map_or(0, |o| o.len()), devices.len()));
+        }
+        for d in devices {
+            let row = &shown[d["device"].as_str().unwrap()];
+            for field in ["last_seen_ms", "events", "reading_count"] {
+                if row["fields"][field] != Value::String(d[field].to_string()) {
+                    diffs.push(format!("{} {field}: page {}, api {}", d["device"], row["fields"][field], d[field]));
+                }
+            }
+            for r in d["readings"].as_array().unwrap() {
+                let page = &row["readings"][r["name"].as_str().unwrap()];
+                // 40.0 in the API is 40 in JavaScript: numbers compare as numbers.
+                let same = match (page.as_f64(), r["value"].as_f64()) {
+                    (Some(a), Some(b)) => a == b,
+                    _ => *page == r["value"],
+                };
+                if !same {
+                    diffs.push(format!("{} {}: page {}, api {}", d["device"], r["name"], row["readings"], r["value"]));
+                }
+            }
+        }
+        if diffs.is_empty() && also(&shown) {
+            return shown;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for the devices view to show {what}: {diffs:?} {shown}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// A page figure as a number (`data-value` is text).
 fn num(v: &Value) -> f64 {
     v.as_str().and_then(|s| s.parse().ok()).unwrap_or(f64::NAN)
@@ -307,6 +360,13 @@ async fn the_status_page_shows_the_api_figures_in_a_browser_and_follows_them_liv
     assert_eq!(page["routes"]["telemetry"]["forwarded"], "300");
     assert_eq!(page["routes"]["alarms"]["forwarded"], "5");
 
+    // The devices view: d1 only (dead letters are not devices), its latest readings.
+    let shown = settle_devices(&mut browser, port, "d1", |shown| shown.get("d1").is_some());
+    assert_eq!(shown["d1"]["fields"]["events"], "305", "{shown}");
+    assert_eq!(shown["d1"]["readings"]["celsius"], 21.5, "{shown}");
+    assert_eq!(shown["d1"]["readings"]["humidity"], 40.0, "{shown}");
+    assert!(shown["d1"]["text"].as_str().unwrap().contains("celsius 21.5"), "{shown}");
+
     // It updates, without a reload: more events, higher figures, non-zero rates.
     let before = page["updated"].as_f64().unwrap();
     publish_all(devices, "d2", device_events("d2", 1, 200)).await.unwrap();
@@ -339,6 +399,11 @@ async fn the_status_page_shows_the_api_figures_in_a_browser_and_follows_them_liv
     );
     assert_eq!(page["figures"]["link"], "down");
     assert_eq!(page["figures"]["backlog"], "50");
+    // With the cloud down, the devices view still follows: d3 is there with its 50 events.
+    let shown = settle_devices(&mut browser, port, "d3 while the link is down", |shown| shown.get("d3").is_some());
+    assert_eq!(shown["d3"]["fields"]["events"], "50", "{shown}");
+    assert_eq!(shown["d3"]["fields"]["boot_seq"], "1/50", "{shown}");
+    assert_eq!(shown.as_object().unwrap().len(), 3, "d1, d2, d3: {shown}");
     assert!(trends.contains_key("rising"), "the backlog trend shows it growing: {trends:?}");
 
     // The link comes back: the backlog drains, the reconnect is counted.

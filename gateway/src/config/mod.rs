@@ -130,6 +130,9 @@ pub struct StoreConfig {
     pub dead_letters_max: u64,
     /// Dead letters older than this are dropped.
     pub dead_letters_max_age: Duration,
+    /// Keep forwarded events this long after the cloud acknowledged them, for replay
+    /// (`edge-gateway replay`); None (the default) deletes them on acknowledgement.
+    pub keep_forwarded: Option<Duration>,
 }
 
 /// What a full store does.

@@ -108,6 +108,7 @@ pub struct Store {
     pub commit_max_events: Option<i64>,
     pub dead_letters_max: Option<i64>,
     pub dead_letters_max_age: Option<RawUnit>,
+    pub keep_forwarded: Option<RawUnit>,
 }
 
 /// `[cloud]`.

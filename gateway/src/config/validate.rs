@@ -317,6 +317,12 @@ fn validate_store(errors: &mut Errors, raw: raw::Store) -> StoreConfig {
             raw.dead_letters_max_age.as_ref(),
             Duration::from_secs(30 * 86_400),
         ),
+        // "0s" is the same as leaving it out: forwarded events are deleted on acknowledgement.
+        keep_forwarded: raw
+            .keep_forwarded
+            .as_ref()
+            .map(|raw| duration(errors, "store.keep_forwarded", Some(raw), Duration::ZERO))
+            .filter(|d| !d.is_zero()),
     }
 }
 

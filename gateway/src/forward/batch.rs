@@ -4,7 +4,9 @@
 //! Invariants: a batch is a contiguous prefix of the rows it is given (the rest stay
 //! queued, in order); it never exceeds `max_bytes` unless a single event alone does (which
 //! config validation rules out: `batch.max_bytes` >= 4KiB > the largest event); with a
-//! per-event topic (`{device}` / `{type}`) all its events share that topic.
+//! per-event topic (`{device}` / `{type}`) all its events share that topic; replayed rows
+//! and first sends never share a batch, and a replayed JSON batch says `"replay":true`
+//! after `"batch"` (a postcard one is marked by its topic, see `forward`).
 
 use edge_event::batch;
 
@@ -29,6 +31,8 @@ pub struct Built {
     pub received_ms: Vec<i64>,
     /// Rows in the range whose payload could not be decoded (journal damage).
     pub undecodable: u64,
+    /// Its rows are replayed copies (`edge-gateway replay`).
+    pub replay: bool,
 }
 
 /// What a batch is made of besides its rows.
@@ -50,12 +54,16 @@ pub struct Header<'a> {
 /// Builds a batch from a prefix of `rows`; None when `rows` is empty.
 pub fn build(header: &Header<'_>, rows: &[Row]) -> Option<Built> {
     let first_row = rows.first()?;
+    let replay = first_row.replay;
     let mut payload = Vec::with_capacity(header.max_bytes.min(64 * 1024));
     match header.format {
         BatchFormat::Json => payload.extend_from_slice(
             format!(
-                r#"{{"gateway":"{}","route":"{}","batch":{},"events":["#,
-                header.gateway, header.route, header.batch
+                r#"{{"gateway":"{}","route":"{}","batch":{}{},"events":["#,
+                header.gateway,
+                header.route,
+                header.batch,
+                if replay { r#","replay":true"# } else { "" }
             )
             .as_bytes(),
         ),
@@ -71,8 +79,12 @@ pub fn build(header: &Header<'_>, rows: &[Row]) -> Option<Built> {
         rows: 0,
         received_ms: Vec::with_capacity(rows.len()),
         undecodable: 0,
+        replay,
     };
     for row in rows {
+        if row.replay != replay {
+            break;
+        }
         let event = match edge_event::decode(&row.payload) {
             Ok(event) => event,
             Err(err) => {
@@ -139,7 +151,7 @@ mod tests {
         let event = edge_event::json::from_slice(json.as_bytes()).unwrap();
         let mut buf = [0u8; edge_event::MAX_ENCODED_LEN];
         let len = edge_event::encode(&event, &mut buf).unwrap();
-        Row { id, received_ms: 1000 + id, payload: buf[..len].to_vec() }
+        Row { id, received_ms: 1000 + id, payload: buf[..len].to_vec(), replay: false }
     }
 
     fn header(topic: &TopicTemplate, max_bytes: usize) -> Header<'_> {
@@ -198,10 +210,29 @@ mod tests {
     }
 
     #[test]
+    fn replayed_rows_make_their_own_batches_marked_replay() {
+        let topic = TopicTemplate::parse("t").unwrap();
+        let replayed = |id, seq| Row { replay: true, ..row(id, "d1", seq, "t") };
+        let rows = [row(1, "d1", 9, "t"), replayed(2, 1), replayed(3, 2), row(4, "d1", 10, "t")];
+        let first = build(&header(&topic, 65536), &rows).unwrap();
+        assert_eq!((first.first, first.last, first.replay), (1, 1, false));
+        let value: serde_json::Value = serde_json::from_slice(&first.payload).unwrap();
+        assert!(value.get("replay").is_none(), "a first send carries no replay mark: {value}");
+        let second = build(&header(&topic, 65536), &rows[1..]).unwrap();
+        assert_eq!((second.first, second.last, second.replay), (2, 3, true));
+        let value: serde_json::Value = serde_json::from_slice(&second.payload).unwrap();
+        assert_eq!(value["replay"], true);
+        assert_eq!(value["events"].as_array().unwrap().len(), 2);
+    }
+
+    #[test]
     fn an_undecodable_row_is_skipped_but_covered_so_the_queue_moves_on() {
         let topic = TopicTemplate::parse("t").unwrap();
-        let rows =
-            [row(1, "d1", 1, "t"), Row { id: 2, received_ms: 0, payload: vec![0xff, 0x00] }, row(3, "d1", 3, "t")];
+        let rows = [
+            row(1, "d1", 1, "t"),
+            Row { id: 2, received_ms: 0, payload: vec![0xff, 0x00], replay: false },
+            row(3, "d1", 3, "t"),
+        ];
         let built = build(&header(&topic, 65536), &rows).unwrap();
         assert_eq!((built.rows, built.undecodable, built.last), (3, 1, 3));
         let value: serde_json::Value = serde_json::from_slice(&built.payload).unwrap();

@@ -58,6 +58,18 @@ impl Encoding {
         }
     }
 
+    /// The topic a batch of this encoding is published on, from the route's rendered topic:
+    /// plus the encoding's level, if any. A replayed postcard batch (its body has no room
+    /// for a mark) goes one level deeper, `{to}/replay/postcard[.zstd|.lz4]`; a replayed
+    /// JSON batch keeps the topic and says `"replay":true` in its body.
+    pub fn topic(self, base: String, replay: bool) -> String {
+        match (self.topic_suffix(), replay && self.format == BatchFormat::Postcard) {
+            (Some(suffix), true) => format!("{base}/replay/{suffix}"),
+            (Some(suffix), false) => format!("{base}/{suffix}"),
+            (None, _) => base,
+        }
+    }
+
     /// Compresses an encoded batch.
     pub fn compress(self, body: Vec<u8>) -> std::io::Result<Vec<u8>> {
         match self.compress {
@@ -122,6 +134,16 @@ mod tests {
         );
         assert!(zstd_bytes.len() * 4 < body.len(), "zstd saves at least 75% on telemetry JSON");
         assert!(lz4_bytes.len() * 2 < body.len(), "lz4 saves at least 50%");
+    }
+
+    #[test]
+    fn replayed_postcard_batches_go_one_level_deeper_json_ones_keep_their_topic() {
+        let postcard = Encoding { format: BatchFormat::Postcard, compress: Compression::Lz4 };
+        assert_eq!(postcard.topic("gw/t".into(), false), "gw/t/postcard.lz4");
+        assert_eq!(postcard.topic("gw/t".into(), true), "gw/t/replay/postcard.lz4");
+        let zstd = Encoding { format: BatchFormat::Json, compress: Compression::Zstd };
+        assert_eq!(zstd.topic("gw/t".into(), true), "gw/t/json.zstd");
+        assert_eq!(Encoding::default().topic("gw/t".into(), true), "gw/t");
     }
 
     #[test]

@@ -397,10 +397,7 @@ impl Session<'_> {
         let batch_no = route.next_batch;
         route.next_batch += 1;
         let encoding = route.config.encoding;
-        let topic = match encoding.topic_suffix() {
-            Some(suffix) => format!("{}/{suffix}", built.topic),
-            None => built.topic,
-        };
+        let topic = encoding.topic(built.topic, built.replay);
         let payload =
             encoding.compress(built.payload).map_err(|e| End::Lost(format!("cannot compress a batch: {e}")))?;
         client

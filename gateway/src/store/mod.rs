@@ -49,9 +49,19 @@
 //!   `journal.db.damaged` beside the file, so that later starts refuse it at once
 //!   ([`StoreError::Damaged`]); nothing is deleted or rewritten (docs/operations.md has the
 //!   recovery). A torn WAL tail is SQLite's own recovery: the torn transaction is discarded.
+//!
+//! # Read model and replay
+//!
+//! The writer also keeps, in the same transactions, the read model of [`read_model`] (latest
+//! reading per device and name, per-device last seen / counts / connection state), and, with
+//! `store.keep_forwarded`, the acknowledged events of [`forwarded`] that a replay can queue
+//! again. Neither is read at start-up.
 
 pub mod dead_letters;
+pub mod forwarded;
+pub mod read_model;
 mod schema;
+mod skim;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -62,6 +72,7 @@ use std::thread::JoinHandle;
 use tokio::sync::{oneshot, Notify};
 
 pub use dead_letters::DeadLetterRow;
+pub use read_model::{DeviceDetail, DeviceSummary, LatestReading};
 pub(crate) use schema::migrate_commands;
 
 use crate::config::StoreConfig;
@@ -130,6 +141,8 @@ pub struct Row {
     pub received_ms: i64,
     /// The postcard-encoded event.
     pub payload: Vec<u8>,
+    /// A copy queued again by a replay (its batch is marked as one).
+    pub replay: bool,
 }
 
 /// The highest committed `(boot, seq)` of a device: what `devices/{device}/ack` carries.
@@ -223,10 +236,42 @@ pub enum StoreError {
 
 enum Command {
     Ingest(Vec<Incoming>),
-    Read { route: RouteIndex, after: i64, limit: usize, reply: oneshot::Sender<Result<Vec<Row>, StoreError>> },
-    Ack { route: RouteIndex, first: i64, last: i64, batch: u64 },
-    DeadLetters { query: dead_letters::Query, reply: oneshot::Sender<Result<Vec<DeadLetterRow>, StoreError>> },
-    Purge { purge: dead_letters::Purge, reply: Option<oneshot::Sender<Result<u64, StoreError>>> },
+    Read {
+        route: RouteIndex,
+        after: i64,
+        limit: usize,
+        reply: oneshot::Sender<Result<Vec<Row>, StoreError>>,
+    },
+    Ack {
+        route: RouteIndex,
+        first: i64,
+        last: i64,
+        batch: u64,
+    },
+    DeadLetters {
+        query: dead_letters::Query,
+        reply: oneshot::Sender<Result<Vec<DeadLetterRow>, StoreError>>,
+    },
+    Purge {
+        purge: dead_letters::Purge,
+        reply: Option<oneshot::Sender<Result<u64, StoreError>>>,
+    },
+    Devices {
+        query: read_model::Query,
+        reply: oneshot::Sender<Result<Vec<DeviceDetail>, StoreError>>,
+    },
+    Connection {
+        device: String,
+        connected: bool,
+        at_ms: i64,
+    },
+    Replay {
+        route: RouteIndex,
+        since_ms: i64,
+        until_ms: i64,
+        after: i64,
+        reply: oneshot::Sender<Result<forwarded::Step, StoreError>>,
+    },
     Shutdown,
 }
 
@@ -316,6 +361,39 @@ impl StoreHandle {
         let _ = self.tx.send(Command::Purge { purge: dead_letters::Purge::Ids(ids), reply: None });
     }
 
+    /// The read model: every device (with its latest readings when asked), or one.
+    pub async fn devices(&self, query: read_model::Query) -> Result<Vec<DeviceDetail>, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Command::Devices { query, reply }).map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// The hook for the device side: `device` connected (`true`) or disconnected at `at_ms`.
+    /// Recorded in the read model's `connected` column with the next commit group; until a
+    /// device side calls it, `connected` stays unknown (NULL).
+    pub fn device_connection(&self, device: &str, connected: bool, at_ms: i64) {
+        let _ = self.tx.send(Command::Connection { device: device.to_owned(), connected, at_ms });
+    }
+
+    /// Queues again, marked as replays, the kept forwarded events of `route` received in
+    /// `[since_ms, until_ms)` (see [`forwarded`]); how many. Runs in steps, so commits go on.
+    pub async fn replay(&self, route: RouteIndex, since_ms: i64, until_ms: i64) -> Result<u64, StoreError> {
+        let mut after = 0;
+        let mut total = 0;
+        loop {
+            let (reply, rx) = oneshot::channel();
+            self.tx
+                .send(Command::Replay { route, since_ms, until_ms, after, reply })
+                .map_err(|_| StoreError::Closed)?;
+            let step = rx.await.map_err(|_| StoreError::Closed)??;
+            total += step.rows.max(0) as u64;
+            match step.next {
+                Some(next) => after = next,
+                None => return Ok(total),
+            }
+        }
+    }
+
     /// The per-route commit counters.
     pub fn committed(&self) -> &Arc<Committed> {
         &self.committed
@@ -336,6 +414,18 @@ pub fn open(
     metrics: Arc<Metrics>,
     acks: Option<mpsc::Sender<Vec<DeviceAck>>>,
 ) -> Result<(StoreHandle, Opened, JoinHandle<()>), StoreError> {
+    open_with(data_dir, config, routes, metrics, acks, true)
+}
+
+/// [`open`], with the read model on or off (off only to measure what it costs).
+pub(crate) fn open_with(
+    data_dir: &Path,
+    config: &StoreConfig,
+    routes: &[RouteSpec],
+    metrics: Arc<Metrics>,
+    acks: Option<mpsc::Sender<Vec<DeviceAck>>>,
+    read_model: bool,
+) -> Result<(StoreHandle, Opened, JoinHandle<()>), StoreError> {
     std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir { path: data_dir.to_owned(), source })?;
     let lock = lock_data_dir(data_dir)?;
     let path = data_dir.join("journal.db");
@@ -355,7 +445,8 @@ pub fn open(
         gateway_boot: state.gateway_boot,
     };
     let (tx, rx) = mpsc::channel();
-    let writer = writer::Writer::new(conn, config.clone(), route_max_age, state, metrics, committed.clone(), acks);
+    let mut writer = writer::Writer::new(conn, config.clone(), route_max_age, state, metrics, committed.clone(), acks);
+    writer.read_model = read_model;
     let thread = std::thread::Builder::new()
         .name("store-writer".into())
         .spawn(move || {
@@ -398,5 +489,7 @@ pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
+#[cfg(test)]
+mod read_tests;
 #[cfg(test)]
 mod tests;

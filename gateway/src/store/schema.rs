@@ -11,8 +11,9 @@ use super::StoreError;
 use crate::config::{StoreConfig, Synchronous};
 use crate::filters::{DeviceState, StateUpdate};
 
-/// Schema version written to `PRAGMA user_version`.
-pub const SCHEMA_VERSION: i64 = 1;
+/// Schema version written to `PRAGMA user_version`. 2: the read model and kept forwarded
+/// events ([`migrate_read_model`]).
+pub const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS routes (
@@ -84,6 +85,50 @@ pub(crate) fn migrate_commands(conn: &Connection) -> rusqlite::Result<()> {
     )
 }
 
+/// Version 2 (issue 9), additive only, idempotent, and without reading any event: the read
+/// model (`device_view`, `latest_readings`: one row per device and per (device, reading
+/// name), kept by the writer in the commit's transaction), `forwarded` (events the cloud
+/// acknowledged, kept for `store.keep_forwarded`, replayable) and `events.replay` (1 on a
+/// replayed copy). `ADD COLUMN` with a constant default does not rewrite the table.
+fn migrate_read_model(conn: &Connection) -> Result<(), rusqlite::Error> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS device_view (
+            device       TEXT PRIMARY KEY,
+            last_seen_ms INTEGER,             -- gateway receive time of its newest committed event
+            boot         INTEGER,             -- (boot, seq) of that event
+            seq          INTEGER,
+            events       INTEGER NOT NULL DEFAULT 0,   -- events committed (not duplicates)
+            connected    INTEGER,             -- 1 / 0, NULL = unknown (StoreHandle::device_connection)
+            connected_ms INTEGER              -- when `connected` last changed
+        ) WITHOUT ROWID;
+        CREATE TABLE IF NOT EXISTS latest_readings (
+            device      TEXT NOT NULL,
+            name        TEXT NOT NULL,
+            value       TEXT NOT NULL,        -- JSON value as the cloud batch writes it
+            unit        TEXT,
+            type        TEXT NOT NULL,        -- the event's type
+            ts_ms       INTEGER,              -- the event's ts (device clock), NULL when unknown
+            received_ms INTEGER NOT NULL,     -- gateway receive time
+            PRIMARY KEY (device, name)
+        ) WITHOUT ROWID;
+        CREATE TABLE IF NOT EXISTS forwarded (
+            id           INTEGER PRIMARY KEY, -- order of acknowledgement (= queue order per route)
+            event_id     INTEGER NOT NULL,    -- its events.id
+            route        INTEGER NOT NULL,
+            received_ms  INTEGER NOT NULL,
+            forwarded_ms INTEGER NOT NULL,    -- when the cloud acknowledged it
+            replay       INTEGER NOT NULL,
+            payload      BLOB NOT NULL
+        );",
+    )?;
+    let has_replay: i64 =
+        conn.query_row("SELECT count(*) FROM pragma_table_info('events') WHERE name = 'replay'", [], |r| r.get(0))?;
+    if has_replay == 0 {
+        conn.execute_batch("ALTER TABLE events ADD COLUMN replay INTEGER NOT NULL DEFAULT 0")?;
+    }
+    Ok(())
+}
+
 /// A configured route as the journal knows it.
 #[derive(Debug, Clone)]
 pub struct RouteState {
@@ -145,6 +190,7 @@ pub fn open(path: &Path, config: &StoreConfig, route_names: &[String]) -> Result
     conn.execute_batch(&pragmas).map_err(|e| classify(path, e))?;
     conn.execute_batch(SCHEMA).map_err(|e| classify(path, e))?;
     migrate_commands(&conn).map_err(|e| classify(path, e))?;
+    migrate_read_model(&conn).map_err(|e| classify(path, e))?;
     conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}")).map_err(|e| classify(path, e))?;
 
     let mut routes = Vec::with_capacity(route_names.len());

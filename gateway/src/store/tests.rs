@@ -18,6 +18,7 @@ fn config(max_bytes: u64, when_full: WhenFull) -> StoreConfig {
         commit_max_events: 1000,
         dead_letters_max: 3,
         dead_letters_max_age: Duration::from_secs(3600),
+        keep_forwarded: None,
     }
 }
 

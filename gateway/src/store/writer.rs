@@ -56,6 +56,8 @@ pub struct Writer {
     /// Failed commits not logged yet, and when the last was.
     failures_unlogged: u64,
     last_failure_log: Option<Instant>,
+    /// Keep the read model (always, but for measuring what it costs).
+    pub read_model: bool,
 }
 
 /// What one group changed, applied to memory only after its commit.
@@ -85,6 +87,10 @@ struct Group {
     /// Estimated journal growth of the group so far (rows, index entries, overhead).
     added_bytes: u64,
     batches: Vec<(usize, u64)>,
+    /// Rows queued again by replays.
+    replayed: u64,
+    /// The read model's changes (latest per device and reading).
+    view: super::read_model::GroupView,
 }
 
 /// Where a purge's result goes.
@@ -100,7 +106,17 @@ struct Work {
     purges: Vec<(super::dead_letters::Purge, Option<PurgeReply>)>,
     /// Replies of the purges that committed, with what they deleted.
     purged: Vec<(PurgeReply, u64)>,
+    /// Device connection changes for the read model: `(device, connected, at_ms)`.
+    connections: Vec<(String, bool, i64)>,
+    /// Replay steps asked for, and (after the commit) their results.
+    replays: Vec<(ReplayRequest, ReplayReply)>,
+    replayed: Vec<(ReplayReply, super::forwarded::Step)>,
 }
+
+/// One replay step: `(route, since_ms, until_ms, after)`.
+type ReplayRequest = (usize, i64, i64, i64);
+/// Where a replay step's result goes.
+type ReplayReply = oneshot::Sender<Result<super::forwarded::Step, StoreError>>;
 
 /// While the disk is full, how often events are tried again (the rest are refused without
 /// touching the disk).
@@ -148,6 +164,7 @@ impl Writer {
             pending_acks: Vec::new(),
             failures_unlogged: 0,
             last_failure_log: None,
+            read_model: true,
         };
         writer.refresh_gauges();
         writer
@@ -211,6 +228,7 @@ impl Writer {
         let mut work = Work { acks: std::mem::take(&mut self.pending_acks), ..Work::default() };
         let mut reads = Vec::new();
         let mut queries = Vec::new();
+        let mut device_queries = Vec::new();
         let mut stop = false;
         for command in commands {
             match command {
@@ -219,6 +237,12 @@ impl Writer {
                 Command::Read { route, after, limit, reply } => reads.push((route, after, limit, reply)),
                 Command::DeadLetters { query, reply } => queries.push((query, reply)),
                 Command::Purge { purge, reply } => work.purges.push((purge, reply)),
+                // Answered after the commit (or rollback): never a state that may not last.
+                Command::Devices { query, reply } => device_queries.push((query, reply)),
+                Command::Connection { device, connected, at_ms } => work.connections.push((device, connected, at_ms)),
+                Command::Replay { route, since_ms, until_ms, after, reply } => {
+                    work.replays.push(((route, since_ms, until_ms, after), reply))
+                }
                 Command::Shutdown => stop = true,
             }
         }
@@ -287,8 +311,18 @@ impl Writer {
                 let _ = reply.send(Err(StoreError::Failed(err.clone())));
             }
         }
+        for (reply, step) in work.replayed {
+            let _ = reply.send(Ok(step));
+        }
+        for (_, reply) in work.replays {
+            let err = failure.clone().unwrap_or_else(|| "not run".into());
+            let _ = reply.send(Err(StoreError::Failed(err)));
+        }
         for (query, reply) in queries {
             let _ = reply.send(super::dead_letters::read(&self.conn, query).map_err(StoreError::from));
+        }
+        for (query, reply) in device_queries {
+            let _ = reply.send(super::read_model::answer(&self.conn, &query).map_err(StoreError::from));
         }
         for (route, after, limit, reply) in reads {
             let rows = self.read(route, after, limit);
@@ -311,12 +345,22 @@ impl Writer {
         for (purge, _) in &work.purges {
             purged.push(super::dead_letters::purge(&self.conn, purge)?);
         }
+        for (device, connected, at_ms) in &work.connections {
+            super::read_model::set_connection(&self.conn, device, *connected, *at_ms)?;
+        }
+        let mut steps = Vec::new();
+        for &((route, since_ms, until_ms, after), _) in &work.replays {
+            steps.push(self.replay_step(group, route, since_ms, until_ms, after)?);
+        }
         for (index, item) in work.items.iter_mut().enumerate() {
             match item {
                 Incoming::Event(event) if with_events => self.insert_event(group, index, event)?,
                 Incoming::Event(_) => {}
                 Incoming::DeadLetter(letter) => self.insert_dead_letter(group, index, letter)?,
             }
+        }
+        if !group.view.is_empty() {
+            group.view.write(&self.conn)?;
         }
         if group.dead_letters > 0 {
             group.dead_letters_dropped +=
@@ -331,6 +375,10 @@ impl Writer {
             if let Some(reply) = reply {
                 work.purged.push((reply, deleted));
             }
+        }
+        work.connections.clear();
+        for ((_, reply), step) in work.replays.drain(..).zip(steps) {
+            work.replayed.push((reply, step));
         }
         Ok(())
     }
@@ -378,10 +426,14 @@ impl Writer {
             return Ok(());
         }
         let growth = (event.payload.len() as u64 + ROW_OVERHEAD) * event.routes.len() as u64;
-        if growth > 0
-            && self.config.when_full == WhenFull::RejectNew
-            && (self.rejecting || self.used_bytes + group.added_bytes + growth > self.config.max_bytes.bytes())
-        {
+        let full = |w: &Writer, group: &Group| {
+            w.rejecting || w.used_bytes + group.added_bytes + growth > w.config.max_bytes.bytes()
+        };
+        if growth > 0 && self.config.when_full == WhenFull::RejectNew && full(self, group) {
+            // Kept forwarded events go before anything new is refused: the cloud has them.
+            self.free_kept(group)?;
+        }
+        if growth > 0 && self.config.when_full == WhenFull::RejectNew && full(self, group) {
             self.rejecting = true;
             group.rejected += 1;
             // No `done`: an external broker keeps the message and redelivers it later.
@@ -411,6 +463,10 @@ impl Writer {
         }
         group.added_bytes += growth;
         group.last_seen_ms = group.last_seen_ms.max(event.received_ms);
+        // A held (keep_last) event was counted when it was first committed.
+        if self.read_model && !event.held {
+            group.view.note(&event.device, event.boot, event.seq, event.received_ms, &event.payload);
+        }
         // A held (keep_last) event moved its device's mark when it was first filtered.
         if !event.held {
             group.marks_before.entry(event.device.clone()).or_insert(mark);
@@ -442,6 +498,53 @@ impl Writer {
         Ok(())
     }
 
+    /// `reject_new`: deletes kept forwarded events (oldest first, inside the group's
+    /// transaction) until usage is under 95% of `max_bytes` or none is left. Only a deletion
+    /// ends `rejecting` (as in [`Writer::maybe_stop_rejecting`]).
+    fn free_kept(&mut self, group: &mut Group) -> Result<(), rusqlite::Error> {
+        if self.config.keep_forwarded.is_none() {
+            return Ok(());
+        }
+        let target = self.config.max_bytes.bytes() / 100 * 95;
+        for _ in 0..32 {
+            if super::forwarded::evict(&self.conn, 256)? == 0 {
+                break;
+            }
+            // Pages in use now, including what this group has written so far.
+            let used = self.current_used()?;
+            if used < target {
+                self.used_bytes = used;
+                group.added_bytes = 0;
+                self.rejecting = false;
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// One step of a replay, inside the group's transaction: the copies are new queue rows.
+    fn replay_step(
+        &mut self,
+        group: &mut Group,
+        route: usize,
+        since_ms: i64,
+        until_ms: i64,
+        after: i64,
+    ) -> Result<super::forwarded::Step, rusqlite::Error> {
+        let Some(state) = self.routes.get(route) else {
+            return Ok(super::forwarded::Step::default());
+        };
+        let step = super::forwarded::replay_step(&self.conn, state.db_id, since_ms, until_ms, after, super::now_ms())?;
+        if step.rows > 0 {
+            let delta = group.route_delta.entry(route).or_default();
+            delta.0 += step.rows;
+            delta.1 += step.bytes;
+            *group.inserted.entry(route).or_default() += step.rows as u64;
+            group.replayed += step.rows as u64;
+        }
+        Ok(step)
+    }
+
     fn delete_acked(
         &mut self,
         group: &mut Group,
@@ -453,6 +556,9 @@ impl Writer {
         let Some(state) = self.routes.get(route) else {
             return Ok(());
         };
+        if self.config.keep_forwarded.is_some() {
+            super::forwarded::keep(&self.conn, state.db_id, first, last, super::now_ms())?;
+        }
         let mut stmt = self
             .conn
             .prepare_cached("DELETE FROM events WHERE route = ?1 AND id BETWEEN ?2 AND ?3 RETURNING length(payload)")?;
@@ -530,6 +636,7 @@ impl Writer {
             self.committed.notify.notify_one();
         }
         self.metrics.committed.add(group.committed_events);
+        self.metrics.replayed.add(group.replayed);
         self.metrics.dead_letters.add(group.dead_letters);
         self.metrics.dead_letters_dropped.add(group.dead_letters_dropped);
         self.metrics.count_drop(DropReason::Duplicate, group.duplicates);
@@ -649,10 +756,10 @@ impl Writer {
             return Ok(Vec::new());
         };
         let mut stmt = self.conn.prepare_cached(
-            "SELECT id, received_ms, payload FROM events WHERE route = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+            "SELECT id, received_ms, payload, replay FROM events WHERE route = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
         )?;
         let rows = stmt.query_map(params![state.db_id, after, limit as i64], |r| {
-            Ok(Row { id: r.get(0)?, received_ms: r.get(1)?, payload: r.get(2)? })
+            Ok(Row { id: r.get(0)?, received_ms: r.get(1)?, payload: r.get(2)?, replay: r.get(3)? })
         })?;
         rows.collect()
     }

@@ -412,3 +412,15 @@ fn a_mistyped_secret_is_an_error_that_does_not_quote_it() {
     assert!(errors[0].starts_with("(file): not valid TOML (line 3)"), "{errors:#?}");
     assert!(!errors.iter().any(|e| e.contains("hunter2xyz")), "{errors:#?}");
 }
+
+#[test]
+fn keep_forwarded_is_off_by_default_and_a_duration_when_set() {
+    let route = "[[routes]]\nname = \"t\"\nfrom = \"devices/+/events\"\nto = \"x/{gateway}\"\n";
+    assert_eq!(parse(route).unwrap().store.keep_forwarded, None);
+    let on = parse(&format!("[store]\nkeep_forwarded = \"24h\"\n{route}")).unwrap();
+    assert_eq!(on.store.keep_forwarded, Some(Duration::from_secs(86_400)));
+    let zero = parse(&format!("[store]\nkeep_forwarded = \"0s\"\n{route}")).unwrap();
+    assert_eq!(zero.store.keep_forwarded, None, "0s is off");
+    let errors = errors_of(&format!("[store]\nkeep_forwarded = \"a day\"\n{route}"));
+    assert!(errors.len() == 1 && errors[0].starts_with("store.keep_forwarded: "), "{errors:?}");
+}

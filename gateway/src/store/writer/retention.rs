@@ -73,6 +73,17 @@ impl Writer {
         if used <= max {
             return Ok(());
         }
+        // Kept forwarded events go first: the cloud has them.
+        for _ in 0..32 {
+            if used <= target {
+                return Ok(());
+            }
+            let want = ((used - target) / 256).clamp(64, RETENTION_CHUNK as u64) as i64;
+            if crate::store::forwarded::evict(&self.conn, want)? == 0 {
+                break;
+            }
+            used = self.current_used()?;
+        }
         for _ in 0..32 {
             if used <= target {
                 break;
@@ -146,8 +157,35 @@ impl Writer {
         Ok(())
     }
 
+    /// Deletes kept forwarded events older than `store.keep_forwarded` (all of them when it
+    /// is off, e.g. after a config change), a chunk per transaction.
+    fn expire_forwarded(&mut self) -> Result<(), rusqlite::Error> {
+        let now = crate::store::now_ms();
+        let cutoff = match self.config.keep_forwarded {
+            Some(keep) => now - keep.as_millis() as i64,
+            None => i64::MAX,
+        };
+        for _ in 0..10 {
+            self.conn.execute_batch("BEGIN IMMEDIATE")?;
+            match crate::store::forwarded::expire(&self.conn, cutoff, RETENTION_CHUNK) {
+                Ok(n) => {
+                    self.conn.execute_batch("COMMIT")?;
+                    if n < RETENTION_CHUNK as u64 {
+                        break;
+                    }
+                }
+                Err(err) => {
+                    let _ = self.conn.execute_batch("ROLLBACK");
+                    return Err(err);
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub(super) fn maintenance(&mut self) -> Result<(), rusqlite::Error> {
         self.expire()?;
+        self.expire_forwarded()?;
         let cutoff = crate::store::now_ms() - self.config.dead_letters_max_age.as_millis() as i64;
         let dropped = crate::store::dead_letters::enforce_bounds(&self.conn, self.config.dead_letters_max, cutoff)?;
         self.metrics.dead_letters_dropped.add(dropped);
