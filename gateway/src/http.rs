@@ -18,6 +18,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Secret;
+use crate::devices::auth::AuthFailure;
 use crate::devices::Replay;
 use crate::metrics::{DropReason, Metrics};
 use crate::store::dead_letters::{self, Purge};
@@ -92,6 +93,10 @@ struct StatusBody<'a> {
     /// Events acknowledged by the cloud per second (last second).
     events_out_per_second: u64,
     dead_letters: u64,
+    /// Device clients connected to the embedded broker now.
+    devices_connected: u64,
+    /// Device logins refused so far.
+    device_auth_failures: u64,
     store_bytes: u64,
     dropped: std::collections::BTreeMap<&'static str, u64>,
     routes: Vec<RouteStatus<'a>>,
@@ -163,6 +168,8 @@ async fn api_status(State(status): State<Arc<Status>>) -> Json<serde_json::Value
         events_in_per_second: m.rate_in.get(),
         events_out_per_second: m.rate_out.get(),
         dead_letters: m.dead_letters.get(),
+        devices_connected: m.devices.connected.get(),
+        device_auth_failures: AuthFailure::ALL.iter().map(|f| m.devices.auth_failures[*f as usize].get()).sum(),
         store_bytes: m.store_bytes.get(),
         dropped: DropReason::ALL.iter().map(|r| (r.label(), m.dropped(*r))).collect(),
         routes: m

@@ -49,6 +49,9 @@ pub struct Setup {
     pub cloud: String,
     /// Extra lines for `[devices]` (replaces `listen` when it sets `mode`).
     pub devices: String,
+    /// The `[devices.auth]` table's lines (embedded mode only): anonymous access unless a
+    /// test says otherwise.
+    pub devices_auth: String,
     /// The `batch = {...}` of the route.
     pub batch: String,
     /// When not empty, replaces the default `[[routes]]` entry (TOML text).
@@ -66,6 +69,7 @@ impl Setup {
             store: String::new(),
             cloud: "backoff_min = \"50ms\"\nbackoff_max = \"500ms\"\n".into(),
             devices: String::new(),
+            devices_auth: "allow_anonymous = true\n".into(),
             batch: "{ max_events = 500, max_bytes = \"64KiB\", max_delay = \"20ms\" }".into(),
             routes: String::new(),
         }
@@ -76,7 +80,10 @@ impl Setup {
         let devices = if self.devices.contains("mode") {
             self.devices.clone()
         } else {
-            format!("listen = \"127.0.0.1:{}\"\n{}", self.devices_port, self.devices)
+            format!(
+                "listen = \"127.0.0.1:{}\"\n{}\n[devices.auth]\n{}",
+                self.devices_port, self.devices, self.devices_auth
+            )
         };
         let routes = if self.routes.is_empty() {
             format!(

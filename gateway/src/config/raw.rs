@@ -27,6 +27,19 @@ pub struct Devices {
     pub max_payload: Option<RawUnit>,
     pub broker_memory: Option<RawUnit>,
     pub unrouted: Option<String>,
+    pub tls_cert_file: Option<String>,
+    pub tls_key_file: Option<String>,
+    pub tls_client_ca_file: Option<String>,
+    pub auth: Option<DevicesAuth>,
+}
+
+/// `[devices.auth]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DevicesAuth {
+    pub allow_anonymous: Option<bool>,
+    pub users: Option<std::collections::BTreeMap<String, String>>,
+    pub users_file: Option<String>,
 }
 
 /// `[store]`.

@@ -11,8 +11,11 @@
 //! - [`external`]: a client of an existing broker (QoS 1, persistent session, manual acks):
 //!   the broker's message is acknowledged only after the journal committed it.
 
+pub mod auth;
 pub mod embedded;
 pub mod external;
+pub mod gate;
+pub mod mqtt;
 
 use std::sync::mpsc;
 
@@ -65,6 +68,7 @@ pub(crate) struct Batcher {
     store: crate::store::StoreHandle,
     pending: Vec<crate::store::Incoming>,
     replays: mpsc::Receiver<Replay>,
+    denied: Option<mpsc::Receiver<gate::Denied>>,
 }
 
 /// A dead letter sent through the pipeline again (`dlq replay`): it is deleted only after
@@ -81,7 +85,13 @@ pub struct Replay {
 
 impl Batcher {
     pub(crate) fn new(ingest: Ingest, store: crate::store::StoreHandle, replays: mpsc::Receiver<Replay>) -> Self {
-        Batcher { ingest, store, pending: Vec::with_capacity(256), replays }
+        Batcher { ingest, store, pending: Vec::with_capacity(256), replays, denied: None }
+    }
+
+    /// Also takes the publishes the device gate refused, as dead letters.
+    pub(crate) fn with_denied(mut self, denied: mpsc::Receiver<gate::Denied>) -> Self {
+        self.denied = Some(denied);
+        self
     }
 
     /// Processes one publish; flushes when 256 are waiting.
@@ -106,6 +116,10 @@ impl Batcher {
             let id = replay.id;
             let done: crate::store::Done = Box::new(move || store.forget_dead_letters(vec![id]));
             self.ingest.process(&replay.topic, &replay.payload, Some(done), &mut self.pending);
+        }
+        while let Some(Ok(denied)) = self.denied.as_ref().map(mpsc::Receiver::try_recv) {
+            let letter = self.ingest.denied(&denied.topic, &denied.payload, denied.reason);
+            self.pending.push(letter);
         }
         if self.pending.is_empty() {
             return Ok(());
