@@ -213,14 +213,31 @@ impl Gate {
         };
         let _ = stream.set_nodelay(true);
         let timeout = self.settings.connect_timeout;
-        let mut client: Box<dyn Io> = match &self.acceptor {
-            None => Box::new(stream),
+        match &self.acceptor {
+            // Plain TCP splits into owned halves without a lock between them.
+            None => self.session(stream, peer, handshaking, TcpStream::into_split).await,
             Some(acceptor) => match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => Box::new(tls),
-                Ok(Err(err)) => return self.refuse(ConnectionRefusal::Tls, peer, &err.to_string()),
-                Err(_) => return self.refuse(ConnectionRefusal::Tls, peer, "no TLS handshake in time"),
+                Ok(Ok(tls)) => self.session(tls, peer, handshaking, tokio::io::split).await,
+                Ok(Err(err)) => self.refuse(ConnectionRefusal::Tls, peer, &err.to_string()),
+                Err(_) => self.refuse(ConnectionRefusal::Tls, peer, "no TLS handshake in time"),
             },
-        };
+        }
+    }
+
+    /// One device connection after TLS: CONNECT, checks, then the relay until either side
+    /// closes.
+    async fn session<S, R, W>(
+        &self,
+        mut client: S,
+        peer: SocketAddr,
+        handshaking: tokio::sync::OwnedSemaphorePermit,
+        split: impl FnOnce(S) -> (R, W),
+    ) where
+        S: AsyncRead + AsyncWrite + Unpin,
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        let timeout = self.settings.connect_timeout;
         let mut buf = Vec::with_capacity(1024);
         let frame = match tokio::time::timeout(timeout, read_frame(&mut client, &mut buf, 64 * 1024)).await {
             Ok(Ok(frame)) if frame.kind == mqtt::CONNECT => frame,
@@ -235,7 +252,14 @@ impl Gate {
         };
         let level = connect.level;
         let client_id = connect.client_id.to_owned();
-        let identity = match self.auth.check(connect.client_id, connect.username, connect.password).await {
+        // Bounded: behind a storm of argon2 checks, a connection waits at most this long.
+        let check = self.auth.check(connect.client_id, connect.username, connect.password);
+        let Ok(checked) = tokio::time::timeout(timeout, check).await else {
+            self.refuse(ConnectionRefusal::Limit, peer, "password checks are backed up");
+            let _ = client.write_all(&mqtt::connack_refusal(level, Refusal::Busy)).await;
+            return;
+        };
+        let identity = match checked {
             Ok(identity) => identity,
             Err(failure) => {
                 self.metrics.devices.count_auth_failure(failure);
@@ -291,7 +315,7 @@ impl Gate {
         }
         let connected = Connected::new(&self.metrics);
         tracing::debug!(%peer, client_id, "device connected");
-        let (client_read, client_write) = tokio::io::split(client);
+        let (client_read, client_write) = split(client);
         let (broker_read, broker_write) = broker.into_split();
         let ended = tokio::select! {
             ended = self.uplink(client_read, broker_write, buf, &identity, level, &client_id) => ended,
@@ -358,7 +382,7 @@ impl Gate {
             if let Some(why) = stop {
                 return why;
             }
-            if buf.capacity() - buf.len() < 8 * 1024 {
+            if buf.capacity() - buf.len() < 16 * 1024 {
                 buf.reserve(64 * 1024);
             }
             match client.read_buf(&mut buf).await {
@@ -455,10 +479,6 @@ async fn read_frame(
         }
     }
 }
-
-/// A byte stream, plain or TLS.
-trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// Holds one count in `edge_gateway_devices_connected` while alive.
 struct Connected(Arc<Metrics>);
