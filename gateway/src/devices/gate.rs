@@ -256,7 +256,7 @@ impl Gate {
         let check = self.auth.check(connect.client_id, connect.username, connect.password);
         let Ok(checked) = tokio::time::timeout(timeout, check).await else {
             self.refuse(ConnectionRefusal::Limit, peer, "password checks are backed up");
-            let _ = client.write_all(&mqtt::connack_refusal(level, Refusal::Busy)).await;
+            let _ = send(&mut client, &mqtt::connack_refusal(level, Refusal::Busy)).await;
             return;
         };
         let identity = match checked {
@@ -273,20 +273,20 @@ impl Gate {
                     super::auth::AuthFailure::ClientIdMismatch => Refusal::NotAuthorized,
                     _ => Refusal::BadCredentials,
                 };
-                let _ = client.write_all(&mqtt::connack_refusal(level, refusal)).await;
+                let _ = send(&mut client, &mqtt::connack_refusal(level, refusal)).await;
                 return;
             }
         };
         if let (Identity::Device(id), Some(will)) = (&identity, connect.will_topic) {
             if !may_publish(id, will) {
                 self.refuse(ConnectionRefusal::Acl, peer, &format!("device {id:?} may not have a will on {will:?}"));
-                let _ = client.write_all(&mqtt::connack_refusal(level, Refusal::NotAuthorized)).await;
+                let _ = send(&mut client, &mqtt::connack_refusal(level, Refusal::NotAuthorized)).await;
                 return;
             }
         }
         let Ok(session) = self.sessions.clone().try_acquire_owned() else {
             self.refuse(ConnectionRefusal::Limit, peer, "devices.max_connections reached");
-            let _ = client.write_all(&mqtt::connack_refusal(level, Refusal::Busy)).await;
+            let _ = send(&mut client, &mqtt::connack_refusal(level, Refusal::Busy)).await;
             return;
         };
         let forwarded = mqtt::rewrite_connect(body, &connect, &self.settings.token);
@@ -296,7 +296,7 @@ impl Gate {
             Ok(broker) => broker,
             Err(err) => {
                 tracing::error!(error = %err, "cannot reach the embedded broker behind the device gate");
-                let _ = client.write_all(&mqtt::connack_refusal(level, Refusal::Busy)).await;
+                let _ = send(&mut client, &mqtt::connack_refusal(level, Refusal::Busy)).await;
                 return;
             }
         };
@@ -310,7 +310,7 @@ impl Gate {
             Ok(Ok(frame)) => frame.kind == 2 && from_broker.get(frame.body + 1) == Some(&0),
             _ => false,
         };
-        if client.write_all(&from_broker).await.is_err() || !accepted {
+        if send(&mut client, &from_broker).await.is_err() || !accepted {
             return;
         }
         let connected = Connected::new(&self.metrics);
@@ -450,6 +450,12 @@ pub fn may_subscribe(id: &str, filter: &str) -> bool {
         return false;
     };
     rest == "ack" || rest == "commands" || rest.starts_with("commands/")
+}
+
+/// Writes and flushes (a TLS stream may hold what was written until flushed).
+async fn send(stream: &mut (impl AsyncWrite + Unpin), bytes: &[u8]) -> std::io::Result<()> {
+    stream.write_all(bytes).await?;
+    stream.flush().await
 }
 
 /// Broker -> device: bytes as they come.
