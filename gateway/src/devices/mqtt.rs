@@ -324,13 +324,52 @@ mod tests {
     }
 
     #[test]
-    fn garbage_never_panics() {
-        for len in 0..64u8 {
-            let junk: Vec<u8> = (0..len).map(|i| i.wrapping_mul(37).wrapping_add(len)).collect();
-            let _ = connect(&junk);
-            if let Next::Packet(frame) = next(&junk, 1 << 20) {
-                let _ = publish(&frame, &junk, 5);
-                let _ = subscribe_filters(&frame, &junk, 5);
+    fn mqtt5_properties_are_skipped_and_refusals_use_reason_codes() {
+        // CONNECT v5: session expiry property, will with a property, user name, password.
+        let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 5, 0xc6, 0, 30, 5, 0x11, 0, 0, 0, 10];
+        for field in [&b"d5"[..]] {
+            body.extend((field.len() as u16).to_be_bytes());
+            body.extend(field);
+        }
+        body.extend([2, 0x01, 1]); // will properties: payload format indicator
+        for field in [&b"devices/d5/status"[..], b"bye", b"d5", b"pw"] {
+            body.extend((field.len() as u16).to_be_bytes());
+            body.extend(field);
+        }
+        let parsed = connect(&body).unwrap();
+        assert_eq!(parsed.level, 5);
+        assert_eq!((parsed.client_id, parsed.will_topic), ("d5", Some("devices/d5/status")));
+        assert_eq!((parsed.username, parsed.password), (Some("d5"), Some(&b"pw"[..])));
+        let rewritten = rewrite_connect(&body, &parsed, "t");
+        let Next::Packet(frame) = next(&rewritten, 1024) else { panic!() };
+        let again = connect(&rewritten[frame.body..]).unwrap();
+        assert_eq!((again.level, again.will_topic, again.password), (5, Some("devices/d5/status"), Some(&b"t"[..])));
+
+        // PUBLISH v5, QoS 1, with a topic alias property.
+        let publish_packet = [0x32, 12, 0, 3, b'a', b'/', b'b', 0, 7, 3, 0x23, 0, 1, b'h', b'i'];
+        let publish_packet = {
+            let mut p = publish_packet.to_vec();
+            p[1] = (p.len() - 2) as u8;
+            p
+        };
+        let Next::Packet(frame) = next(&publish_packet, 100) else { panic!() };
+        assert_eq!(publish(&frame, &publish_packet, 5).unwrap(), ("a/b".to_owned(), b"hi".to_vec()));
+        assert_eq!(connack_refusal(5, Refusal::BadCredentials), [0x20, 3, 0, 0x86, 0]);
+        assert_eq!(connack_refusal(4, Refusal::NotAuthorized), [0x20, 2, 0, 5]);
+    }
+
+    proptest::proptest! {
+        /// Whatever a device sends, the parser answers without panicking.
+        #[test]
+        fn no_input_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300), level in 4u8..=5) {
+            let _ = connect(&bytes);
+            if let Next::Packet(frame) = next(&bytes, 1 << 20) {
+                let _ = publish(&frame, &bytes, level);
+                let _ = publish_topic(&frame, &bytes);
+                let _ = subscribe_filters(&frame, &bytes, level);
+                if let Ok(parsed) = connect(&bytes[frame.body..frame.len]) {
+                    let _ = rewrite_connect(&bytes[frame.body..frame.len], &parsed, "t");
+                }
             }
         }
     }
