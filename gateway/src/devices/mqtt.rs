@@ -327,10 +327,7 @@ mod tests {
     fn mqtt5_properties_are_skipped_and_refusals_use_reason_codes() {
         // CONNECT v5: session expiry property, will with a property, user name, password.
         let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 5, 0xc6, 0, 30, 5, 0x11, 0, 0, 0, 10];
-        for field in [&b"d5"[..]] {
-            body.extend((field.len() as u16).to_be_bytes());
-            body.extend(field);
-        }
+        body.extend([0, 2, b'd', b'5']); // client id
         body.extend([2, 0x01, 1]); // will properties: payload format indicator
         for field in [&b"devices/d5/status"[..], b"bye", b"d5", b"pw"] {
             body.extend((field.len() as u16).to_be_bytes());
