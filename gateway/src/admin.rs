@@ -312,6 +312,11 @@ pub fn status(config: &Config) -> (String, Health) {
         if link_up { "up" } else { "DOWN (buffering)" },
     ));
     out.push_str(&format!(
+        "devices: {} connected, {} logins refused\n",
+        n("devices_connected"),
+        n("device_auth_failures")
+    ));
+    out.push_str(&format!(
         "events: {} received, {} committed, {} dead letters; journal {} bytes; {} reconnects\n",
         n("events_received"),
         n("events_committed"),

@@ -91,24 +91,31 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let ingest = Ingest::new(config.routes.clone(), metrics.clone(), opened.filter_state.clone(), opened.gateway_boot)
         .keep_unrouted(config.devices.unrouted == Unrouted::DeadLetter);
     let mut embedded_ingest = None;
+    let mut embedded_broker = None;
     let device_task = match &config.devices.mode {
-        DevicesMode::Embedded { listen, listen_v5, max_connections, broker_memory } => {
+        DevicesMode::Embedded { listen, listen_v5, max_connections, broker_memory, access, tls } => {
             let settings = embedded::BrokerSettings {
                 listen: *listen,
                 listen_v5: *listen_v5,
                 max_connections: *max_connections,
                 max_payload: config.devices.max_payload,
                 memory: *broker_memory,
+                access: access.clone(),
+                tls: tls.clone(),
             };
             let runtime = tokio::runtime::Handle::current();
             let for_ingest = store.clone();
+            let for_gate = metrics.clone();
             let started = tokio::task::spawn_blocking(move || {
-                embedded::start(settings, ingest, for_ingest, acks_rx, replay_rx, runtime)
+                embedded::start(settings, ingest, for_ingest, acks_rx, replay_rx, for_gate, runtime)
             })
             .await
             .map_err(|e| devices::DevicesError::Broker(e.to_string()))?;
             match started {
-                Ok(embedded) => embedded_ingest = Some(embedded.ingest_thread),
+                Ok(embedded) => {
+                    embedded_broker = Some(embedded.inner);
+                    embedded_ingest = Some(embedded.ingest_thread);
+                }
                 Err(err) => {
                     stop.cancel();
                     store.shutdown();
@@ -132,7 +139,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             stop.clone(),
         ))),
     };
-    let downlink = crate::downlink::spawn(&config, metrics.clone(), stop.clone())?;
+    let downlink = crate::downlink::spawn(&config, embedded_broker, metrics.clone(), stop.clone())?;
     status.ready.store(true, Ordering::Relaxed);
     info!("{}", config.summary());
     info!("gateway ready");

@@ -20,6 +20,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Secret;
+use crate::devices::auth::AuthFailure;
 use crate::devices::Replay;
 use crate::metrics::{DropReason, Metrics};
 use crate::store::dead_letters::{self, Purge};
@@ -94,6 +95,10 @@ struct StatusBody<'a> {
     /// Events acknowledged by the cloud per second (last second).
     events_out_per_second: u64,
     dead_letters: u64,
+    /// Device clients connected to the embedded broker now.
+    devices_connected: u64,
+    /// Device logins refused so far.
+    device_auth_failures: u64,
     store_bytes: u64,
     /// What is wrong with the journal, if anything (e.g. the disk is full).
     store_error: Option<&'static str>,
@@ -183,6 +188,8 @@ async fn api_status(State(status): State<Arc<Status>>) -> Json<serde_json::Value
         events_in_per_second: m.rate_in.get(),
         events_out_per_second: m.rate_out.get(),
         dead_letters: m.dead_letters.get(),
+        devices_connected: m.devices.connected.get(),
+        device_auth_failures: AuthFailure::ALL.iter().map(|f| m.devices.auth_failures[*f as usize].get()).sum(),
         store_bytes: m.store_bytes.get(),
         store_error: store_problem(m),
         dropped: DropReason::ALL.iter().map(|r| (r.label(), m.dropped(*r))).collect(),

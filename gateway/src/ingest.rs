@@ -68,6 +68,19 @@ impl Ingest {
             .note_error(now_ms(), format!("the device broker overwrote {lost} publishes before ingest took them"));
     }
 
+    /// A publish the device gate refused (a device outside its own topics): a dead letter
+    /// with `reason`, counted as dropped, reason `denied` (the gate logged it).
+    pub fn denied(&mut self, topic: &str, payload: &[u8], reason: String) -> Incoming {
+        self.metrics.count_drop(DropReason::Denied, 1);
+        Incoming::DeadLetter(DeadLetter {
+            topic: topic.to_owned(),
+            payload: payload.to_vec(),
+            reason,
+            received_ms: now_ms(),
+            done: None,
+        })
+    }
+
     /// The MQTT filters to subscribe to on the device side, one per route, deduplicated.
     pub fn filters(&self) -> Vec<String> {
         let mut filters: Vec<String> = self.routes.iter().map(|r| r.from.mqtt_filter()).collect();

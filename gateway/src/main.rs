@@ -48,6 +48,10 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Print an argon2id hash (PHC string) of a device password, for [devices.auth] users or
+    /// users_file. The password is read from a prompt without echo (asked twice), or from
+    /// stdin when it is not a terminal; never from the command line.
+    HashPassword,
     /// Dead letters: list, show, replay (after a fix), purge. Talks to the running gateway,
     /// or to its journal when it is stopped.
     Dlq {
@@ -180,6 +184,16 @@ fn main() -> ExitCode {
                 Err(code) => code,
             }
         }
+        Command::HashPassword => match read_password().and_then(|pw| edge_gateway::devices::auth::hash_password(&pw)) {
+            Ok(hash) => {
+                println!("{hash}");
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("edge-gateway hash-password: {err}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Status { config } => {
             let config = match load(&config_path(config)) {
                 Ok(config) => config,
@@ -356,6 +370,28 @@ fn replay(config: &Config, route: &str, since: &str, until: Option<&str>) -> Res
         println!("note: [store].keep_forwarded is off in this config: forwarded events are deleted when the cloud acknowledges them");
     }
     Ok(())
+}
+
+/// The password to hash: prompted twice without echo on a terminal, else the first line of
+/// stdin (without its line end).
+fn read_password() -> Result<String, String> {
+    use std::io::{BufRead, IsTerminal};
+    let password = if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password("device password: ").map_err(|e| e.to_string())?;
+        let again = rpassword::prompt_password("again: ").map_err(|e| e.to_string())?;
+        if first != again {
+            return Err("the two passwords differ".into());
+        }
+        first
+    } else {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line).map_err(|e| format!("cannot read stdin: {e}"))?;
+        line.trim_end_matches(['\r', '\n']).to_owned()
+    };
+    if password.is_empty() {
+        return Err("empty password".into());
+    }
+    Ok(password)
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -9,6 +9,7 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::devices::auth::AuthFailure;
 use crate::filters::Refusal;
 
 /// Why an event was not forwarded. The label values are part of the metrics contract.
@@ -29,16 +30,27 @@ pub enum DropReason {
     /// Accepted by the embedded broker but overwritten in its memory before ingest took it
     /// (the broker outran the gateway: a burst larger than `devices.broker_memory`).
     Overrun,
+    /// An authenticated device published on a topic it has no right to (kept as a dead
+    /// letter; the device is disconnected).
+    Denied,
 }
 
 impl DropReason {
-    /// How many reasons there are (the last variant's index + 1: keep `Overrun` last, or
+    /// How many reasons there are (the last variant's index + 1: keep `Denied` last, or
     /// update this, so that [`DropReason::ALL`] cannot silently miss one).
-    pub const COUNT: usize = DropReason::Overrun as usize + 1;
+    pub const COUNT: usize = DropReason::Denied as usize + 1;
 
     /// Every reason, in label order (index = `reason as usize`).
-    pub const ALL: [DropReason; Self::COUNT] =
-        [Self::Full, Self::Ttl, Self::Filter, Self::NoRoute, Self::Duplicate, Self::Invalid, Self::Overrun];
+    pub const ALL: [DropReason; Self::COUNT] = [
+        Self::Full,
+        Self::Ttl,
+        Self::Filter,
+        Self::NoRoute,
+        Self::Duplicate,
+        Self::Invalid,
+        Self::Overrun,
+        Self::Denied,
+    ];
 
     /// The `reason` label value.
     pub fn label(self) -> &'static str {
@@ -50,6 +62,7 @@ impl DropReason {
             Self::Duplicate => "duplicate",
             Self::Invalid => "invalid",
             Self::Overrun => "overrun",
+            Self::Denied => "denied",
         }
     }
 }
@@ -94,11 +107,149 @@ impl Counter {
     }
 }
 
+/// Why the device listener closed a connection before or instead of serving it. The label
+/// values are part of the metrics contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionRefusal {
+    /// Credentials refused (see `edge_gateway_device_auth_failures_total` for why).
+    Auth,
+    /// `devices.max_connections` reached, or too many connections still handshaking.
+    Limit,
+    /// The TLS handshake failed (e.g. no valid client certificate).
+    Tls,
+    /// No valid MQTT CONNECT in time.
+    Protocol,
+    /// A will on a topic the device may not publish on.
+    Acl,
+}
+
+impl ConnectionRefusal {
+    /// Every reason, in label order (index = `reason as usize`).
+    pub const ALL: [ConnectionRefusal; 5] = [Self::Auth, Self::Limit, Self::Tls, Self::Protocol, Self::Acl];
+
+    /// The `reason` label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Auth => "auth",
+            Self::Limit => "limit",
+            Self::Tls => "tls",
+            Self::Protocol => "protocol",
+            Self::Acl => "acl",
+        }
+    }
+}
+
+/// What a device was denied (the `action` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denial {
+    /// A publish outside `devices/{its id}/...`, or on its own ack or commands topic.
+    Publish,
+    /// A subscription other than its own ack and commands topics.
+    Subscribe,
+}
+
+impl Denial {
+    /// Every action, in label order.
+    pub const ALL: [Denial; 2] = [Denial::Publish, Denial::Subscribe];
+
+    /// The `action` label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Denial::Publish => "publish",
+            Denial::Subscribe => "subscribe",
+        }
+    }
+}
+
+/// Device-side connection figures (the device listener in front of the embedded broker).
+#[derive(Debug, Default)]
+pub struct DeviceMetrics {
+    /// Device clients connected now (CONNACK accepted, socket still open).
+    pub connected: Gauge,
+    /// Refused credentials, by [`AuthFailure`] (index = `failure as usize`).
+    pub auth_failures: [Counter; 4],
+    /// Connections closed before being served, by [`ConnectionRefusal`].
+    pub refused: [Counter; 5],
+    /// Publishes / subscriptions denied, by [`Denial`].
+    pub denied: [Counter; 2],
+    /// Packets larger than `devices.max_payload` (the device is disconnected).
+    pub too_large: Counter,
+}
+
+impl DeviceMetrics {
+    /// Counts a refused login (and the refused connection).
+    pub fn count_auth_failure(&self, failure: AuthFailure) {
+        self.auth_failures[failure as usize].add(1);
+        self.refused[ConnectionRefusal::Auth as usize].add(1);
+    }
+
+    /// Counts a connection refused for `reason`.
+    pub fn count_refused(&self, reason: ConnectionRefusal) {
+        self.refused[reason as usize].add(1);
+    }
+
+    /// Refused connections so far for `reason`.
+    pub fn refused(&self, reason: ConnectionRefusal) -> u64 {
+        self.refused[reason as usize].get()
+    }
+
+    fn render(&self, out: &mut String) {
+        let mut family =
+            |name: &str, kind: &str, help: &str, label: &str, rows: &mut dyn Iterator<Item = (&str, u64)>| {
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+                for (value, n) in rows {
+                    let _ = writeln!(out, "{name}{{{label}=\"{value}\"}} {n}");
+                }
+            };
+        family(
+            "edge_gateway_device_auth_failures_total",
+            "counter",
+            "Device logins refused, by reason.",
+            "reason",
+            &mut AuthFailure::ALL.iter().map(|f| (f.label(), self.auth_failures[*f as usize].get())),
+        );
+        family(
+            "edge_gateway_device_connections_refused_total",
+            "counter",
+            "Device connections refused or closed before being served, by reason.",
+            "reason",
+            &mut ConnectionRefusal::ALL.iter().map(|r| (r.label(), self.refused[*r as usize].get())),
+        );
+        family(
+            "edge_gateway_device_denied_total",
+            "counter",
+            "Device publishes and subscriptions outside the device's own topics (device disconnected).",
+            "action",
+            &mut Denial::ALL.iter().map(|d| (d.label(), self.denied[*d as usize].get())),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP edge_gateway_devices_connected Device clients connected now.\n\
+             # TYPE edge_gateway_devices_connected gauge\nedge_gateway_devices_connected {}",
+            self.connected.get()
+        );
+        let _ = writeln!(
+            out,
+            "# HELP edge_gateway_device_packets_too_large_total Device packets over devices.max_payload (device disconnected).\n\
+             # TYPE edge_gateway_device_packets_too_large_total counter\nedge_gateway_device_packets_too_large_total {}",
+            self.too_large.get()
+        );
+    }
+}
+
 /// A value that goes up and down.
 #[derive(Debug, Default)]
 pub struct Gauge(AtomicU64);
 
 impl Gauge {
+    /// Adds one.
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+    /// Takes one away (never below zero).
+    pub fn dec(&self) {
+        let _ = self.0.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| Some(v.saturating_sub(1)));
+    }
     /// Sets the value.
     pub fn set(&self, v: u64) {
         self.0.store(v, Ordering::Relaxed);
@@ -237,6 +388,8 @@ pub struct Metrics {
     pub routes: Vec<RouteMetrics>,
     /// Cloud-to-device commands.
     pub commands: crate::downlink::metrics::CommandMetrics,
+    /// The device listener.
+    pub devices: DeviceMetrics,
 }
 
 impl Metrics {
@@ -275,6 +428,7 @@ impl Metrics {
                 })
                 .collect(),
             commands: Default::default(),
+            devices: DeviceMetrics::default(),
         }
     }
 
@@ -419,6 +573,7 @@ impl Metrics {
             "Receive-to-cloud-ack latency of forwarded events.",
             "",
         );
+        self.devices.render(&mut out);
         out
     }
 }

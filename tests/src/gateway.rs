@@ -53,6 +53,9 @@ pub struct Setup {
     pub env: Vec<(String, String)>,
     /// Extra lines for `[devices]` (replaces `listen` when it sets `mode`).
     pub devices: String,
+    /// The `[devices.auth]` table's lines (embedded mode only): anonymous access unless a
+    /// test says otherwise.
+    pub devices_auth: String,
     /// The `batch = {...}` of the route.
     pub batch: String,
     /// When not empty, replaces the default `[[routes]]` entry (TOML text).
@@ -72,6 +75,7 @@ impl Setup {
             cloud_url: String::new(),
             env: Vec::new(),
             devices: String::new(),
+            devices_auth: "allow_anonymous = true\n".into(),
             batch: "{ max_events = 500, max_bytes = \"64KiB\", max_delay = \"20ms\" }".into(),
             routes: String::new(),
         }
@@ -82,7 +86,10 @@ impl Setup {
         let devices = if self.devices.contains("mode") {
             self.devices.clone()
         } else {
-            format!("listen = \"127.0.0.1:{}\"\n{}", self.devices_port, self.devices)
+            format!(
+                "listen = \"127.0.0.1:{}\"\n{}\n[devices.auth]\n{}",
+                self.devices_port, self.devices, self.devices_auth
+            )
         };
         let routes = if self.routes.is_empty() {
             format!(

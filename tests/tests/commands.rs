@@ -352,3 +352,58 @@ async fn statuses_wait_in_the_journal_through_a_cloud_outage_and_arrive_in_order
     assert_eq!(watcher.of("o2"), ["accepted", "delivered", "done"], "{:?}", watcher.all());
     assert!(watcher.position("o1", "done") < watcher.position("o2", "accepted"), "{:?}\n{}", watcher.all(), log());
 }
+
+/// `edge-gateway hash-password` with the password on stdin.
+fn hash_password(password: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new(edge_tests::gateway::binary())
+        .arg("hash-password")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// With device passwords on the embedded broker, the gate lets an authenticated device read
+/// its commands and answer on `devices/{id}/commands/status` (its only allowed publish under
+/// `commands`), while the gateway's own command sender reaches the broker behind the gate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_authenticated_device_gets_its_commands_through_the_gate_and_answers() {
+    let cloud = Mosquitto::start();
+    let watcher = StatusWatcher::connect(cloud.port).await;
+    let data = tempfile::tempdir().unwrap();
+    let mut setup = setup(cloud.port, data.path());
+    setup.devices_auth = format!("users = {{ \"valve-1\" = \"{}\" }}\n", hash_password("valve-secret-1"));
+    let gateway = Gateway::start(&setup);
+    wait_for_command_session(cloud.port, &watcher, &gateway);
+    let log = || gateway.log_text();
+    let port = setup.devices_port.to_string();
+    let login = ["-h", "127.0.0.1", "-p", &port, "-q", "1", "-i", "valve-1", "-u", "valve-1", "-P", "valve-secret-1"];
+
+    send(cloud.port, "valve-1", r#"{"id":"a1","name":"open_valve","payload":{"valve":1}}"#);
+    watcher.wait_for("a1", "accepted", log);
+    let got = Command::new("mosquitto_sub")
+        .args(login)
+        .args(["-C", "1", "-W", "30", "-t", "devices/valve-1/commands"])
+        .output()
+        .unwrap();
+    assert!(got.status.success(), "no command for valve-1 within 30 s:\n{}", log());
+    let command = edge_event::command::Command::decode(got.stdout.strip_suffix(b"\n").unwrap_or(&got.stdout)).unwrap();
+    assert_eq!((command.id, command.name), ("a1", "open_valve"));
+    let sent = Command::new("mosquitto_pub")
+        .args(login)
+        .args(["-t", "devices/valve-1/commands/status", "-m", r#"{"id":"a1","status":"done","message":"open"}"#])
+        .output()
+        .unwrap();
+    assert!(sent.status.success(), "the answer was refused: {}", String::from_utf8_lossy(&sent.stderr));
+    assert_eq!(watcher.wait_for("a1", "done", log).message.as_deref(), Some("open"));
+    assert_eq!(watcher.of("a1"), ["accepted", "delivered", "done"]);
+    // Another device's command topic stays closed to it.
+    let out =
+        Command::new("mosquitto_pub").args(login).args(["-t", "devices/valve-1/commands", "-m", "x"]).output().unwrap();
+    assert!(!out.status.success(), "a device may not publish commands");
+}

@@ -18,6 +18,8 @@ use std::time::Duration;
 pub use secret::Secret;
 pub use units::ByteSize;
 
+pub use crate::devices::auth::Access;
+pub use crate::devices::gate::DeviceTls;
 use crate::fields::FieldMap;
 use crate::filters::FilterRules;
 use crate::forward::encoding::Encoding;
@@ -100,6 +102,10 @@ pub enum DevicesMode {
         max_connections: usize,
         /// Memory the broker may use to hold messages between devices and the gateway.
         broker_memory: ByteSize,
+        /// Who may connect (`[devices.auth]`).
+        access: Access,
+        /// TLS on the device listeners (`tls_cert_file`, `tls_key_file`, `tls_client_ca_file`).
+        tls: Option<DeviceTls>,
     },
     /// The gateway is a client (QoS 1, persistent session, acknowledging only after commit)
     /// of an existing local broker such as Mosquitto.
@@ -438,9 +444,18 @@ impl Config {
     /// A one-line summary for `check-config` and the start-up log.
     pub fn summary(&self) -> String {
         let devices = match &self.devices.mode {
-            DevicesMode::Embedded { listen, listen_v5: None, .. } => format!("embedded broker on {listen}"),
-            DevicesMode::Embedded { listen, listen_v5: Some(v5), .. } => {
-                format!("embedded broker on {listen} (MQTT 5 on {v5})")
+            DevicesMode::Embedded { listen, listen_v5, access, tls, .. } => {
+                let v5 = listen_v5.map_or(String::new(), |v5| format!(" (MQTT 5 on {v5})"));
+                let tls = match tls {
+                    None => "",
+                    Some(DeviceTls { client_ca_file: None, .. }) => ", TLS",
+                    Some(_) => ", TLS with client certificates",
+                };
+                let auth = match access {
+                    Access::Anonymous => "ANONYMOUS access".to_owned(),
+                    Access::Users(users) => format!("{} device user(s)", users.len()),
+                };
+                format!("embedded broker on {listen}{v5}{tls}, {auth}")
             }
             DevicesMode::External { url, .. } => format!("client of {url}"),
         };

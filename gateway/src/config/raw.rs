@@ -88,6 +88,10 @@ pub struct Devices {
     pub alpn: Option<Vec<String>>,
     pub server_name: Option<String>,
     pub insecure_skip_verify: Option<bool>,
+    pub tls_cert_file: Option<String>,
+    pub tls_key_file: Option<String>,
+    pub tls_client_ca_file: Option<String>,
+    pub auth: Option<DevicesAuth>,
 }
 
 impl Devices {
@@ -95,6 +99,15 @@ impl Devices {
     pub fn take_link(&mut self) -> Link {
         take_link!(self)
     }
+}
+
+/// `[devices.auth]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DevicesAuth {
+    pub allow_anonymous: Option<bool>,
+    pub users: Option<std::collections::BTreeMap<String, String>>,
+    pub users_file: Option<String>,
 }
 
 /// `[store]`.

@@ -240,11 +240,31 @@ fn validate_devices(
                 listen_v5,
                 max_connections,
                 broker_memory,
+                access: validate_device_auth(errors, raw.auth.unwrap_or_default()),
+                tls: validate_device_tls(
+                    errors,
+                    raw.tls_cert_file.as_deref(),
+                    raw.tls_key_file.as_deref(),
+                    raw.tls_client_ca_file.as_deref(),
+                ),
             }
         }
         "external" => {
             if raw.listen.is_some() || raw.listen_v5.is_some() {
                 errors.push("devices.listen", "only used with mode = \"embedded\"; set devices.url");
+            }
+            let embedded_only = [
+                ("tls_cert_file", raw.tls_cert_file.is_some()),
+                ("tls_key_file", raw.tls_key_file.is_some()),
+                ("tls_client_ca_file", raw.tls_client_ca_file.is_some()),
+                ("auth", raw.auth.is_some()),
+            ];
+            for (key, _) in embedded_only.iter().filter(|(_, set)| *set) {
+                errors.push(
+                    format!("devices.{key}"),
+                    "only used with mode = \"embedded\"; with mode = \"external\" the broker you run does its own \
+                     authentication and TLS",
+                );
             }
             let url = match raw.url.as_deref() {
                 Some(url) => errors.take("devices.url", BrokerUrl::parse(url)),
@@ -271,6 +291,8 @@ fn validate_devices(
                 listen_v5: None,
                 max_connections: 1,
                 broker_memory: ByteSize(0),
+                access: Access::Users(Default::default()),
+                tls: None,
             }
         }
     };
@@ -281,6 +303,72 @@ fn validate_devices(
         &[("count", Unrouted::Count), ("dead_letter", Unrouted::DeadLetter)],
     );
     DevicesConfig { mode, max_payload, unrouted }
+}
+
+/// `[devices.auth]`: named users (config and/or file), or anonymous access. Saying nothing
+/// means named users only, and none are listed: every device is refused (and the gateway
+/// says so at start), never "anyone may connect".
+fn validate_device_auth(errors: &mut Errors, raw: raw::DevicesAuth) -> Access {
+    let mut users = crate::devices::auth::Users::new();
+    for (name, hash) in raw.users.iter().flatten() {
+        if let Err(e) = users.add(name, hash) {
+            errors.push(format!("devices.auth.users.{name}"), e);
+        }
+    }
+    if let Some(path) = raw.users_file.as_deref() {
+        if let Err(list) = users.add_file(path) {
+            for e in list {
+                errors.push("devices.auth.users_file", e);
+            }
+        }
+    }
+    if raw.allow_anonymous == Some(true) {
+        if raw.users.is_some() || raw.users_file.is_some() {
+            errors.push(
+                "devices.auth.allow_anonymous",
+                "cannot be combined with users or users_file: anonymous clients would get rights that named devices \
+                 do not; choose one",
+            );
+        }
+        return Access::Anonymous;
+    }
+    Access::Users(users)
+}
+
+/// `tls_cert_file` + `tls_key_file` (+ `tls_client_ca_file`): loaded now, so that a bad file
+/// is a config error naming the key, not a failure at the first device.
+fn validate_device_tls(
+    errors: &mut Errors,
+    cert: Option<&str>,
+    key: Option<&str>,
+    client_ca: Option<&str>,
+) -> Option<DeviceTls> {
+    match (cert, key) {
+        (Some(cert), Some(key)) => match DeviceTls::load(cert, key, client_ca) {
+            Ok(tls) => Some(tls),
+            Err((field, message)) => {
+                errors.push(format!("devices.{field}"), message);
+                None
+            }
+        },
+        (Some(_), None) => {
+            errors.push("devices.tls_key_file", "required with devices.tls_cert_file");
+            None
+        }
+        (None, Some(_)) => {
+            errors.push("devices.tls_cert_file", "required with devices.tls_key_file");
+            None
+        }
+        (None, None) => {
+            if client_ca.is_some() {
+                errors.push(
+                    "devices.tls_client_ca_file",
+                    "needs devices.tls_cert_file and devices.tls_key_file (client certificates are checked over TLS)",
+                );
+            }
+            None
+        }
+    }
 }
 
 fn validate_store(errors: &mut Errors, raw: raw::Store) -> StoreConfig {

@@ -1,9 +1,12 @@
 //! The embedded device broker (rumqttd) and the in-process link that drains it.
 //!
-//! rumqttd cannot be stopped and only logs a port already in use, so: the port is
-//! bind-checked first (a clear error instead of silently sharing another broker), the broker
-//! runs on its own thread for the life of the process, and readiness is probed with a real
-//! MQTT CONNECT. Its in-process link is QoS 0 and skips a reader that falls behind its
+//! Devices never reach rumqttd directly: the gateway's own listener ([`super::gate`]) takes
+//! their connections (TLS, credentials, connection limit, packet size, topic rights) and
+//! relays them to rumqttd on a loopback port whose auth hook wants a per-process token that
+//! only the gate knows. rumqttd cannot be stopped and only logs a port already in use, so:
+//! the device ports are bound by the gateway itself (a clear error instead of silently
+//! sharing another broker), the broker runs on its own thread for the life of the process,
+//! and readiness is probed with a real MQTT CONNECT. Its in-process link is QoS 0 and skips a reader that falls behind its
 //! in-memory segments, so the link thread does nothing but decode and hand over: the store
 //! commits far faster than rumqttd can accept publishes (see BENCHMARKS.md).
 
@@ -18,9 +21,12 @@ use rumqttd::protocol::{Packet, Publish};
 use rumqttd::{Broker, Config, ConnectionSettings, Notification, RouterConfig, ServerSettings};
 use tracing::{error, info, warn};
 
+use super::auth::{Access, Authenticator};
+use super::gate::{DeviceTls, Gate};
 use super::{ack_message, Batcher, DevicesError};
 use crate::config::ByteSize;
 use crate::ingest::Ingest;
+use crate::metrics::Metrics;
 use crate::store::{DeviceAck, StoreHandle};
 
 /// The link takes every publish (`#`), once: ingest then sees the topics no route takes
@@ -42,28 +48,58 @@ pub struct BrokerSettings {
     pub max_payload: ByteSize,
     /// Memory for in-flight messages (split into segments).
     pub memory: ByteSize,
+    /// Who may connect.
+    pub access: Access,
+    /// TLS on the device listeners.
+    pub tls: Option<DeviceTls>,
+}
+
+/// How long a device has for the TLS handshake and its CONNECT.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A free loopback address for a listener behind the gate.
+fn loopback_port() -> Result<SocketAddr, DevicesError> {
+    let probe = TcpListener::bind("127.0.0.1:0")?;
+    Ok(probe.local_addr()?)
+}
+
+fn bind(addr: SocketAddr) -> Result<TcpListener, DevicesError> {
+    TcpListener::bind(addr).map_err(|source| DevicesError::PortInUse { addr, source })
 }
 
 /// The running device side; the broker thread lives as long as the process.
 pub struct Embedded {
     /// Where devices connect.
     pub listen: SocketAddr,
+    /// The broker behind the gate, for the gateway's own MQTT clients (the command sender):
+    /// its loopback address and the token its auth hook wants as the password.
+    pub inner: (SocketAddr, std::sync::Arc<str>),
     _broker: JoinHandle<()>,
     /// Ends when the link is lost (the broker died).
     pub ingest_thread: JoinHandle<()>,
 }
 
-/// Starts the broker, its link, the ingest thread and the ack publisher.
+/// Starts the broker, the device gate in front of it, its link, the ingest thread and the
+/// ack publisher.
+#[allow(clippy::too_many_arguments)]
 pub fn start(
     settings: BrokerSettings,
     ingest: Ingest,
     store: StoreHandle,
     acks: mpsc::Receiver<Vec<DeviceAck>>,
     replays: mpsc::Receiver<super::Replay>,
+    metrics: std::sync::Arc<Metrics>,
     runtime: tokio::runtime::Handle,
 ) -> Result<Embedded, DevicesError> {
-    TcpListener::bind(settings.listen).map_err(|source| DevicesError::PortInUse { addr: settings.listen, source })?;
-    let mut broker = Broker::new(broker_config(&settings));
+    let public = bind(settings.listen)?;
+    let public_v5 = settings.listen_v5.map(bind).transpose()?;
+    let inner = loopback_port()?;
+    let inner_v5 = settings.listen_v5.map(|_| loopback_port()).transpose()?;
+    let token: std::sync::Arc<str> = {
+        let bytes: [u8; 24] = rand::random();
+        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>().into()
+    };
+    let mut broker = Broker::new(broker_config(&settings, inner, inner_v5, token.clone()));
     let (mut link_tx, link_rx) = broker.link("edge-gateway-ingest").map_err(|e| DevicesError::Broker(e.to_string()))?;
     link_tx.subscribe(INGEST_FILTER).map_err(|e| DevicesError::Broker(format!("subscribe {INGEST_FILTER}: {e}")))?;
     let broker_thread = std::thread::Builder::new().name("device-broker".into()).spawn(move || {
@@ -71,21 +107,52 @@ pub fn start(
             error!(error = %err, "the embedded device broker stopped");
         }
     })?;
-    wait_until_listening(settings.listen)?;
-    if let Some(v5) = settings.listen_v5 {
-        info!(listen = %v5, "embedded device broker listening for MQTT 5");
+    wait_until_listening(inner, &token)?;
+    if matches!(settings.access, Access::Anonymous) {
+        warn!(
+            "devices.auth.allow_anonymous = true: any client that reaches {} may connect and publish on any topic; \
+             list device users in [devices.auth] for production",
+            settings.listen
+        );
+    } else if matches!(&settings.access, Access::Users(users) if users.is_empty()) {
+        warn!(
+            "[devices.auth] lists no users and allow_anonymous is not set: every device connection will be refused; \
+             add users (edge-gateway hash-password) or set allow_anonymous = true"
+        );
     }
-    let batcher = Batcher::new(ingest, store, replays);
+    let (denied_tx, denied_rx) = mpsc::sync_channel(1024);
+    let auth = Authenticator::new(settings.access.clone());
+    let gate_settings = |broker| super::gate::Settings {
+        broker,
+        tls: settings.tls.clone(),
+        max_connections: settings.max_connections,
+        max_payload: settings.max_payload.bytes() as usize,
+        connect_timeout: CONNECT_TIMEOUT,
+        token: token.clone(),
+    };
+    let gate = Gate::new(gate_settings(inner), auth.clone(), metrics.clone(), denied_tx.clone(), store.clone());
+    runtime.spawn(gate.serve(public));
+    if let (Some(listener), Some(inner_v5), Some(v5)) = (public_v5, inner_v5, settings.listen_v5) {
+        let gate = Gate::new(gate_settings(inner_v5), auth, metrics, denied_tx, store.clone());
+        runtime.spawn(gate.serve(listener));
+        info!(listen = %v5, tls = settings.tls.is_some(), "device listener for MQTT 5");
+    }
+    let batcher = Batcher::new(ingest, store, replays).with_denied(denied_rx);
     let ingest_thread =
         std::thread::Builder::new().name("device-ingest".into()).spawn(move || drain(link_rx, batcher))?;
     std::thread::Builder::new().name("device-acks".into()).spawn(move || publish_acks(link_tx, acks, runtime))?;
-    info!(listen = %settings.listen, "embedded device broker listening");
-    Ok(Embedded { listen: settings.listen, _broker: broker_thread, ingest_thread })
+    info!(listen = %settings.listen, tls = settings.tls.is_some(), "device listener ready (embedded broker)");
+    Ok(Embedded { listen: settings.listen, inner: (inner, token), _broker: broker_thread, ingest_thread })
 }
 
-fn broker_config(settings: &BrokerSettings) -> Config {
+fn broker_config(
+    settings: &BrokerSettings,
+    inner: SocketAddr,
+    inner_v5: Option<SocketAddr>,
+    token: std::sync::Arc<str>,
+) -> Config {
     const SEGMENTS: usize = 8;
-    let connections = ConnectionSettings {
+    let mut connections = ConnectionSettings {
         connection_timeout_ms: 10_000,
         max_payload_size: settings.max_payload.bytes() as usize,
         max_inflight_count: 100,
@@ -94,6 +161,12 @@ fn broker_config(settings: &BrokerSettings) -> Config {
         // A device publishing on a topic no route takes is counted, not disconnected.
         dynamic_filters: true,
     };
+    // Only the gate (and the readiness probe) know the token: a local process that finds
+    // the loopback port cannot get around the gate.
+    connections.set_auth_handler(move |_client_id, _user, password: String| {
+        let ok = constant_time_eq(password.as_bytes(), token.as_bytes());
+        async move { ok }
+    });
     let server = |name: &str, listen| ServerSettings {
         name: name.into(),
         listen,
@@ -104,27 +177,34 @@ fn broker_config(settings: &BrokerSettings) -> Config {
     Config {
         id: 0,
         router: RouterConfig {
-            // + the ingest link, the readiness probe, the command sender (crate::downlink).
-            max_connections: settings.max_connections + 3,
+            // The gate enforces devices.max_connections; room for the ingest link, the
+            // readiness probe and the command sender (crate::downlink).
+            max_connections: settings.max_connections + 5,
             max_outgoing_packet_count: 200,
             max_segment_size: (settings.memory.bytes() as usize / SEGMENTS).max(64 * 1024),
             max_segment_count: SEGMENTS,
             ..RouterConfig::default()
         },
-        v4: Some(HashMap::from([("devices".to_owned(), server("devices", settings.listen))])),
-        v5: settings.listen_v5.map(|v5| HashMap::from([("devices-v5".to_owned(), server("devices-v5", v5))])),
+        v4: Some(HashMap::from([("devices".to_owned(), server("devices", inner))])),
+        v5: inner_v5.map(|v5| HashMap::from([("devices-v5".to_owned(), server("devices-v5", v5))])),
         ..Config::default()
     }
 }
 
+/// Equal bytes, in a time that does not depend on where they differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// Waits for the broker to answer an MQTT CONNECT (a bare TCP probe makes it log errors).
-fn wait_until_listening(listen: SocketAddr) -> Result<(), DevicesError> {
+fn wait_until_listening(target: SocketAddr, token: &str) -> Result<(), DevicesError> {
     use std::io::{Read, Write};
-    let target = if listen.ip().is_unspecified() { SocketAddr::from(([127, 0, 0, 1], listen.port())) } else { listen };
-    // CONNECT, MQTT 3.1.1, clean session, keep-alive 10 s, client id "edge-gateway-probe".
-    let mut connect = vec![0x10, 0, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x02, 0x00, 0x0a, 0x00, 18];
-    connect.extend_from_slice(b"edge-gateway-probe");
-    connect[1] = (connect.len() - 2) as u8;
+    // CONNECT, MQTT 3.1.1, clean session, keep-alive 10 s, client id "edge-gateway-probe",
+    // with the gate's token as its password.
+    let mut body = vec![0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x02, 0x00, 0x0a, 0x00, 18];
+    body.extend_from_slice(b"edge-gateway-probe");
+    let parsed = super::mqtt::connect(&body).map_err(DevicesError::Broker)?;
+    let connect = super::mqtt::rewrite_connect(&body, &parsed, token);
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut last_error = String::new();
     while Instant::now() < deadline {

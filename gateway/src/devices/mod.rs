@@ -7,12 +7,16 @@
 //!
 //! - [`embedded`]: rumqttd inside the gateway. It acknowledges a device's QoS 1 publish
 //!   when the message is in its memory, before the journal has it; the device ack above
-//!   closes that gap for firmware that waits for it.
+//!   closes that gap for firmware that waits for it. Devices reach it only through the
+//!   [`gate`] (TLS, [`auth`], limits, per-device topic rights; [`mqtt`] is its parser).
 //! - [`external`]: a client of an existing broker (QoS 1, persistent session, manual acks):
 //!   the broker's message is acknowledged only after the journal committed it.
 
+pub mod auth;
 pub mod embedded;
 pub mod external;
+pub mod gate;
+pub mod mqtt;
 
 use std::sync::mpsc;
 
@@ -69,6 +73,7 @@ pub(crate) struct Batcher {
     store: crate::store::StoreHandle,
     pending: Vec<crate::store::Incoming>,
     replays: mpsc::Receiver<Replay>,
+    denied: Option<mpsc::Receiver<gate::Denied>>,
 }
 
 /// A dead letter sent through the pipeline again (`dlq replay`): it is deleted only after
@@ -85,7 +90,13 @@ pub struct Replay {
 
 impl Batcher {
     pub(crate) fn new(ingest: Ingest, store: crate::store::StoreHandle, replays: mpsc::Receiver<Replay>) -> Self {
-        Batcher { ingest, store, pending: Vec::with_capacity(256), replays }
+        Batcher { ingest, store, pending: Vec::with_capacity(256), replays, denied: None }
+    }
+
+    /// Also takes the publishes the device gate refused, as dead letters.
+    pub(crate) fn with_denied(mut self, denied: mpsc::Receiver<gate::Denied>) -> Self {
+        self.denied = Some(denied);
+        self
     }
 
     /// Processes one publish; flushes when 256 are waiting.
@@ -110,6 +121,10 @@ impl Batcher {
             let id = replay.id;
             let done: crate::store::Done = Box::new(move || store.forget_dead_letters(vec![id]));
             self.ingest.process(&replay.topic, &replay.payload, Some(done), &mut self.pending);
+        }
+        while let Some(Ok(denied)) = self.denied.as_ref().map(mpsc::Receiver::try_recv) {
+            let letter = self.ingest.denied(&denied.topic, &denied.payload, denied.reason);
+            self.pending.push(letter);
         }
         if self.pending.is_empty() {
             return Ok(());

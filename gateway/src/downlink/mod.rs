@@ -109,8 +109,12 @@ pub(crate) fn now_ms() -> i64 {
 
 /// Starts the downlink for `config` if `[commands]` is enabled (after the device side is
 /// up and the journal, with the command tables, is open); its task ends after `shutdown`.
+/// `embedded` is the broker behind the device gate (address and token), in embedded mode:
+/// the command sender publishes on `devices/{id}/commands`, which the gate allows no
+/// client, so it talks to the broker directly.
 pub fn spawn(
     config: &crate::Config,
+    embedded: Option<(std::net::SocketAddr, Arc<str>)>,
     metrics: Arc<crate::metrics::Metrics>,
     shutdown: CancellationToken,
 ) -> Result<Option<tokio::task::JoinHandle<()>>, crate::store::StoreError> {
@@ -121,17 +125,21 @@ pub fn spawn(
     let full = config.store.synchronous == crate::config::Synchronous::Full;
     let store = CommandStore::open(&path, full, &config.commands)
         .map_err(|source| crate::store::StoreError::Open { path: path.clone(), source })?;
-    let url = match &config.devices.mode {
-        crate::config::DevicesMode::Embedded { listen, .. } => {
-            let host = if listen.ip().is_unspecified() { "127.0.0.1".to_owned() } else { listen.ip().to_string() };
-            (
-                BrokerUrl { host, port: listen.port(), tls: false },
-                crate::config::LinkSecurity { section: "devices", tls: None, username: None, password: None },
-            )
+    let (url, security) = match (&config.devices.mode, embedded) {
+        (crate::config::DevicesMode::External { url, security, .. }, _) => (url.clone(), security.clone()),
+        (crate::config::DevicesMode::Embedded { .. }, Some((inner, token))) => (
+            BrokerUrl { host: inner.ip().to_string(), port: inner.port(), tls: false },
+            crate::config::LinkSecurity {
+                section: "devices",
+                tls: None,
+                username: Some("edge-gateway-commands".into()),
+                password: Some(crate::config::Secret::new(token.to_string())),
+            },
+        ),
+        (crate::config::DevicesMode::Embedded { .. }, None) => {
+            return Err(crate::store::StoreError::Failed("commands: the embedded broker is not running".into()))
         }
-        crate::config::DevicesMode::External { url, security, .. } => (url.clone(), security.clone()),
     };
-    let (url, security) = url;
     let broker = DeviceBroker { url, client_id: format!("{}-commands", config.gateway.id), security };
     tracing::info!(
         topic = %config.commands.topic,

@@ -424,3 +424,90 @@ fn keep_forwarded_is_off_by_default_and_a_duration_when_set() {
     let errors = errors_of(&format!("[store]\nkeep_forwarded = \"a day\"\n{route}"));
     assert!(errors.len() == 1 && errors[0].starts_with("store.keep_forwarded: "), "{errors:?}");
 }
+
+fn access_of(config: &Config) -> &Access {
+    match &config.devices.mode {
+        DevicesMode::Embedded { access, .. } => access,
+        DevicesMode::External { .. } => panic!("not embedded"),
+    }
+}
+
+#[test]
+fn saying_nothing_about_device_auth_lets_nobody_in_and_the_default_config_says_anonymous() {
+    let config = parse(ROUTE).unwrap();
+    assert_eq!(access_of(&config), &Access::Users(Default::default()), "closed, never anonymous by omission");
+    assert!(config.summary().contains("0 device user(s)"), "{}", config.summary());
+    let default = parse(DEFAULT).unwrap();
+    assert_eq!(access_of(&default), &Access::Anonymous);
+    assert!(default.summary().contains("ANONYMOUS"), "{}", default.summary());
+}
+
+#[test]
+fn device_users_from_the_config_and_a_file_are_checked_and_never_printed() {
+    let hash = crate::devices::auth::hash_password("pw").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("devices.passwd");
+    std::fs::write(&file, format!("# comment\n\nsensor-2:{hash}\n")).unwrap();
+    let text = format!(
+        "[devices.auth]\nusers = {{ \"sensor-1\" = \"{hash}\" }}\nusers_file = \"{}\"\n{ROUTE}",
+        file.display()
+    );
+    let config = parse(&text).unwrap();
+    let Access::Users(users) = access_of(&config) else { panic!() };
+    assert_eq!(users.len(), 2);
+    let debug = format!("{config:?}");
+    assert!(debug.contains("sensor-1") && !debug.contains(&hash), "{debug}");
+
+    std::fs::write(&file, format!("sensor-1:{hash}\nno colon here\nbad/name:{hash}\nsensor-3:plain\n")).unwrap();
+    let errors = errors_of(&text);
+    let path = file.display().to_string();
+    for expect in [
+        format!("devices.auth.users_file: {path} line 1: user \"sensor-1\" is listed twice"),
+        format!("devices.auth.users_file: {path} line 2: expected name:hash"),
+        format!("devices.auth.users_file: {path} line 3: user \"bad/name\""),
+        format!("devices.auth.users_file: {path} line 4: user \"sensor-3\": not a PHC password hash"),
+    ] {
+        assert!(errors.iter().any(|e| e.starts_with(&expect)), "missing {expect:?} in {errors:#?}");
+    }
+    assert_eq!(errors.len(), 4, "{errors:#?}");
+}
+
+#[test]
+fn device_auth_and_tls_errors_name_their_keys() {
+    let errors = errors_of(&format!(
+        "[devices]\ntls_cert_file = \"/nonexistent/cert.pem\"\n[devices.auth]\nallow_anonymous = true\n\
+         users = {{ \"d1\" = \"$md5$x\" }}\nusers_file = \"/nonexistent/passwd\"\n{ROUTE}"
+    ));
+    for expect in [
+        "devices.tls_key_file: required with devices.tls_cert_file",
+        "devices.auth.allow_anonymous: cannot be combined with users or users_file",
+        "devices.auth.users.d1: user \"d1\": not a PHC password hash",
+        "devices.auth.users_file: cannot read /nonexistent/passwd",
+    ] {
+        assert!(errors.iter().any(|e| e.starts_with(expect)), "missing {expect:?} in {errors:#?}");
+    }
+    assert_eq!(errors.len(), 4, "{errors:#?}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.pem");
+    std::fs::write(&junk, "not a certificate\n").unwrap();
+    let junk = junk.display();
+    let errors = errors_of(&format!(
+        "[devices]\ntls_cert_file = \"{junk}\"\ntls_key_file = \"{junk}\"\n[devices.auth]\nallow_anonymous = true\n{ROUTE}"
+    ));
+    assert!(
+        errors.iter().any(|e| e.starts_with("devices.tls_cert_file:") && e.contains("no PEM certificate")),
+        "{errors:#?}"
+    );
+    let errors = errors_of(&format!("[devices]\ntls_client_ca_file = \"{junk}\"\n{ROUTE}"));
+    assert!(
+        errors.iter().any(|e| e.starts_with("devices.tls_client_ca_file: needs devices.tls_cert_file")),
+        "{errors:#?}"
+    );
+    let errors = errors_of(&format!(
+        "[devices]\nmode = \"external\"\nurl = \"mqtt://127.0.0.1:1883\"\n[devices.auth]\nallow_anonymous = true\n{ROUTE}"
+    ));
+    assert!(errors.iter().any(|e| e.starts_with("devices.auth: only used with mode = \"embedded\"")), "{errors:#?}");
+    let errors = errors_of(&format!("[devices.auth]\nallow_anonymos = true\n{ROUTE}"));
+    assert!(errors.iter().any(|e| e.starts_with("devices.auth.allow_anonymos: unknown field")), "{errors:#?}");
+}

@@ -1,0 +1,557 @@
+//! The device gate: the listener devices connect to, in front of the embedded broker.
+//!
+//! rumqttd 0.20 has no topic ACLs, does not tell its links who published a message, and
+//! gives no reliable signal of connects and disconnects. So the gateway owns the device
+//! port and relays each accepted connection to rumqttd on a loopback port:
+//!
+//! 1. TLS (optional; client certificates required when a client CA is configured), with a
+//!    handshake deadline, on its own task: a silent client never holds up the listener.
+//! 2. The first packet must be a CONNECT within `connection_timeout`; its credentials are
+//!    checked ([`super::auth`]); a refusal gets a CONNACK with the MQTT reason code.
+//! 3. `max_connections` is enforced here, with a CONNACK "server unavailable".
+//! 4. The CONNECT goes to rumqttd with its password replaced by a per-process token that
+//!    rumqttd's auth hook demands: the loopback port is useless without the gate.
+//! 5. Every packet from the device is delimited; a packet over `max_payload` is counted and
+//!    the device disconnected. For an authenticated device every PUBLISH topic must be
+//!    under `devices/{id}/` (not its `ack` or `commands`), every SUBSCRIBE filter one of its
+//!    own `devices/{id}/ack`, `devices/{id}/commands[/...]`; a refused publish becomes a dead
+//!    letter with the reason, and the device is disconnected (MQTT 3.1.1 §3.3.5 allows
+//!    nothing else: a refused PUBLISH cannot be reported to the client).
+//!
+//! Invariant: `edge_gateway_devices_connected` counts connections that rumqttd accepted
+//! (its CONNACK said success) and whose relay still runs; it goes down when either side
+//! closes, whoever closed.
+
+use std::io::BufReader;
+use std::net::SocketAddr;
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_rustls::rustls;
+use tracing::warn;
+
+use super::auth::{Authenticator, Identity};
+use super::mqtt::{self, Next, Refusal};
+use crate::ingest::RateLimited;
+use crate::metrics::{ConnectionRefusal, Denial, Metrics};
+
+/// Most connections between accept and an authenticated CONNECT at any time; more are
+/// closed at once (counted, reason `limit`).
+const MAX_HANDSHAKING: usize = 256;
+
+/// A publish the gate refused, for the dead-letter table.
+#[derive(Debug)]
+pub struct Denied {
+    /// Its topic.
+    pub topic: String,
+    /// Its payload.
+    pub payload: Vec<u8>,
+    /// Why, naming the device.
+    pub reason: String,
+}
+
+/// TLS for the device listener: the server config and what it was built from.
+#[derive(Clone)]
+pub struct DeviceTls {
+    /// The certificate chain file.
+    pub cert_file: String,
+    /// The CA that client certificates must chain to (then they are required).
+    pub client_ca_file: Option<String>,
+    /// The rustls server config (ring provider).
+    pub config: Arc<rustls::ServerConfig>,
+}
+
+impl std::fmt::Debug for DeviceTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceTls")
+            .field("cert_file", &self.cert_file)
+            .field("client_ca_file", &self.client_ca_file)
+            .finish_non_exhaustive()
+    }
+}
+
+fn read_certs(path: &str) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    let certs = rustls_pemfile::certs(&mut BufReader::new(file))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{path}: not PEM certificates: {e}"))?;
+    if certs.is_empty() {
+        return Err(format!("{path}: no PEM certificate (-----BEGIN CERTIFICATE-----) in it"));
+    }
+    Ok(certs)
+}
+
+impl DeviceTls {
+    /// Loads the files and builds the server config. `Err` is `(which key, message)`.
+    pub fn load(cert_file: &str, key_file: &str, client_ca_file: Option<&str>) -> Result<DeviceTls, (String, String)> {
+        let certs = read_certs(cert_file).map_err(|e| ("tls_cert_file".to_owned(), e))?;
+        let key = std::fs::File::open(key_file)
+            .map_err(|e| format!("cannot read {key_file}: {e}"))
+            .and_then(|file| {
+                rustls_pemfile::private_key(&mut BufReader::new(file)).map_err(|e| format!("{key_file}: not PEM: {e}"))
+            })
+            .and_then(|key| key.ok_or_else(|| format!("{key_file}: no PEM private key in it")))
+            .map_err(|e| ("tls_key_file".to_owned(), e))?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| ("tls_cert_file".to_owned(), e.to_string()))?;
+        let builder = match client_ca_file {
+            Some(ca_file) => {
+                let mut roots = rustls::RootCertStore::empty();
+                for cert in read_certs(ca_file).map_err(|e| ("tls_client_ca_file".to_owned(), e))? {
+                    roots
+                        .add(cert)
+                        .map_err(|e| ("tls_client_ca_file".to_owned(), format!("{ca_file}: not a usable CA: {e}")))?;
+                }
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                    .build()
+                    .map_err(|e| ("tls_client_ca_file".to_owned(), format!("{ca_file}: {e}")))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+            None => builder.with_no_client_auth(),
+        };
+        let config = builder
+            .with_single_cert(certs, key)
+            .map_err(|e| ("tls_key_file".to_owned(), format!("{key_file} does not go with {cert_file}: {e}")))?;
+        Ok(DeviceTls {
+            cert_file: cert_file.to_owned(),
+            client_ca_file: client_ca_file.map(str::to_owned),
+            config: Arc::new(config),
+        })
+    }
+}
+
+/// How the gate is set up.
+pub struct Settings {
+    /// The broker listener behind the gate (loopback).
+    pub broker: SocketAddr,
+    /// TLS for devices.
+    pub tls: Option<DeviceTls>,
+    /// Most authenticated device connections, all listeners together.
+    pub max_connections: usize,
+    /// Largest packet body from a device.
+    pub max_payload: usize,
+    /// Time for the TLS handshake and the CONNECT.
+    pub connect_timeout: Duration,
+    /// The password the broker behind the gate wants.
+    pub token: Arc<str>,
+}
+
+/// What every connection task shares.
+pub struct Gate {
+    settings: Settings,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    auth: Arc<Authenticator>,
+    metrics: Arc<Metrics>,
+    denied: mpsc::SyncSender<Denied>,
+    /// The journal, for the read model's connection state of authenticated devices.
+    store: crate::store::StoreHandle,
+    sessions: Arc<Semaphore>,
+    handshaking: Arc<Semaphore>,
+    refusal_log: Mutex<RateLimited>,
+    denial_log: Mutex<RateLimited>,
+}
+
+impl Gate {
+    /// A gate; refused publishes go to `denied`; connects and disconnects of authenticated
+    /// devices go to the read model in `store`.
+    pub fn new(
+        settings: Settings,
+        auth: Arc<Authenticator>,
+        metrics: Arc<Metrics>,
+        denied: mpsc::SyncSender<Denied>,
+        store: crate::store::StoreHandle,
+    ) -> Arc<Gate> {
+        let acceptor = settings.tls.as_ref().map(|tls| tokio_rustls::TlsAcceptor::from(tls.config.clone()));
+        Arc::new(Gate {
+            sessions: Arc::new(Semaphore::new(settings.max_connections)),
+            handshaking: Arc::new(Semaphore::new(MAX_HANDSHAKING)),
+            settings,
+            acceptor,
+            auth,
+            metrics,
+            denied,
+            store,
+            refusal_log: Mutex::new(RateLimited::new(Duration::from_secs(10))),
+            denial_log: Mutex::new(RateLimited::new(Duration::from_secs(10))),
+        })
+    }
+
+    /// Accepts devices on `listener` (already bound) for the life of the process.
+    pub async fn serve(self: Arc<Gate>, listener: std::net::TcpListener) {
+        let listener = match listener.set_nonblocking(true).and_then(|()| TcpListener::from_std(listener)) {
+            Ok(listener) => listener,
+            Err(err) => {
+                tracing::error!(error = %err, "cannot use the device listener");
+                return;
+            }
+        };
+        loop {
+            match listener.accept().await {
+                Ok((stream, peer)) => {
+                    let gate = self.clone();
+                    tokio::spawn(async move { gate.connection(stream, peer).await });
+                }
+                Err(err) => {
+                    warn!(error = %err, "device listener: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+
+    fn refuse(&self, reason: ConnectionRefusal, peer: SocketAddr, detail: &str) {
+        self.metrics.devices.count_refused(reason);
+        if let Some(suppressed) = self.refusal_log.lock().ok().and_then(|mut log| log.allow()) {
+            warn!(%peer, reason = reason.label(), detail, suppressed, "device connection refused");
+        }
+    }
+
+    async fn connection(self: Arc<Gate>, stream: TcpStream, peer: SocketAddr) {
+        let Ok(handshaking) = self.handshaking.clone().try_acquire_owned() else {
+            self.refuse(ConnectionRefusal::Limit, peer, "too many connections handshaking at once");
+            return;
+        };
+        let _ = stream.set_nodelay(true);
+        let timeout = self.settings.connect_timeout;
+        match &self.acceptor {
+            // Plain TCP splits into owned halves without a lock between them.
+            None => self.session(stream, peer, handshaking, TcpStream::into_split).await,
+            Some(acceptor) => match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => self.session(tls, peer, handshaking, tokio::io::split).await,
+                Ok(Err(err)) => self.refuse(ConnectionRefusal::Tls, peer, &err.to_string()),
+                Err(_) => self.refuse(ConnectionRefusal::Tls, peer, "no TLS handshake in time"),
+            },
+        }
+    }
+
+    /// One device connection after TLS: CONNECT, checks, then the relay until either side
+    /// closes.
+    async fn session<S, R, W>(
+        &self,
+        mut client: S,
+        peer: SocketAddr,
+        handshaking: tokio::sync::OwnedSemaphorePermit,
+        split: impl FnOnce(S) -> (R, W),
+    ) where
+        S: AsyncRead + AsyncWrite + Unpin,
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        let timeout = self.settings.connect_timeout;
+        let mut buf = Vec::with_capacity(1024);
+        let frame = match tokio::time::timeout(timeout, read_frame(&mut client, &mut buf, 64 * 1024)).await {
+            Ok(Ok(frame)) if frame.kind == mqtt::CONNECT => frame,
+            Ok(Ok(_)) => return self.refuse(ConnectionRefusal::Protocol, peer, "the first packet is not a CONNECT"),
+            Ok(Err(err)) => return self.refuse(ConnectionRefusal::Protocol, peer, &err),
+            Err(_) => return self.refuse(ConnectionRefusal::Protocol, peer, "no CONNECT in time"),
+        };
+        let body = &buf[frame.body..frame.len];
+        let connect = match mqtt::connect(body) {
+            Ok(connect) => connect,
+            Err(err) => return self.refuse(ConnectionRefusal::Protocol, peer, &err),
+        };
+        let level = connect.level;
+        let client_id = connect.client_id.to_owned();
+        // Bounded: behind a storm of argon2 checks, a connection waits at most this long.
+        let check = self.auth.check(connect.client_id, connect.username, connect.password);
+        let Ok(checked) = tokio::time::timeout(timeout, check).await else {
+            self.refuse(ConnectionRefusal::Limit, peer, "password checks are backed up");
+            let _ = send(&mut client, &mqtt::connack_refusal(level, Refusal::Busy)).await;
+            return;
+        };
+        let identity = match checked {
+            Ok(identity) => identity,
+            Err(failure) => {
+                self.metrics.devices.count_auth_failure(failure);
+                if let Some(suppressed) = self.refusal_log.lock().ok().and_then(|mut log| log.allow()) {
+                    warn!(
+                        %peer, client_id, user = connect.username.unwrap_or(""), reason = failure.label(), suppressed,
+                        "device login refused"
+                    );
+                }
+                let refusal = match failure {
+                    super::auth::AuthFailure::ClientIdMismatch => Refusal::NotAuthorized,
+                    _ => Refusal::BadCredentials,
+                };
+                let _ = send(&mut client, &mqtt::connack_refusal(level, refusal)).await;
+                return;
+            }
+        };
+        if let (Identity::Device(id), Some(will)) = (&identity, connect.will_topic) {
+            if !may_publish(id, will) {
+                self.refuse(ConnectionRefusal::Acl, peer, &format!("device {id:?} may not have a will on {will:?}"));
+                let _ = send(&mut client, &mqtt::connack_refusal(level, Refusal::NotAuthorized)).await;
+                return;
+            }
+        }
+        let Ok(session) = self.sessions.clone().try_acquire_owned() else {
+            self.refuse(ConnectionRefusal::Limit, peer, "devices.max_connections reached");
+            let _ = send(&mut client, &mqtt::connack_refusal(level, Refusal::Busy)).await;
+            return;
+        };
+        let forwarded = mqtt::rewrite_connect(body, &connect, &self.settings.token);
+        buf.drain(..frame.len);
+        drop(handshaking);
+        let mut broker = match TcpStream::connect(self.settings.broker).await {
+            Ok(broker) => broker,
+            Err(err) => {
+                tracing::error!(error = %err, "cannot reach the embedded broker behind the device gate");
+                let _ = send(&mut client, &mqtt::connack_refusal(level, Refusal::Busy)).await;
+                return;
+            }
+        };
+        let _ = broker.set_nodelay(true);
+        if broker.write_all(&forwarded).await.is_err() {
+            return;
+        }
+        // The broker's CONNACK: the device counts as connected only when it says success.
+        let mut from_broker = Vec::with_capacity(64);
+        let accepted = match tokio::time::timeout(timeout, read_frame(&mut broker, &mut from_broker, 1024)).await {
+            Ok(Ok(frame)) => frame.kind == 2 && from_broker.get(frame.body + 1) == Some(&0),
+            _ => false,
+        };
+        if send(&mut client, &from_broker).await.is_err() || !accepted {
+            return;
+        }
+        // Only an authenticated connection says which device it is (an anonymous client id
+        // is not an identity): the read model's `connected` stays unknown for the others.
+        let device = match &identity {
+            Identity::Device(id) => Some((self.store.clone(), id.clone())),
+            Identity::Anonymous => None,
+        };
+        let connected = Connected::new(&self.metrics, device);
+        tracing::debug!(%peer, client_id, "device connected");
+        let (client_read, client_write) = split(client);
+        let (broker_read, broker_write) = broker.into_split();
+        let ended = tokio::select! {
+            ended = self.uplink(client_read, broker_write, buf, &identity, level, &client_id) => ended,
+            _ = downlink(broker_read, client_write) => "the broker closed the connection".to_owned(),
+        };
+        drop(connected);
+        drop(session);
+        tracing::debug!(%peer, client_id, ended, "device disconnected");
+    }
+
+    /// Device -> broker, packet by packet, checking sizes and rights. Returns why it ended.
+    async fn uplink(
+        &self,
+        mut client: impl AsyncRead + Unpin,
+        mut broker: impl AsyncWrite + Unpin,
+        mut buf: Vec<u8>,
+        identity: &Identity,
+        level: u8,
+        client_id: &str,
+    ) -> String {
+        let max = self.settings.max_payload;
+        loop {
+            let mut ok = 0;
+            let mut stop = None;
+            loop {
+                match mqtt::next(&buf[ok..], max) {
+                    Next::Packet(frame) => {
+                        if let Identity::Device(id) = identity {
+                            if let Err(why) = self.check(id, &frame, &buf[ok..], level) {
+                                stop = Some(why);
+                                break;
+                            }
+                        }
+                        ok += frame.len;
+                    }
+                    Next::Incomplete => break,
+                    Next::TooLarge { kind, remaining } => {
+                        self.metrics.devices.too_large.add(1);
+                        if let Some(suppressed) = self.denial_log.lock().ok().and_then(|mut log| log.allow()) {
+                            warn!(
+                                client_id,
+                                packet_type = kind,
+                                bytes = remaining,
+                                max_payload = max,
+                                suppressed,
+                                "device packet over devices.max_payload; device disconnected"
+                            );
+                        }
+                        stop = Some(format!("a packet of {remaining} bytes, over devices.max_payload"));
+                        break;
+                    }
+                    Next::Malformed => {
+                        stop = Some("malformed MQTT".into());
+                        break;
+                    }
+                }
+            }
+            if ok > 0 {
+                if broker.write_all(&buf[..ok]).await.is_err() {
+                    return "the broker closed the connection".into();
+                }
+                buf.drain(..ok);
+            }
+            if let Some(why) = stop {
+                return why;
+            }
+            if buf.capacity() - buf.len() < 16 * 1024 {
+                buf.reserve(64 * 1024);
+            }
+            match client.read_buf(&mut buf).await {
+                Ok(0) => return "the device closed the connection".into(),
+                Ok(_) => {}
+                Err(err) => return format!("device read error: {err}"),
+            }
+        }
+    }
+
+    /// Whether device `id` may send this packet; a refusal is counted, logged and (for a
+    /// publish) handed over as a dead letter.
+    fn check(&self, id: &str, frame: &mqtt::Frame, packet: &[u8], level: u8) -> Result<(), String> {
+        let (denial, reason) = match frame.kind {
+            mqtt::PUBLISH => {
+                let topic = mqtt::publish_topic(frame, packet)?;
+                // An MQTT 5 publish by topic alias: the alias was set by an earlier publish
+                // on this connection, whose topic passed this check.
+                if may_publish(id, topic) || (topic.is_empty() && level == 5) {
+                    return Ok(());
+                }
+                let reason = format!(
+                    "device {id:?} may not publish on {topic:?}: a device publishes only under devices/{id}/ \
+                     (not on its ack or commands topics); the device was disconnected"
+                );
+                if let Ok((topic, payload)) = mqtt::publish(frame, packet, level) {
+                    let _ = self.denied.try_send(Denied { topic, payload, reason: reason.clone() });
+                }
+                (Denial::Publish, reason)
+            }
+            mqtt::SUBSCRIBE => {
+                let filters = mqtt::subscribe_filters(frame, packet, level)?;
+                let Some(bad) = filters.iter().find(|f| !may_subscribe(id, f)) else { return Ok(()) };
+                let reason = format!(
+                    "device {id:?} may not subscribe to {bad:?}: only devices/{id}/ack and devices/{id}/commands; \
+                     the device was disconnected"
+                );
+                (Denial::Subscribe, reason)
+            }
+            _ => return Ok(()),
+        };
+        self.metrics.devices.denied[denial as usize].add(1);
+        if let Some(suppressed) = self.denial_log.lock().ok().and_then(|mut log| log.allow()) {
+            warn!(device = id, action = denial.label(), %reason, suppressed, "device denied");
+        }
+        Err(reason)
+    }
+}
+
+/// Whether device `id` may publish on `topic`: under `devices/{id}/`, not its ack or
+/// commands topics (those are the gateway's), except `devices/{id}/commands/status`, where
+/// it answers commands (`crate::downlink`).
+pub fn may_publish(id: &str, topic: &str) -> bool {
+    let Some(rest) = topic.strip_prefix("devices/").and_then(|t| t.strip_prefix(id)).and_then(|t| t.strip_prefix('/'))
+    else {
+        return false;
+    };
+    rest == "commands/status"
+        || (!rest.is_empty() && rest != "ack" && rest != "commands" && !rest.starts_with("commands/"))
+}
+
+/// Whether device `id` may subscribe to `filter`: its own `devices/{id}/ack`,
+/// `devices/{id}/commands`, or a filter under `devices/{id}/commands/`.
+pub fn may_subscribe(id: &str, filter: &str) -> bool {
+    let Some(rest) = filter.strip_prefix("devices/").and_then(|t| t.strip_prefix(id)).and_then(|t| t.strip_prefix('/'))
+    else {
+        return false;
+    };
+    rest == "ack" || rest == "commands" || rest.starts_with("commands/")
+}
+
+/// Writes and flushes (a TLS stream may hold what was written until flushed).
+async fn send(stream: &mut (impl AsyncWrite + Unpin), bytes: &[u8]) -> std::io::Result<()> {
+    stream.write_all(bytes).await?;
+    stream.flush().await
+}
+
+/// Broker -> device: bytes as they come.
+async fn downlink(mut broker: impl AsyncRead + Unpin, mut client: impl AsyncWrite + Unpin) {
+    let _ = tokio::io::copy(&mut broker, &mut client).await;
+    let _ = client.shutdown().await;
+}
+
+/// Reads until `buf` starts with a complete packet.
+async fn read_frame(
+    stream: &mut (impl AsyncRead + Unpin),
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> Result<mqtt::Frame, String> {
+    loop {
+        match mqtt::next(buf, max) {
+            Next::Packet(frame) => return Ok(frame),
+            Next::Incomplete => {}
+            Next::TooLarge { remaining, .. } => return Err(format!("a first packet of {remaining} bytes")),
+            Next::Malformed => return Err("not MQTT".into()),
+        }
+        buf.reserve(1024);
+        match stream.read_buf(buf).await {
+            Ok(0) => return Err("closed before a complete packet".into()),
+            Ok(_) => {}
+            Err(err) => return Err(err.to_string()),
+        }
+    }
+}
+
+/// Holds one count in `edge_gateway_devices_connected` while alive, and marks an
+/// authenticated device connected in the read model until it is dropped.
+struct Connected(Arc<Metrics>, Option<(crate::store::StoreHandle, String)>);
+
+impl Connected {
+    fn new(metrics: &Arc<Metrics>, device: Option<(crate::store::StoreHandle, String)>) -> Connected {
+        metrics.devices.connected.inc();
+        if let Some((store, id)) = &device {
+            store.device_connection(id, true, crate::store::now_ms());
+        }
+        Connected(metrics.clone(), device)
+    }
+}
+
+impl Drop for Connected {
+    fn drop(&mut self) {
+        self.0.devices.connected.dec();
+        if let Some((store, id)) = &self.1 {
+            store.device_connection(id, false, crate::store::now_ms());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn devices_publish_and_subscribe_only_on_their_own_topics() {
+        assert!(may_publish("d1", "devices/d1/events"));
+        assert!(may_publish("d1", "devices/d1/status/x"));
+        assert!(may_publish("d1", "devices/d1/commands/status"), "answers to commands");
+        for topic in [
+            "devices/d2/events",
+            "devices/d1",
+            "devices/d1/",
+            "devices/d1/ack",
+            "devices/d1/commands",
+            "devices/d1/commands/reboot",
+            "devices/d10/events",
+            "zigbee2mqtt/d1",
+            "$SYS/x",
+            "devices/d1x/events",
+        ] {
+            assert!(!may_publish("d1", topic), "{topic}");
+        }
+        assert!(may_subscribe("d1", "devices/d1/ack"));
+        assert!(may_subscribe("d1", "devices/d1/commands"));
+        assert!(may_subscribe("d1", "devices/d1/commands/#"));
+        for filter in
+            ["#", "devices/+/ack", "devices/d1/#", "devices/d1/events", "devices/d2/ack", "$share/g/devices/d1/ack"]
+        {
+            assert!(!may_subscribe("d1", filter), "{filter}");
+        }
+    }
+}
