@@ -75,6 +75,22 @@ impl Sim {
     pub fn output(&self) -> String {
         self.output.lock().expect("lock").clone()
     }
+
+    /// Waits (up to `limit`) for it to exit by itself.
+    pub fn wait(&mut self, limit: std::time::Duration) -> std::process::ExitStatus {
+        crate::wait_until(limit, "the simulator to exit", || self.child.try_wait().expect("sim status"))
+    }
+
+    /// A number from its final summary line, e.g. `resent`.
+    pub fn summary(&self, key: &str) -> u64 {
+        let output = self.output();
+        let line = output.lines().rev().find(|l| l.starts_with("edge-sensor-sim:")).expect("a summary line");
+        let words: Vec<&str> = line.split_whitespace().collect();
+        words
+            .windows(2)
+            .find_map(|w| (w[0] == key).then(|| w[1].parse().ok()).flatten())
+            .unwrap_or_else(|| panic!("no number after {key:?} in {line}"))
+    }
 }
 
 impl Drop for Sim {

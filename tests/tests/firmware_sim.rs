@@ -4,108 +4,15 @@
 //! (DESIGN.md guarantee 6: the firmware keeps each event until the gateway's ack covers it).
 
 use std::collections::{BTreeSet, HashMap};
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use edge_tests::clients::{CloudSubscriber, Received};
 use edge_tests::gateway::{Gateway, Setup};
 use edge_tests::mosquitto::Mosquitto;
+use edge_tests::sim::Sim;
 use edge_tests::wait_until;
 
 const WAIT: Duration = Duration::from_secs(90);
-
-/// Path of the simulator: `$EDGE_SENSOR_SIM_BIN`, or built once with cargo (release when
-/// `EDGE_TEST_PROFILE=release`).
-fn sim_binary() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Ok(path) = std::env::var("EDGE_SENSOR_SIM_BIN") {
-            return PathBuf::from(path);
-        }
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_owned();
-        let release = std::env::var("EDGE_TEST_PROFILE").is_ok_and(|p| p == "release");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut build = Command::new(cargo);
-        build.current_dir(&workspace).args([
-            "build",
-            "-q",
-            "-p",
-            "edge-firmware",
-            "--features",
-            "std",
-            "--bin",
-            "edge-sensor-sim",
-        ]);
-        if release {
-            build.arg("--release");
-        }
-        assert!(build.status().expect("cannot run cargo").success(), "building edge-sensor-sim failed");
-        let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| workspace.join("target"));
-        target.join(if release { "release" } else { "debug" }).join("edge-sensor-sim")
-    })
-    .clone()
-}
-
-/// A running simulator; its output is collected as it comes; killed on drop.
-struct Sim {
-    child: Child,
-    output: Arc<Mutex<String>>,
-}
-
-impl Sim {
-    fn start(devices_port: u16, args: &[&str]) -> Sim {
-        let mut child = Command::new(sim_binary())
-            .args(["--host", "127.0.0.1", "--port", &devices_port.to_string()])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("cannot start edge-sensor-sim");
-        let output = Arc::new(Mutex::new(String::new()));
-        for stream in [
-            child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-            child.stderr.take().map(|s| Box::new(s) as _),
-        ] {
-            let Some(stream) = stream else { continue };
-            let output = output.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    output.lock().expect("lock").push_str(&(line + "\n"));
-                }
-            });
-        }
-        Sim { child, output }
-    }
-
-    fn output(&self) -> String {
-        self.output.lock().expect("lock").clone()
-    }
-
-    fn wait(&mut self) -> ExitStatus {
-        wait_until(WAIT, "the simulator to exit", || self.child.try_wait().expect("sim status"))
-    }
-
-    /// A number from the final summary line, e.g. `resent`.
-    fn summary(&self, key: &str) -> u64 {
-        let output = self.output();
-        let line = output.lines().rev().find(|l| l.starts_with("edge-sensor-sim:")).expect("a summary line");
-        let words: Vec<&str> = line.split_whitespace().collect();
-        words
-            .windows(2)
-            .find_map(|w| (w[0] == key).then(|| w[1].parse().ok()).flatten())
-            .unwrap_or_else(|| panic!("no number after {key:?} in {line}"))
-    }
-}
-
-impl Drop for Sim {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// `(boot, seq)`s the cloud received per device.
 fn by_device(got: &Received) -> HashMap<String, BTreeSet<(u32, u32)>> {
@@ -153,7 +60,7 @@ async fn every_event_of_every_simulated_device_reaches_the_cloud_across_a_gatewa
     assert!(sim.child.try_wait().unwrap().is_none(), "the simulator outlives the gateway");
     let gateway = Gateway::start(&setup);
 
-    let status = sim.wait();
+    let status = sim.wait(WAIT);
     println!("{}", sim.output());
     assert!(
         status.success(),
@@ -209,7 +116,7 @@ async fn simulated_reboots_disconnects_and_bursts_keep_every_event_of_every_boot
         "80s",
     ];
     let mut sim = Sim::start(gateway.setup.devices_port, &args);
-    let status = sim.wait();
+    let status = sim.wait(WAIT);
     assert!(status.success(), "not every event confirmed ({status}):\n{}\n{}", sim.output(), gateway.log_text());
     assert!(
         sim.summary("connects") >= 3 * 4,
