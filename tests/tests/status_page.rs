@@ -242,6 +242,7 @@ fn mismatch(page: &Value, api: &Value) -> Option<String> {
     check("events-committed", num(&fig["events-committed"]), &api["events_committed"]);
     check("dead-letters", num(&fig["dead-letters"]), &api["dead_letters"]);
     check("reconnects", num(&fig["reconnects"]), &api["cloud_reconnects"]);
+    check("devices-connected", num(&fig["devices-connected"]), &api["devices_connected"]);
     let routes = api["routes"].as_array().cloned().unwrap_or_default();
     let forwarded: u64 = routes.iter().map(|r| r["forwarded"].as_u64().unwrap_or(0)).sum();
     check("events-forwarded", num(&fig["events-forwarded"]), &json!(forwarded));
