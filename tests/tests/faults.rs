@@ -83,6 +83,9 @@ async fn survive(name: &str, fault: Fault) {
     let device = format!("f-{name}");
     publish_all(setup.devices_port, &device, device_events(&device, 1, 200)).await.unwrap();
     sub.wait_distinct(200, WAIT);
+    // The cloud has them, but the gateway may not have its PUBACK yet: a fault now would keep
+    // the last batch queued (and be counted against the fault's events). Wait for the ack.
+    wait_until(WAIT, "the first 200 acknowledged", || (gateway.queue_depth() == 0).then_some(()));
 
     let first = link.accepted() as usize;
     link.set(fault.mode);
