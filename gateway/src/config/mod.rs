@@ -47,6 +47,9 @@ pub struct Config {
     /// Files the config names that hold secrets (password and token files, private keys),
     /// for the start-up check of who else can read them.
     pub secret_files: Vec<SecretFile>,
+    /// Keys whose secrets are written in the config file itself (`cloud.password`,
+    /// `http.token`, `devices.auth.users`...): the file must then be private too.
+    pub inline_secrets: Vec<&'static str>,
 }
 
 /// A file named by the config that holds a secret.
@@ -410,13 +413,20 @@ impl Config {
     /// files), certificate checks turned off, a password sent without TLS off this machine.
     pub fn warnings(&self, config_path: &Path) -> Vec<String> {
         let mut warnings = Vec::new();
-        let files = std::iter::once(("config file", config_path, false))
+        let config_file = (!self.inline_secrets.is_empty()).then_some(("config file", config_path, false));
+        let files = config_file
+            .into_iter()
             .chain(self.secret_files.iter().map(|f| (f.key.as_str(), f.path.as_path(), f.private_key)));
         for (what, path, private_key) in files {
             if let Some(mode) = secret::readable_by_others(path, private_key) {
                 let fix = if private_key { "chmod 600" } else { "chmod 600 or 640" };
+                let holds = if what == "config file" {
+                    format!("it holds {}", self.inline_secrets.join(", "))
+                } else {
+                    "it holds secrets".to_owned()
+                };
                 warnings.push(format!(
-                    "{what}: {} is readable by other users (mode {mode:03o}); it holds secrets: {fix} it",
+                    "{what}: {} is readable by other users (mode {mode:03o}); {holds}: {fix} it",
                     path.display()
                 ));
             }

@@ -134,6 +134,16 @@ pub(super) fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
     };
 
     let mut secret_files = Vec::new();
+    // Secrets written in the file itself: then the file must be private too.
+    let inline_secrets: Vec<&'static str> = [
+        ("cloud.password", cloud.password.is_some()),
+        ("devices.password", devices.password.is_some()),
+        ("http.token", http.token.is_some()),
+        ("devices.auth.users", devices.auth.as_ref().is_some_and(|a| a.users.is_some())),
+    ]
+    .into_iter()
+    .filter_map(|(key, set)| set.then_some(key))
+    .collect();
     let gateway = validate_gateway(&mut errors, gateway);
     let devices_link = devices.take_link();
     let devices = validate_devices(&mut errors, devices, devices_link, &gateway.id, &mut secret_files);
@@ -184,7 +194,7 @@ pub(super) fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
     );
     let log = LogConfig { filter, format };
     if errors.0.is_empty() {
-        Ok(Config { gateway, devices, store, cloud, http, log, routes, commands, secret_files })
+        Ok(Config { gateway, devices, store, cloud, http, log, routes, commands, secret_files, inline_secrets })
     } else {
         Err(errors.0)
     }

@@ -382,13 +382,25 @@ fn warnings_name_secret_files_others_can_read_and_disabled_verification() {
     let file = pki.path("gateway.toml");
     std::fs::write(&file, &text).unwrap();
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    // The config itself holds no secret (the password is in a file): its mode does not matter.
     let warnings = config.warnings(std::path::Path::new(&file));
-    assert_eq!(warnings.len(), 3, "{warnings:#?}");
-    assert!(warnings[0].starts_with(&format!("config file: {file} is readable by other users (mode 644)")));
-    assert!(warnings[1].starts_with(&format!("cloud.key_file: {key} is readable by other users (mode 640)")));
-    assert!(warnings[2].starts_with("cloud.insecure_skip_verify = true: the broker's certificate is NOT verified"));
+    assert_eq!(warnings.len(), 2, "{warnings:#?}");
+    assert!(warnings[0].starts_with(&format!("cloud.key_file: {key} is readable by other users (mode 640)")));
+    assert!(warnings[1].starts_with("cloud.insecure_skip_verify = true: the broker's certificate is NOT verified"));
+
+    // A token written in the config: now the config file must be private.
+    let text = format!("[http]\ntoken = \"0123456789abcdef-token\"\n{ROUTE}");
+    let config = parse(&text).unwrap();
+    std::fs::write(&file, &text).unwrap();
+    let warnings = config.warnings(std::path::Path::new(&file));
+    assert_eq!(
+        warnings,
+        vec![format!(
+            "config file: {file} is readable by other users (mode 644); it holds http.token: chmod 600 or 640 it"
+        )]
+    );
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
-    assert_eq!(config.warnings(std::path::Path::new(&file)).len(), 2);
+    assert!(config.warnings(std::path::Path::new(&file)).is_empty());
 }
 
 #[test]
