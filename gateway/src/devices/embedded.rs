@@ -151,10 +151,13 @@ fn drain(mut link_rx: LinkRx, mut batcher: Batcher) {
     // forwards is messages it overwrote before we read them (it skips a slow reader).
     let mut last_offset: Option<u64> = None;
     let mut overruns = crate::ingest::RateLimited::new(Duration::from_secs(10));
+    // A deadline already past: "take what is there, do not wait", without reading the
+    // clock once per publish.
+    let past = Instant::now();
     loop {
         // Drain without waiting while a group is pending; otherwise wait up to a tick.
-        let wait = if batcher.has_pending() { Duration::ZERO } else { super::TICK };
-        let next = link_rx.recv_deadline(Instant::now() + wait);
+        let deadline = if batcher.has_pending() { past } else { Instant::now() + super::TICK };
+        let next = link_rx.recv_deadline(deadline);
         match next {
             Ok(Some(Notification::Forward(forward))) => {
                 if let Some((_, offset)) = forward.cursor {

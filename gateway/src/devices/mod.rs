@@ -69,6 +69,9 @@ pub(crate) struct Batcher {
     store: crate::store::StoreHandle,
     pending: Vec<crate::store::Incoming>,
     replays: mpsc::Receiver<Replay>,
+    /// Receive time of the group being formed, read when its first publish came in (a
+    /// group is at most 256 publishes, about a millisecond under full load).
+    group_ms: i64,
 }
 
 /// A dead letter sent through the pipeline again (`dlq replay`): it is deleted only after
@@ -85,7 +88,7 @@ pub struct Replay {
 
 impl Batcher {
     pub(crate) fn new(ingest: Ingest, store: crate::store::StoreHandle, replays: mpsc::Receiver<Replay>) -> Self {
-        Batcher { ingest, store, pending: Vec::with_capacity(256), replays }
+        Batcher { ingest, store, pending: Vec::with_capacity(256), replays, group_ms: 0 }
     }
 
     /// Processes one publish; flushes when 256 are waiting.
@@ -95,7 +98,10 @@ impl Batcher {
         payload: &[u8],
         done: Option<crate::store::Done>,
     ) -> Result<(), crate::store::StoreError> {
-        self.ingest.process(topic, payload, done, &mut self.pending);
+        if self.pending.is_empty() {
+            self.group_ms = crate::store::now_ms();
+        }
+        self.ingest.process_at(topic, payload, done, &mut self.pending, self.group_ms);
         if self.pending.len() >= 256 {
             self.flush()?;
         }
