@@ -106,7 +106,13 @@ fn broker_config(settings: &BrokerSettings) -> Config {
         router: RouterConfig {
             // + the ingest link, the readiness probe, the command sender (crate::downlink).
             max_connections: settings.max_connections + 3,
-            max_outgoing_packet_count: 200,
+            // Messages a QoS 0 subscriber (the ingest link) takes per turn of the router.
+            // The link's buffer then makes the router park it until the link has drained
+            // that buffer and sent `ready()`: one router round trip per read. At 200 the
+            // link fell behind 20 devices and the segments overran at 2 MiB; at 1,000 it
+            // keeps up (BENCHMARKS.md, "Memory and overrun"). Devices' QoS 1
+            // subscriptions are limited by their inflight window instead.
+            max_outgoing_packet_count: 1000,
             max_segment_size: (settings.memory.bytes() as usize / SEGMENTS).max(64 * 1024),
             max_segment_count: SEGMENTS,
             ..RouterConfig::default()
