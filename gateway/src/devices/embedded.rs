@@ -75,7 +75,7 @@ pub fn start(
     if let Some(v5) = settings.listen_v5 {
         info!(listen = %v5, "embedded device broker listening for MQTT 5");
     }
-    let batcher = Batcher::new(ingest, store, replays);
+    let batcher = Batcher::new(ingest, store, replays).bounded();
     let ingest_thread =
         std::thread::Builder::new().name("device-ingest".into()).spawn(move || drain(link_rx, batcher))?;
     std::thread::Builder::new().name("device-acks".into()).spawn(move || publish_acks(link_tx, acks, runtime))?;

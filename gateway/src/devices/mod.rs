@@ -72,6 +72,8 @@ pub(crate) struct Batcher {
     /// Receive time of the group being formed, read when its first publish came in (a
     /// group is at most 256 publishes, about a millisecond under full load).
     group_ms: i64,
+    /// Wait for room in the writer's queue ([`crate::store::StoreHandle::ingest_bounded`]).
+    bounded: bool,
 }
 
 /// A dead letter sent through the pipeline again (`dlq replay`): it is deleted only after
@@ -88,7 +90,14 @@ pub struct Replay {
 
 impl Batcher {
     pub(crate) fn new(ingest: Ingest, store: crate::store::StoreHandle, replays: mpsc::Receiver<Replay>) -> Self {
-        Batcher { ingest, store, pending: Vec::with_capacity(256), replays, group_ms: 0 }
+        Batcher { ingest, store, pending: Vec::with_capacity(256), replays, group_ms: 0, bounded: false }
+    }
+
+    /// Hands groups over with [`crate::store::StoreHandle::ingest_bounded`]: for a source
+    /// on a thread of its own, never an async task.
+    pub(crate) fn bounded(mut self) -> Self {
+        self.bounded = true;
+        self
     }
 
     /// Processes one publish; flushes when 256 are waiting.
@@ -120,7 +129,12 @@ impl Batcher {
         if self.pending.is_empty() {
             return Ok(());
         }
-        self.store.ingest(std::mem::replace(&mut self.pending, Vec::with_capacity(256)))
+        let group = std::mem::replace(&mut self.pending, Vec::with_capacity(256));
+        if self.bounded {
+            self.store.ingest_bounded(group)
+        } else {
+            self.store.ingest(group)
+        }
     }
 
     /// Counts publishes the device broker lost before ingest took them.
