@@ -224,7 +224,7 @@ async fn memory_does_not_grow_with_the_backlog_behind_a_slow_cloud() {
     wait_until(WAIT, "the warm-up forwarded", || (gateway.queue_depth() == 0).then_some(()));
 
     link.set(Mode::Slow { delay: Duration::from_millis(50), bytes_per_second: 20_000, chunk: 4096 });
-    // The first backlog outgrows SQLite's page cache (`cache_size`, 8 MiB), which fills as
+    // The first backlog outgrows SQLite's page cache (`cache_size`, 2 MiB), which fills as
     // the file grows and then stays: from there on, only a per-event cost would show. Rounds
     // of 40k events until the journal is past 12 MiB (overruns of the small device broker
     // make the count per round vary).

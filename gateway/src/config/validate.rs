@@ -241,7 +241,7 @@ fn validate_devices(
             }
             let max_connections =
                 count(errors, "devices.max_connections", raw.max_connections, 1000, 1, 100_000) as usize;
-            let broker_memory = size(errors, "devices.broker_memory", raw.broker_memory.as_ref(), 8 << 20);
+            let broker_memory = size(errors, "devices.broker_memory", raw.broker_memory.as_ref(), 2 << 20);
             if broker_memory.bytes() < 1 << 20 {
                 errors.push("devices.broker_memory", format!("expected at least 1MiB, found {broker_memory}"));
             }

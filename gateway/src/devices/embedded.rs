@@ -137,7 +137,7 @@ pub fn start(
         runtime.spawn(gate.serve(listener));
         info!(listen = %v5, tls = settings.tls.is_some(), "device listener for MQTT 5");
     }
-    let batcher = Batcher::new(ingest, store, replays).with_denied(denied_rx);
+    let batcher = Batcher::new(ingest, store, replays).with_denied(denied_rx).bounded();
     let ingest_thread =
         std::thread::Builder::new().name("device-ingest".into()).spawn(move || drain(link_rx, batcher))?;
     std::thread::Builder::new().name("device-acks".into()).spawn(move || publish_acks(link_tx, acks, runtime))?;
@@ -180,7 +180,13 @@ fn broker_config(
             // The gate enforces devices.max_connections; room for the ingest link, the
             // readiness probe and the command sender (crate::downlink).
             max_connections: settings.max_connections + 5,
-            max_outgoing_packet_count: 200,
+            // Messages a QoS 0 subscriber (the ingest link) takes per turn of the router.
+            // The link's buffer then makes the router park it until the link has drained
+            // that buffer and sent `ready()`: one router round trip per read. At 200 the
+            // link fell behind 20 devices and the segments overran at 2 MiB; at 1,000 it
+            // keeps up (BENCHMARKS.md, "Memory and overrun"). Devices' QoS 1
+            // subscriptions are limited by their inflight window instead.
+            max_outgoing_packet_count: 1000,
             max_segment_size: (settings.memory.bytes() as usize / SEGMENTS).max(64 * 1024),
             max_segment_count: SEGMENTS,
             ..RouterConfig::default()
@@ -231,10 +237,13 @@ fn drain(mut link_rx: LinkRx, mut batcher: Batcher) {
     // forwards is messages it overwrote before we read them (it skips a slow reader).
     let mut last_offset: Option<u64> = None;
     let mut overruns = crate::ingest::RateLimited::new(Duration::from_secs(10));
+    // A deadline already past: "take what is there, do not wait", without reading the
+    // clock once per publish.
+    let past = Instant::now();
     loop {
         // Drain without waiting while a group is pending; otherwise wait up to a tick.
-        let wait = if batcher.has_pending() { Duration::ZERO } else { super::TICK };
-        let next = link_rx.recv_deadline(Instant::now() + wait);
+        let deadline = if batcher.has_pending() { past } else { Instant::now() + super::TICK };
+        let next = link_rx.recv_deadline(deadline);
         match next {
             Ok(Some(Notification::Forward(forward))) => {
                 if let Some((_, offset)) = forward.cursor {

@@ -74,6 +74,11 @@ pub(crate) struct Batcher {
     pending: Vec<crate::store::Incoming>,
     replays: mpsc::Receiver<Replay>,
     denied: Option<mpsc::Receiver<gate::Denied>>,
+    /// Receive time of the group being formed, read when its first publish came in (a
+    /// group is at most 256 publishes, about a millisecond under full load).
+    group_ms: i64,
+    /// Wait for room in the writer's queue ([`crate::store::StoreHandle::ingest_bounded`]).
+    bounded: bool,
 }
 
 /// A dead letter sent through the pipeline again (`dlq replay`): it is deleted only after
@@ -90,12 +95,19 @@ pub struct Replay {
 
 impl Batcher {
     pub(crate) fn new(ingest: Ingest, store: crate::store::StoreHandle, replays: mpsc::Receiver<Replay>) -> Self {
-        Batcher { ingest, store, pending: Vec::with_capacity(256), replays, denied: None }
+        Batcher { ingest, store, pending: Vec::with_capacity(256), replays, denied: None, group_ms: 0, bounded: false }
     }
 
     /// Also takes the publishes the device gate refused, as dead letters.
     pub(crate) fn with_denied(mut self, denied: mpsc::Receiver<gate::Denied>) -> Self {
         self.denied = Some(denied);
+        self
+    }
+
+    /// Hands groups over with [`crate::store::StoreHandle::ingest_bounded`]: for a source
+    /// on a thread of its own, never an async task.
+    pub(crate) fn bounded(mut self) -> Self {
+        self.bounded = true;
         self
     }
 
@@ -106,7 +118,10 @@ impl Batcher {
         payload: &[u8],
         done: Option<crate::store::Done>,
     ) -> Result<(), crate::store::StoreError> {
-        self.ingest.process(topic, payload, done, &mut self.pending);
+        if self.pending.is_empty() {
+            self.group_ms = crate::store::now_ms();
+        }
+        self.ingest.process_at(topic, payload, done, &mut self.pending, self.group_ms);
         if self.pending.len() >= 256 {
             self.flush()?;
         }
@@ -129,7 +144,12 @@ impl Batcher {
         if self.pending.is_empty() {
             return Ok(());
         }
-        self.store.ingest(std::mem::replace(&mut self.pending, Vec::with_capacity(256)))
+        let group = std::mem::replace(&mut self.pending, Vec::with_capacity(256));
+        if self.bounded {
+            self.store.ingest_bounded(group)
+        } else {
+            self.store.ingest(group)
+        }
     }
 
     /// Counts publishes the device broker lost before ingest took them.

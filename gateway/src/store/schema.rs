@@ -179,12 +179,14 @@ pub fn open(path: &Path, config: &StoreConfig, route_names: &[String]) -> Result
     };
     // auto_vacuum must be chosen before the first table exists; it lets retention give
     // pages back to the file system (`incremental_vacuum`) instead of only reusing them.
+    // A 2 MiB page cache: rows are appended at the tail and deleted at the head, so the hot
+    // pages are few; 8 MiB cost 4-8 MiB of RSS under load for no measured throughput.
     let pragmas = format!(
         "PRAGMA auto_vacuum = INCREMENTAL;
          PRAGMA journal_mode = WAL;
          PRAGMA synchronous = {sync};
          PRAGMA journal_size_limit = 67108864;
-         PRAGMA cache_size = -8192;
+         PRAGMA cache_size = -2048;
          PRAGMA temp_store = MEMORY;"
     );
     conn.execute_batch(&pragmas).map_err(|e| classify(path, e))?;

@@ -260,3 +260,30 @@ async fn the_forwarder_is_told_of_every_inserted_row_even_when_acks_delete_in_th
     assert_eq!(store.handle.committed().count(0), 20_015, "every committed row is announced");
     close(store);
 }
+
+#[test]
+fn a_bounded_sender_waits_for_the_writer_to_take_events_and_never_on_a_stopped_writer() {
+    let queued = Arc::new(Queued { state: std::sync::Mutex::default(), taken: std::sync::Condvar::new(), limit: 10 });
+    queued.add(8, true);
+    let (done_tx, done_rx) = mpsc::channel();
+    let sender = queued.clone();
+    std::thread::spawn(move || {
+        sender.add(5, true);
+        done_tx.send(()).unwrap();
+    });
+    assert!(done_rx.recv_timeout(Duration::from_millis(200)).is_err(), "8 + 5 > 10: the sender waits");
+    queued.take(8);
+    done_rx.recv_timeout(Duration::from_secs(10)).expect("room made: the sender goes on");
+    assert_eq!(queued.lock().events, 5);
+    queued.take(5);
+    queued.add(20, true); // a group larger than the bound passes when nothing is queued
+    let (done_tx, done_rx) = mpsc::channel();
+    let sender = queued.clone();
+    std::thread::spawn(move || {
+        sender.add(1, true);
+        done_tx.send(()).unwrap();
+    });
+    assert!(done_rx.recv_timeout(Duration::from_millis(200)).is_err());
+    queued.close();
+    done_rx.recv_timeout(Duration::from_secs(10)).expect("a stopped writer releases every sender");
+}

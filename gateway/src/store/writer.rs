@@ -170,7 +170,8 @@ impl Writer {
         writer
     }
 
-    pub fn run(mut self, rx: mpsc::Receiver<Command>) {
+    /// Runs until shutdown; `taken(n)` is told of every `n` events taken out of `rx`.
+    pub fn run(mut self, rx: mpsc::Receiver<Command>, taken: impl Fn(usize)) {
         // Retained acks live in the device broker's memory and are gone after a restart:
         // publish every known mark once, so a device that reconnects learns what is stored.
         let known: Vec<String> = self.devices.keys().cloned().collect();
@@ -185,8 +186,11 @@ impl Writer {
             };
             let mut stop = false;
             if let Some(first) = first {
+                let mut events = match &first {
+                    Command::Ingest(items) => items.len(),
+                    _ => 0,
+                };
                 let mut commands = vec![first];
-                let mut events = 0;
                 while events < self.config.commit_max_events {
                     match rx.try_recv() {
                         Ok(Command::Ingest(items)) => {
@@ -197,6 +201,7 @@ impl Writer {
                         Err(_) => break,
                     }
                 }
+                taken(events);
                 stop = self.apply(commands);
             }
             if stop {
