@@ -174,6 +174,8 @@ pub struct DeviceMetrics {
     pub denied: [Counter; 2],
     /// Packets larger than `devices.max_payload` (the device is disconnected).
     pub too_large: Counter,
+    /// Times the gate held a device back because the journal was behind (back-pressure).
+    pub backpressure: Counter,
 }
 
 impl DeviceMetrics {
@@ -233,6 +235,12 @@ impl DeviceMetrics {
             "# HELP edge_gateway_device_packets_too_large_total Device packets over devices.max_payload (device disconnected).\n\
              # TYPE edge_gateway_device_packets_too_large_total counter\nedge_gateway_device_packets_too_large_total {}",
             self.too_large.get()
+        );
+        let _ = writeln!(
+            out,
+            "# HELP edge_gateway_device_backpressure_total Times the device gate held devices back because the journal was behind.\n\
+             # TYPE edge_gateway_device_backpressure_total counter\nedge_gateway_device_backpressure_total {}",
+            self.backpressure.get()
         );
     }
 }

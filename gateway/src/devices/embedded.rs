@@ -122,6 +122,7 @@ pub fn start(
     }
     let (denied_tx, denied_rx) = mpsc::sync_channel(1024);
     let auth = Authenticator::new(settings.access.clone());
+    let inflow = std::sync::Arc::new(super::inflow::Inflow::new(settings.memory.bytes()));
     let gate_settings = |broker| super::gate::Settings {
         broker,
         tls: settings.tls.clone(),
@@ -129,6 +130,7 @@ pub fn start(
         max_payload: settings.max_payload.bytes() as usize,
         connect_timeout: CONNECT_TIMEOUT,
         token: token.clone(),
+        inflow: inflow.clone(),
     };
     let gate = Gate::new(gate_settings(inner), auth.clone(), metrics.clone(), denied_tx.clone(), store.clone());
     runtime.spawn(gate.serve(public));
@@ -139,7 +141,7 @@ pub fn start(
     }
     let batcher = Batcher::new(ingest, store, replays).with_denied(denied_rx).bounded();
     let ingest_thread =
-        std::thread::Builder::new().name("device-ingest".into()).spawn(move || drain(link_rx, batcher))?;
+        std::thread::Builder::new().name("device-ingest".into()).spawn(move || drain(link_rx, batcher, &inflow))?;
     std::thread::Builder::new().name("device-acks".into()).spawn(move || publish_acks(link_tx, acks, runtime))?;
     info!(listen = %settings.listen, tls = settings.tls.is_some(), "device listener ready (embedded broker)");
     Ok(Embedded { listen: settings.listen, inner: (inner, token), _broker: broker_thread, ingest_thread })
@@ -232,7 +234,7 @@ fn wait_until_listening(target: SocketAddr, token: &str) -> Result<(), DevicesEr
 }
 
 /// The ingest thread: takes everything the link has, hands it to the store in groups.
-fn drain(mut link_rx: LinkRx, mut batcher: Batcher) {
+fn drain(mut link_rx: LinkRx, mut batcher: Batcher, inflow: &super::inflow::Inflow) {
     // rumqttd numbers the messages of a filter's log consecutively; a gap between two
     // forwards is messages it overwrote before we read them (it skips a slow reader).
     let mut last_offset: Option<u64> = None;
@@ -262,8 +264,12 @@ fn drain(mut link_rx: LinkRx, mut batcher: Batcher) {
                 }
                 let Ok(topic) = std::str::from_utf8(&forward.publish.topic) else {
                     warn!("device publish with a topic that is not UTF-8 ignored");
+                    inflow.taken(1);
                     continue;
                 };
+                if super::inflow::through_gate(topic) {
+                    inflow.taken(1);
+                }
                 if super::is_gateway_to_device(topic) {
                     continue;
                 }
@@ -279,6 +285,10 @@ fn drain(mut link_rx: LinkRx, mut batcher: Batcher) {
             Ok(_) => {}
             Err(LinkError::RecvTimeout(_)) => {
                 let idle = !batcher.has_pending();
+                if idle && deadline > past {
+                    // A whole tick without a publish: nothing waits in the broker.
+                    inflow.idle();
+                }
                 let result = if idle { batcher.tick() } else { batcher.flush() };
                 if result.is_err() {
                     break;

@@ -139,6 +139,8 @@ pub struct Settings {
     pub connect_timeout: Duration,
     /// The password the broker behind the gate wants.
     pub token: Arc<str>,
+    /// Back-pressure: publishes waiting in the broker ([`super::inflow`]).
+    pub inflow: Arc<super::inflow::Inflow>,
 }
 
 /// What every connection task shares.
@@ -348,9 +350,11 @@ impl Gate {
         client_id: &str,
     ) -> String {
         let max = self.settings.max_payload;
+        let inflow = &self.settings.inflow;
         loop {
             let mut ok = 0;
             let mut stop = None;
+            let (mut publishes, mut publish_bytes) = (0u64, 0u64);
             loop {
                 match mqtt::next(&buf[ok..], max) {
                     Next::Packet(frame) => {
@@ -359,6 +363,10 @@ impl Gate {
                                 stop = Some(why);
                                 break;
                             }
+                        }
+                        if frame.kind == mqtt::PUBLISH {
+                            publishes += 1;
+                            publish_bytes += frame.len as u64;
                         }
                         ok += frame.len;
                     }
@@ -385,16 +393,29 @@ impl Gate {
                 }
             }
             if ok > 0 {
+                // The journal is behind and the broker holds a lot unread: hold this device
+                // back (its TCP and inflight windows fill) rather than let the broker
+                // overwrite unread events.
+                if publishes > 0 && inflow.wait_for_room().await {
+                    self.metrics.devices.backpressure.add(1);
+                }
                 if broker.write_all(&buf[..ok]).await.is_err() {
                     return "the broker closed the connection".into();
                 }
+                inflow.forwarded(publishes, publish_bytes);
                 buf.drain(..ok);
             }
             if let Some(why) = stop {
                 return why;
             }
-            if buf.capacity() - buf.len() < 16 * 1024 {
-                buf.reserve(64 * 1024);
+            // Small reads keep the per-connection buffer small (a thousand idle devices must
+            // not cost a thousand large buffers); it grows only for a packet that needs it
+            // and gives the room back once that packet has gone.
+            if buf.is_empty() && buf.capacity() > 32 * 1024 {
+                buf.shrink_to(8 * 1024);
+            }
+            if buf.capacity() - buf.len() < 2 * 1024 {
+                buf.reserve(8 * 1024);
             }
             match client.read_buf(&mut buf).await {
                 Ok(0) => return "the device closed the connection".into(),

@@ -16,6 +16,7 @@ pub mod auth;
 pub mod embedded;
 pub mod external;
 pub mod gate;
+pub mod inflow;
 pub mod mqtt;
 
 use std::sync::mpsc;

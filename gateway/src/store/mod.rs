@@ -376,9 +376,9 @@ impl Drop for CloseOnDrop {
 }
 
 /// Most events waiting in the writer's channel before [`StoreHandle::ingest_bounded`]
-/// waits: about 64 of ingest's 256-event groups, ~4 MiB (an item costs ~250 B of heap). A
+/// waits: 32 of ingest's 256-event groups, ~2 MiB (an item costs ~250 B of heap). A
 /// group commit takes at most `store.commit_max_events` of them at a time.
-pub const INGEST_QUEUE_EVENTS: usize = 16_384;
+pub const INGEST_QUEUE_EVENTS: usize = 8_192;
 
 /// The other stages' handle on the journal. Cheap to clone.
 #[derive(Clone)]
