@@ -15,6 +15,10 @@
 //! than what rumqttd counts, so the estimate errs on the safe side), is over half of
 //! `devices.broker_memory`.
 //!
+//! While a device is held back, nothing of it is relayed, pings included: a hold longer than
+//! 1.5x its keep-alive makes the broker drop the connection (the device reconnects and
+//! re-sends what was not acknowledged). The journal would have to stall that long first.
+//!
 //! Invariant: the count can only drift when a publish the gate forwarded never reaches the
 //! link (a connection cut mid-packet); the ingest link resynchronises whenever it has been
 //! idle for a tick (nothing unread then), so a drift can never stop the gate for good.
