@@ -82,16 +82,7 @@ impl Session<'_> {
             .set_inflight(100);
         let (client, mut eventloop) = AsyncClient::new(options, STATUS_INFLIGHT + 16);
         eventloop.network_options.set_connection_timeout(cloud.connect_timeout.as_secs().max(1));
-        let (events_tx, mut events) = mpsc::channel::<Result<Event, ConnectionError>>(64);
-        let poller = tokio::spawn(async move {
-            loop {
-                let event = eventloop.poll().await;
-                let failed = event.is_err();
-                if events_tx.send(event).await.is_err() || failed {
-                    return;
-                }
-            }
-        });
+        let (mut events, poller) = crate::forward::spawn_poller(eventloop, 64);
         let end = self.exchange(&client, &mut events, shutdown).await;
         let _ = client.try_disconnect();
         poller.abort();

@@ -195,16 +195,7 @@ impl Session<'_> {
             warn!(cloud = %self.cloud.url, "cloud.insecure_skip_verify: connected WITHOUT verifying the cloud's certificate (lab use only)");
         }
 
-        let (events_tx, mut events) = mpsc::channel(256);
-        let poller = tokio::spawn(async move {
-            loop {
-                let event = eventloop.poll().await;
-                let failed = event.is_err();
-                if events_tx.send(event).await.is_err() || failed {
-                    return;
-                }
-            }
-        });
+        let (mut events, poller) = spawn_poller(eventloop, 256);
         let end = self.exchange(&client, &mut events, shutdown).await;
         let _ = client.try_disconnect();
         poller.abort();
@@ -439,4 +430,24 @@ async fn sleep_until(deadline: Option<Instant>) {
 
 fn store_end(err: StoreError) -> End {
     End::Lost(format!("journal unavailable: {err}"))
+}
+
+/// Runs one connection's event loop in its own task (so that its `poll` is never cancelled
+/// by a `select!` elsewhere) and hands its events over a channel; the task ends after the
+/// first error (the caller reconnects with a fresh client) or when the receiver is gone.
+pub(crate) fn spawn_poller(
+    mut eventloop: rumqttc::EventLoop,
+    capacity: usize,
+) -> (mpsc::Receiver<Result<Event, ConnectionError>>, tokio::task::JoinHandle<()>) {
+    let (events_tx, events) = mpsc::channel(capacity);
+    let poller = tokio::spawn(async move {
+        loop {
+            let event = eventloop.poll().await;
+            let failed = event.is_err();
+            if events_tx.send(event).await.is_err() || failed {
+                return;
+            }
+        }
+    });
+    (events, poller)
 }
