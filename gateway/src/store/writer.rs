@@ -1,11 +1,13 @@
 //! The writer thread: the only owner of the journal connection. See the module essay in
 //! `store/mod.rs` for the invariants; this file keeps them. Retention lives in
-//! [`retention`].
+//! [`retention`], what a failed commit does (full disk, damaged file) in [`failures`].
 
+mod failures;
 mod retention;
 
+use failures::{is_disk_full, DISK_FULL_PROBE_EVERY};
+
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
@@ -18,7 +20,7 @@ use tokio::sync::oneshot;
 
 use super::{Command, Committed, DeadLetter, DeviceAck, Done, Incoming, NewEvent, Row, StoreError};
 use crate::config::{StoreConfig, WhenFull};
-use crate::metrics::{DropReason, Metrics, StoreErrorKind};
+use crate::metrics::{DropReason, Metrics};
 
 /// How often retention, vacuum and the oldest-age gauges run.
 const MAINTENANCE_EVERY: Duration = Duration::from_millis(500);
@@ -117,17 +119,6 @@ struct Work {
 type ReplayRequest = (usize, i64, i64, i64);
 /// Where a replay step's result goes.
 type ReplayReply = oneshot::Sender<Result<super::forwarded::Step, StoreError>>;
-
-/// While the disk is full, how often events are tried again (the rest are refused without
-/// touching the disk).
-const DISK_FULL_PROBE_EVERY: Duration = Duration::from_secs(1);
-/// At most one error line per this long for failing commits (the count of the others follows).
-const FAILURE_LOG_EVERY: Duration = Duration::from_secs(10);
-
-/// `SQLITE_FULL`: the file system (or a size limit) has no room for the journal.
-fn is_disk_full(err: &rusqlite::Error) -> bool {
-    err.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull)
-}
 
 /// Estimated journal bytes of one row beyond its payload (row header, index entry, page slack).
 const ROW_OVERHEAD: u64 = 64;
@@ -388,37 +379,6 @@ impl Writer {
         Ok(())
     }
 
-    /// The disk is full and `items` could not be stored: count their events as dropped
-    /// (`full`); their `done` is not run (an external broker redelivers them later).
-    fn refuse_events(&mut self, items: &mut Vec<Incoming>) {
-        let refused = items.iter().filter(|i| matches!(i, Incoming::Event(e) if !e.routes.is_empty())).count() as u64;
-        items.retain(|i| matches!(i, Incoming::DeadLetter(_)));
-        if refused > 0 {
-            self.metrics.count_drop(DropReason::Full, refused);
-            self.log_full(refused, "disk full: refused new events");
-        }
-    }
-
-    /// `drop_oldest` on a full disk: deletes the oldest rows (at least twice what the group
-    /// needs, or 5% of the queue) so that the group fits. False when nothing could be freed.
-    fn free_oldest(&mut self, needed: usize) -> bool {
-        let depth: u64 = self.routes.iter().map(|r| r.depth).sum();
-        let want = (needed as u64 * 2).max(depth / 20).max(256).min(RETENTION_CHUNK as u64) as i64;
-        let sql = "DELETE FROM events WHERE id IN (SELECT id FROM events ORDER BY id LIMIT ?1) RETURNING route, length(payload)";
-        match self.drop_rows(sql, params![want], DropReason::Full) {
-            Ok(0) => false,
-            Ok(dropped) => {
-                self.log_full(dropped, "disk full: dropped the oldest events (when_full = \"drop_oldest\")");
-                self.refresh_gauges();
-                true
-            }
-            Err(err) => {
-                self.note_store_error(&err);
-                false
-            }
-        }
-    }
-
     fn insert_event(&mut self, group: &mut Group, index: usize, event: &mut NewEvent) -> Result<(), rusqlite::Error> {
         let mark = self.devices.get(&event.device).copied();
         let retransmit = matches!(mark, Some((boot, seq)) if boot == event.boot && event.seq <= seq);
@@ -500,30 +460,6 @@ impl Writer {
             .execute(params![letter.received_ms, letter.topic, letter.reason, letter.payload])?;
         group.dead_letters += 1;
         group.done.extend(letter.done.take().map(|d| (index, d)));
-        Ok(())
-    }
-
-    /// `reject_new`: deletes kept forwarded events (oldest first, inside the group's
-    /// transaction) until usage is under 95% of `max_bytes` or none is left. Only a deletion
-    /// ends `rejecting` (as in [`Writer::maybe_stop_rejecting`]).
-    fn free_kept(&mut self, group: &mut Group) -> Result<(), rusqlite::Error> {
-        if self.config.keep_forwarded.is_none() {
-            return Ok(());
-        }
-        let target = self.config.max_bytes.bytes() / 100 * 95;
-        for _ in 0..32 {
-            if super::forwarded::evict(&self.conn, 256)? == 0 {
-                break;
-            }
-            // Pages in use now, including what this group has written so far.
-            let used = self.current_used()?;
-            if used < target {
-                self.used_bytes = used;
-                group.added_bytes = 0;
-                self.rejecting = false;
-                break;
-            }
-        }
         Ok(())
     }
 
@@ -684,75 +620,6 @@ impl Writer {
     fn maybe_stop_rejecting(&mut self) {
         if self.rejecting && self.used_bytes < self.config.max_bytes.bytes() / 100 * 95 {
             self.rejecting = false;
-        }
-    }
-
-    fn after_failure(&mut self, group: Group, err: &rusqlite::Error) {
-        self.metrics.store_ok.set(0);
-        self.metrics.commit_failures.add(1);
-        self.note_store_error(err);
-        // Nothing of the group is durable: undo the in-memory marks so that the devices'
-        // retransmits are accepted, and run no `done` (external brokers redeliver).
-        for (device, before) in group.marks_before {
-            match before {
-                Some(mark) => self.devices.insert(device, mark),
-                None => self.devices.remove(&device),
-            };
-        }
-        // Rate-limited: on a full disk every group fails until the policy makes room.
-        self.failures_unlogged += 1;
-        if self.last_failure_log.is_none_or(|t| t.elapsed() >= FAILURE_LOG_EVERY) {
-            let hint = if is_disk_full(err) { " (disk full: applying store.when_full)" } else { "" };
-            error!(error = %err, events = group.committed_events, failed_commits = self.failures_unlogged,
-                "commit failed{hint}; the group was not stored and devices were not acknowledged; further messages suppressed for 10s");
-            self.failures_unlogged = 0;
-            self.last_failure_log = Some(Instant::now());
-        }
-    }
-
-    /// A damaged journal (`SQLITE_CORRUPT` / `SQLITE_NOTADB` on any statement) cannot be
-    /// worked around without losing rows silently: leave `journal.db.damaged` beside it (so
-    /// that a restart refuses it instead of running into the damage again), say what to do,
-    /// and stop the process with exit code 1. Nothing is deleted or rewritten.
-    fn stop_if_damaged(&self, err: &rusqlite::Error) {
-        if !matches!(
-            err.sqlite_error_code(),
-            Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
-        ) {
-            return;
-        }
-        let path = PathBuf::from(self.conn.path().unwrap_or("journal.db"));
-        let marker = super::damaged_marker(&path);
-        if let Err(io) = std::fs::write(&marker, format!("{err}\n")) {
-            warn!(error = %io, marker = %marker.display(), "cannot leave the damaged-journal marker");
-        }
-        let err = StoreError::Damaged { path, marker, reason: err.to_string() };
-        error!("{err}");
-        eprintln!("edge-gateway: {err}");
-        std::process::exit(1);
-    }
-
-    /// Counts a failed write by kind; a full disk is remembered until events fit again.
-    fn note_store_error(&mut self, err: &rusqlite::Error) {
-        self.stop_if_damaged(err);
-        let kind = if is_disk_full(err) {
-            StoreErrorKind::DiskFull
-        } else if matches!(err.sqlite_error_code(), Some(rusqlite::ErrorCode::SystemIoFailure)) {
-            StoreErrorKind::Io
-        } else {
-            StoreErrorKind::Other
-        };
-        self.metrics.count_store_error(kind);
-        if kind == StoreErrorKind::DiskFull {
-            self.metrics.disk_full.set(1);
-            if !self.disk_full {
-                self.disk_full = true;
-                self.last_probe = Some(Instant::now());
-                self.metrics
-                    .note_error(super::now_ms(), format!("journal: disk full ({err}); store.when_full applies"));
-            }
-        } else {
-            self.metrics.note_error(super::now_ms(), format!("journal commit failed: {err}"));
         }
     }
 

@@ -219,3 +219,29 @@ impl Writer {
         Ok(())
     }
 }
+
+impl Writer {
+    /// `reject_new`: deletes kept forwarded events (oldest first, inside the group's
+    /// transaction) until usage is under 95% of `max_bytes` or none is left. Only a deletion
+    /// ends `rejecting` (as in [`Writer::maybe_stop_rejecting`]).
+    pub(super) fn free_kept(&mut self, group: &mut Group) -> Result<(), rusqlite::Error> {
+        if self.config.keep_forwarded.is_none() {
+            return Ok(());
+        }
+        let target = self.config.max_bytes.bytes() / 100 * 95;
+        for _ in 0..32 {
+            if crate::store::forwarded::evict(&self.conn, 256)? == 0 {
+                break;
+            }
+            // Pages in use now, including what this group has written so far.
+            let used = self.current_used()?;
+            if used < target {
+                self.used_bytes = used;
+                group.added_bytes = 0;
+                self.rejecting = false;
+                break;
+            }
+        }
+        Ok(())
+    }
+}
