@@ -4,7 +4,9 @@
 //! # Protocol
 //!
 //! 1. Offline: at the retry time, open the transport and send CONNECT (clean session,
-//!    client id = device id).
+//!    client id = device id; with a [`Settings::password`], the user name (default: the
+//!    device id) and the password). A refused login (CONNACK 4 or 5) is
+//!    [`Error::Refused`], retried with the backoff like any link error.
 //! 2. CONNACK accepted: SUBSCRIBE to `devices/{device}/ack` and `devices/{device}/commands`
 //!    (QoS 1). The gateway's ack is retained, so a reconnecting device learns its mark at
 //!    once.
@@ -73,6 +75,34 @@ pub struct Settings {
     pub retry_min_ms: u32,
     /// Longest reconnect delay, in ms.
     pub retry_max_ms: u32,
+    /// MQTT user name. `None`: the device id, sent only together with a password (the
+    /// gateway's `[devices.auth]` users are device ids).
+    pub username: Option<&'static str>,
+    /// MQTT password (`None`: log in anonymously). Kept in flash or a `static` the
+    /// application fills at start-up; `Debug` never prints it.
+    pub password: Option<Password>,
+}
+
+/// A password for the MQTT CONNECT; its `Debug` is redacted.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Password(&'static [u8]);
+
+impl Password {
+    /// A password of these bytes (MQTT 3.1.1 passwords are binary, at most 65,535 bytes).
+    pub const fn new(bytes: &'static [u8]) -> Password {
+        Password(bytes)
+    }
+
+    /// The bytes, for the CONNECT.
+    pub const fn as_bytes(&self) -> &'static [u8] {
+        self.0
+    }
+}
+
+impl core::fmt::Debug for Password {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("Password(<redacted>)")
+    }
 }
 
 impl Default for Settings {
@@ -85,6 +115,8 @@ impl Default for Settings {
             response_timeout_ms: 10_000,
             retry_min_ms: 100,
             retry_max_ms: 10_000,
+            username: None,
+            password: None,
         }
     }
 }
@@ -291,12 +323,14 @@ impl<T: Transport, C: Clock, const SLOTS: usize, const BYTES: usize, const RX: u
                 return Ok(());
             }
             self.link = Link::Connecting { since: now };
+            let device = self.numbering.device();
+            let password = self.settings.password.map(|p| p.as_bytes());
             let connect = Connect {
-                client_id: self.numbering.device(),
+                client_id: device,
                 keep_alive_secs: self.settings.keep_alive_secs,
                 clean_session: true,
-                username: None,
-                password: None,
+                username: self.settings.username.or(password.map(|_| device)),
+                password,
             };
             self.client.connect(&connect, now)?;
         }

@@ -86,6 +86,14 @@ impl Error {
     }
 }
 
+impl Error {
+    /// True for a refused login: CONNACK 4 (bad user name or password) or 5 (not
+    /// authorised). Retrying cannot help until the credentials change.
+    pub const fn is_login_refused(&self) -> bool {
+        matches!(self, Error::Refused { code: 4 | 5 })
+    }
+}
+
 impl From<TransportError> for Error {
     fn from(err: TransportError) -> Self {
         Error::Transport(err)

@@ -57,7 +57,7 @@ mod ring;
 mod transport;
 
 pub use command::Outcome;
-pub use device::{Activity, Device, Settings, Stats, DEFAULT_RX_LEN, TX_LEN};
+pub use device::{Activity, Device, Password, Settings, Stats, DEFAULT_RX_LEN, TX_LEN};
 pub use error::{Error, TransportError};
 pub use numbering::{timestamp, BootId, Clock, EventId, NoClock, Numbering};
 pub use ring::{Ring, Stored, WhenFull};

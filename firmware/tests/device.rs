@@ -8,7 +8,7 @@ mod support;
 
 use edge_event::command::{Command, ReplyStatus};
 use edge_event::{Reading, Value};
-use edge_firmware::{BootId, Clock, Device, Error, NoClock, Outcome, Settings, WhenFull};
+use edge_firmware::{BootId, Clock, Device, Error, NoClock, Outcome, Password, Settings, WhenFull};
 use support::FakeBroker;
 
 type TestDevice = Device<FakeBroker, NoClock, 16, 2048>;
@@ -387,4 +387,37 @@ fn the_largest_command_the_gateway_sends_by_default_fits_the_default_receive_buf
         })
         .unwrap();
     assert!(ran && device.is_online());
+}
+
+#[test]
+fn the_device_logs_in_with_its_id_and_password_and_a_refused_login_is_retried_with_backoff() {
+    let (mut device, broker) = device();
+    device.poll(0).unwrap();
+    assert_eq!(broker.state().logins, [(None, None)], "anonymous without a password");
+
+    let settings = Settings {
+        password: Some(Password::new(b"s3cret")),
+        retry_min_ms: 100,
+        retry_max_ms: 400,
+        ..Settings::default()
+    };
+    assert!(!format!("{settings:?}").contains("s3cret"), "Debug redacts the password");
+    let (mut device, broker) = device_with(settings);
+    broker.state().connack_code = 4;
+    let err = device.poll(0).unwrap_err();
+    assert!(err.is_login_refused() && err.is_link(), "{err:?}");
+    assert_eq!(broker.state().logins, [(Some("dev-1".to_owned()), Some(b"s3cret".to_vec()))]);
+    assert!(!device.is_online());
+    for now in (1..2_000).step_by(10) {
+        let _ = device.poll(now);
+    }
+    let opens = broker.state().opens;
+    assert!((3..=8).contains(&opens), "a refused login backs off like any link error: {opens} opens");
+
+    broker.state().connack_code = 0;
+    let settings = Settings { username: Some("fleet-a"), password: Some(Password::new(b"pw")), ..Settings::default() };
+    let (mut device, broker) = device_with(settings);
+    device.poll(0).unwrap();
+    assert!(device.is_online());
+    assert_eq!(broker.state().logins, [(Some("fleet-a".to_owned()), Some(b"pw".to_vec()))]);
 }

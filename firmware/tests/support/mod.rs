@@ -46,6 +46,10 @@ pub struct State {
     pub filters: Vec<String>,
     /// Pings answered.
     pub pings: usize,
+    /// The CONNACK code to answer every CONNECT with (0: accepted).
+    pub connack_code: u8,
+    /// User name and password of every CONNECT.
+    pub logins: Vec<(Option<String>, Option<Vec<u8>>)>,
     /// Replies on `devices/{device}/commands/status`: (id, status, message).
     pub replies: Vec<(String, edge_event::command::ReplyStatus, String)>,
 }
@@ -140,8 +144,20 @@ fn serve(s: &mut State) {
                 let id_len = usize::from(u16::from_be_bytes([body[10], body[11]]));
                 assert_eq!(body[7] & 0x02, 0x02, "clean session");
                 assert!(id_len > 0);
+                let mut at = 12 + id_len;
+                let mut field = |present: bool| {
+                    present.then(|| {
+                        let len = usize::from(u16::from_be_bytes([body[at], body[at + 1]]));
+                        at += 2 + len;
+                        body[at - len..at].to_vec()
+                    })
+                };
+                let user = field(body[7] & 0x80 != 0).map(|u| String::from_utf8(u).unwrap());
+                let password = field(body[7] & 0x40 != 0);
+                s.logins.push((user, password));
                 if !s.mute_connack {
-                    s.to_device.extend([0x20, 2, 0, 0]);
+                    let code = s.connack_code;
+                    s.to_device.extend([0x20, 2, 0, code]);
                 }
             }
             3 => {

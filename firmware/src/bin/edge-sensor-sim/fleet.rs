@@ -105,6 +105,18 @@ pub type Counters = Arc<Mutex<Totals>>;
 /// The latest link error seen by any device, for the progress line.
 pub type LastError = Arc<std::sync::Mutex<Option<String>>>;
 
+/// The first refused login, if any: it ends the run (retrying cannot help).
+pub type Refusal = Arc<std::sync::Mutex<Option<String>>>;
+
+/// What the workers report to the supervisor besides counters.
+#[derive(Clone, Default)]
+pub struct Shared {
+    /// The latest link error.
+    pub last_error: LastError,
+    /// The first refused login.
+    pub refusal: Refusal,
+}
+
 /// One simulated device and its schedule.
 pub struct Sim {
     device: SimDevice,
@@ -163,7 +175,7 @@ impl Sim {
     }
 
     /// Records what is due, applies the chaos schedule, polls; true if anything happened.
-    pub fn step(&mut self, now_ms: u64, last_error: &LastError) -> bool {
+    pub fn step(&mut self, now_ms: u64, last_error: &LastError, refusal: &Refusal) -> bool {
         let now = now_ms as f64;
         if self.plan.duration.is_some_and(|d| now_ms >= d.as_millis() as u64) {
             self.finished_recording = true;
@@ -207,6 +219,18 @@ impl Sim {
         }
         match polled {
             Ok(activity) => busy |= !activity.is_idle(),
+            Err(err) if err.is_login_refused() => {
+                let why = if matches!(err, Error::Refused { code: 4 }) {
+                    "bad user name or password"
+                } else {
+                    "not authorised"
+                };
+                let line =
+                    format!("{}: the gateway refused the login: {why} ({err})", self.device.numbering().device());
+                if let Ok(mut first) = refusal.lock() {
+                    first.get_or_insert(line);
+                }
+            }
             Err(err) => {
                 let cause = self.device.transport().last_error().unwrap_or("");
                 let line = format!("{}: {err} ({cause})", self.device.numbering().device());
@@ -297,12 +321,16 @@ fn period_ms(rate: f64) -> f64 {
 }
 
 /// Runs `sims` until they are all done or `stop` is set, publishing totals in `counters`.
-pub fn work(mut sims: Vec<Sim>, started: Instant, counters: Counters, stop: Arc<AtomicBool>, last_error: LastError) {
+pub fn work(mut sims: Vec<Sim>, started: Instant, counters: Counters, stop: Arc<AtomicBool>, shared: Shared) {
+    let Shared { last_error, refusal } = shared;
     loop {
         let now_ms = started.elapsed().as_millis() as u64;
         let mut busy = false;
         for sim in &mut sims {
-            busy |= sim.step(now_ms, &last_error);
+            busy |= sim.step(now_ms, &last_error, &refusal);
+        }
+        if refusal.lock().is_ok_and(|r| r.is_some()) {
+            stop.store(true, Ordering::Relaxed);
         }
         let mut totals = Totals::default();
         for sim in &sims {

@@ -2,13 +2,13 @@
 //! the final summary, and the verdict (every event confirmed, or not).
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use edge_firmware::host::TcpTransport;
 
-use crate::fleet::{self, Counters, LastError, Sim, Spec, Totals};
+use crate::fleet::{self, Counters, LastError, Shared, Sim, Spec, Totals};
 use crate::Args;
 
 /// The worker threads and what the supervisor shares with them.
@@ -17,7 +17,7 @@ struct Running {
     workers: Vec<JoinHandle<()>>,
     counters: Vec<Counters>,
     stop: Arc<AtomicBool>,
-    last_error: LastError,
+    shared: Shared,
     /// One message per worker that has finished.
     done: mpsc::Receiver<()>,
 }
@@ -30,7 +30,12 @@ pub fn run(args: &Args, spec: Spec) -> Result<bool, String> {
     for worker in running.workers {
         let _ = worker.join();
     }
-    Ok(summary(args, &totals(&running.counters), running.started.elapsed(), timed_out))
+    let complete = summary(args, &totals(&running.counters), running.started.elapsed(), timed_out);
+    if let Some(refusal) = running.shared.refusal.lock().ok().and_then(|r| r.clone()) {
+        eprintln!("edge-sensor-sim: {refusal}");
+        return Ok(false);
+    }
+    Ok(complete)
 }
 
 /// The devices, dealt round-robin into one group per worker thread.
@@ -52,24 +57,24 @@ fn build(args: &Args, spec: &Spec) -> Result<Vec<Vec<Sim>>, String> {
 fn start(groups: Vec<Vec<Sim>>) -> Result<Running, String> {
     let started = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
-    let last_error: LastError = Arc::new(Mutex::new(None));
+    let shared = Shared::default();
     let (done_tx, done) = mpsc::channel();
     let mut workers = Vec::new();
     let mut counters = Vec::new();
     for (i, group) in groups.into_iter().enumerate() {
         let c = Counters::default();
         counters.push(c.clone());
-        let (stop, last_error, done_tx) = (stop.clone(), last_error.clone(), done_tx.clone());
+        let (stop, shared, done_tx) = (stop.clone(), shared.clone(), done_tx.clone());
         let worker = std::thread::Builder::new()
             .name(format!("sim-{i}"))
             .spawn(move || {
-                fleet::work(group, started, c, stop, last_error);
+                fleet::work(group, started, c, stop, shared);
                 let _ = done_tx.send(());
             })
             .map_err(|e| format!("cannot start a worker thread: {e}"))?;
         workers.push(worker);
     }
-    Ok(Running { started, workers, counters, stop, last_error, done })
+    Ok(Running { started, workers, counters, stop, shared, done })
 }
 
 /// Prints a progress line every second until every worker is done; stops them at the
@@ -91,7 +96,7 @@ fn supervise(args: &Args, running: &Running) -> bool {
                 let t = totals(&running.counters);
                 if !args.quiet {
                     let rate = t.confirmed - last_confirmed;
-                    println!("{}", progress_line(elapsed, &t, rate, args.devices, &running.last_error));
+                    println!("{}", progress_line(elapsed, &t, rate, args.devices, &running.shared.last_error));
                 }
                 last_confirmed = t.confirmed;
                 next_line += Duration::from_secs(1);
