@@ -18,7 +18,11 @@
 //! 5. Any link error, a missing CONNACK/SUBACK after `response_timeout_ms`, or a missed
 //!    PINGRESP: drop the link, rewind the ring, retry after a backoff that doubles from
 //!    `retry_min_ms` to `retry_max_ms` (with jitter, so a fleet does not reconnect in
-//!    lockstep after a gateway restart) and resets once subscribed.
+//!    lockstep after a gateway restart). The backoff resets only once a session has stayed
+//!    up for `stable_after_ms`, not at the SUBACK: a session that some message kills right
+//!    after subscribing must not turn into a reconnect storm that re-sends every pending
+//!    event ten times a second. An incoming packet larger than the receive buffer is
+//!    skipped and counted ([`Stats::oversized`]), never a reason to drop the session.
 //!
 //! 6. A command on `devices/{device}/commands` (see [`edge_event::command`]): answer
 //!    `Delivered`, run the handler of [`Device::poll_commands`], answer `Done` or `Failed`
@@ -75,6 +79,9 @@ pub struct Settings {
     pub retry_min_ms: u32,
     /// Longest reconnect delay, in ms.
     pub retry_max_ms: u32,
+    /// How long a session must stay up before the reconnect delay goes back to
+    /// `retry_min_ms`, in ms.
+    pub stable_after_ms: u32,
     /// MQTT user name. `None`: the device id, sent only together with a password (the
     /// gateway's `[devices.auth]` users are device ids).
     pub username: Option<&'static str>,
@@ -115,6 +122,7 @@ impl Default for Settings {
             response_timeout_ms: 10_000,
             retry_min_ms: 100,
             retry_max_ms: 10_000,
+            stable_after_ms: 30_000,
             username: None,
             password: None,
         }
@@ -148,6 +156,8 @@ pub struct Stats {
     pub commands_repeated: u64,
     /// Messages on the commands topic that were not a command.
     pub bad_commands: u64,
+    /// Incoming packets larger than the receive buffer, skipped unread.
+    pub oversized: u64,
 }
 
 /// What one [`Device::poll`] did.
@@ -171,7 +181,7 @@ enum Link {
     Offline { retry_at: u64 },
     Connecting { since: u64 },
     Subscribing { since: u64 },
-    Online,
+    Online { since: u64 },
 }
 
 /// A sensor device: builds and numbers events, keeps them until the gateway confirms
@@ -308,6 +318,7 @@ impl<T: Transport, C: Clock, const SLOTS: usize, const BYTES: usize, const RX: u
     fn poll_inner(&mut self, now_ms: u64, on_command: &mut OnCommand<'_>) -> Result<Activity, Error> {
         let mut activity = Activity::default();
         let result = self.step(now_ms, &mut activity, on_command);
+        self.stats.oversized = self.client.skipped();
         if let Err(err) = &result {
             if err.is_link() {
                 self.stats.link_errors += 1;
@@ -341,7 +352,12 @@ impl<T: Transport, C: Clock, const SLOTS: usize, const BYTES: usize, const RX: u
             {
                 return Err(Error::Timeout);
             }
-            Link::Online => self.send(now, activity)?,
+            Link::Online { since } => {
+                if now.saturating_sub(since) >= u64::from(self.settings.stable_after_ms) {
+                    self.retry_ms = self.settings.retry_min_ms;
+                }
+                self.send(now, activity)?;
+            }
             _ => {}
         }
         self.client.flush()
@@ -361,8 +377,7 @@ impl<T: Transport, C: Clock, const SLOTS: usize, const BYTES: usize, const RX: u
                         return Err(Error::Refused { code });
                     }
                     if let Link::Subscribing { .. } = self.link {
-                        self.link = Link::Online;
-                        self.retry_ms = self.settings.retry_min_ms;
+                        self.link = Link::Online { since: now };
                         self.ring.rewind();
                         ready = true;
                     }
@@ -487,7 +502,7 @@ impl<T: Transport, C: Clock, const SLOTS: usize, const BYTES: usize, const RX: u
 
     /// True between the SUBACK and the loss of the link.
     pub fn is_online(&self) -> bool {
-        self.link == Link::Online
+        matches!(self.link, Link::Online { .. })
     }
 
     /// Events not yet confirmed by the gateway.

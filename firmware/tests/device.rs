@@ -421,3 +421,55 @@ fn the_device_logs_in_with_its_id_and_password_and_a_refused_login_is_retried_wi
     assert!(device.is_online());
     assert_eq!(broker.state().logins, [(Some("fleet-a".to_owned()), Some(b"pw".to_vec()))]);
 }
+
+#[test]
+fn a_session_lost_right_after_subscribing_keeps_the_backoff_growing_until_one_stays_up() {
+    let settings = Settings { retry_min_ms: 100, retry_max_ms: 1_600, stable_after_ms: 5_000, ..Settings::default() };
+    let (mut device, broker) = device_with(settings);
+    record(&mut device, 3);
+    // Every session dies just after its SUBACK: the backoff must still grow.
+    let mut connects = Vec::new();
+    for now in 0..20_000 {
+        let _ = device.poll(now);
+        if device.is_online() {
+            connects.push(now);
+            broker.crash();
+        }
+    }
+    let gaps: Vec<u64> = connects.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(connects.len() < 25, "no reconnect storm: {} sessions in 20 s, gaps {gaps:?}", connects.len());
+    assert!(gaps[gaps.len() - 3..].iter().all(|&g| g >= 800), "grown to [max/2, max]: {gaps:?}");
+    // A session that stays up past stable_after_ms resets the backoff.
+    let mut now = 20_000;
+    while !device.is_online() {
+        now += 1;
+        let _ = device.poll(now);
+    }
+    for _ in 0..6_000 {
+        now += 1;
+        device.poll(now).unwrap();
+    }
+    broker.crash();
+    let lost = now;
+    while !device.is_online() {
+        now += 1;
+        let _ = device.poll(now);
+    }
+    assert!(now - lost <= 101, "back to retry_min_ms after a stable session: {} ms", now - lost);
+}
+
+#[test]
+fn a_retained_command_larger_than_the_receive_buffer_is_skipped_and_counted_not_a_session_killer() {
+    let (mut device, broker) = device();
+    record(&mut device, 3);
+    device.poll(0).unwrap();
+    assert!(device.is_online());
+    broker.publish_to_device("devices/dev-1/commands", &[b'x'; 400], 11);
+    broker.commit();
+    device.poll(1).unwrap();
+    device.poll(2).unwrap();
+    assert!(device.is_online(), "the session survives");
+    assert_eq!(device.stats().oversized, 1);
+    assert_eq!((device.stats().connects, device.stats().link_errors), (1, 0));
+    assert_eq!(device.pending(), 0, "the ack behind the big message still arrives");
+}

@@ -107,7 +107,7 @@ impl FakeBroker {
             dup: false,
             payload,
         };
-        let mut buf = [0u8; 512];
+        let mut buf = [0u8; 2048];
         let len = packet::encode_publish(&publish, &mut buf).unwrap();
         self.send_raw(&buf[..len]);
     }

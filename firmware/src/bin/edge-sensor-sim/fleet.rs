@@ -77,6 +77,8 @@ pub struct Totals {
     pub connects: u64,
     /// Sessions lost.
     pub link_errors: u64,
+    /// Incoming packets too large for a device's receive buffer, skipped.
+    pub oversized: u64,
     /// Devices online now.
     pub online: u64,
     /// Devices done.
@@ -94,6 +96,7 @@ impl Totals {
         self.resent += other.resent;
         self.connects += other.connects;
         self.link_errors += other.link_errors;
+        self.oversized += other.oversized;
         self.online += other.online;
         self.done += other.done;
     }
@@ -292,6 +295,7 @@ impl Sim {
             resent: s.resent,
             connects: s.connects,
             link_errors: s.link_errors,
+            oversized: s.oversized,
             online: u64::from(self.device.is_online()),
             done: u64::from(self.is_done()),
         }

@@ -157,7 +157,7 @@ fn summary(args: &Args, t: &Totals, elapsed: Duration, timed_out: bool) -> bool 
     };
     let rate = t.confirmed as f64 / elapsed.as_secs_f64().max(0.001);
     println!(
-        "edge-sensor-sim: {verdict} after {:.1}s: sent {} confirmed {} pending {} dropped {} published {} resent {} connects {} link_errors {} ({rate:.0} events/s)",
+        "edge-sensor-sim: {verdict} after {:.1}s: sent {} confirmed {} pending {} dropped {} published {} resent {} connects {} link_errors {} oversized {} ({rate:.0} events/s)",
         elapsed.as_secs_f64(),
         t.recorded,
         t.confirmed,
@@ -166,7 +166,8 @@ fn summary(args: &Args, t: &Totals, elapsed: Duration, timed_out: bool) -> bool 
         t.published,
         t.resent,
         t.connects,
-        t.link_errors
+        t.link_errors,
+        t.oversized
     );
     complete
 }
