@@ -40,13 +40,18 @@ use edge_event::topic::{self, Topic, MAX_TOPIC_LEN};
 use edge_event::{Ack, Event, MAX_ENCODED_LEN};
 
 use crate::command::{Outcome, Recent};
+use crate::retention::Retention;
 
 use crate::error::Error;
 use crate::mqtt::packet::{Connect, Packet, MAX_FIXED_HEADER_LEN};
 use crate::mqtt::{Client, QoS};
 use crate::numbering::{timestamp, BootId, Clock, EventId, Numbering};
-use crate::ring::{Ring, WhenFull};
+use crate::ring::Ring;
+
+mod settings;
+
 use crate::transport::Transport;
+pub use settings::{Activity, Password, Settings, Stats};
 
 /// What the device does with a message on its commands topic: the raw bytes and the
 /// command decoded from them (None if they are not one); an outcome is answered.
@@ -62,120 +67,6 @@ pub const DEFAULT_RX_LEN: usize = 256;
 /// Most packets one poll takes from the broker.
 const MAX_PACKETS_PER_POLL: usize = 64;
 
-/// How a device talks to its gateway; [`Settings::default`] suits most.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Settings {
-    /// What the ring does when it is full.
-    pub when_full: WhenFull,
-    /// QoS of event publishes (the ack topic confirms either way).
-    pub qos: QoS,
-    /// MQTT keep-alive, in seconds (0 disables pings).
-    pub keep_alive_secs: u16,
-    /// Most QoS 1 publishes awaiting their PUBACK.
-    pub max_inflight: usize,
-    /// How long to wait for a CONNACK or SUBACK, in ms.
-    pub response_timeout_ms: u32,
-    /// First reconnect delay, in ms.
-    pub retry_min_ms: u32,
-    /// Longest reconnect delay, in ms.
-    pub retry_max_ms: u32,
-    /// How long a session must stay up before the reconnect delay goes back to
-    /// `retry_min_ms`, in ms.
-    pub stable_after_ms: u32,
-    /// MQTT user name. `None`: the device id, sent only together with a password (the
-    /// gateway's `[devices.auth]` users are device ids).
-    pub username: Option<&'static str>,
-    /// MQTT password (`None`: log in anonymously). Kept in flash or a `static` the
-    /// application fills at start-up; `Debug` never prints it.
-    pub password: Option<Password>,
-}
-
-/// A password for the MQTT CONNECT; its `Debug` is redacted.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct Password(&'static [u8]);
-
-impl Password {
-    /// A password of these bytes (MQTT 3.1.1 passwords are binary, at most 65,535 bytes).
-    pub const fn new(bytes: &'static [u8]) -> Password {
-        Password(bytes)
-    }
-
-    /// The bytes, for the CONNECT.
-    pub const fn as_bytes(&self) -> &'static [u8] {
-        self.0
-    }
-}
-
-impl core::fmt::Debug for Password {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str("Password(<redacted>)")
-    }
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            when_full: WhenFull::DropOldest,
-            qos: QoS::AtLeastOnce,
-            keep_alive_secs: 30,
-            max_inflight: 32,
-            response_timeout_ms: 10_000,
-            retry_min_ms: 100,
-            retry_max_ms: 10_000,
-            stable_after_ms: 30_000,
-            username: None,
-            password: None,
-        }
-    }
-}
-
-/// Counters since the device was created.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Stats {
-    /// Events taken into the ring.
-    pub recorded: u64,
-    /// Events released by an ack.
-    pub confirmed: u64,
-    /// Events the ring dropped to make room.
-    pub dropped: u64,
-    /// Event publishes, re-sends included.
-    pub published: u64,
-    /// Event publishes of an event already sent before.
-    pub resent: u64,
-    /// Sessions the broker accepted (the first one included).
-    pub connects: u64,
-    /// Sessions lost to an error or a timeout.
-    pub link_errors: u64,
-    /// Messages on the ack topic that were not an ack.
-    pub bad_acks: u64,
-    /// Messages received on the commands topic.
-    pub commands: u64,
-    /// Commands run by the handler of [`Device::poll_commands`].
-    pub commands_run: u64,
-    /// Commands received again and answered from memory.
-    pub commands_repeated: u64,
-    /// Messages on the commands topic that were not a command.
-    pub bad_commands: u64,
-    /// Incoming packets larger than the receive buffer, skipped unread.
-    pub oversized: u64,
-}
-
-/// What one [`Device::poll`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Activity {
-    /// Event publishes sent.
-    pub published: usize,
-    /// Packets received.
-    pub received: usize,
-}
-
-impl Activity {
-    /// True when the poll neither sent nor received anything.
-    pub fn is_idle(&self) -> bool {
-        self.published == 0 && self.received == 0
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Link {
     Offline { retry_at: u64 },
@@ -185,12 +76,21 @@ enum Link {
 }
 
 /// A sensor device: builds and numbers events, keeps them until the gateway confirms
-/// them, and speaks MQTT over `T`. `SLOTS` and `BYTES` size the ring, `RX` the receive
-/// buffer; see the crate README for the memory this takes.
+/// them, and speaks MQTT over `T`. `SLOTS` and `BYTES` size the RAM ring, `RX` the
+/// receive buffer; `R` is where unconfirmed events live (the RAM [`Ring`] by default, or
+/// any [`Retention`], e.g. the `flash` feature's `FlashRing`, whose devices ignore `SLOTS`
+/// and `BYTES`). See the crate README for the memory this takes.
 #[derive(Debug)]
-pub struct Device<T, C, const SLOTS: usize, const BYTES: usize, const RX: usize = DEFAULT_RX_LEN> {
+pub struct Device<
+    T,
+    C,
+    const SLOTS: usize,
+    const BYTES: usize,
+    const RX: usize = DEFAULT_RX_LEN,
+    R = Ring<SLOTS, BYTES>,
+> {
     numbering: Numbering,
-    ring: Ring<SLOTS, BYTES>,
+    ring: R,
     client: Client<T, RX, TX_LEN>,
     clock: C,
     settings: Settings,
@@ -206,8 +106,27 @@ pub struct Device<T, C, const SLOTS: usize, const BYTES: usize, const RX: usize 
 }
 
 impl<T: Transport, C: Clock, const SLOTS: usize, const BYTES: usize, const RX: usize> Device<T, C, SLOTS, BYTES, RX> {
-    /// A device `device` in boot `boot`, offline until the first [`Device::poll`].
+    /// A device `device` in boot `boot` with a RAM ring, offline until the first
+    /// [`Device::poll`].
     pub fn new(device: &str, boot: BootId, transport: T, clock: C, settings: Settings) -> Result<Self, Error> {
+        Device::with_retention(device, boot, transport, clock, settings, Ring::new(settings.when_full))
+    }
+}
+
+impl<T: Transport, C: Clock, const SLOTS: usize, const BYTES: usize, const RX: usize, R: Retention>
+    Device<T, C, SLOTS, BYTES, RX, R>
+{
+    /// A device `device` in boot `boot` keeping its unconfirmed events in `retention`
+    /// (which may already hold some from before a reset: they are sent first, with their
+    /// own `(boot, seq)`). `settings.when_full` is the RAM ring's; `retention` has its own.
+    pub fn with_retention(
+        device: &str,
+        boot: BootId,
+        transport: T,
+        clock: C,
+        settings: Settings,
+        retention: R,
+    ) -> Result<Self, Error> {
         let numbering = Numbering::new(device, boot)?;
         let mut events_topic = Topic::new();
         let mut ack_topic = Topic::new();
@@ -220,7 +139,7 @@ impl<T: Transport, C: Clock, const SLOTS: usize, const BYTES: usize, const RX: u
         let jitter = device.bytes().fold(boot.get() | 1, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
         Ok(Device {
             numbering,
-            ring: Ring::new(settings.when_full),
+            ring: retention,
             client: Client::new(transport),
             clock,
             settings,
@@ -453,8 +372,8 @@ impl<T: Transport, C: Clock, const SLOTS: usize, const BYTES: usize, const RX: u
     /// Publishes unconfirmed events, oldest first, while the send window allows.
     fn send(&mut self, now: u64, activity: &mut Activity) -> Result<(), Error> {
         let window = self.settings.max_inflight.max(1);
-        while let Some(next) = self.ring.next_unsent() {
-            let qos = self.settings.qos;
+        let qos = self.settings.qos;
+        loop {
             let full = match qos {
                 QoS::AtLeastOnce => self.client.inflight() >= window,
                 QoS::AtMostOnce => activity.published >= window,
@@ -462,6 +381,7 @@ impl<T: Transport, C: Clock, const SLOTS: usize, const BYTES: usize, const RX: u
             if full {
                 break;
             }
+            let Some(next) = self.ring.next_unsent()? else { break };
             self.client.publish(&self.events_topic, next.payload, qos, false, now)?;
             if next.sent_before {
                 self.stats.resent += 1;
@@ -515,8 +435,8 @@ impl<T: Transport, C: Clock, const SLOTS: usize, const BYTES: usize, const RX: u
         self.stats
     }
 
-    /// The retention ring, for inspection.
-    pub fn ring(&self) -> &Ring<SLOTS, BYTES> {
+    /// Where the unconfirmed events are, for inspection.
+    pub fn ring(&self) -> &R {
         &self.ring
     }
 

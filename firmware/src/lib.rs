@@ -53,6 +53,7 @@ mod error;
 pub mod host;
 pub mod mqtt;
 mod numbering;
+mod retention;
 mod ring;
 mod transport;
 
@@ -60,5 +61,6 @@ pub use command::Outcome;
 pub use device::{Activity, Device, Password, Settings, Stats, DEFAULT_RX_LEN, TX_LEN};
 pub use error::{Error, TransportError};
 pub use numbering::{timestamp, BootId, Clock, EventId, NoClock, Numbering};
+pub use retention::Retention;
 pub use ring::{Ring, Stored, WhenFull};
 pub use transport::Transport;
