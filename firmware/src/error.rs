@@ -54,6 +54,11 @@ pub enum Error {
     SequenceExhausted,
     /// The operation needs a connection and there is none.
     NotConnected,
+    /// The flash behind a `FlashRing` failed, is damaged, or its region does not fit.
+    Storage {
+        /// What failed.
+        reason: &'static str,
+    },
 }
 
 /// Why a [`Transport`](crate::Transport) call failed.
@@ -137,6 +142,7 @@ impl fmt::Display for Error {
             Error::Invalid(err) => write!(f, "invalid event: {err}"),
             Error::SequenceExhausted => f.write_str("this boot has used every sequence number; start a new boot"),
             Error::NotConnected => f.write_str("not connected to the broker"),
+            Error::Storage { reason } => write!(f, "retention storage: {reason}"),
         }
     }
 }

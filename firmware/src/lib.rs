@@ -49,6 +49,8 @@
 pub mod command;
 mod device;
 mod error;
+#[cfg(feature = "flash")]
+mod flash;
 #[cfg(feature = "std")]
 pub mod host;
 pub mod mqtt;
@@ -60,6 +62,8 @@ mod transport;
 pub use command::Outcome;
 pub use device::{Activity, Device, Password, Settings, Stats, DEFAULT_RX_LEN, TX_LEN};
 pub use error::{Error, TransportError};
+#[cfg(feature = "flash")]
+pub use flash::FlashRing;
 pub use numbering::{timestamp, BootId, Clock, EventId, NoClock, Numbering};
 pub use retention::Retention;
 pub use ring::{Ring, Stored, WhenFull};

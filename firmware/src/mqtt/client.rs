@@ -222,10 +222,10 @@ impl<T: Transport, const RX: usize, const TX: usize> Client<T, RX, TX> {
     fn oversized(&mut self, total: usize, now_ms: u64) -> Result<bool, Error> {
         let head = &self.rx[..self.rx_len];
         let puback = match packet::publish_pkid(head) {
-            Ok(found) => found,
-            Err(()) if self.rx_len < RX => return Ok(false),
+            Some(found) => found,
+            None if self.rx_len < RX => return Ok(false),
             // The topic alone does not fit the buffer: nothing to acknowledge by.
-            Err(()) => None,
+            None => None,
         };
         self.skip = total;
         self.skipped += 1;

@@ -5,6 +5,9 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
+#[cfg(feature = "flash")]
+pub mod flash;
+
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::Rc;
