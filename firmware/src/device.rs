@@ -67,6 +67,9 @@ pub const DEFAULT_RX_LEN: usize = 256;
 /// Most packets one poll takes from the broker.
 const MAX_PACKETS_PER_POLL: usize = 64;
 
+/// Room an event publish leaves in a bounded transport for the acks and replies of a poll.
+const TX_HEADROOM: usize = 512;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Link {
     Offline { retry_at: u64 },
@@ -382,6 +385,10 @@ impl<T: Transport, C: Clock, const SLOTS: usize, const BYTES: usize, const RX: u
                 break;
             }
             let Some(next) = self.ring.next_unsent()? else { break };
+            let packet_len = MAX_FIXED_HEADER_LEN + 4 + self.events_topic.len() + next.payload.len();
+            if self.client.transport().writable() < packet_len.saturating_add(TX_HEADROOM) {
+                break;
+            }
             self.client.publish(&self.events_topic, next.payload, qos, false, now)?;
             if next.sent_before {
                 self.stats.resent += 1;
@@ -418,6 +425,35 @@ impl<T: Transport, C: Clock, const SLOTS: usize, const BYTES: usize, const RX: u
     pub fn reboot(&mut self, boot: BootId, now_ms: u64) {
         self.disconnect(now_ms);
         self.numbering.reboot(boot);
+    }
+
+    /// When the device must be polled next if nothing arrives from the broker (a monotonic
+    /// ms time, as `now_ms`; `now_ms` itself when work is waiting): the reconnect time, a
+    /// CONNACK/SUBACK timeout, a keep-alive ping, the backoff reset, events to send. A
+    /// battery device sleeps until then, or until its radio has bytes or it records an
+    /// event.
+    pub fn next_deadline(&self, now_ms: u64) -> u64 {
+        let timeout = u64::from(self.settings.response_timeout_ms);
+        let own = match self.link {
+            Link::Offline { retry_at } => retry_at,
+            Link::Connecting { since } | Link::Subscribing { since } => since + timeout,
+            Link::Online { .. } if self.has_sendable() => now_ms,
+            Link::Online { since } if self.retry_ms != self.settings.retry_min_ms => {
+                since + u64::from(self.settings.stable_after_ms)
+            }
+            Link::Online { .. } => u64::MAX,
+        };
+        own.min(self.client.next_deadline().unwrap_or(u64::MAX)).max(now_ms)
+    }
+
+    /// True when the ring holds an event not sent on this link and the window is open.
+    fn has_sendable(&self) -> bool {
+        let unsent = self.ring.unsent() > 0;
+        let open = match self.settings.qos {
+            QoS::AtLeastOnce => self.client.inflight() < self.settings.max_inflight.max(1),
+            QoS::AtMostOnce => true,
+        };
+        unsent && open
     }
 
     /// True between the SUBACK and the loss of the link.

@@ -424,6 +424,10 @@ impl<F: NorFlash, const SLOTS: usize> Retention for FlashRing<F, SLOTS> {
         self.entries.len()
     }
 
+    fn unsent(&self) -> usize {
+        self.entries.len() - self.sent
+    }
+
     fn dropped(&self) -> u64 {
         self.dropped
     }

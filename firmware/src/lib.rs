@@ -6,7 +6,13 @@
 //! - `ring`: [`Ring`], the retention ring of encoded events the gateway has not confirmed,
 //!   with its full policy [`WhenFull`]. An event leaves it only when an ack covers it or the
 //!   policy drops it (counted).
-//! - `transport`: [`Transport`], the byte link (TCP, a modem socket, a serial line).
+//! - `transport`: [`Transport`], the byte link (TCP, a modem socket, a serial line);
+//!   `io`: [`Io`], any `embedded-io` `Read + Write + ReadReady` stream with a [`Link`] as one.
+//! - `retention`: [`Retention`], where unconfirmed events live: the RAM [`Ring`], or
+//!   `FlashRing` (feature `flash`) in NOR flash through `embedded-storage`, which survives
+//!   a reset with the boot counter.
+//! - `asynch` (feature `async`): the same device over `embedded-io-async`, with a
+//!   deadline-returning poll so a device can sleep; no executor dependency.
 //! - [`mqtt`]: a small MQTT 3.1.1 client: the packet codec and a poll-driven [`mqtt::Client`].
 //! - `device`: [`Device`] ties them together: record events, poll, and every event reaches
 //!   the gateway's journal, re-sent after reconnects until acked (DESIGN.md guarantee 6).
@@ -46,6 +52,8 @@
 #![cfg_attr(not(any(test, feature = "std")), no_std)]
 #![deny(missing_docs)]
 
+#[cfg(feature = "async")]
+pub mod asynch;
 pub mod command;
 mod device;
 mod error;
@@ -53,6 +61,7 @@ mod error;
 mod flash;
 #[cfg(feature = "std")]
 pub mod host;
+mod io;
 pub mod mqtt;
 mod numbering;
 mod retention;
@@ -64,6 +73,7 @@ pub use device::{Activity, Device, Password, Settings, Stats, DEFAULT_RX_LEN, TX
 pub use error::{Error, TransportError};
 #[cfg(feature = "flash")]
 pub use flash::FlashRing;
+pub use io::{transport_error, Io, Link};
 pub use numbering::{timestamp, BootId, Clock, EventId, NoClock, Numbering};
 pub use retention::Retention;
 pub use ring::{Ring, Stored, WhenFull};

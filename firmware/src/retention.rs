@@ -38,6 +38,9 @@ pub trait Retention {
     /// Unconfirmed events.
     fn len(&self) -> usize;
 
+    /// Unconfirmed events not yet published on the current link.
+    fn unsent(&self) -> usize;
+
     /// True when every event has been confirmed (or dropped).
     fn is_empty(&self) -> bool {
         self.len() == 0
@@ -70,6 +73,10 @@ impl<const SLOTS: usize, const BYTES: usize> Retention for Ring<SLOTS, BYTES> {
 
     fn len(&self) -> usize {
         Ring::len(self)
+    }
+
+    fn unsent(&self) -> usize {
+        Ring::unsent(self)
     }
 
     fn dropped(&self) -> u64 {

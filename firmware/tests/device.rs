@@ -473,3 +473,22 @@ fn a_retained_command_larger_than_the_receive_buffer_is_skipped_and_counted_not_
     assert_eq!((device.stats().connects, device.stats().link_errors), (1, 0));
     assert_eq!(device.pending(), 0, "the ack behind the big message still arrives");
 }
+
+#[test]
+fn next_deadline_says_when_the_device_must_be_polled_so_it_can_sleep_until_then() {
+    let settings = Settings { keep_alive_secs: 30, retry_min_ms: 100, ..Settings::default() };
+    let (mut device, broker) = device_with(settings);
+    assert_eq!(device.next_deadline(0), 0, "offline and due: poll now");
+    device.poll(0).unwrap();
+    assert!(device.is_online());
+    assert_eq!(device.next_deadline(5), 30_000, "idle online: the keep-alive ping");
+    record(&mut device, 1);
+    assert_eq!(device.next_deadline(6), 6, "an event to send: now");
+    device.poll(6).unwrap();
+    device.poll(7).unwrap();
+    assert_eq!(device.next_deadline(8), 30_006, "the ping is due a keep-alive after the last send");
+    broker.crash();
+    let _ = device.poll(9);
+    let retry = device.next_deadline(10);
+    assert!((59..=109).contains(&retry), "offline: the reconnect time, {retry}");
+}

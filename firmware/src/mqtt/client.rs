@@ -266,6 +266,25 @@ impl<T: Transport, const RX: usize, const TX: usize> Client<T, RX, TX> {
         Ok(())
     }
 
+    /// When [`Client::poll`] must run next even if nothing arrives (ms): a packet handed out
+    /// is still to be released (its PUBACK owed), a ping is due, or a ping's answer is
+    /// late. `None` when only incoming bytes can make work.
+    pub fn next_deadline(&self) -> Option<u64> {
+        if self.state == State::Closed {
+            return None;
+        }
+        if self.handed_out > 0 || self.owed_puback.is_some() {
+            return Some(0);
+        }
+        if self.state != State::Connected || self.keep_alive_ms == 0 {
+            return None;
+        }
+        Some(match self.ping_sent_ms {
+            Some(sent) => sent + self.keep_alive_ms,
+            None => self.last_sent_ms.min(self.last_received_ms) + self.keep_alive_ms,
+        })
+    }
+
     /// Pushes buffered bytes out through the transport.
     pub fn flush(&mut self) -> Result<(), Error> {
         if self.state == State::Closed {
