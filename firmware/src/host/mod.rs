@@ -15,6 +15,9 @@ use crate::error::TransportError;
 use crate::numbering::Clock;
 use crate::transport::Transport;
 
+#[cfg(feature = "tls")]
+pub mod tls;
+
 /// MQTT over plain TCP to `addr`.
 #[derive(Debug)]
 pub struct TcpTransport {
