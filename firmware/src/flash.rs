@@ -14,7 +14,7 @@
 //! than the previous sector's) and the boot counter; records follow: `Event` (its
 //! `(boot, seq)` and encoding), `Confirm` (an ack that released events), `Boot` (a new
 //! boot counter). RAM holds only an index: 16 bytes per unconfirmed event (`SLOTS` of
-//! them), plus one record buffer of about 800 bytes.
+//! them), plus one 800-byte record buffer.
 //!
 //! # Invariants
 //!
