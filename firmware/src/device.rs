@@ -421,7 +421,8 @@ impl<T: Transport, C: Clock, const SLOTS: usize, const BYTES: usize, const RX: u
 
     /// Starts boot `boot` without losing the ring: disconnects, and numbers new events
     /// from seq 1. For simulators, and for firmware whose ring survives a reset (kept in
-    /// a RAM section the startup code does not zero); a real power loss empties the ring.
+    /// a RAM section the startup code does not zero); a real power loss empties a RAM ring
+    /// (a `FlashRing` keeps it: reopen it and build the device with `with_retention`).
     pub fn reboot(&mut self, boot: BootId, now_ms: u64) {
         self.disconnect(now_ms);
         self.numbering.reboot(boot);
