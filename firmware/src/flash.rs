@@ -28,6 +28,8 @@
 //!    counter with them. A record whose CRC fails ends its sector (a torn write); the next
 //!    append opens a new sector, so nothing is ever written over half-programmed bytes.
 //! 3. **Writes never cross sectors** and start on an erased, aligned address.
+//! 4. **A record damaged after it was written** (wear, a bad erase) is skipped when
+//!    sending, counted in [`FlashRing::damaged`], never a blockage for the events behind it.
 //!
 //! # The window (what a power cut can cost)
 //!
@@ -97,6 +99,7 @@ pub struct FlashRing<F, const SLOTS: usize> {
     dropped: u64,
     confirmed: u64,
     unrecorded_confirms: u64,
+    damaged: u64,
     buf: [u8; RECORD_BUF],
 }
 
@@ -140,6 +143,7 @@ impl<F: NorFlash, const SLOTS: usize> FlashRing<F, SLOTS> {
             dropped: 0,
             confirmed: 0,
             unrecorded_confirms: 0,
+            damaged: 0,
             buf: [0xFF; RECORD_BUF],
         };
         ring.replay()?;
@@ -171,6 +175,12 @@ impl<F: NorFlash, const SLOTS: usize> FlashRing<F, SLOTS> {
     /// the module docs).
     pub fn unrecorded_confirms(&self) -> u64 {
         self.unrecorded_confirms
+    }
+
+    /// Kept events whose record no longer reads back intact (flash wear), skipped when
+    /// sending.
+    pub fn damaged(&self) -> u64 {
+        self.damaged
     }
 
     /// The flash, for inspection.
@@ -390,23 +400,28 @@ impl<F: NorFlash, const SLOTS: usize> Retention for FlashRing<F, SLOTS> {
     }
 
     fn next_unsent(&mut self) -> Result<Option<Stored<'_>>, Error> {
-        let Some(entry) = self.entries.get(self.sent).copied() else {
-            return Ok(None);
-        };
-        let len = format::EVENT_BODY_PREFIX + usize::from(entry.len);
-        self.read(entry.addr, pad(RECORD_HEADER_LEN + len, self.align))?;
-        let intact = match format::parse_record_header(&self.buf) {
-            Header::Record { kind: Kind::Event, len: l, crc } if l == len => {
-                format::record_is_intact(&self.buf, len, crc)
+        loop {
+            let Some(entry) = self.entries.get(self.sent).copied() else {
+                return Ok(None);
+            };
+            let len = format::EVENT_BODY_PREFIX + usize::from(entry.len);
+            self.read(entry.addr, pad(RECORD_HEADER_LEN + len, self.align))?;
+            let intact = match format::parse_record_header(&self.buf) {
+                Header::Record { kind: Kind::Event, len: l, crc } if l == len => {
+                    format::record_is_intact(&self.buf, len, crc)
+                }
+                _ => false,
+            };
+            if intact {
+                let start = RECORD_HEADER_LEN + format::EVENT_BODY_PREFIX;
+                let payload = &self.buf[start..start + usize::from(entry.len)];
+                return Ok(Some(Stored { id: entry.id, payload, sent_before: entry.sent_before }));
             }
-            _ => false,
-        };
-        if !intact {
-            return Err(storage("an event's record in flash is damaged"));
+            // Damaged since it was written (flash wear): skip it, counted, rather than
+            // hold back every event behind it; the next ack releases it with the rest.
+            self.damaged += 1;
+            self.mark_sent();
         }
-        let start = RECORD_HEADER_LEN + format::EVENT_BODY_PREFIX;
-        let payload = &self.buf[start..start + usize::from(entry.len)];
-        Ok(Some(Stored { id: entry.id, payload, sent_before: entry.sent_before }))
     }
 
     fn mark_sent(&mut self) {

@@ -97,6 +97,22 @@ fn drop_oldest_recycles_sectors_counting_the_drops_and_a_reset_keeps_the_same_ev
     ring.push(EventId { boot: 1, seq: taken + 1 }, &payload).unwrap();
 }
 
+#[test]
+fn a_record_damaged_after_it_was_written_is_skipped_and_counted_not_a_blockage() {
+    let flash = MemFlash::new(3, 4);
+    let mut ring = open(&flash, 3, WhenFull::DropOldest);
+    for seq in 1..=3 {
+        let id = EventId { boot: 1, seq };
+        ring.push(id, &payload_of(id, 40)).unwrap();
+    }
+    // Wear flips a bit in the second event's payload: after the 16-byte sector header and
+    // the first 56-byte record, past the second's 8-byte header and 8-byte id.
+    flash.0.borrow_mut().bytes[16 + 56 + 16 + 10] ^= 0x01;
+    assert_eq!(ids(&mut ring), [EventId { boot: 1, seq: 1 }, EventId { boot: 1, seq: 3 }]);
+    assert_eq!(ring.damaged(), 1);
+    assert_eq!(ring.confirm(Ack { boot: 1, seq: 3 }), 3, "the ack releases it with the rest");
+}
+
 /// Every kept event, oldest first, with its payload checked.
 fn ids(ring: &mut Ring) -> Vec<EventId> {
     ring.rewind();
