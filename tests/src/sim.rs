@@ -24,7 +24,7 @@ pub fn binary() -> PathBuf {
             "-p",
             "edge-firmware",
             "--features",
-            "std",
+            "std,tls",
             "--bin",
             "edge-sensor-sim",
         ]);

@@ -1,7 +1,8 @@
 //! The firmware over TLS against the real gateway's TLS device listener: a `Device` whose
 //! transport is `Io<TlsLink>` (rustls over TCP, `embedded-io` traits) logs in with its
 //! password and delivers every event to the cloud (Mosquitto); a device that does not
-//! trust the gateway's certificate never gets a session and keeps its events.
+//! trust the gateway's certificate never gets a session and keeps its events; and
+//! `edge-sensor-sim --tls-ca` runs the same path.
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -15,6 +16,7 @@ use edge_firmware::{BootId, Device, Io, NoClock, Password, Settings};
 use edge_tests::clients::CloudSubscriber;
 use edge_tests::gateway::{binary, Gateway, Setup};
 use edge_tests::mosquitto::Mosquitto;
+use edge_tests::sim::Sim;
 use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -66,7 +68,8 @@ async fn a_device_over_tls_logs_in_and_delivers_every_event_and_an_untrusted_cer
     std::fs::write(&key, server_key).unwrap();
     let mut setup = Setup::new(cloud.port, data.path());
     setup.devices = format!("tls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n", cert.display(), key.display());
-    setup.devices_auth = format!("users = {{ \"tls-1\" = \"{}\" }}\n", hash_password(PASSWORD));
+    let hash = hash_password(PASSWORD);
+    setup.devices_auth = format!("users = {{ \"tls-1\" = \"{hash}\", \"tlssim-0000\" = \"{hash}\" }}\n");
     let gateway = Gateway::start(&setup);
 
     // A device that trusts another CA: the handshake fails, again and again; nothing leaves.
@@ -105,4 +108,19 @@ async fn a_device_over_tls_logs_in_and_delivers_every_event_and_an_untrusted_cer
         got.events.iter().filter(|(d, _, _)| d == "tls-1").map(|(_, b, s)| (*b, *s)).collect();
     assert_eq!(ids, (1..=200).map(|seq| (4, seq)).collect());
     device.disconnect(0);
+
+    // The simulator takes the same path: --tls-ca, and the password from a file.
+    let (ca_file, password_file) = (data.path().join("ca.pem"), data.path().join("password.txt"));
+    std::fs::write(&ca_file, &ca_pem).unwrap();
+    std::fs::write(&password_file, format!("{PASSWORD}\n")).unwrap();
+    let (ca_file, password_file) = (ca_file.display().to_string(), password_file.display().to_string());
+    let args = ["--devices", "1", "--prefix", "tlssim", "--events", "100", "--rate", "500", "--boot", "8"];
+    let tls = ["--tls-ca", &ca_file, "--password-file", &password_file, "--timeout", "50s"];
+    let mut sim = Sim::start(setup.devices_port, &[&args[..], &tls[..]].concat());
+    let status = sim.wait(WAIT);
+    assert!(status.success(), "({status}):\n{}\n{}", sim.output(), gateway.log_text());
+    let got = sub.wait_distinct(300, WAIT);
+    let ids: BTreeSet<(u32, u32)> =
+        got.events.iter().filter(|(d, _, _)| d == "tlssim-0000").map(|(_, b, s)| (*b, *s)).collect();
+    assert_eq!(ids, (1..=100).map(|seq| (8, seq)).collect());
 }

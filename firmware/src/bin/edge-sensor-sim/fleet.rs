@@ -14,13 +14,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use edge_event::command::Command;
-use edge_firmware::host::{SystemClock, TcpTransport};
+use edge_firmware::host::SystemClock;
 use edge_firmware::{BootId, Device, Error, Outcome, Settings};
 
+use crate::link::SimLink;
 use crate::readings::{Rng, Sensor};
 
 /// Ring size of a simulated device: 1,024 events in 64 KiB.
-pub type SimDevice = Device<TcpTransport, SystemClock, 1024, 65536>;
+pub type SimDevice = Device<SimLink, SystemClock, 1024, 65536>;
 
 /// What every device does; from the command line.
 #[derive(Debug, Clone)]
@@ -139,7 +140,7 @@ pub struct Sim {
 
 impl Sim {
     /// Device `index` of the fleet.
-    pub fn new(index: usize, spec: &Spec, transport: TcpTransport) -> Result<Sim, Error> {
+    pub fn new(index: usize, spec: &Spec, transport: SimLink) -> Result<Sim, Error> {
         let name = format!("{}-{index:04}", spec.prefix);
         let boot = spec.first_boot;
         let device = Device::new(&name, BootId::new(boot), transport, SystemClock, spec.settings)?;

@@ -9,6 +9,7 @@
 //! ```
 
 mod fleet;
+mod link;
 mod readings;
 mod run;
 
@@ -88,6 +89,14 @@ pub struct Args {
     /// file's one line (a password is never an argument: it would show in `ps`).
     #[arg(long)]
     pub password_file: Option<std::path::PathBuf>,
+    /// Speak TLS, trusting only the CA certificates in this PEM file (feature `tls`).
+    #[cfg(feature = "tls")]
+    #[arg(long)]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// The name the gateway's certificate must carry (default: `--host`).
+    #[cfg(feature = "tls")]
+    #[arg(long)]
+    pub tls_server_name: Option<String>,
 }
 
 /// What a full ring does (`--when-full`).

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use edge_firmware::host::TcpTransport;
 
 use crate::fleet::{self, Counters, LastError, Shared, Sim, Spec, Totals};
+use crate::link::{SimLink, Tls};
 use crate::Args;
 
 /// The worker threads and what the supervisor shares with them.
@@ -46,12 +47,29 @@ fn build(args: &Args, spec: &Spec) -> Result<Vec<Vec<Sim>>, String> {
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
         .clamp(1, args.devices);
+    let tls = tls(args)?;
     let mut groups: Vec<Vec<Sim>> = (0..threads).map(|_| Vec::new()).collect();
     for index in 0..args.devices {
-        let sim = Sim::new(index, spec, TcpTransport::to(addr)).map_err(|e| format!("device {index}: {e}"))?;
+        let link = SimLink::new(addr, tls.as_ref())?;
+        let sim = Sim::new(index, spec, link).map_err(|e| format!("device {index}: {e}"))?;
         groups[index % threads].push(sim);
     }
     Ok(groups)
+}
+
+/// The TLS settings from `--tls-ca` and `--tls-server-name`.
+#[cfg(feature = "tls")]
+fn tls(args: &Args) -> Result<Option<Tls>, String> {
+    let Some(ca) = &args.tls_ca else { return Ok(None) };
+    let pem = std::fs::read(ca).map_err(|e| format!("--tls-ca {}: {e}", ca.display()))?;
+    let config =
+        edge_firmware::host::tls::client_config(&pem).map_err(|e| format!("--tls-ca {}: {e}", ca.display()))?;
+    Ok(Some(Tls { config, server_name: args.tls_server_name.clone().unwrap_or_else(|| args.host.clone()) }))
+}
+
+#[cfg(not(feature = "tls"))]
+fn tls(_: &Args) -> Result<Option<Tls>, String> {
+    Ok(None)
 }
 
 fn start(groups: Vec<Vec<Sim>>) -> Result<Running, String> {
