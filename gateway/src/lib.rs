@@ -15,7 +15,8 @@
 //! Around them: [`tls`] (TLS and credentials of the links the gateway dials), [`config`] (the TOML file, validated in one place), [`metrics`], and
 //! [`app::run`], which wires the stages for a config and stops them in order; [`admin`]
 //! holds the operator commands (`edge-gateway dlq ...`); [`read_api`] the devices view and
-//! replay (`/api/devices`, `/api/replay`, `edge-gateway devices|replay`).
+//! replay (`/api/devices`, `/api/replay`, `edge-gateway devices|replay`). Leaves: [`time`] (RFC 3339
+//! and the civil-date algorithm), [`util`] (constant-time compare).
 
 pub mod admin;
 pub mod app;
@@ -31,7 +32,9 @@ pub mod metrics;
 pub mod read_api;
 pub mod routes;
 pub mod store;
+pub mod time;
 pub mod tls;
+pub mod util;
 
 pub use app::{run, RunError};
 pub use config::Config;
