@@ -161,20 +161,31 @@ pub fn decode_any_received(bytes: &[u8], received_ms: u64) -> Result<(Event, For
 /// `out` needs [`MAX_ENCODED_LEN`](crate::MAX_ENCODED_LEN) bytes at most (an age never
 /// takes more bytes than the largest `u64`, which the bound already counts).
 pub fn age_at_send<'a>(stored: &'a [u8], now_ms: u64, out: &'a mut [u8]) -> Result<&'a [u8], EncodeError> {
-    let Some((start, Dating::Uptime(taken))) = stored_dating(stored) else {
+    let Some((tag, Dating::Uptime(taken))) = stored_dating(stored) else {
         return Ok(stored);
     };
     let Some(age) = now_ms.checked_sub(taken) else {
         return Ok(stored);
     };
-    let len = out.len();
-    let prefix = stored.get(..start).unwrap_or_default();
-    let dest = out.get_mut(..start).ok_or(EncodeError::BufferTooSmall { len })?;
-    dest.copy_from_slice(prefix);
-    let rest = out.get_mut(start..).ok_or(EncodeError::BufferTooSmall { len })?;
-    let tail = postcard::to_slice(&Dating::Age(age), rest).map_err(|e| encode_error(e, len))?.len();
-    Ok(out.get(..start + tail).unwrap_or_default())
+    // Written by hand, not through serde: this runs on every send of a device and its
+    // code is in every firmware image (tests pin it to postcard's bytes).
+    let mut varint = [0u8; 10];
+    let varint = write_varint(age, &mut varint);
+    let len = tag + 1 + varint.len();
+    let too_small = EncodeError::BufferTooSmall { len: out.len() };
+    let dest = out.get_mut(..len).ok_or(too_small)?;
+    let (prefix, rest) = dest.split_at_mut(tag);
+    prefix.copy_from_slice(stored.get(..tag).unwrap_or_default());
+    if let Some((age_tag, age_bytes)) = rest.split_first_mut() {
+        *age_tag = AGE_TAG;
+        age_bytes.copy_from_slice(varint);
+    }
+    Ok(dest)
 }
+
+/// The variant indexes of [`Dating`] on the wire.
+const AGE_TAG: u8 = 0;
+const UPTIME_TAG: u8 = 1;
 
 /// Where the dating of a version-2 envelope starts, and what it says; found from the end
 /// (the event before it need not be parsed): a varint's last byte has its top bit clear,
@@ -189,8 +200,44 @@ fn stored_dating(stored: &[u8]) -> Option<(usize, Dating)> {
         start -= 1;
     }
     let tag = start.checked_sub(1).filter(|&tag| tag > 0)?;
-    let (dating, rest) = postcard::take_from_bytes::<Dating>(stored.get(tag..)?).ok()?;
-    rest.is_empty().then_some((tag, dating))
+    let value = read_varint(stored.get(start..)?)?;
+    match *stored.get(tag)? {
+        AGE_TAG => Some((tag, Dating::Age(value))),
+        UPTIME_TAG => Some((tag, Dating::Uptime(value))),
+        _ => None,
+    }
+}
+
+/// A whole slice as one postcard `u64` varint (7 bits a byte, least significant first).
+fn read_varint(bytes: &[u8]) -> Option<u64> {
+    if bytes.is_empty() || bytes.len() > 10 {
+        return None;
+    }
+    let mut value: u64 = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let bits = u64::from(b & 0x7F);
+        let shift = 7 * i as u32;
+        if shift == 63 && bits > 1 {
+            return None;
+        }
+        value |= bits << shift;
+    }
+    Some(value)
+}
+
+fn write_varint(mut value: u64, buf: &mut [u8; 10]) -> &[u8] {
+    let mut len = 0;
+    for slot in buf.iter_mut() {
+        let byte = (value & 0x7F) as u8;
+        value >>= 7;
+        len += 1;
+        if value == 0 {
+            *slot = byte;
+            break;
+        }
+        *slot = byte | 0x80;
+    }
+    buf.get(..len).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -228,11 +275,20 @@ mod tests {
     }
 
     #[test]
-    fn uptimes_of_every_varint_length_are_found_from_the_end() {
+    fn uptimes_and_ages_of_every_varint_length_match_postcard() {
+        let mut out = [0u8; MAX_ENCODED_LEN];
         for shift in 0..64 {
-            let uptime = 1u64 << shift;
-            let (buf, len) = stored(uptime);
-            assert_eq!(stored_dating(&buf[..len]).map(|(_, d)| d), Some(Dating::Uptime(uptime)));
+            for uptime in [1u64 << shift, (1u64 << shift) - 1, u64::MAX >> (63 - shift)] {
+                let (buf, len) = stored(uptime);
+                assert_eq!(stored_dating(&buf[..len]).map(|(_, d)| d), Some(Dating::Uptime(uptime)));
+                let now = uptime.saturating_add(uptime / 3);
+                let age = now - uptime;
+                let sent = age_at_send(&buf[..len], now, &mut out).unwrap();
+                let event = Event::new("d", 1, 2, Timestamp::Unknown, "t").unwrap();
+                let mut want = [0u8; MAX_ENCODED_LEN];
+                let want_len = encode_dated(&event, Dating::Age(age), &mut want).unwrap();
+                assert_eq!(sent, &want[..want_len], "uptime {uptime}, age {age}");
+            }
         }
     }
 
