@@ -129,6 +129,14 @@ fn the_ack_json_is_pinned() {
     assert_eq!(&buf[..len], br#"{"boot":7,"seq":42}"#);
 }
 
+#[test]
+fn the_ack_json_with_the_gateway_time_is_pinned_and_old_readers_skip_the_time() {
+    let mut buf = [0u8; Ack::MAX_TIMED_JSON_LEN];
+    let len = Ack { boot: 7, seq: 42 }.encode_json_at(1_764_000_000_123, &mut buf).unwrap();
+    assert_eq!(&buf[..len], br#"{"boot":7,"seq":42,"time_ms":1764000000123}"#);
+    assert_eq!(Ack::decode_json(&buf[..len]).unwrap(), Ack { boot: 7, seq: 42 });
+}
+
 #[cfg(feature = "alloc")]
 #[test]
 fn the_design_doc_json_example_is_written_byte_for_byte() {
