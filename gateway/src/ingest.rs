@@ -164,7 +164,9 @@ impl Ingest {
         matched: Vec<usize>,
         received_ms: i64,
     ) -> Incoming {
-        let event = match edge_event::decode_any(payload) {
+        // An event from a device without a wall clock carries its age: dated here, at receive,
+        // and stored with that ts (edge-event's `dating` module).
+        let event = match edge_event::decode_any_received(payload, received_ms.max(0) as u64) {
             Ok((event, _format)) => event,
             Err(err) => return self.dead_letter(topic, payload, format!("undecodable payload: {err}"), received_ms),
         };
