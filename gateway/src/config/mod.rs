@@ -5,6 +5,7 @@
 //! error it finds, each with its key path (`routes[1].batch.max_bytes: ...`); one bad
 //! section does not hide the errors of another.
 
+pub mod commands;
 mod raw;
 pub mod secret;
 pub mod units;
@@ -15,6 +16,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use commands::CommandsConfig;
 pub use secret::Secret;
 pub use units::ByteSize;
 
@@ -43,7 +45,7 @@ pub struct Config {
     /// `[[routes]]`, in file order.
     pub routes: Vec<RouteConfig>,
     /// `[commands]`: cloud-to-device commands (`crate::downlink`).
-    pub commands: crate::downlink::CommandsConfig,
+    pub commands: CommandsConfig,
     /// Files the config names that hold secrets (password and token files, private keys),
     /// for the start-up check of who else can read them.
     pub secret_files: Vec<SecretFile>,

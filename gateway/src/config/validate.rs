@@ -175,7 +175,7 @@ pub(super) fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
     };
     let routes = validate_routes(&mut errors, routes, &cloud);
     let (commands, command_errors) =
-        crate::downlink::config::validate(table.remove("commands"), &gateway.id, &cloud.client_id);
+        commands::validate(table.remove("commands"), &gateway.id, &cloud.client_id);
     for (path, message) in command_errors {
         errors.push(path, message);
     }

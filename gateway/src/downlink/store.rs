@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
-use super::config::CommandsConfig;
+use crate::config::CommandsConfig;
 
 /// A command as the cloud sent it, checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
