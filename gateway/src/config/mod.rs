@@ -5,6 +5,7 @@
 //! error it finds, each with its key path (`routes[1].batch.max_bytes: ...`); one bad
 //! section does not hide the errors of another.
 
+mod access;
 pub mod commands;
 mod raw;
 pub mod secret;
@@ -16,11 +17,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use access::{Access, Users};
 pub use commands::CommandsConfig;
 pub use secret::Secret;
 pub use units::ByteSize;
 
-pub use crate::devices::auth::Access;
 pub use crate::devices::gate::DeviceTls;
 use crate::fields::FieldMap;
 use crate::filters::FilterRules;

@@ -319,7 +319,7 @@ fn validate_devices(
 /// means named users only, and none are listed: every device is refused (and the gateway
 /// says so at start), never "anyone may connect".
 fn validate_device_auth(errors: &mut Errors, raw: raw::DevicesAuth) -> Access {
-    let mut users = crate::devices::auth::Users::new();
+    let mut users = Users::new();
     for (name, hash) in raw.users.iter().flatten() {
         if let Err(e) = users.add(name, hash) {
             errors.push(format!("devices.auth.users.{name}"), e);

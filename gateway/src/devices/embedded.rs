@@ -21,10 +21,10 @@ use rumqttd::protocol::{Packet, Publish};
 use rumqttd::{Broker, Config, ConnectionSettings, Notification, RouterConfig, ServerSettings};
 use tracing::{error, info, warn};
 
-use super::auth::{Access, Authenticator};
+use super::auth::Authenticator;
 use super::gate::{DeviceTls, Gate};
 use super::{ack_message, Batcher, DevicesError};
-use crate::config::ByteSize;
+use crate::config::{Access, ByteSize};
 use crate::ingest::Ingest;
 use crate::metrics::Metrics;
 use crate::store::{DeviceAck, StoreHandle};
