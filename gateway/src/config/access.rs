@@ -1,6 +1,6 @@
 //! `[devices.auth]` as values: who may connect to the embedded broker. Names are checked
 //! as device ids and hashes as argon2 PHC strings here, at load; the device stage builds
-//! its lookup table and cache from them at start (`crate::devices::auth`).
+//! its lookup table and cache from them at start (`devices/auth.rs`).
 //!
 //! Invariant: a password hash never reaches a message or `Debug` output, only user names.
 
@@ -97,4 +97,3 @@ pub enum Access {
     /// Only these users, each with client id = user name.
     Users(Users),
 }
-

@@ -1,4 +1,4 @@
-//! `[commands]`: cloud-to-device commands (used by `crate::downlink`). Parsed and checked
+//! `[commands]`: cloud-to-device commands (used by the downlink stage). Parsed and checked
 //! on its own, from the raw TOML section; errors carry their key path
 //! (`commands.max_per_device: ...`) like every other section's.
 

@@ -7,6 +7,7 @@
 
 mod access;
 pub mod commands;
+pub mod files;
 mod raw;
 pub mod secret;
 pub mod units;
@@ -22,7 +23,6 @@ pub use commands::CommandsConfig;
 pub use secret::Secret;
 pub use units::ByteSize;
 
-pub use crate::devices::gate::DeviceTls;
 use crate::fields::FieldMap;
 use crate::filters::FilterRules;
 use crate::forward::encoding::Encoding;
@@ -45,7 +45,7 @@ pub struct Config {
     pub log: LogConfig,
     /// `[[routes]]`, in file order.
     pub routes: Vec<RouteConfig>,
-    /// `[commands]`: cloud-to-device commands (`crate::downlink`).
+    /// `[commands]`: cloud-to-device commands (the downlink stage).
     pub commands: CommandsConfig,
     /// Files the config names that hold secrets (password and token files, private keys),
     /// for the start-up check of who else can read them.
@@ -123,6 +123,19 @@ pub enum DevicesMode {
         /// TLS and credentials for it.
         security: LinkSecurity,
     },
+}
+
+/// TLS on the embedded broker's device listeners: the files, checked at load. The device
+/// stage builds its server configuration from them at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceTls {
+    /// The certificate chain (`tls_cert_file`).
+    pub cert_file: String,
+    /// Its private key (`tls_key_file`).
+    pub key_file: String,
+    /// The CA that client certificates must chain to (`tls_client_ca_file`; then they are
+    /// required).
+    pub client_ca_file: Option<String>,
 }
 
 /// `[store]`: bounds and durability of the journal.

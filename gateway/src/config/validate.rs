@@ -174,8 +174,7 @@ pub(super) fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
         token,
     };
     let routes = validate_routes(&mut errors, routes, &cloud);
-    let (commands, command_errors) =
-        commands::validate(table.remove("commands"), &gateway.id, &cloud.client_id);
+    let (commands, command_errors) = commands::validate(table.remove("commands"), &gateway.id, &cloud.client_id);
     for (path, message) in command_errors {
         errors.push(path, message);
     }
@@ -345,8 +344,8 @@ fn validate_device_auth(errors: &mut Errors, raw: raw::DevicesAuth) -> Access {
     Access::Users(users)
 }
 
-/// `tls_cert_file` + `tls_key_file` (+ `tls_client_ca_file`): loaded now, so that a bad file
-/// is a config error naming the key, not a failure at the first device.
+/// `tls_cert_file` + `tls_key_file` (+ `tls_client_ca_file`): checked now, so that a bad file
+/// is a config error naming the key, not a failure at start or at the first device.
 fn validate_device_tls(
     errors: &mut Errors,
     cert: Option<&str>,
@@ -354,13 +353,20 @@ fn validate_device_tls(
     client_ca: Option<&str>,
 ) -> Option<DeviceTls> {
     match (cert, key) {
-        (Some(cert), Some(key)) => match DeviceTls::load(cert, key, client_ca) {
-            Ok(tls) => Some(tls),
-            Err((field, message)) => {
-                errors.push(format!("devices.{field}"), message);
-                None
+        (Some(cert), Some(key)) => {
+            let tls = DeviceTls {
+                cert_file: cert.to_owned(),
+                key_file: key.to_owned(),
+                client_ca_file: client_ca.map(str::to_owned),
+            };
+            match files::check_device_tls(&tls) {
+                Ok(()) => Some(tls),
+                Err((field, message)) => {
+                    errors.push(format!("devices.{field}"), message);
+                    None
+                }
             }
-        },
+        }
         (Some(_), None) => {
             errors.push("devices.tls_key_file", "required with devices.tls_cert_file");
             None
@@ -558,7 +564,7 @@ fn validate_link(
         server_name: link.server_name,
         insecure_skip_verify: link.insecure_skip_verify.unwrap_or(false),
     };
-    for err in crate::tls::check(&settings) {
+    for err in files::check_link(&settings) {
         errors.push(err.key, err.message);
     }
     LinkSecurity { tls: Some(settings), ..security }

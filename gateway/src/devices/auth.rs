@@ -91,9 +91,7 @@ impl Authenticator {
     pub fn new(access: Access) -> Arc<Authenticator> {
         let users = match &access {
             Access::Anonymous => None,
-            Access::Users(users) => {
-                Some(users.iter().map(|(name, hash)| (name.to_owned(), hash.to_owned())).collect())
-            }
+            Access::Users(users) => Some(users.iter().map(|(name, hash)| (name.to_owned(), hash.to_owned())).collect()),
         };
         Arc::new(Authenticator {
             users,

@@ -56,8 +56,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::error;
 
-use crate::config::{BrokerUrl, CloudConfig};
 pub use crate::config::CommandsConfig;
+use crate::config::{BrokerUrl, CloudConfig};
 pub use store::CommandStore;
 
 /// Wakes the two sides when the other changed the tables.
