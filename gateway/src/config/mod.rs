@@ -25,7 +25,7 @@ pub use units::ByteSize;
 
 use crate::fields::FieldMap;
 use crate::filters::FilterRules;
-use crate::forward::encoding::Encoding;
+use crate::format::Encoding;
 use crate::routes::{TopicFilter, TopicTemplate};
 
 /// The validated configuration.

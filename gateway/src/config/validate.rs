@@ -16,7 +16,7 @@ use super::units::{ByteSize, RawUnit};
 use super::*;
 use crate::fields::FieldMap;
 use crate::filters::Glob;
-use crate::forward::encoding::{BatchFormat, Compression, Encoding};
+use crate::format::{BatchFormat, Compression, Encoding};
 
 /// The default log filter: the gateway at `info`; the embedded broker's own logs off (it
 /// logs ordinary disconnects as errors); rumqttc's at `warn`.
@@ -586,7 +586,7 @@ fn validate_routes(errors: &mut Errors, raw: Vec<Option<raw::Route>>, cloud: &Cl
                 errors,
                 &format!("routes[{i}].format"),
                 route.format.as_deref(),
-                &[("json", BatchFormat::Json), ("postcard", BatchFormat::Postcard)],
+                &BatchFormat::ALL.iter().map(|&format| (format.name(), format)).collect::<Vec<_>>(),
             ),
             compress: choice(
                 errors,
