@@ -134,3 +134,72 @@ impl BatchFormat {
         BatchFormat::ALL.iter().copied().find(|format| format.name() == name)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write<W: BatchWriter>(header: &Header<'_>, envelopes: &[Vec<u8>], max_bytes: usize) -> (Vec<u8>, usize) {
+        let mut writer = W::default();
+        let mut out = Vec::new();
+        writer.begin(&mut out, header);
+        let mut taken = 0;
+        for envelope in envelopes {
+            let event = edge_event::decode(envelope).unwrap();
+            if !writer.push(&mut out, Entry { event: &event, envelope }, max_bytes) {
+                break;
+            }
+            taken += 1;
+        }
+        writer.finish(&mut out);
+        (out, taken)
+    }
+
+    fn envelope(seq: u32) -> Vec<u8> {
+        let json = format!(r#"{{"device":"d1","boot":1,"seq":{seq},"ts":5,"type":"t","readings":{{"c":1.5}}}}"#);
+        let event = edge_event::json::from_slice(json.as_bytes()).unwrap();
+        let mut buf = [0u8; edge_event::MAX_ENCODED_LEN];
+        let len = edge_event::encode(&event, &mut buf).unwrap();
+        buf[..len].to_vec()
+    }
+
+    #[test]
+    fn the_registry_names_each_format_once_and_json_is_the_default() {
+        let names: Vec<&str> = BatchFormat::ALL.iter().map(|f| f.name()).collect();
+        assert_eq!(names, ["json", "postcard"]);
+        assert_eq!(BatchFormat::default(), BatchFormat::Json);
+        assert_eq!(BatchFormat::from_name("postcard"), Some(BatchFormat::Postcard));
+        assert_eq!(BatchFormat::from_name("cbor"), None);
+        assert!(BatchFormat::Json.bare_topic() && BatchFormat::Json.replay_in_body());
+        assert!(!BatchFormat::Postcard.bare_topic() && !BatchFormat::Postcard.replay_in_body());
+    }
+
+    #[test]
+    fn the_json_batch_bytes_are_pinned() {
+        let header = Header { gateway: "g", route: "r", batch: 3, replay: true };
+        let (out, taken) = write::<json::Json>(&header, &[envelope(1), envelope(2)], 4096);
+        assert_eq!(taken, 2);
+        let one = r#"{"device":"d1","boot":1,"seq":1,"ts":5,"type":"t","readings":{"c":1.5}}"#;
+        let two = one.replace("\"seq\":1", "\"seq\":2");
+        let want = format!(r#"{{"gateway":"g","route":"r","batch":3,"replay":true,"events":[{one},{two}]}}"#);
+        assert_eq!(String::from_utf8(out).unwrap(), want);
+    }
+
+    #[test]
+    fn a_full_batch_refuses_the_next_event_but_always_takes_the_first() {
+        let header = Header { gateway: "g", route: "r", batch: 1, replay: false };
+        let envelopes: Vec<Vec<u8>> = (1..=50).map(envelope).collect();
+        for (max_bytes, json) in [(1, true), (1, false), (300, true), (300, false)] {
+            let (out, taken) = if json {
+                write::<json::Json>(&header, &envelopes, max_bytes)
+            } else {
+                write::<postcard::Postcard>(&header, &envelopes, max_bytes)
+            };
+            assert!(taken >= 1, "the first event always goes in");
+            assert!(taken == 1 || out.len() <= max_bytes, "{} > {max_bytes}", out.len());
+            assert!(taken < 50);
+        }
+        let (out, _) = write::<postcard::Postcard>(&header, &envelopes[..1], 4096);
+        assert_eq!(edge_event::batch::decode_batch(&out).unwrap().events.len(), 1);
+    }
+}
