@@ -9,7 +9,7 @@
 //! - [`filters`]: per-route rules (devices, types, range, interval, deadband) before the store.
 //! - [`store`]: the journal (SQLite, WAL, group commit, retention). Durable from here on.
 //! - [`forward`]: batches per route to the cloud (rumqttc, QoS 1); delete on PUBACK only.
-//!   Their bodies are written by a [`format`] (one file per format, one registry line each).
+//!   Their bodies are written by a [`format`](mod@format) (one file per format, one registry line each).
 //! - [`downlink`]: cloud-to-device commands, kept in SQLite until the device answers.
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`, `/api/status`.
 //!

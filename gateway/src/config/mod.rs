@@ -1,9 +1,16 @@
 //! The gateway's configuration: one TOML file, parsed into [`raw`] structs and validated
 //! in one place ([`validate`]) into the typed [`Config`] the rest of the gateway uses.
 //!
-//! Invariant: a [`Config`] exists only if every key was valid. Loading reports *every*
-//! error it finds, each with its key path (`routes[1].batch.max_bytes: ...`); one bad
-//! section does not hide the errors of another.
+//! Invariants:
+//! - A [`Config`] exists only if every key was valid. Loading reports *every* error it
+//!   finds, each with its key path (`routes[1].batch.max_bytes: ...`); one bad section does
+//!   not hide the errors of another.
+//! - Config is the ground floor: it imports no stage (devices, downlink, forward, store,
+//!   ingest, http, tls, app, metrics...). It produces plain values ([`Access`],
+//!   [`DeviceTls`], [`CommandsConfig`], the route's [`crate::format::Encoding`]); the stages
+//!   build what they run with from them at start (the authenticator's table, the device
+//!   listener's and the links' TLS configurations). Besides the TOML it only reads the files
+//!   it names, to check them ([`files`]) or to take a secret from them.
 
 mod access;
 pub mod commands;

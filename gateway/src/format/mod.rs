@@ -14,7 +14,7 @@
 //! - The wire bytes of every format are pinned by tests here and in `edge_event::batch`.
 //!
 //! Adding a format: a new file with a type implementing [`BatchWriter`], and one line in
-//! the [`registry!`] call below. Config validation, topic naming and the forwarder pick it
+//! the `registry!` call below. Config validation, topic naming and the forwarder pick it
 //! up from there. This module is a leaf: it imports no stage, so config can use it.
 
 pub mod encoding;
