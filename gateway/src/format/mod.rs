@@ -1,4 +1,4 @@
-//! Batch formats: how a route's batch body is written (`format = "json" | "postcard"`),
+//! Batch formats: how a route's batch body is written (`routes[].format`),
 //! one file per format, and the registry that names them.
 //!
 //! A format is a [`BatchWriter`]: `begin` writes the batch header, `push` appends one
@@ -18,8 +18,6 @@
 //! up from there. This module is a leaf: it imports no stage, so config can use it.
 
 pub mod encoding;
-mod json;
-mod postcard;
 
 use edge_event::Event;
 pub use encoding::{Compression, Encoding};
@@ -78,14 +76,18 @@ pub trait WithWriter {
     fn run<W: BatchWriter>(self, writer: W) -> Self::Output;
 }
 
-/// The registry: one line per format, `Variant => writer type`. The first is the default.
+/// The registry: one line per format, `Variant => file::WriterType` (the file is declared
+/// as a module here). The first is the default.
 macro_rules! registry {
-    ($($variant:ident => $writer:ty),+ $(,)?) => {
+    ($($variant:ident => $module:ident :: $writer:ident),+ $(,)?) => {
+        $(mod $module;)+
+
+
         /// A batch format, as a route chooses it (`format = "..."`).
         #[derive(Debug, Clone, Copy, PartialEq, Eq)]
         pub enum BatchFormat {
             $(
-                #[doc = concat!("`", stringify!($writer), "`.")]
+                #[doc = concat!("Written by `", stringify!($module), "::", stringify!($writer), "`.")]
                 $variant,
             )+
         }
@@ -96,22 +98,22 @@ macro_rules! registry {
 
             /// Its name in config.
             pub fn name(self) -> &'static str {
-                match self { $(BatchFormat::$variant => <$writer as BatchWriter>::NAME),+ }
+                match self { $(BatchFormat::$variant => <$module::$writer as BatchWriter>::NAME),+ }
             }
 
             /// Uncompressed batches go on the route's topic as is.
             pub fn bare_topic(self) -> bool {
-                match self { $(BatchFormat::$variant => <$writer as BatchWriter>::BARE_TOPIC),+ }
+                match self { $(BatchFormat::$variant => <$module::$writer as BatchWriter>::BARE_TOPIC),+ }
             }
 
             /// A replayed batch is marked in its body (else by its topic).
             pub fn replay_in_body(self) -> bool {
-                match self { $(BatchFormat::$variant => <$writer as BatchWriter>::REPLAY_IN_BODY),+ }
+                match self { $(BatchFormat::$variant => <$module::$writer as BatchWriter>::REPLAY_IN_BODY),+ }
             }
 
             /// Runs `work` with a fresh writer of this format.
             pub fn with_writer<T: WithWriter>(self, work: T) -> T::Output {
-                match self { $(BatchFormat::$variant => work.run(<$writer>::default())),+ }
+                match self { $(BatchFormat::$variant => work.run($module::$writer::default())),+ }
             }
         }
     };
