@@ -9,6 +9,7 @@
 //! - [`filters`]: per-route rules (devices, types, range, interval, deadband) before the store.
 //! - [`store`]: the journal (SQLite, WAL, group commit, retention). Durable from here on.
 //! - [`forward`]: batches per route to the cloud (rumqttc, QoS 1); delete on PUBACK only.
+//!   Their bodies are written by a [`format`](mod@format) (one file per format, one registry line each).
 //! - [`downlink`]: cloud-to-device commands, kept in SQLite until the device answers.
 //! - [`api`]: the local HTTP API (server only): status page, `/healthz`, `/readyz`,
 //!   `/metrics`, `/api/status`, dead letters, devices, replay; [`api::wire`] its JSON bodies.
@@ -27,6 +28,7 @@ pub mod devices;
 pub mod downlink;
 pub mod fields;
 pub mod filters;
+pub mod format;
 pub mod forward;
 pub mod ingest;
 pub mod metrics;

@@ -21,10 +21,10 @@ use rumqttd::protocol::{Packet, Publish};
 use rumqttd::{Broker, Config, ConnectionSettings, Notification, RouterConfig, ServerSettings};
 use tracing::{error, info, warn};
 
-use super::auth::{Access, Authenticator};
-use super::gate::{DeviceTls, Gate};
+use super::auth::Authenticator;
+use super::gate::Gate;
 use super::{ack_message, Batcher, DevicesError};
-use crate::config::ByteSize;
+use crate::config::{Access, ByteSize, DeviceTls};
 use crate::ingest::Ingest;
 use crate::metrics::Metrics;
 use crate::store::{DeviceAck, StoreHandle};
@@ -50,7 +50,7 @@ pub struct BrokerSettings {
     pub memory: ByteSize,
     /// Who may connect.
     pub access: Access,
-    /// TLS on the device listeners.
+    /// TLS on the device listeners (its server configuration is built at start).
     pub tls: Option<DeviceTls>,
 }
 
@@ -91,6 +91,10 @@ pub fn start(
     metrics: std::sync::Arc<Metrics>,
     runtime: tokio::runtime::Handle,
 ) -> Result<Embedded, DevicesError> {
+    let tls = match settings.tls.as_ref().map(super::gate::server_config).transpose() {
+        Ok(tls) => tls,
+        Err((key, message)) => return Err(DevicesError::Broker(format!("devices.{key}: {message}"))),
+    };
     let public = bind(settings.listen)?;
     let public_v5 = settings.listen_v5.map(bind).transpose()?;
     let inner = loopback_port()?;
@@ -125,7 +129,7 @@ pub fn start(
     let inflow = std::sync::Arc::new(super::inflow::Inflow::new(settings.memory.bytes()));
     let gate_settings = |broker| super::gate::Settings {
         broker,
-        tls: settings.tls.clone(),
+        tls: tls.clone(),
         max_connections: settings.max_connections,
         max_payload: settings.max_payload.bytes() as usize,
         connect_timeout: CONNECT_TIMEOUT,

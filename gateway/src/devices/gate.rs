@@ -22,7 +22,6 @@
 //! (its CONNACK said success) and whose relay still runs; it goes down when either side
 //! closes, whoever closed.
 
-use std::io::BufReader;
 use std::net::SocketAddr;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
@@ -35,6 +34,7 @@ use tracing::warn;
 
 use super::auth::{Authenticator, Identity};
 use super::mqtt::{self, Next, Refusal};
+use crate::config::{files, DeviceTls};
 use crate::ingest::RateLimited;
 use crate::metrics::{ConnectionRefusal, Denial, Metrics};
 
@@ -53,84 +53,33 @@ pub struct Denied {
     pub reason: String,
 }
 
-/// TLS for the device listener: the server config and what it was built from.
-#[derive(Clone)]
-pub struct DeviceTls {
-    /// The certificate chain file.
-    pub cert_file: String,
-    /// The CA that client certificates must chain to (then they are required).
-    pub client_ca_file: Option<String>,
-    /// The rustls server config (ring provider).
-    pub config: Arc<rustls::ServerConfig>,
-}
-
-impl std::fmt::Debug for DeviceTls {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DeviceTls")
-            .field("cert_file", &self.cert_file)
-            .field("client_ca_file", &self.client_ca_file)
-            .finish_non_exhaustive()
-    }
-}
-
-fn read_certs(path: &str) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
-    let file = std::fs::File::open(path).map_err(|e| format!("cannot read {path}: {e}"))?;
-    let certs = rustls_pemfile::certs(&mut BufReader::new(file))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("{path}: not PEM certificates: {e}"))?;
-    if certs.is_empty() {
-        return Err(format!("{path}: no PEM certificate (-----BEGIN CERTIFICATE-----) in it"));
-    }
-    Ok(certs)
-}
-
-impl DeviceTls {
-    /// Loads the files and builds the server config. `Err` is `(which key, message)`.
-    pub fn load(cert_file: &str, key_file: &str, client_ca_file: Option<&str>) -> Result<DeviceTls, (String, String)> {
-        let certs = read_certs(cert_file).map_err(|e| ("tls_cert_file".to_owned(), e))?;
-        let key = std::fs::File::open(key_file)
-            .map_err(|e| format!("cannot read {key_file}: {e}"))
-            .and_then(|file| {
-                rustls_pemfile::private_key(&mut BufReader::new(file)).map_err(|e| format!("{key_file}: not PEM: {e}"))
-            })
-            .and_then(|key| key.ok_or_else(|| format!("{key_file}: no PEM private key in it")))
-            .map_err(|e| ("tls_key_file".to_owned(), e))?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| ("tls_cert_file".to_owned(), e.to_string()))?;
-        let builder = match client_ca_file {
-            Some(ca_file) => {
-                let mut roots = rustls::RootCertStore::empty();
-                for cert in read_certs(ca_file).map_err(|e| ("tls_client_ca_file".to_owned(), e))? {
-                    roots
-                        .add(cert)
-                        .map_err(|e| ("tls_client_ca_file".to_owned(), format!("{ca_file}: not a usable CA: {e}")))?;
-                }
-                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                    .build()
-                    .map_err(|e| ("tls_client_ca_file".to_owned(), format!("{ca_file}: {e}")))?;
-                builder.with_client_cert_verifier(verifier)
-            }
-            None => builder.with_no_client_auth(),
-        };
-        let config = builder
-            .with_single_cert(certs, key)
-            .map_err(|e| ("tls_key_file".to_owned(), format!("{key_file} does not go with {cert_file}: {e}")))?;
-        Ok(DeviceTls {
-            cert_file: cert_file.to_owned(),
-            client_ca_file: client_ca_file.map(str::to_owned),
-            config: Arc::new(config),
-        })
-    }
+/// Builds the device listener's TLS server configuration from the files the config named
+/// (checked at load, read again here at start). `Err` is `(which key under devices, message)`.
+pub fn server_config(tls: &DeviceTls) -> Result<Arc<rustls::ServerConfig>, (String, String)> {
+    let files = files::load_device_tls(tls)?;
+    let provider = files::provider();
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ("tls_cert_file".to_owned(), e.to_string()))?;
+    let builder = match (files.client_roots, &tls.client_ca_file) {
+        (Some(roots), Some(ca_file)) => {
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| ("tls_client_ca_file".to_owned(), format!("{ca_file}: {e}")))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    let config = builder.with_single_cert(files.certs, files.key).map_err(|e| files::device_key_mismatch(tls, &e))?;
+    Ok(Arc::new(config))
 }
 
 /// How the gate is set up.
 pub struct Settings {
     /// The broker listener behind the gate (loopback).
     pub broker: SocketAddr,
-    /// TLS for devices.
-    pub tls: Option<DeviceTls>,
+    /// TLS for devices (built by [`server_config`]).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Most authenticated device connections, all listeners together.
     pub max_connections: usize,
     /// Largest packet body from a device.
@@ -168,7 +117,7 @@ impl Gate {
         denied: mpsc::SyncSender<Denied>,
         store: crate::store::StoreHandle,
     ) -> Arc<Gate> {
-        let acceptor = settings.tls.as_ref().map(|tls| tokio_rustls::TlsAcceptor::from(tls.config.clone()));
+        let acceptor = settings.tls.clone().map(tokio_rustls::TlsAcceptor::from);
         Arc::new(Gate {
             sessions: Arc::new(Semaphore::new(settings.max_connections)),
             handshaking: Arc::new(Semaphore::new(MAX_HANDSHAKING)),

@@ -265,7 +265,7 @@ mod tests {
 
     #[test]
     fn commands_are_read_with_defaults_and_refused_with_reasons() {
-        let (config, _) = super::super::config::validate(None, "gw", "gw");
+        let (config, _) = crate::config::commands::validate(None, "gw", "gw");
         let ok = parse("d1", br#"{"id":"c1","name":"set_interval","payload":{"ms":500}}"#, 1000, &config).unwrap();
         assert_eq!(ok.payload, r#"{"ms":500}"#);
         assert_eq!(ok.deadline_ms, 1000 + 86_400_000);

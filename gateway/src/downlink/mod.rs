@@ -46,7 +46,6 @@
 //! rumqttd's in-process link cannot publish at QoS 1.
 
 mod cloud;
-pub mod config;
 mod devices;
 pub mod metrics;
 pub mod store;
@@ -57,8 +56,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::error;
 
+pub use crate::config::CommandsConfig;
 use crate::config::{BrokerUrl, CloudConfig};
-pub use config::CommandsConfig;
 pub use store::CommandStore;
 
 /// Wakes the two sides when the other changed the tables.

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
-use super::config::CommandsConfig;
+use crate::config::CommandsConfig;
 
 /// A command as the cloud sent it, checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -363,7 +363,7 @@ mod tests {
 
     fn store(max_per_device: u64) -> (CommandStore, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
-        let (mut config, _) = super::super::config::validate(None, "gw", "gw");
+        let (mut config, _) = crate::config::commands::validate(None, "gw", "gw");
         config.max_per_device = max_per_device;
         config.max_total = 3;
         let store = CommandStore::open(&dir.path().join("journal.db"), false, &config).unwrap();

@@ -30,7 +30,6 @@
 
 mod backoff;
 pub mod batch;
-pub mod encoding;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
