@@ -40,12 +40,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let started = Instant::now();
     let route_names: Vec<String> = config.routes.iter().map(|r| r.name.clone()).collect();
     let metrics = Arc::new(Metrics::new(&route_names));
-    let route_specs: Vec<store::RouteSpec> =
-        config.routes.iter().map(|r| store::RouteSpec { name: r.name.clone(), max_age: r.max_age }).collect();
     let (acks_tx, acks_rx) = mpsc::channel();
     let (replay_tx, replay_rx) = mpsc::channel();
-    let (store, opened, writer) =
-        store::open(&config.gateway.data_dir, &config.store, &route_specs, metrics.clone(), Some(acks_tx))?;
+    let store::Store { handle: store, opened, writer } = store::start(&config, metrics.clone(), Some(acks_tx))?;
     let backlog: u64 = opened.depth.iter().sum();
     info!(backlog, took_ms = started.elapsed().as_millis() as u64, "journal open");
 
@@ -118,8 +115,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                 }
                 Err(err) => {
                     stop.cancel();
-                    store.shutdown();
-                    let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+                    writer.close().await;
                     return Err(err.into());
                 }
             }
@@ -154,8 +150,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         let _ = task.await;
     }
     let _ = forwarder.await;
-    store.shutdown();
-    let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+    writer.close().await;
     if let Some(task) = http {
         let _ = task.await;
     }
@@ -170,7 +165,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
 async fn watch_stages(
     shutdown: impl Future<Output = ()>,
     status: &Status,
-    writer: &JoinHandle<()>,
+    writer: &store::WriterGuard,
     ingest: Option<&JoinHandle<()>>,
     forwarder: &tokio::task::JoinHandle<()>,
     device_task: Option<&tokio::task::JoinHandle<()>>,

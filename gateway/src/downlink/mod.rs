@@ -121,10 +121,7 @@ pub fn spawn(
     if !config.commands.enabled {
         return Ok(None);
     }
-    let path = config.gateway.data_dir.join("journal.db");
-    let full = config.store.synchronous == crate::config::Synchronous::Full;
-    let store = CommandStore::open(&path, full, &config.commands)
-        .map_err(|source| crate::store::StoreError::Open { path: path.clone(), source })?;
+    let store = CommandStore::open(&crate::store::Journal::of(config), config.store.synchronous, &config.commands)?;
     let (url, security) = match (&config.devices.mode, embedded) {
         (crate::config::DevicesMode::External { url, security, .. }, _) => (url.clone(), security.clone()),
         (crate::config::DevicesMode::Embedded { .. }, Some((inner, token))) => (

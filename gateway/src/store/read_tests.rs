@@ -54,8 +54,9 @@ struct Open {
 fn open_store(dir: &Path, config: &StoreConfig, read_model: bool) -> Open {
     let metrics = Arc::new(Metrics::new(&["r".into()]));
     let routes = [RouteSpec { name: "r".into(), max_age: None }];
-    let (handle, _, thread) = open_with(dir, config, &routes, metrics.clone(), None, read_model).unwrap();
-    Open { handle, thread, metrics }
+    let store = Journal::new(dir).open_with(config, &routes, metrics.clone(), None, read_model).unwrap();
+    let thread = store.writer.into_thread().unwrap();
+    Open { handle: store.handle, thread, metrics }
 }
 
 fn close(store: Open) {
@@ -68,7 +69,7 @@ async fn queue(store: &Open) -> Vec<Row> {
 }
 
 fn kept(dir: &Path) -> Vec<(i64, i64)> {
-    let conn = rusqlite::Connection::open(dir.join("journal.db")).unwrap();
+    let conn = rusqlite::Connection::open(Journal::new(dir).path()).unwrap();
     let mut stmt = conn.prepare("SELECT event_id, received_ms FROM forwarded ORDER BY id").unwrap();
     stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().collect::<Result<_, _>>().unwrap()
 }

@@ -5,6 +5,7 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::handle::Queued;
 use super::*;
 use crate::config::{ByteSize, StoreConfig, Synchronous, WhenFull};
 use crate::metrics::{DropReason, Metrics};
@@ -190,7 +191,7 @@ async fn dead_letters_are_kept_and_bounded() {
     store.handle.ingest(letters).unwrap();
     sync(&store).await;
     close(store);
-    let conn = rusqlite::Connection::open(dir.path().join("journal.db")).unwrap();
+    let conn = rusqlite::Connection::open(Journal::new(dir.path()).path()).unwrap();
     let reasons: Vec<String> = conn
         .prepare("SELECT reason FROM dead_letters ORDER BY id")
         .unwrap()
@@ -204,14 +205,14 @@ async fn dead_letters_are_kept_and_bounded() {
 #[test]
 fn a_damaged_journal_is_a_clear_error_and_is_not_deleted() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("journal.db");
+    let path = Journal::new(dir.path()).path().to_owned();
     std::fs::write(&path, vec![0x42; 8192]).unwrap();
     let metrics = Arc::new(Metrics::new(&["r".into()]));
     let routes = [RouteSpec { name: "r".into(), max_age: None }];
     let err = open(dir.path(), &config(1 << 30, WhenFull::DropOldest), &routes, metrics, None).err().unwrap();
     let text = err.to_string();
     assert!(matches!(err, StoreError::Corrupt { .. }), "{text}");
-    assert!(text.contains("journal.db") && text.contains("move the file"), "{text}");
+    assert!(text.contains(FILE_NAME) && text.contains("move the file"), "{text}");
     assert_eq!(std::fs::read(&path).unwrap(), vec![0x42; 8192]);
 }
 
@@ -225,7 +226,7 @@ async fn space_of_forwarded_events_is_given_back_to_the_file_system() {
     let rows = sync(&store).await;
     let first = rows[0].id;
     let last = rows.last().unwrap().id;
-    let db = dir.path().join("journal.db");
+    let db = Journal::new(dir.path()).path().to_owned();
     // Checkpoint so the file itself holds the pages, then measure it full.
     store.handle.ack(0, first, first, 1).unwrap();
     sync(&store).await;
@@ -286,4 +287,22 @@ fn a_bounded_sender_waits_for_the_writer_to_take_events_and_never_on_a_stopped_w
     assert!(done_rx.recv_timeout(Duration::from_millis(200)).is_err());
     queued.close();
     done_rx.recv_timeout(Duration::from_secs(10)).expect("a stopped writer releases every sender");
+}
+
+#[tokio::test]
+async fn the_writer_guard_commits_and_releases_the_data_folder_when_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Journal::new(dir.path());
+    let cfg = config(1 << 30, WhenFull::DropOldest);
+    let routes = [RouteSpec { name: "r".into(), max_age: None }];
+    let metrics = || Arc::new(Metrics::new(&["r".into()]));
+    let store = journal.open(&cfg, &routes, metrics(), None).unwrap();
+    let second = journal.open(&cfg, &routes, metrics(), None).err().unwrap();
+    assert!(matches!(second, StoreError::Locked { .. }), "{second}");
+    assert!(second.to_string().contains(&journal.lock_path().display().to_string()), "{second}");
+    store.handle.ingest(vec![event("d1", 1, 1, 10)]).unwrap();
+    drop(store);
+    let again = journal.open(&cfg, &routes, metrics(), None).unwrap();
+    assert_eq!(again.opened.depth, vec![1], "the last group was committed before the lock was released");
+    again.writer.close().await;
 }

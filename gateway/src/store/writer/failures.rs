@@ -79,7 +79,7 @@ impl Writer {
     }
 
     /// A damaged journal (`SQLITE_CORRUPT` / `SQLITE_NOTADB` on any statement) cannot be
-    /// worked around without losing rows silently: leave `journal.db.damaged` beside it (so
+    /// worked around without losing rows silently: leave its `.damaged` marker beside it (so
     /// that a restart refuses it instead of running into the damage again), say what to do,
     /// and stop the process with exit code 1. Nothing is deleted or rewritten.
     pub(super) fn stop_if_damaged(&self, err: &rusqlite::Error) {
@@ -89,8 +89,8 @@ impl Writer {
         ) {
             return;
         }
-        let path = std::path::PathBuf::from(self.conn.path().unwrap_or("journal.db"));
-        let marker = crate::store::damaged_marker(&path);
+        let path = self.journal.path().to_owned();
+        let marker = self.journal.damaged_marker();
         if let Err(io) = std::fs::write(&marker, format!("{err}\n")) {
             warn!(error = %io, marker = %marker.display(), "cannot leave the damaged-journal marker");
         }
