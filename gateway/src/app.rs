@@ -38,8 +38,7 @@ pub enum RunError {
 /// Runs the gateway until `shutdown` resolves.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
     let started = Instant::now();
-    let route_names: Vec<String> = config.routes.iter().map(|r| r.name.clone()).collect();
-    let metrics = Arc::new(Metrics::new(&route_names));
+    let metrics = Arc::new(Metrics::of(&config));
     let (acks_tx, acks_rx) = mpsc::channel();
     let (replay_tx, replay_rx) = mpsc::channel();
     let store::Store { handle: store, opened, writer } = store::start(&config, metrics.clone(), Some(acks_tx))?;

@@ -12,7 +12,7 @@
 //! - [`downlink`]: cloud-to-device commands, kept in SQLite until the device answers.
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`, `/api/status`.
 //!
-//! Around them: [`tls`] (TLS and credentials of the links the gateway dials), [`config`] (the TOML file, validated in one place), [`metrics`], and
+//! Around them: [`tls`] (TLS and credentials of the links the gateway dials), [`config`] (the TOML file, validated in one place), [`metrics`] (the registry of every stage's metrics, built from [`meter`]), and
 //! [`app::run`], which wires the stages for a config and stops them in order; [`admin`]
 //! holds the operator commands (`edge-gateway dlq ...`); [`read_api`] the devices view and
 //! replay (`/api/devices`, `/api/replay`, `edge-gateway devices|replay`).
@@ -27,6 +27,7 @@ pub mod filters;
 pub mod forward;
 pub mod http;
 pub mod ingest;
+pub mod meter;
 pub mod metrics;
 pub mod read_api;
 pub mod routes;

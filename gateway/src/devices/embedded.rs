@@ -23,10 +23,10 @@ use tracing::{error, info, warn};
 
 use super::auth::{Access, Authenticator};
 use super::gate::{DeviceTls, Gate};
+use super::metrics::DeviceMeters;
 use super::{ack_message, Batcher, DevicesError};
 use crate::config::ByteSize;
 use crate::ingest::Ingest;
-use crate::metrics::Metrics;
 use crate::store::{DeviceAck, StoreHandle};
 
 /// The link takes every publish (`#`), once: ingest then sees the topics no route takes
@@ -88,9 +88,10 @@ pub fn start(
     store: StoreHandle,
     acks: mpsc::Receiver<Vec<DeviceAck>>,
     replays: mpsc::Receiver<super::Replay>,
-    metrics: std::sync::Arc<Metrics>,
+    metrics: impl Into<DeviceMeters>,
     runtime: tokio::runtime::Handle,
 ) -> Result<Embedded, DevicesError> {
+    let metrics: DeviceMeters = metrics.into();
     let public = bind(settings.listen)?;
     let public_v5 = settings.listen_v5.map(bind).transpose()?;
     let inner = loopback_port()?;

@@ -87,7 +87,7 @@ pub async fn run(
     cloud: CloudConfig,
     broker: DeviceBroker,
     store: CommandStore,
-    metrics: Arc<crate::metrics::Metrics>,
+    metrics: metrics::CommandMeters,
     shutdown: CancellationToken,
 ) {
     let config = Arc::new(config);
@@ -115,7 +115,7 @@ pub(crate) fn now_ms() -> i64 {
 pub fn spawn(
     config: &crate::Config,
     embedded: Option<(std::net::SocketAddr, Arc<str>)>,
-    metrics: Arc<crate::metrics::Metrics>,
+    metrics: impl Into<metrics::CommandMeters>,
     shutdown: CancellationToken,
 ) -> Result<Option<tokio::task::JoinHandle<()>>, crate::store::StoreError> {
     if !config.commands.enabled {
@@ -144,5 +144,5 @@ pub fn spawn(
         client_id = %config.commands.client_id,
         "cloud-to-device commands enabled"
     );
-    Ok(Some(tokio::spawn(run(config.commands.clone(), config.cloud.clone(), broker, store, metrics, shutdown))))
+    Ok(Some(tokio::spawn(run(config.commands.clone(), config.cloud.clone(), broker, store, metrics.into(), shutdown))))
 }

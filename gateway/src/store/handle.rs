@@ -51,17 +51,29 @@ pub(super) enum Command {
     Shutdown,
 }
 
-/// Per-route counters the forwarder watches: rows committed since start.
+/// Per-route queue figures the forwarder decides from, kept by the writer: rows committed
+/// since start (a counter that only grows, with a wake-up after each commit that added
+/// rows) and rows waiting. The metrics gauges only report the same numbers.
+///
+/// Order: the writer stores a route's depth, then adds to its count (`Release`); a reader
+/// that loads the count (`Acquire`) and then the depth sees a depth at least as new as the
+/// count, so a commit in between is counted twice (harmless: a short read corrects it),
+/// never missed.
 #[derive(Debug)]
-pub struct Committed {
+pub struct Queues {
     pub(super) counts: Vec<AtomicU64>,
+    pub(super) depth: Vec<AtomicU64>,
     pub(super) notify: Notify,
 }
 
-impl Committed {
-    /// Zeroed counters for `routes` routes.
-    pub(super) fn new(routes: usize) -> Committed {
-        Committed { counts: (0..routes).map(|_| AtomicU64::new(0)).collect(), notify: Notify::new() }
+impl Queues {
+    /// Zeroed figures for `routes` routes.
+    pub(super) fn new(routes: usize) -> Queues {
+        Queues {
+            counts: (0..routes).map(|_| AtomicU64::new(0)).collect(),
+            depth: (0..routes).map(|_| AtomicU64::new(0)).collect(),
+            notify: Notify::new(),
+        }
     }
 
     /// Rows committed to `route` since start.
@@ -69,9 +81,35 @@ impl Committed {
         self.counts.get(route).map_or(0, |c| c.load(Ordering::Acquire))
     }
 
+    /// Rows of `route` waiting in the journal (committed, not yet acknowledged), as of the
+    /// writer's last commit or upkeep.
+    pub fn depth(&self, route: RouteIndex) -> u64 {
+        self.depth.get(route).map_or(0, |d| d.load(Ordering::Relaxed))
+    }
+
     /// Resolves after the next commit that added rows.
     pub async fn changed(&self) {
         self.notify.notified().await
+    }
+
+    /// The writer: `route` now holds `depth` rows (before [`Queues::add_committed`]).
+    pub(super) fn set_depth(&self, route: RouteIndex, depth: u64) {
+        if let Some(d) = self.depth.get(route) {
+            d.store(depth, Ordering::Relaxed);
+        }
+    }
+
+    /// The writer: `rows` more rows were committed to `route`.
+    pub(super) fn add_committed(&self, route: RouteIndex, rows: u64) {
+        if let Some(c) = self.counts.get(route) {
+            c.fetch_add(rows, Ordering::Release);
+        }
+    }
+
+    /// The writer: wake the forwarder (one waiter: `notify_one` wakes it, or leaves a
+    /// permit for its next wait, so a commit between two waits is never missed).
+    pub(super) fn notify(&self) {
+        self.notify.notify_one();
     }
 }
 
@@ -139,7 +177,7 @@ pub const INGEST_QUEUE_EVENTS: usize = 8_192;
 #[derive(Clone)]
 pub struct StoreHandle {
     pub(super) tx: mpsc::Sender<Command>,
-    pub(super) committed: Arc<Committed>,
+    pub(super) committed: Arc<Queues>,
     pub(super) queued: Arc<Queued>,
     /// Route names, in config order (index = [`RouteIndex`]).
     pub(super) routes: Arc<[String]>,
@@ -234,8 +272,8 @@ impl StoreHandle {
         &self.routes
     }
 
-    /// The per-route commit counters.
-    pub fn committed(&self) -> &Arc<Committed> {
+    /// The per-route queue figures: rows committed since start, rows waiting.
+    pub fn committed(&self) -> &Arc<Queues> {
         &self.committed
     }
 

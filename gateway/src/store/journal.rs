@@ -7,7 +7,7 @@
 //!   letters, acks, the read model), behind a [`WriterGuard`] that stops and joins it on
 //!   close or drop, so that the last group is committed and the WAL checkpointed before
 //!   the data folder's lock is released. [`start`] is the whole start-up prelude for a
-//!   config (route specs, open, guard); [`open_offline`] the same for the CLI.
+//!   config (route specs, open, guard), for the gateway and for the CLI alike.
 //! - [`Journal::read_only`]: connections that cannot write, for the CLI and the API.
 //! - [`Journal::commands_connection`]: the downlink's connection, the one deliberate second
 //!   writer (the `store` module essay, "The commands connection", says why it is safe).
@@ -28,10 +28,10 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 
-use super::handle::{CloseOnDrop, Committed, Queued, StoreHandle, INGEST_QUEUE_EVENTS};
+use super::handle::{CloseOnDrop, Queued, Queues, StoreHandle, INGEST_QUEUE_EVENTS};
+use super::metrics::StoreMeters;
 use super::{schema, writer, DeviceAck, Opened, RouteSpec, StoreError};
 use crate::config::{Config, StoreConfig, Synchronous};
-use crate::metrics::Metrics;
 
 /// The journal file's name inside `[gateway].data_dir`.
 pub const FILE_NAME: &str = "journal.db";
@@ -84,10 +84,10 @@ impl Journal {
         &self,
         config: &StoreConfig,
         routes: &[RouteSpec],
-        metrics: Arc<Metrics>,
+        metrics: impl Into<StoreMeters>,
         acks: Option<mpsc::Sender<Vec<DeviceAck>>>,
     ) -> Result<Store, StoreError> {
-        self.open_with(config, routes, metrics, acks, true)
+        self.open_with(config, routes, metrics.into(), acks, true)
     }
 
     /// [`Journal::open`], with the read model on or off (off only to measure what it costs).
@@ -95,7 +95,7 @@ impl Journal {
         &self,
         config: &StoreConfig,
         routes: &[RouteSpec],
-        metrics: Arc<Metrics>,
+        metrics: StoreMeters,
         acks: Option<mpsc::Sender<Vec<DeviceAck>>>,
         read_model: bool,
     ) -> Result<Store, StoreError> {
@@ -111,7 +111,7 @@ impl Journal {
         let route_max_age = routes.iter().map(|r| r.max_age).collect();
         let conn = self.connect_writer(config)?;
         let mut state = schema::read_state(&conn, &self.path, &route_names)?;
-        let committed = Arc::new(Committed::new(route_names.len()));
+        let committed = Arc::new(Queues::new(route_names.len()));
         let opened = Opened {
             depth: state.routes.iter().map(|r| r.depth).collect(),
             last_batch: state.routes.iter().map(|r| r.last_batch).collect(),
@@ -305,19 +305,13 @@ impl Drop for WriterGuard {
 
 /// The start-up prelude for `config`: the route specs of its `[[routes]]`, the journal
 /// opened under `[gateway].data_dir`, the writer running. Close it with
-/// `store.writer.close().await` (dropping it also stops and joins the writer).
+/// `store.writer.close().await` (dropping it also stops and joins the writer). The CLI,
+/// with no gateway running, calls it the same way with `acks: None`:
+/// `store::start(config, &metrics::Metrics::of(config), None)`.
 pub fn start(
     config: &Config,
-    metrics: Arc<Metrics>,
+    metrics: impl Into<StoreMeters>,
     acks: Option<mpsc::Sender<Vec<DeviceAck>>>,
 ) -> Result<Store, StoreError> {
     Journal::of(config).open(&config.store, &RouteSpec::of(config), metrics, acks)
-}
-
-/// [`start`] for the CLI with no gateway running (offline replay): no device acks, and its
-/// own metrics registry (returned, e.g. to count what was committed).
-pub fn open_offline(config: &Config) -> Result<(Store, Arc<Metrics>), StoreError> {
-    let names: Vec<String> = config.routes.iter().map(|r| r.name.clone()).collect();
-    let metrics = Arc::new(Metrics::new(&names));
-    Ok((start(config, metrics.clone(), None)?, metrics))
 }

@@ -86,23 +86,24 @@ pub mod dead_letters;
 pub mod forwarded;
 mod handle;
 mod journal;
+pub mod metrics;
 pub mod read_model;
 mod schema;
 mod skim;
 mod writer;
 
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Arc};
+use std::sync::mpsc;
 use std::thread::JoinHandle;
 
 pub use dead_letters::DeadLetterRow;
-pub use handle::{Committed, StoreHandle, INGEST_QUEUE_EVENTS};
-pub use journal::{damaged_marker, open_offline, start, Journal, OfflineConnection, Store, WriterGuard, FILE_NAME};
+pub use handle::{Queues, StoreHandle, INGEST_QUEUE_EVENTS};
+pub use journal::{damaged_marker, start, Journal, OfflineConnection, Store, WriterGuard, FILE_NAME};
+pub use metrics::{StoreMeters, StoreMetrics};
 pub use read_model::{DeviceDetail, DeviceSummary, LatestReading};
 
 use crate::config::{Config, StoreConfig};
 use crate::filters::StateUpdate;
-use crate::metrics::Metrics;
 
 /// Index of a route in the config's `[[routes]]` list.
 pub type RouteIndex = usize;
@@ -299,7 +300,7 @@ pub fn open(
     data_dir: &Path,
     config: &StoreConfig,
     routes: &[RouteSpec],
-    metrics: Arc<Metrics>,
+    metrics: impl Into<StoreMeters>,
     acks: Option<mpsc::Sender<Vec<DeviceAck>>>,
 ) -> Result<(StoreHandle, Opened, JoinHandle<()>), StoreError> {
     let store = Journal::new(data_dir).open(config, routes, metrics, acks)?;

@@ -54,7 +54,7 @@ struct Open {
 fn open_store(dir: &Path, config: &StoreConfig, read_model: bool) -> Open {
     let metrics = Arc::new(Metrics::new(&["r".into()]));
     let routes = [RouteSpec { name: "r".into(), max_age: None }];
-    let store = Journal::new(dir).open_with(config, &routes, metrics.clone(), None, read_model).unwrap();
+    let store = Journal::new(dir).open_with(config, &routes, (&*metrics).into(), None, read_model).unwrap();
     let thread = store.writer.into_thread().unwrap();
     Open { handle: store.handle, thread, metrics }
 }
@@ -188,7 +188,7 @@ async fn kept_forwarded_events_replay_exactly_their_window_marked_and_expire_aft
     store.handle.ack(0, rows[0].id, rows[5].id, 1).unwrap();
     let left = queue(&store).await;
     assert_eq!(left.len(), 4, "acknowledged rows leave the queue");
-    assert_eq!(store.metrics.routes[0].depth.get(), 4, "queue depth means not yet forwarded");
+    assert_eq!(super::tests::depth(&store.handle, &store.metrics), 4, "queue depth means not yet forwarded");
     let ids: Vec<i64> = kept(dir.path()).iter().map(|k| k.0).collect();
     assert_eq!(ids, rows[..6].iter().map(|r| r.id).collect::<Vec<_>>(), "kept in order");
 
@@ -203,8 +203,8 @@ async fn kept_forwarded_events_replay_exactly_their_window_marked_and_expire_aft
     assert!(copies.iter().all(|c| c.id > left.last().unwrap().id), "copies queue behind");
     let seqs: Vec<u32> = copies.iter().map(|c| edge_event::decode(&c.payload).unwrap().seq).collect();
     assert_eq!(seqs, vec![3, 4], "exactly [since, until), in order");
-    assert_eq!(store.metrics.replayed.get(), 2);
-    assert_eq!(store.metrics.routes[0].depth.get(), 6);
+    assert_eq!(store.metrics.store.replayed.get(), 2);
+    assert_eq!(super::tests::depth(&store.handle, &store.metrics), 6);
 
     // Forward everything: the copies are kept too but never replayed again.
     store.handle.ack(0, now[0].id, now[5].id, 2).unwrap();
@@ -331,7 +331,7 @@ async fn read_model_commit_cost() {
         store.handle.ingest(batch).unwrap();
         // Answered after everything sent before it is committed.
         store.handle.read(0, 0, 1).await.unwrap();
-        assert_eq!(store.metrics.committed.get(), u64::from(EVENTS));
+        assert_eq!(store.metrics.store.committed.get(), u64::from(EVENTS));
         rate[usize::from(on)].push(f64::from(EVENTS) / started.elapsed().as_secs_f64());
         cpu[usize::from(on)].push((writer_cpu_seconds() - cpu_before) * 1e6 / f64::from(EVENTS));
         close(store);

@@ -53,6 +53,15 @@ fn open_store(dir: &Path, config: &StoreConfig) -> Open {
     Open { handle, opened, thread, metrics, acks }
 }
 
+/// Rows waiting in route "r" as the forwarder sees them (the store's handle), checked to be
+/// what `/metrics` reports too.
+pub(super) fn depth(handle: &StoreHandle, metrics: &Metrics) -> u64 {
+    let depth = handle.committed().depth(0);
+    let line = format!("edge_gateway_queue_depth{{route=\"r\"}} {depth}\n");
+    assert!(metrics.render(0).contains(&line), "the gauge reports the handle's depth {depth}");
+    depth
+}
+
 fn close(store: Open) {
     store.handle.shutdown();
     store.thread.join().unwrap();
@@ -73,12 +82,12 @@ async fn committed_events_are_read_in_order_and_deleted_only_when_acked() {
     assert!(rows.windows(2).all(|w| w[0].id < w[1].id));
     let acks = store.acks.recv_timeout(Duration::from_secs(5)).unwrap();
     assert_eq!(acks, vec![DeviceAck { device: "d1".into(), boot: 1, seq: 5 }]);
-    assert_eq!(store.metrics.routes[0].depth.get(), 5);
+    assert_eq!(depth(&store.handle, &store.metrics), 5);
 
     store.handle.ack(0, rows[0].id, rows[2].id, 1).unwrap();
     let left = sync(&store).await;
     assert_eq!(left.iter().map(|r| r.id).collect::<Vec<_>>(), vec![rows[3].id, rows[4].id]);
-    assert_eq!(store.metrics.routes[0].depth.get(), 2);
+    assert_eq!(depth(&store.handle, &store.metrics), 2);
     close(store);
 }
 
@@ -144,7 +153,7 @@ async fn drop_oldest_keeps_the_newest_events_within_max_bytes_and_counts_the_res
     let dropped = store.metrics.dropped(DropReason::Full);
     assert!(dropped > 0, "4 MB into a 2 MiB journal must drop");
     assert_eq!(rows.len() as u64 + dropped, 4000);
-    assert!(store.metrics.store_bytes.get() <= max, "{} > {max}", store.metrics.store_bytes.get());
+    assert!(store.metrics.store.bytes.get() <= max, "{} > {max}", store.metrics.store.bytes.get());
     // The newest survive: the last row is the last event.
     let last = edge_seq(&rows);
     assert_eq!(last, rows.len());
@@ -239,7 +248,7 @@ async fn space_of_forwarded_events_is_given_back_to_the_file_system() {
         assert!(std::time::Instant::now() < deadline, "the journal file did not shrink below {} bytes", full / 4);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(store.metrics.store_bytes.get() < full / 4);
+    assert!(store.metrics.store.bytes.get() < full / 4);
     close(store);
     let after = std::fs::metadata(&db).unwrap().len();
     assert!(after < full / 4, "file is {after} bytes after forwarding everything, was {full}");

@@ -9,20 +9,20 @@ mod rows;
 use failures::{is_disk_full, DISK_FULL_PROBE_EVERY};
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use rusqlite::{params, Connection};
+use rusqlite::Connection;
 use tracing::{error, info, warn};
 
 use super::schema::{RouteState, State};
 use tokio::sync::oneshot;
 
-use super::handle::{Command, Committed};
-use super::{DeviceAck, Done, Incoming, Journal, Row, StoreError};
+use super::handle::{Command, Queues};
+use super::metrics::StoreMeters;
+use super::{DeviceAck, Done, Incoming, Journal, StoreError};
 use crate::config::{StoreConfig, WhenFull};
-use crate::metrics::{DropReason, Metrics};
+use crate::meter::DropReason;
 
 /// How often retention, vacuum and the oldest-age gauges run.
 const MAINTENANCE_EVERY: Duration = Duration::from_millis(500);
@@ -51,8 +51,8 @@ pub struct Writer {
     /// route db id -> config index.
     route_index: HashMap<i64, usize>,
     devices: HashMap<String, (u32, u32)>,
-    metrics: Arc<Metrics>,
-    committed: Arc<Committed>,
+    metrics: StoreMeters,
+    committed: Arc<Queues>,
     acks: Option<mpsc::Sender<Vec<DeviceAck>>>,
     page_size: u64,
     /// `reject_new` is refusing events until usage falls below 95% of the bound (so that
@@ -142,8 +142,8 @@ impl Writer {
     pub fn new(
         conn: Connection,
         parts: Parts,
-        metrics: Arc<Metrics>,
-        committed: Arc<Committed>,
+        metrics: StoreMeters,
+        committed: Arc<Queues>,
         acks: Option<mpsc::Sender<Vec<DeviceAck>>>,
     ) -> Writer {
         let Parts { journal, config, route_max_age, state } = parts;
@@ -395,13 +395,13 @@ impl Writer {
     }
 
     fn after_commit(&mut self, group: Group) {
-        self.metrics.store_ok.set(1);
+        self.metrics.store.ok.set(1);
         if !group.inserted.is_empty() {
             self.when_full_gave_up = false;
         }
         if self.disk_full && (!group.inserted.is_empty() || group.dead_letters > 0) {
             self.disk_full = false;
-            self.metrics.disk_full.set(0);
+            self.metrics.store.disk_full.set(0);
             info!("journal: space is available again; events are stored");
         }
         let mut notify = false;
@@ -410,7 +410,8 @@ impl Writer {
             state.depth = state.depth.saturating_add_signed(rows);
             state.bytes = state.bytes.saturating_add_signed(bytes);
             // Depth before the counter: the forwarder reads the counter, then the depth.
-            if let Some(m) = self.metrics.routes.get(route) {
+            self.committed.set_depth(route, state.depth);
+            if let Some(m) = self.metrics.store.routes.get(route) {
                 m.depth.set(state.depth);
             }
         }
@@ -418,21 +419,19 @@ impl Writer {
         // must still tell the forwarder about every new row (counting the net change once
         // starved the forwarder under load until its 2 s sweep).
         for (&route, &rows) in &group.inserted {
-            self.committed.counts[route].fetch_add(rows, Ordering::Release);
+            self.committed.add_committed(route, rows);
             notify = true;
         }
         for &(route, batch) in &group.batches {
             self.routes[route].last_batch = self.routes[route].last_batch.max(batch);
         }
         if notify {
-            // One waiter (the forwarder): notify_one wakes it, or leaves a permit for its
-            // next wait, so a commit between two waits is never missed.
-            self.committed.notify.notify_one();
+            self.committed.notify();
         }
-        self.metrics.committed.add(group.committed_events);
-        self.metrics.replayed.add(group.replayed);
-        self.metrics.dead_letters.add(group.dead_letters);
-        self.metrics.dead_letters_dropped.add(group.dead_letters_dropped);
+        self.metrics.store.committed.add(group.committed_events);
+        self.metrics.store.replayed.add(group.replayed);
+        self.metrics.store.dead_letters.add(group.dead_letters);
+        self.metrics.store.dead_letters_dropped.add(group.dead_letters_dropped);
         self.metrics.count_drop(DropReason::Duplicate, group.duplicates);
         self.metrics.count_drop(DropReason::Full, group.rejected);
         if group.rejected > 0 {
@@ -476,26 +475,14 @@ impl Writer {
         }
     }
 
-    fn read(&mut self, route: usize, after: i64, limit: usize) -> Result<Vec<Row>, rusqlite::Error> {
-        let Some(state) = self.routes.get(route) else {
-            return Ok(Vec::new());
-        };
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT id, received_ms, payload, replay FROM events WHERE route = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
-        )?;
-        let rows = stmt.query_map(params![state.db_id, after, limit as i64], |r| {
-            Ok(Row { id: r.get(0)?, received_ms: r.get(1)?, payload: r.get(2)?, replay: r.get(3)? })
-        })?;
-        rows.collect()
-    }
-
     /// Re-reads the bytes in use and publishes the per-route gauges.
     fn refresh_gauges(&mut self) {
         if let Ok(used) = self.current_used() {
             self.used_bytes = used;
         }
-        self.metrics.store_bytes.set(self.used_bytes);
-        for (state, metrics) in self.routes.iter().zip(&self.metrics.routes) {
+        self.metrics.store.bytes.set(self.used_bytes);
+        for (route, (state, metrics)) in self.routes.iter().zip(&self.metrics.store.routes).enumerate() {
+            self.committed.set_depth(route, state.depth);
             metrics.depth.set(state.depth);
             metrics.bytes.set(state.bytes);
         }

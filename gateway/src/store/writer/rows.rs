@@ -1,13 +1,14 @@
 //! What one group writes, row by row, inside the group's transaction: events (with the
 //! duplicate check and `reject_new`), dead letters, replay copies, acknowledged deletions,
 //! and the per-route and per-device counters. Nothing here commits or touches memory the
-//! caller cannot roll back (`Group` is applied only after the commit).
+//! caller cannot roll back (`Group` is applied only after the commit). Also the one read
+//! of the queue: a route's rows in id order, for the forwarder.
 
 use rusqlite::params;
 
 use super::{Group, Writer, ROW_OVERHEAD};
 use crate::config::WhenFull;
-use crate::store::{DeadLetter, NewEvent};
+use crate::store::{DeadLetter, NewEvent, Row};
 
 impl Writer {
     pub(super) fn insert_event(
@@ -182,5 +183,19 @@ impl Writer {
                 .execute(params![batch as i64, self.routes[route].db_id])?;
         }
         Ok(())
+    }
+
+    /// Up to `limit` rows of `route` with ids above `after`, oldest first.
+    pub(super) fn read(&mut self, route: usize, after: i64, limit: usize) -> Result<Vec<Row>, rusqlite::Error> {
+        let Some(state) = self.routes.get(route) else {
+            return Ok(Vec::new());
+        };
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, received_ms, payload, replay FROM events WHERE route = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(params![state.db_id, after, limit as i64], |r| {
+            Ok(Row { id: r.get(0)?, received_ms: r.get(1)?, payload: r.get(2)?, replay: r.get(3)? })
+        })?;
+        rows.collect()
     }
 }
