@@ -4,7 +4,7 @@
 //!
 //! One SQLite file in `[gateway].data_dir`, in WAL mode. [`Journal`] owns the file: its
 //! name, the data folder's lock, the pragmas, every migration and every connection. Events
-//! are written by one thread (the *writer*, [`writer`]); every other stage talks to it
+//! are written by one thread (the *writer*, `store/writer.rs`); every other stage talks to it
 //! through a [`StoreHandle`]: ingest sends events, the forwarder reads batches and
 //! acknowledges them. One owner means no lock contention on the event path, and one place
 //! where the invariants hold:
@@ -28,6 +28,9 @@
 //! The writer takes everything waiting in its channel (up to `store.commit_max_events`
 //! events) into one transaction. Under no load that is one event and no added latency;
 //! under load the next group forms while the previous commit is being synced.
+//! After each commit the writer publishes, per route, the rows waiting and then the rows
+//! committed ([`Queues`], on the handle): that is what the forwarder decides from. The
+//! store's metrics ([`metrics`]) report the same numbers and are never read to decide.
 //! The embedded device side hands events over with [`StoreHandle::ingest_bounded`]: at most
 //! [`INGEST_QUEUE_EVENTS`] wait in the channel (a group larger than that still passes when
 //! the channel is empty); past that, its thread waits for the writer to take some.
@@ -65,7 +68,7 @@
 //! # The commands connection: the one deliberate second writer
 //!
 //! The downlink keeps cloud-to-device commands in the same file (`commands`,
-//! `command_status`, made by [`schema`] with everything else) through a connection of its
+//! `command_status`, made by `store/schema.rs` with everything else) through a connection of its
 //! own ([`Journal::commands_connection`]), not through the writer. That is a deliberate
 //! exception, kept because routing its dozen small transactions (accept, reply, expire,
 //! outbox) through the writer's channel would add a request/reply type per statement for

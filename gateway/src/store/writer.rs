@@ -1,6 +1,8 @@
-//! The writer thread: the only owner of the journal connection. See the module essay in
-//! `store/mod.rs` for the invariants; this file keeps them. Retention lives in
-//! [`retention`], what a failed commit does (full disk, damaged file) in [`failures`].
+//! The writer thread: the only owner of the journal's event connection. See the module
+//! essay in `store/mod.rs` for the invariants; this file keeps them. The rows one group
+//! writes are in [`rows`], retention in [`retention`], what a failed commit does (full
+//! disk, damaged file) in [`failures`]. After each commit it publishes the queue figures
+//! the forwarder decides from ([`super::Queues`]) and, separately, the store's metrics.
 
 mod failures;
 mod retention;
