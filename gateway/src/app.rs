@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
+use crate::api::{self, Status};
 use crate::config::{Config, DevicesMode, Unrouted};
 use crate::devices::{self, embedded};
-use crate::http::{self, Status};
 use crate::ingest::Ingest;
 use crate::metrics::Metrics;
 use crate::{forward, store};
@@ -66,7 +66,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             })?;
             drop(listener);
             Some(tokio::spawn(async move {
-                if let Err(err) = http::serve(listen, task_status, task_stop).await {
+                if let Err(err) = api::serve(listen, task_status, task_stop).await {
                     error!(error = %err, "HTTP endpoints stopped");
                 }
             }))

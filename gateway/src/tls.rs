@@ -198,11 +198,11 @@ fn identity(
     };
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
     if now > not_after {
-        let when = crate::admin::format_time(not_after * 1000);
+        let when = crate::time::format_time(not_after * 1000);
         return Err(fail(settings, "cert_file", format!("{cert_file}: the certificate expired at {when}; renew it")));
     }
     if now < not_before {
-        let when = crate::admin::format_time(not_before * 1000);
+        let when = crate::time::format_time(not_before * 1000);
         return Err(fail(
             settings,
             "cert_file",
@@ -355,7 +355,7 @@ fn describe_tls(err: &rustls::Error, peer: &str, tls: &TlsSettings) -> String {
             CertificateError::Expired => format!("TLS: {peer}'s certificate has expired"),
             CertificateError::ExpiredContext { not_after, .. } => format!(
                 "TLS: {peer}'s certificate has expired (valid until {}); the broker must renew it",
-                crate::admin::format_time(not_after.as_secs() as i64 * 1000)
+                crate::time::format_time(not_after.as_secs() as i64 * 1000)
             ),
             CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
                 format!("TLS: {peer}'s certificate is not valid yet (is this machine's clock right?)")

@@ -167,7 +167,7 @@ fn broker_config(
     // Only the gate (and the readiness probe) know the token: a local process that finds
     // the loopback port cannot get around the gate.
     connections.set_auth_handler(move |_client_id, _user, password: String| {
-        let ok = constant_time_eq(password.as_bytes(), token.as_bytes());
+        let ok = crate::util::ct::constant_time_eq(password.as_bytes(), token.as_bytes());
         async move { ok }
     });
     let server = |name: &str, listen| ServerSettings {
@@ -198,11 +198,6 @@ fn broker_config(
         v5: inner_v5.map(|v5| HashMap::from([("devices-v5".to_owned(), server("devices-v5", v5))])),
         ..Config::default()
     }
-}
-
-/// Equal bytes, in a time that does not depend on where they differ.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Waits for the broker to answer an MQTT CONNECT (a bare TCP probe makes it log errors).
