@@ -172,14 +172,14 @@ async fn watch_stages(
     tokio::pin!(shutdown);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let metrics = &status.metrics;
-    let mut last = (Instant::now(), metrics.received.get(), metrics.forwarded());
+    let mut last = (Instant::now(), metrics.ingest.received.get(), metrics.forwarded());
     loop {
         tokio::select! {
             _ = &mut shutdown => return,
             _ = tick.tick() => {}
         }
         // Rates for /api/status, from one-second deltas of the counters.
-        let now = (Instant::now(), metrics.received.get(), metrics.forwarded());
+        let now = (Instant::now(), metrics.ingest.received.get(), metrics.forwarded());
         let secs = now.0.duration_since(last.0).as_secs_f64().max(0.001);
         metrics.rate_in.set(((now.1 - last.1) as f64 / secs).round() as u64);
         metrics.rate_out.set(((now.2.saturating_sub(last.2)) as f64 / secs).round() as u64);

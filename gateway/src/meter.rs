@@ -270,11 +270,6 @@ impl LastError {
         }
     }
 
-    /// The error, if any (`Mutex::lock`, for readers written against the older field).
-    pub fn lock(&self) -> std::sync::LockResult<std::sync::MutexGuard<'_, Option<(i64, String)>>> {
-        self.0.lock()
-    }
-
     /// The error, if any: `(at_ms, message)`.
     pub fn get(&self) -> Option<(i64, String)> {
         self.0.lock().ok().and_then(|last| last.clone())

@@ -19,8 +19,6 @@
 //! published after the families of [`ORDER`], which pins the order `/metrics` has had
 //! since before the per-stage split (dashboards and people diff it).
 
-mod legacy;
-
 use std::sync::Arc;
 
 use crate::devices::metrics::DeviceMeters;
@@ -32,7 +30,6 @@ pub use crate::meter::{Counter, DropReason, Gauge, Histogram};
 use crate::meter::{Drops, Exposition, LastError, Render};
 pub use crate::store::metrics::StoreErrorKind;
 use crate::store::metrics::{StoreMeters, StoreMetrics};
-pub use legacy::{RouteView, View};
 
 /// The published order of the families (any family not listed follows them, in the order
 /// the stages render it).
@@ -92,29 +89,6 @@ pub struct Metrics {
     pub rate_in: Gauge,
     /// Events acknowledged by the cloud per second, over the last second (likewise).
     pub rate_out: Gauge,
-    /// Read-only views under the names the HTTP status and CLI code used before the
-    /// per-stage split (`m.link_up`, `m.routes[i].depth`, ...). Kept only until they move
-    /// to the stage fields above.
-    #[doc(hidden)]
-    pub received: View<IngestMetrics, Counter>,
-    #[doc(hidden)]
-    pub committed: View<StoreMetrics, Counter>,
-    #[doc(hidden)]
-    pub dead_letters: View<StoreMetrics, Counter>,
-    #[doc(hidden)]
-    pub store_bytes: View<StoreMetrics, Gauge>,
-    #[doc(hidden)]
-    pub store_ok: View<StoreMetrics, Gauge>,
-    #[doc(hidden)]
-    pub disk_full: View<StoreMetrics, Gauge>,
-    #[doc(hidden)]
-    pub link_up: View<ForwardMetrics, Gauge>,
-    #[doc(hidden)]
-    pub link_changed_ms: View<ForwardMetrics, Gauge>,
-    #[doc(hidden)]
-    pub reconnects: View<ForwardMetrics, Counter>,
-    #[doc(hidden)]
-    pub routes: Vec<RouteView>,
 }
 
 impl Metrics {
@@ -124,16 +98,6 @@ impl Metrics {
         let store = Arc::new(StoreMetrics::new(route_names));
         let forward = Arc::new(ForwardMetrics::new(route_names));
         Metrics {
-            received: View::new(&ingest, 0, |m, _| &m.received),
-            committed: View::new(&store, 0, |m, _| &m.committed),
-            dead_letters: View::new(&store, 0, |m, _| &m.dead_letters),
-            store_bytes: View::new(&store, 0, |m, _| &m.bytes),
-            store_ok: View::new(&store, 0, |m, _| &m.ok),
-            disk_full: View::new(&store, 0, |m, _| &m.disk_full),
-            link_up: View::new(&forward, 0, |m, _| &m.link_up),
-            link_changed_ms: View::new(&forward, 0, |m, _| &m.link_changed_ms),
-            reconnects: View::new(&forward, 0, |m, _| &m.reconnects),
-            routes: (0..route_names.len()).map(|i| RouteView::new(route_names, i, &store, &forward)).collect(),
             ingest,
             store,
             forward,
@@ -160,11 +124,6 @@ impl Metrics {
     /// Drops so far for `reason`.
     pub fn dropped(&self, reason: DropReason) -> u64 {
         self.drops.get(reason)
-    }
-
-    /// Remembers an error for `/api/status`.
-    pub fn note_error(&self, now_ms: i64, message: impl Into<String>) {
-        self.last_error.note(now_ms, message);
     }
 
     /// Prometheus text exposition format, ages as of `now_ms`.

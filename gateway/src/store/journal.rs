@@ -282,11 +282,6 @@ impl WriterGuard {
         self.stop_and_join();
     }
 
-    /// The thread, for a caller that stops and joins it itself (`store::open`).
-    pub(super) fn into_thread(mut self) -> Option<JoinHandle<()>> {
-        self.thread.take()
-    }
-
     fn stop_and_join(&mut self) {
         if let Some(thread) = self.thread.take() {
             self.handle.shutdown();

@@ -95,9 +95,7 @@ mod schema;
 mod skim;
 mod writer;
 
-use std::path::{Path, PathBuf};
-use std::sync::mpsc;
-use std::thread::JoinHandle;
+use std::path::PathBuf;
 
 pub use dead_letters::DeadLetterRow;
 pub use handle::{Queues, StoreHandle, INGEST_QUEUE_EVENTS};
@@ -105,7 +103,7 @@ pub use journal::{damaged_marker, start, Journal, OfflineConnection, Store, Writ
 pub use metrics::{StoreMeters, StoreMetrics};
 pub use read_model::{DeviceDetail, DeviceSummary, LatestReading};
 
-use crate::config::{Config, StoreConfig};
+use crate::config::Config;
 use crate::filters::StateUpdate;
 
 /// Index of a route in the config's `[[routes]]` list.
@@ -294,21 +292,6 @@ impl RouteSpec {
     pub fn of(config: &Config) -> Vec<RouteSpec> {
         config.routes.iter().map(|r| RouteSpec { name: r.name.clone(), max_age: r.max_age }).collect()
     }
-}
-
-/// Opens (or creates) the journal under `data_dir` and starts its writer thread; the caller
-/// stops it ([`StoreHandle::shutdown`]) and joins the thread. Kept for callers not yet
-/// moved to [`start`] / [`Journal::open`], whose [`WriterGuard`] does both.
-pub fn open(
-    data_dir: &Path,
-    config: &StoreConfig,
-    routes: &[RouteSpec],
-    metrics: impl Into<StoreMeters>,
-    acks: Option<mpsc::Sender<Vec<DeviceAck>>>,
-) -> Result<(StoreHandle, Opened, JoinHandle<()>), StoreError> {
-    let store = Journal::new(data_dir).open(config, routes, metrics, acks)?;
-    let thread = store.writer.into_thread().ok_or(StoreError::Closed)?;
-    Ok((store.handle, store.opened, thread))
 }
 
 /// Milliseconds since the Unix epoch, by the gateway's clock.

@@ -7,6 +7,7 @@ use super::read_model::Query;
 use super::*;
 use crate::config::{ByteSize, StoreConfig, Synchronous, WhenFull};
 use crate::metrics::{DropReason, Metrics};
+use std::path::Path;
 
 fn config(keep_forwarded: Option<Duration>) -> StoreConfig {
     StoreConfig {
@@ -47,7 +48,7 @@ fn event(device: &str, boot: u32, seq: u32, readings: &str, received_ms: i64) ->
 
 struct Open {
     handle: StoreHandle,
-    thread: std::thread::JoinHandle<()>,
+    writer: WriterGuard,
     metrics: Arc<Metrics>,
 }
 
@@ -55,13 +56,11 @@ fn open_store(dir: &Path, config: &StoreConfig, read_model: bool) -> Open {
     let metrics = Arc::new(Metrics::new(&["r".into()]));
     let routes = [RouteSpec { name: "r".into(), max_age: None }];
     let store = Journal::new(dir).open_with(config, &routes, (&*metrics).into(), None, read_model).unwrap();
-    let thread = store.writer.into_thread().unwrap();
-    Open { handle: store.handle, thread, metrics }
+    Open { handle: store.handle, writer: store.writer, metrics }
 }
 
 fn close(store: Open) {
-    store.handle.shutdown();
-    store.thread.join().unwrap();
+    store.writer.join();
 }
 
 async fn queue(store: &Open) -> Vec<Row> {

@@ -9,6 +9,7 @@ use super::handle::Queued;
 use super::*;
 use crate::config::{ByteSize, StoreConfig, Synchronous, WhenFull};
 use crate::metrics::{DropReason, Metrics};
+use std::path::Path;
 
 fn config(max_bytes: u64, when_full: WhenFull) -> StoreConfig {
     StoreConfig {
@@ -40,7 +41,7 @@ fn event(device: &str, boot: u32, seq: u32, size: usize) -> Incoming {
 struct Open {
     handle: StoreHandle,
     opened: Opened,
-    thread: std::thread::JoinHandle<()>,
+    writer: WriterGuard,
     metrics: Arc<Metrics>,
     acks: mpsc::Receiver<Vec<DeviceAck>>,
 }
@@ -49,8 +50,8 @@ fn open_store(dir: &Path, config: &StoreConfig) -> Open {
     let metrics = Arc::new(Metrics::new(&["r".into()]));
     let (tx, acks) = mpsc::channel();
     let routes = [RouteSpec { name: "r".into(), max_age: None }];
-    let (handle, opened, thread) = open(dir, config, &routes, metrics.clone(), Some(tx)).unwrap();
-    Open { handle, opened, thread, metrics, acks }
+    let Store { handle, opened, writer } = Journal::new(dir).open(config, &routes, metrics.clone(), Some(tx)).unwrap();
+    Open { handle, opened, writer, metrics, acks }
 }
 
 /// Rows waiting in route "r" as the forwarder sees them (the store's handle), checked to be
@@ -63,8 +64,7 @@ pub(super) fn depth(handle: &StoreHandle, metrics: &Metrics) -> u64 {
 }
 
 fn close(store: Open) {
-    store.handle.shutdown();
-    store.thread.join().unwrap();
+    store.writer.join();
 }
 
 /// Waits until the writer has applied everything sent before (reads are answered in order).
@@ -218,7 +218,8 @@ fn a_damaged_journal_is_a_clear_error_and_is_not_deleted() {
     std::fs::write(&path, vec![0x42; 8192]).unwrap();
     let metrics = Arc::new(Metrics::new(&["r".into()]));
     let routes = [RouteSpec { name: "r".into(), max_age: None }];
-    let err = open(dir.path(), &config(1 << 30, WhenFull::DropOldest), &routes, metrics, None).err().unwrap();
+    let err =
+        Journal::new(dir.path()).open(&config(1 << 30, WhenFull::DropOldest), &routes, metrics, None).err().unwrap();
     let text = err.to_string();
     assert!(matches!(err, StoreError::Corrupt { .. }), "{text}");
     assert!(text.contains(FILE_NAME) && text.contains("move the file"), "{text}");
