@@ -14,7 +14,7 @@
 //! - [`api`]: the local HTTP API (server only): status page, `/healthz`, `/readyz`,
 //!   `/metrics`, `/api/status`, dead letters, devices, replay; [`api::wire`] its JSON bodies.
 //!
-//! Around them: [`tls`] (TLS and credentials of the links the gateway dials), [`config`] (the TOML file, validated in one place), [`metrics`], and
+//! Around them: [`tls`] (TLS and credentials of the links the gateway dials), [`config`] (the TOML file, validated in one place), [`metrics`] (the registry of every stage's metrics, built from [`meter`]), and
 //! [`app::run`], which wires the stages for a config and stops them in order; [`cli`] holds
 //! the terminal commands (one file per subcommand; one client that asks the running
 //! gateway's API or reads its journal). Leaves: [`time`] (RFC 3339 and the civil-date
@@ -31,6 +31,7 @@ pub mod filters;
 pub mod format;
 pub mod forward;
 pub mod ingest;
+pub mod meter;
 pub mod metrics;
 pub mod routes;
 pub mod store;

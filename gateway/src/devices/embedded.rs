@@ -23,10 +23,10 @@ use tracing::{error, info, warn};
 
 use super::auth::Authenticator;
 use super::gate::Gate;
+use super::metrics::DeviceMeters;
 use super::{ack_message, Batcher, DevicesError};
 use crate::config::{Access, ByteSize, DeviceTls};
 use crate::ingest::Ingest;
-use crate::metrics::Metrics;
 use crate::store::{DeviceAck, StoreHandle};
 
 /// The link takes every publish (`#`), once: ingest then sees the topics no route takes
@@ -88,9 +88,10 @@ pub fn start(
     store: StoreHandle,
     acks: mpsc::Receiver<Vec<DeviceAck>>,
     replays: mpsc::Receiver<super::Replay>,
-    metrics: std::sync::Arc<Metrics>,
+    metrics: impl Into<DeviceMeters>,
     runtime: tokio::runtime::Handle,
 ) -> Result<Embedded, DevicesError> {
+    let metrics: DeviceMeters = metrics.into();
     let tls = match settings.tls.as_ref().map(super::gate::server_config).transpose() {
         Ok(tls) => tls,
         Err((key, message)) => return Err(DevicesError::Broker(format!("devices.{key}: {message}"))),

@@ -33,10 +33,10 @@ use tokio_rustls::rustls;
 use tracing::warn;
 
 use super::auth::{Authenticator, Identity};
+use super::metrics::{ConnectionRefusal, Denial, DeviceMeters};
 use super::mqtt::{self, Next, Refusal};
 use crate::config::{files, DeviceTls};
 use crate::ingest::RateLimited;
-use crate::metrics::{ConnectionRefusal, Denial, Metrics};
 
 /// Most connections between accept and an authenticated CONNECT at any time; more are
 /// closed at once (counted, reason `limit`).
@@ -97,7 +97,7 @@ pub struct Gate {
     settings: Settings,
     acceptor: Option<tokio_rustls::TlsAcceptor>,
     auth: Arc<Authenticator>,
-    metrics: Arc<Metrics>,
+    metrics: DeviceMeters,
     denied: mpsc::SyncSender<Denied>,
     /// The journal, for the read model's connection state of authenticated devices.
     store: crate::store::StoreHandle,
@@ -113,7 +113,7 @@ impl Gate {
     pub fn new(
         settings: Settings,
         auth: Arc<Authenticator>,
-        metrics: Arc<Metrics>,
+        metrics: DeviceMeters,
         denied: mpsc::SyncSender<Denied>,
         store: crate::store::StoreHandle,
     ) -> Arc<Gate> {
@@ -471,10 +471,10 @@ async fn read_frame(
 
 /// Holds one count in `edge_gateway_devices_connected` while alive, and marks an
 /// authenticated device connected in the read model until it is dropped.
-struct Connected(Arc<Metrics>, Option<(crate::store::StoreHandle, String)>);
+struct Connected(DeviceMeters, Option<(crate::store::StoreHandle, String)>);
 
 impl Connected {
-    fn new(metrics: &Arc<Metrics>, device: Option<(crate::store::StoreHandle, String)>) -> Connected {
+    fn new(metrics: &DeviceMeters, device: Option<(crate::store::StoreHandle, String)>) -> Connected {
         metrics.devices.connected.inc();
         if let Some((store, id)) = &device {
             store.device_connection(id, true, crate::store::now_ms());

@@ -17,6 +17,7 @@ pub mod embedded;
 pub mod external;
 pub mod gate;
 pub mod inflow;
+pub mod metrics;
 pub mod mqtt;
 
 use std::sync::mpsc;

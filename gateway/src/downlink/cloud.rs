@@ -16,11 +16,11 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::metrics::CommandMeters;
 use super::store::{Accepted, CommandStore, NewCommand};
 use super::{now_ms, CommandsConfig, Wake};
 use crate::config::CloudConfig;
 use crate::ingest::RateLimited;
-use crate::metrics::Metrics;
 
 /// Most statuses published and not yet acknowledged.
 const STATUS_INFLIGHT: usize = 50;
@@ -31,7 +31,7 @@ pub(super) async fn run(
     cloud: CloudConfig,
     store: CommandStore,
     wake: Arc<Wake>,
-    metrics: Arc<Metrics>,
+    metrics: CommandMeters,
     shutdown: CancellationToken,
 ) {
     let mut delay = cloud.backoff_min;
@@ -63,7 +63,7 @@ struct Session<'a> {
     config: &'a CommandsConfig,
     store: &'a CommandStore,
     wake: &'a Wake,
-    metrics: &'a Metrics,
+    metrics: &'a CommandMeters,
     connected: bool,
 }
 
