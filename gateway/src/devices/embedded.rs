@@ -123,6 +123,7 @@ pub fn start(
     let (denied_tx, denied_rx) = mpsc::sync_channel(1024);
     let auth = Authenticator::new(settings.access.clone());
     let inflow = std::sync::Arc::new(super::inflow::Inflow::new(settings.memory.bytes()));
+    let clients = std::sync::Arc::new(super::relay::Clients::default());
     let gate_settings = |broker| super::gate::Settings {
         broker,
         tls: settings.tls.clone(),
@@ -131,6 +132,7 @@ pub fn start(
         connect_timeout: CONNECT_TIMEOUT,
         token: token.clone(),
         inflow: inflow.clone(),
+        clients: clients.clone(),
     };
     let gate = Gate::new(gate_settings(inner), auth.clone(), metrics.clone(), denied_tx.clone(), store.clone());
     runtime.spawn(gate.serve(public));
@@ -221,7 +223,12 @@ fn wait_until_listening(target: SocketAddr, token: &str) -> Result<(), DevicesEr
                 let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
                 let mut connack = [0u8; 4];
                 if stream.write_all(&connect).is_ok() && stream.read_exact(&mut connack).is_ok() && connack[0] == 0x20 {
-                    let _ = stream.write_all(&[0xe0, 0x00]);
+                    // DISCONNECT, then wait for the broker to close: closing first would make
+                    // it remove the probe's connection id twice, the second time maybe from
+                    // the first device (relay.rs).
+                    if stream.write_all(&[0xe0, 0x00]).is_ok() {
+                        let _ = stream.read_to_end(&mut Vec::new());
+                    }
                     return Ok(());
                 }
                 last_error = "no CONNACK".into();

@@ -35,8 +35,9 @@ use tracing::warn;
 
 use super::auth::{Authenticator, Identity};
 use super::mqtt::{self, Next, Refusal};
+use super::relay::{self, Claim, Clients};
 use crate::ingest::RateLimited;
-use crate::metrics::{ConnectionRefusal, Denial, Metrics};
+use crate::metrics::{ConnectionRefusal, Denial, DeviceDisconnect, Metrics};
 
 /// Most connections between accept and an authenticated CONNECT at any time; more are
 /// closed at once (counted, reason `limit`).
@@ -141,6 +142,8 @@ pub struct Settings {
     pub token: Arc<str>,
     /// Back-pressure: publishes waiting in the broker ([`super::inflow`]).
     pub inflow: Arc<super::inflow::Inflow>,
+    /// The relays by client id, shared by every listener of the broker ([`relay`]).
+    pub clients: Arc<Clients>,
 }
 
 /// What every connection task shares.
@@ -156,6 +159,7 @@ pub struct Gate {
     handshaking: Arc<Semaphore>,
     refusal_log: Mutex<RateLimited>,
     denial_log: Mutex<RateLimited>,
+    disconnect_log: Mutex<RateLimited>,
 }
 
 impl Gate {
@@ -180,6 +184,7 @@ impl Gate {
             store,
             refusal_log: Mutex::new(RateLimited::new(Duration::from_secs(10))),
             denial_log: Mutex::new(RateLimited::new(Duration::from_secs(10))),
+            disconnect_log: Mutex::new(RateLimited::new(Duration::from_secs(10))),
         })
     }
 
@@ -210,6 +215,14 @@ impl Gate {
         self.metrics.devices.count_refused(reason);
         if let Some(suppressed) = self.refusal_log.lock().ok().and_then(|mut log| log.allow()) {
             warn!(%peer, reason = reason.label(), detail, suppressed, "device connection refused");
+        }
+    }
+
+    /// Counts and logs (rate-limited) a device connection the gateway closed.
+    fn disconnect(&self, reason: DeviceDisconnect, peer: SocketAddr, client_id: &str, detail: &str) {
+        self.metrics.devices.disconnects[reason as usize].add(1);
+        if let Some(suppressed) = self.disconnect_log.lock().ok().and_then(|mut log| log.allow()) {
+            warn!(%peer, client_id, reason = reason.label(), detail, suppressed, "device disconnected by the gateway");
         }
     }
 
@@ -299,6 +312,20 @@ impl Gate {
         let forwarded = mqtt::rewrite_connect(body, &connect, &self.settings.token);
         buf.drain(..frame.len);
         drop(handshaking);
+        // One relay per client id at the broker: an older one is closed first (relay.rs).
+        let (slot, claim) = self.settings.clients.claim(&client_id).await;
+        let _held = Held(&self.settings.clients, &client_id, &slot);
+        match claim {
+            Ok(_) => {}
+            Err(Claim::TakenOver) => {
+                let detail = "a newer connection with the same client id came before this one was served";
+                return self.disconnect(DeviceDisconnect::Takeover, peer, &client_id, detail);
+            }
+            Err(Claim::Stuck) => warn!(
+                %peer, client_id,
+                "the embedded broker did not close the older connection with this client id in time; connecting anyway"
+            ),
+        }
         let mut broker = match TcpStream::connect(self.settings.broker).await {
             Ok(broker) => broker,
             Err(err) => {
@@ -318,6 +345,8 @@ impl Gate {
             _ => false,
         };
         if send(&mut client, &from_broker).await.is_err() || !accepted {
+            let (broker_read, broker_write) = broker.into_split();
+            relay::close_broker(broker_write, false, relay::downlink(broker_read, tokio::io::sink())).await;
             return;
         }
         // Only an authenticated connection says which device it is (an anonymous client id
@@ -329,26 +358,45 @@ impl Gate {
         let connected = Connected::new(&self.metrics, device);
         tracing::debug!(%peer, client_id, "device connected");
         let (client_read, client_write) = split(client);
-        let (broker_read, broker_write) = broker.into_split();
+        let (broker_read, mut broker_write) = broker.into_split();
+        let downlink = relay::downlink(broker_read, client_write);
+        tokio::pin!(downlink);
+        let mut said_disconnect = false;
+        let relay = Relay { identity: &identity, level, client_id: &client_id };
         let ended = tokio::select! {
-            ended = self.uplink(client_read, broker_write, buf, &identity, level, &client_id) => ended,
-            _ = downlink(broker_read, client_write) => "the broker closed the connection".to_owned(),
+            ended = self.uplink(client_read, &mut broker_write, buf, &relay, &mut said_disconnect) => ended,
+            () = slot.taken_over() => Ended::ByGate(DeviceDisconnect::Takeover, "a newer connection with the same client id".into()),
+            () = &mut downlink => Ended::Broker,
         };
+        let closed =
+            matches!(ended, Ended::Broker) || relay::close_broker(broker_write, said_disconnect, downlink).await;
+        match &ended {
+            Ended::ByGate(reason, detail) => self.disconnect(*reason, peer, &client_id, detail),
+            Ended::Broker if !said_disconnect => {
+                let detail =
+                    "the embedded broker closed the connection (keep-alive expired, or an MQTT error it found)";
+                self.disconnect(DeviceDisconnect::Broker, peer, &client_id, detail);
+            }
+            _ => {}
+        }
+        if !closed {
+            warn!(%peer, client_id, "the embedded broker did not close an ended device connection in time");
+        }
         drop(connected);
         drop(session);
-        tracing::debug!(%peer, client_id, ended, "device disconnected");
+        tracing::debug!(%peer, client_id, ?ended, "device disconnected");
     }
 
     /// Device -> broker, packet by packet, checking sizes and rights. Returns why it ended.
     async fn uplink(
         &self,
         mut client: impl AsyncRead + Unpin,
-        mut broker: impl AsyncWrite + Unpin,
+        broker: &mut (impl AsyncWrite + Unpin),
         mut buf: Vec<u8>,
-        identity: &Identity,
-        level: u8,
-        client_id: &str,
-    ) -> String {
+        relay: &Relay<'_>,
+        said_disconnect: &mut bool,
+    ) -> Ended {
+        let Relay { identity, level, client_id } = *relay;
         let max = self.settings.max_payload;
         let inflow = &self.settings.inflow;
         loop {
@@ -359,10 +407,16 @@ impl Gate {
                 match mqtt::next(&buf[ok..], max) {
                     Next::Packet(frame) => {
                         if let Identity::Device(id) = identity {
-                            if let Err(why) = self.check(id, &frame, &buf[ok..], level) {
-                                stop = Some(why);
+                            if let Err((reason, why)) = self.check(id, &frame, &buf[ok..], level) {
+                                stop = Some(Ended::ByGate(reason, why));
                                 break;
                             }
+                        }
+                        if frame.kind == mqtt::DISCONNECT {
+                            // Nothing after it goes to the broker (relay.rs, rule 1).
+                            ok += frame.len;
+                            stop = Some(Ended::Disconnect);
+                            break;
                         }
                         if frame.kind == mqtt::PUBLISH {
                             publishes += 1;
@@ -383,11 +437,12 @@ impl Gate {
                                 "device packet over devices.max_payload; device disconnected"
                             );
                         }
-                        stop = Some(format!("a packet of {remaining} bytes, over devices.max_payload"));
+                        let why = format!("a packet of {remaining} bytes, over devices.max_payload");
+                        stop = Some(Ended::ByGate(DeviceDisconnect::TooLarge, why));
                         break;
                     }
                     Next::Malformed => {
-                        stop = Some("malformed MQTT".into());
+                        stop = Some(Ended::ByGate(DeviceDisconnect::Protocol, "malformed MQTT".into()));
                         break;
                     }
                 }
@@ -400,8 +455,9 @@ impl Gate {
                     self.metrics.devices.backpressure.add(1);
                 }
                 if broker.write_all(&buf[..ok]).await.is_err() {
-                    return "the broker closed the connection".into();
+                    return Ended::Broker;
                 }
+                *said_disconnect = matches!(stop, Some(Ended::Disconnect));
                 inflow.forwarded(publishes, publish_bytes);
                 buf.drain(..ok);
             }
@@ -418,19 +474,23 @@ impl Gate {
                 buf.reserve(8 * 1024);
             }
             match client.read_buf(&mut buf).await {
-                Ok(0) => return "the device closed the connection".into(),
+                Ok(0) => return Ended::DeviceClosed,
                 Ok(_) => {}
-                Err(err) => return format!("device read error: {err}"),
+                Err(err) => {
+                    tracing::debug!(client_id, error = %err, "device read error");
+                    return Ended::DeviceClosed;
+                }
             }
         }
     }
 
     /// Whether device `id` may send this packet; a refusal is counted, logged and (for a
     /// publish) handed over as a dead letter.
-    fn check(&self, id: &str, frame: &mqtt::Frame, packet: &[u8], level: u8) -> Result<(), String> {
+    fn check(&self, id: &str, frame: &mqtt::Frame, packet: &[u8], level: u8) -> Result<(), (DeviceDisconnect, String)> {
+        let malformed = |why: String| (DeviceDisconnect::Protocol, why);
         let (denial, reason) = match frame.kind {
             mqtt::PUBLISH => {
-                let topic = mqtt::publish_topic(frame, packet)?;
+                let topic = mqtt::publish_topic(frame, packet).map_err(malformed)?;
                 // An MQTT 5 publish by topic alias: the alias was set by an earlier publish
                 // on this connection, whose topic passed this check.
                 if may_publish(id, topic) || (topic.is_empty() && level == 5) {
@@ -446,7 +506,7 @@ impl Gate {
                 (Denial::Publish, reason)
             }
             mqtt::SUBSCRIBE => {
-                let filters = mqtt::subscribe_filters(frame, packet, level)?;
+                let filters = mqtt::subscribe_filters(frame, packet, level).map_err(malformed)?;
                 let Some(bad) = filters.iter().find(|f| !may_subscribe(id, f)) else { return Ok(()) };
                 let reason = format!(
                     "device {id:?} may not subscribe to {bad:?}: only devices/{id}/ack and devices/{id}/commands; \
@@ -460,7 +520,7 @@ impl Gate {
         if let Some(suppressed) = self.denial_log.lock().ok().and_then(|mut log| log.allow()) {
             warn!(device = id, action = denial.label(), %reason, suppressed, "device denied");
         }
-        Err(reason)
+        Err((DeviceDisconnect::Denied, reason))
     }
 }
 
@@ -492,10 +552,33 @@ async fn send(stream: &mut (impl AsyncWrite + Unpin), bytes: &[u8]) -> std::io::
     stream.flush().await
 }
 
-/// Broker -> device: bytes as they come.
-async fn downlink(mut broker: impl AsyncRead + Unpin, mut client: impl AsyncWrite + Unpin) {
-    let _ = tokio::io::copy(&mut broker, &mut client).await;
-    let _ = client.shutdown().await;
+/// What a relay is for: who the device is and how it speaks.
+struct Relay<'a> {
+    identity: &'a Identity,
+    level: u8,
+    client_id: &'a str,
+}
+
+/// How a relay ended.
+#[derive(Debug)]
+enum Ended {
+    /// The device said DISCONNECT.
+    Disconnect,
+    /// The device's socket closed, or could not be read.
+    DeviceClosed,
+    /// The gateway closed it, for this reason.
+    ByGate(DeviceDisconnect, String),
+    /// The broker closed its side.
+    Broker,
+}
+
+/// Holds a client id in [`Clients`] until the relay is over (every return path).
+struct Held<'a>(&'a Clients, &'a str, &'a Arc<relay::Slot>);
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.0.release(self.1, self.2);
+    }
 }
 
 /// Reads until `buf` starts with a complete packet.

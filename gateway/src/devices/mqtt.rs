@@ -10,6 +10,8 @@ pub const CONNECT: u8 = 1;
 pub const PUBLISH: u8 = 3;
 /// SUBSCRIBE.
 pub const SUBSCRIBE: u8 = 8;
+/// DISCONNECT.
+pub const DISCONNECT: u8 = 14;
 
 /// A complete packet at the start of a buffer: its type, first byte, where its body starts
 /// and its total length.
