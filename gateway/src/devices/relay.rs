@@ -166,3 +166,7 @@ mod tests {
         assert_eq!((first, second), (Ok(false), Ok(false)));
     }
 }
+
+#[cfg(test)]
+#[path = "relay_tests.rs"]
+mod gate_tests;
