@@ -35,7 +35,8 @@ use tracing::warn;
 
 use super::auth::{Authenticator, Identity};
 use super::mqtt::{self, Next, Refusal};
-use super::relay::{self, Claim, Clients};
+use super::relay::{self, Claim, Clients, Held};
+pub use super::rights::{may_publish, may_subscribe};
 use crate::ingest::RateLimited;
 use crate::metrics::{ConnectionRefusal, Denial, DeviceDisconnect, Metrics};
 
@@ -524,28 +525,6 @@ impl Gate {
     }
 }
 
-/// Whether device `id` may publish on `topic`: under `devices/{id}/`, not its ack or
-/// commands topics (those are the gateway's), except `devices/{id}/commands/status`, where
-/// it answers commands (`crate::downlink`).
-pub fn may_publish(id: &str, topic: &str) -> bool {
-    let Some(rest) = topic.strip_prefix("devices/").and_then(|t| t.strip_prefix(id)).and_then(|t| t.strip_prefix('/'))
-    else {
-        return false;
-    };
-    rest == "commands/status"
-        || (!rest.is_empty() && rest != "ack" && rest != "commands" && !rest.starts_with("commands/"))
-}
-
-/// Whether device `id` may subscribe to `filter`: its own `devices/{id}/ack`,
-/// `devices/{id}/commands`, or a filter under `devices/{id}/commands/`.
-pub fn may_subscribe(id: &str, filter: &str) -> bool {
-    let Some(rest) = filter.strip_prefix("devices/").and_then(|t| t.strip_prefix(id)).and_then(|t| t.strip_prefix('/'))
-    else {
-        return false;
-    };
-    rest == "ack" || rest == "commands" || rest.starts_with("commands/")
-}
-
 /// Writes and flushes (a TLS stream may hold what was written until flushed).
 async fn send(stream: &mut (impl AsyncWrite + Unpin), bytes: &[u8]) -> std::io::Result<()> {
     stream.write_all(bytes).await?;
@@ -570,15 +549,6 @@ enum Ended {
     ByGate(DeviceDisconnect, String),
     /// The broker closed its side.
     Broker,
-}
-
-/// Holds a client id in [`Clients`] until the relay is over (every return path).
-struct Held<'a>(&'a Clients, &'a str, &'a Arc<relay::Slot>);
-
-impl Drop for Held<'_> {
-    fn drop(&mut self) {
-        self.0.release(self.1, self.2);
-    }
 }
 
 /// Reads until `buf` starts with a complete packet.
@@ -622,40 +592,6 @@ impl Drop for Connected {
         self.0.devices.connected.dec();
         if let Some((store, id)) = &self.1 {
             store.device_connection(id, false, crate::store::now_ms());
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn devices_publish_and_subscribe_only_on_their_own_topics() {
-        assert!(may_publish("d1", "devices/d1/events"));
-        assert!(may_publish("d1", "devices/d1/status/x"));
-        assert!(may_publish("d1", "devices/d1/commands/status"), "answers to commands");
-        for topic in [
-            "devices/d2/events",
-            "devices/d1",
-            "devices/d1/",
-            "devices/d1/ack",
-            "devices/d1/commands",
-            "devices/d1/commands/reboot",
-            "devices/d10/events",
-            "zigbee2mqtt/d1",
-            "$SYS/x",
-            "devices/d1x/events",
-        ] {
-            assert!(!may_publish("d1", topic), "{topic}");
-        }
-        assert!(may_subscribe("d1", "devices/d1/ack"));
-        assert!(may_subscribe("d1", "devices/d1/commands"));
-        assert!(may_subscribe("d1", "devices/d1/commands/#"));
-        for filter in
-            ["#", "devices/+/ack", "devices/d1/#", "devices/d1/events", "devices/d2/ack", "$share/g/devices/d1/ack"]
-        {
-            assert!(!may_subscribe("d1", filter), "{filter}");
         }
     }
 }

@@ -20,6 +20,7 @@ pub mod gate;
 pub mod inflow;
 pub mod mqtt;
 pub mod relay;
+pub mod rights;
 
 use std::sync::mpsc;
 

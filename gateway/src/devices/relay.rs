@@ -100,6 +100,15 @@ impl Clients {
     }
 }
 
+/// Holds a client id in [`Clients`] until the relay is over (every return path).
+pub struct Held<'a>(pub &'a Clients, pub &'a str, pub &'a Arc<Slot>);
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.0.release(self.1, self.2);
+    }
+}
+
 /// Broker -> device, bytes as they come, until the broker closes its side. A device that
 /// is gone does not end it: the broker's side is read to its end (rule 1 and 2 above).
 pub async fn downlink(mut broker: impl AsyncRead + Unpin, mut client: impl AsyncWrite + Unpin) {
