@@ -124,8 +124,9 @@ pub fn start(
     let auth = Authenticator::new(settings.access.clone());
     let inflow = std::sync::Arc::new(super::inflow::Inflow::new(settings.memory.bytes()));
     let clients = std::sync::Arc::new(super::relay::Clients::default());
-    let gate_settings = |broker| super::gate::Settings {
+    let gate_settings = |broker, level| super::gate::Settings {
         broker,
+        level,
         tls: settings.tls.clone(),
         max_connections: settings.max_connections,
         max_payload: settings.max_payload.bytes() as usize,
@@ -134,10 +135,10 @@ pub fn start(
         inflow: inflow.clone(),
         clients: clients.clone(),
     };
-    let gate = Gate::new(gate_settings(inner), auth.clone(), metrics.clone(), denied_tx.clone(), store.clone());
+    let gate = Gate::new(gate_settings(inner, 4), auth.clone(), metrics.clone(), denied_tx.clone(), store.clone());
     runtime.spawn(gate.serve(public));
     if let (Some(listener), Some(inner_v5), Some(v5)) = (public_v5, inner_v5, settings.listen_v5) {
-        let gate = Gate::new(gate_settings(inner_v5), auth, metrics, denied_tx, store.clone());
+        let gate = Gate::new(gate_settings(inner_v5, 5), auth, metrics, denied_tx, store.clone());
         runtime.spawn(gate.serve(listener));
         info!(listen = %v5, tls = settings.tls.is_some(), "device listener for MQTT 5");
     }

@@ -131,6 +131,9 @@ impl DeviceTls {
 pub struct Settings {
     /// The broker listener behind the gate (loopback).
     pub broker: SocketAddr,
+    /// The MQTT protocol level this listener serves: 4 (3.1.1) or 5; a CONNECT of another
+    /// level gets CONNACK 1 ([MQTT-3.1.2-2]).
+    pub level: u8,
     /// TLS for devices.
     pub tls: Option<DeviceTls>,
     /// Most authenticated device connections, all listeners together.
@@ -267,6 +270,13 @@ impl Gate {
             Err(_) => return self.refuse(ConnectionRefusal::Protocol, peer, "no CONNECT in time"),
         };
         let body = &buf[frame.body..frame.len];
+        if let Some(level) = mqtt::protocol_level(body).filter(|level| *level != self.settings.level) {
+            let served = if self.settings.level == 5 { "MQTT 5" } else { "MQTT 3.1.1" };
+            let detail = format!("a CONNECT of protocol level {level} on a listener for {served} (CONNACK 1)");
+            self.refuse(ConnectionRefusal::Protocol, peer, &detail);
+            let _ = send(&mut client, &mqtt::CONNACK_BAD_PROTOCOL).await;
+            return;
+        }
         let connect = match mqtt::connect(body) {
             Ok(connect) => connect,
             Err(err) => return self.refuse(ConnectionRefusal::Protocol, peer, &err),
@@ -407,6 +417,10 @@ impl Gate {
             loop {
                 match mqtt::next(&buf[ok..], max) {
                     Next::Packet(frame) => {
+                        if let Some(why) = mqtt::violation(&frame, &buf[ok..], level) {
+                            stop = Some(Ended::ByGate(DeviceDisconnect::Protocol, why));
+                            break;
+                        }
                         if let Identity::Device(id) = identity {
                             if let Err((reason, why)) = self.check(id, &frame, &buf[ok..], level) {
                                 stop = Some(Ended::ByGate(reason, why));

@@ -45,6 +45,7 @@ async fn rig() -> Rig {
     let (handle, _, _) = store::open(dir.path(), &config, &routes, metrics.clone(), None).unwrap();
     let settings = Settings {
         broker: broker.local_addr().unwrap(),
+        level: 4,
         tls: None,
         max_connections: 10,
         max_payload: 1024,
