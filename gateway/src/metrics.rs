@@ -61,6 +61,7 @@ pub const ORDER: &[&str] = &[
     "edge_gateway_latency_seconds",
     "edge_gateway_device_auth_failures_total",
     "edge_gateway_device_connections_refused_total",
+    "edge_gateway_device_disconnects_total",
     "edge_gateway_device_denied_total",
     "edge_gateway_devices_connected",
     "edge_gateway_device_packets_too_large_total",

@@ -128,19 +128,22 @@ pub fn start(
     let (denied_tx, denied_rx) = mpsc::sync_channel(1024);
     let auth = Authenticator::new(settings.access.clone());
     let inflow = std::sync::Arc::new(super::inflow::Inflow::new(settings.memory.bytes()));
-    let gate_settings = |broker| super::gate::Settings {
+    let clients = std::sync::Arc::new(super::relay::Clients::default());
+    let gate_settings = |broker, level| super::gate::Settings {
         broker,
+        level,
         tls: tls.clone(),
         max_connections: settings.max_connections,
         max_payload: settings.max_payload.bytes() as usize,
         connect_timeout: CONNECT_TIMEOUT,
         token: token.clone(),
         inflow: inflow.clone(),
+        clients: clients.clone(),
     };
-    let gate = Gate::new(gate_settings(inner), auth.clone(), metrics.clone(), denied_tx.clone(), store.clone());
+    let gate = Gate::new(gate_settings(inner, 4), auth.clone(), metrics.clone(), denied_tx.clone(), store.clone());
     runtime.spawn(gate.serve(public));
     if let (Some(listener), Some(inner_v5), Some(v5)) = (public_v5, inner_v5, settings.listen_v5) {
-        let gate = Gate::new(gate_settings(inner_v5), auth, metrics, denied_tx, store.clone());
+        let gate = Gate::new(gate_settings(inner_v5, 5), auth, metrics, denied_tx, store.clone());
         runtime.spawn(gate.serve(listener));
         info!(listen = %v5, tls = settings.tls.is_some(), "device listener for MQTT 5");
     }
@@ -221,7 +224,12 @@ fn wait_until_listening(target: SocketAddr, token: &str) -> Result<(), DevicesEr
                 let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
                 let mut connack = [0u8; 4];
                 if stream.write_all(&connect).is_ok() && stream.read_exact(&mut connack).is_ok() && connack[0] == 0x20 {
-                    let _ = stream.write_all(&[0xe0, 0x00]);
+                    // DISCONNECT, then wait for the broker to close: closing first would make
+                    // it remove the probe's connection id twice, the second time maybe from
+                    // the first device (relay.rs).
+                    if stream.write_all(&[0xe0, 0x00]).is_ok() {
+                        let _ = stream.read_to_end(&mut Vec::new());
+                    }
                     return Ok(());
                 }
                 last_error = "no CONNACK".into();

@@ -1,5 +1,5 @@
 //! The device side's metrics: connections (open, refused by reason, refused logins by
-//! reason), denied publishes and subscriptions, oversized packets, and back-pressure. The
+//! reason), connections the gateway closed (by reason), denied publishes and subscriptions, oversized packets, and back-pressure. The
 //! device gate is their only writer; they only report.
 //!
 //! Adding a metric: a field here, and a line in [`DeviceMetrics::render`].
@@ -61,6 +61,39 @@ impl Denial {
     }
 }
 
+/// Why the gateway closed a device connection it had accepted (the `reason` label of
+/// `edge_gateway_device_disconnects_total`). The label values are part of the metrics
+/// contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceDisconnect {
+    /// A publish or subscription outside the device's own topics.
+    Denied,
+    /// A packet over `devices.max_payload`.
+    TooLarge,
+    /// A packet that breaks the MQTT protocol.
+    Protocol,
+    /// A newer connection with the same client id (MQTT-3.1.4-2).
+    Takeover,
+    /// The embedded broker closed it (keep-alive expired, or a protocol error it found).
+    Broker,
+}
+
+impl DeviceDisconnect {
+    /// Every reason, in label order (index = `reason as usize`).
+    pub const ALL: [DeviceDisconnect; 5] = [Self::Denied, Self::TooLarge, Self::Protocol, Self::Takeover, Self::Broker];
+
+    /// The `reason` label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Denied => "denied",
+            Self::TooLarge => "too_large",
+            Self::Protocol => "protocol",
+            Self::Takeover => "takeover",
+            Self::Broker => "broker",
+        }
+    }
+}
+
 /// Device-side connection figures (the device listener in front of the embedded broker).
 #[derive(Debug, Default)]
 pub struct DeviceMetrics {
@@ -76,6 +109,8 @@ pub struct DeviceMetrics {
     pub too_large: Counter,
     /// Times the gate held a device back because the journal was behind (back-pressure).
     pub backpressure: Counter,
+    /// Accepted connections the gateway closed, by [`DeviceDisconnect`].
+    pub disconnects: [Counter; 5],
 }
 
 impl DeviceMetrics {
@@ -107,6 +142,11 @@ impl Render for DeviceMetrics {
         let mut family = out.family("edge_gateway_device_connections_refused_total", "counter", help);
         for reason in ConnectionRefusal::ALL {
             family.sample(&format!("reason=\"{}\"", reason.label()), self.refused(reason));
+        }
+        let help = "Accepted device connections the gateway closed, by reason.";
+        let mut family = out.family("edge_gateway_device_disconnects_total", "counter", help);
+        for reason in DeviceDisconnect::ALL {
+            family.sample(&format!("reason=\"{}\"", reason.label()), self.disconnects[reason as usize].get());
         }
         let help = "Device publishes and subscriptions outside the device's own topics (device disconnected).";
         let mut family = out.family("edge_gateway_device_denied_total", "counter", help);

@@ -31,7 +31,7 @@ fn rendered_metrics_carry_route_labels_and_drop_reasons() {
 /// `golden.prom` was rendered by the single `Metrics` struct before the split, with these
 /// values: the registry must publish the same text.
 #[test]
-fn the_exposition_is_the_same_text_as_before_the_per_stage_split() {
+fn the_exposition_is_the_same_text_as_before_the_per_stage_split_plus_device_disconnects() {
     let m = Metrics::new(&["telemetry".into(), "alerts".into()]);
     m.ingest.received.add(11);
     m.store.committed.add(10);
