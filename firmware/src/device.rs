@@ -174,7 +174,7 @@ impl<T: Transport, C: Clock, const SLOTS: usize, const BYTES: usize, const RX: u
         let id = self.numbering.stamp(event)?;
         event.validate(None)?;
         let mut buf = [0u8; MAX_ENCODED_LEN];
-        let len = edge_event::encode(event, &mut buf)?;
+        let len = crate::numbering::encode_stored(event, &mut self.clock, &mut buf)?;
         let dropped = self.ring.dropped();
         self.ring.push(id, buf.get(..len).unwrap_or_default())?;
         self.numbering.advance();
@@ -376,6 +376,7 @@ impl<T: Transport, C: Clock, const SLOTS: usize, const BYTES: usize, const RX: u
     fn send(&mut self, now: u64, activity: &mut Activity) -> Result<(), Error> {
         let window = self.settings.max_inflight.max(1);
         let qos = self.settings.qos;
+        let mut dated = [0u8; MAX_ENCODED_LEN];
         loop {
             let full = match qos {
                 QoS::AtLeastOnce => self.client.inflight() >= window,
@@ -385,11 +386,14 @@ impl<T: Transport, C: Clock, const SLOTS: usize, const BYTES: usize, const RX: u
                 break;
             }
             let Some(next) = self.ring.next_unsent()? else { break };
-            let packet_len = MAX_FIXED_HEADER_LEN + 4 + self.events_topic.len() + next.payload.len();
+            // An event stored with its uptime goes out with its age now (numbering.rs).
+            let payload =
+                crate::numbering::payload_to_send(next.id, next.payload, self.numbering.boot(), now, &mut dated);
+            let packet_len = MAX_FIXED_HEADER_LEN + 4 + self.events_topic.len() + payload.len();
             if self.client.transport().writable() < packet_len.saturating_add(TX_HEADROOM) {
                 break;
             }
-            self.client.publish(&self.events_topic, next.payload, qos, false, now)?;
+            self.client.publish(&self.events_topic, payload, qos, false, now)?;
             if next.sent_before {
                 self.stats.resent += 1;
             }

@@ -2,7 +2,8 @@
 //!
 //! - `numbering`: [`Numbering`] gives events their `(device, boot, seq)`; the boot id comes
 //!   from [`BootId::after`] a persisted counter or [`BootId::from_seed`]; timestamps from an
-//!   optional [`Clock`].
+//!   optional [`Clock`], or, with only a monotonic clock ([`Uptime`]), the readings' age at
+//!   each send, which the gateway turns into `ts`.
 //! - `ring`: [`Ring`], the retention ring of encoded events the gateway has not confirmed,
 //!   with its full policy [`WhenFull`]. An event leaves it only when an ack covers it or the
 //!   policy drops it (counted).
@@ -74,7 +75,7 @@ pub use error::{Error, TransportError};
 #[cfg(feature = "flash")]
 pub use flash::FlashRing;
 pub use io::{transport_error, Io, Link};
-pub use numbering::{timestamp, BootId, Clock, EventId, NoClock, Numbering};
+pub use numbering::{encode_stored, payload_to_send, timestamp, BootId, Clock, EventId, NoClock, Numbering, Uptime};
 pub use retention::Retention;
 pub use ring::{Ring, Stored, WhenFull};
 pub use transport::Transport;

@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
+use crate::api::{self, Status};
 use crate::config::{Config, DevicesMode, Unrouted};
 use crate::devices::{self, embedded};
-use crate::http::{self, Status};
 use crate::ingest::Ingest;
 use crate::metrics::Metrics;
 use crate::{forward, store};
@@ -38,14 +38,10 @@ pub enum RunError {
 /// Runs the gateway until `shutdown` resolves.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
     let started = Instant::now();
-    let route_names: Vec<String> = config.routes.iter().map(|r| r.name.clone()).collect();
-    let metrics = Arc::new(Metrics::new(&route_names));
-    let route_specs: Vec<store::RouteSpec> =
-        config.routes.iter().map(|r| store::RouteSpec { name: r.name.clone(), max_age: r.max_age }).collect();
+    let metrics = Arc::new(Metrics::of(&config));
     let (acks_tx, acks_rx) = mpsc::channel();
     let (replay_tx, replay_rx) = mpsc::channel();
-    let (store, opened, writer) =
-        store::open(&config.gateway.data_dir, &config.store, &route_specs, metrics.clone(), Some(acks_tx))?;
+    let store::Store { handle: store, opened, writer } = store::start(&config, metrics.clone(), Some(acks_tx))?;
     let backlog: u64 = opened.depth.iter().sum();
     info!(backlog, took_ms = started.elapsed().as_millis() as u64, "journal open");
 
@@ -70,7 +66,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             })?;
             drop(listener);
             Some(tokio::spawn(async move {
-                if let Err(err) = http::serve(listen, task_status, task_stop).await {
+                if let Err(err) = api::serve(listen, task_status, task_stop).await {
                     error!(error = %err, "HTTP endpoints stopped");
                 }
             }))
@@ -118,8 +114,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                 }
                 Err(err) => {
                     stop.cancel();
-                    store.shutdown();
-                    let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+                    writer.close().await;
                     return Err(err.into());
                 }
             }
@@ -154,8 +149,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         let _ = task.await;
     }
     let _ = forwarder.await;
-    store.shutdown();
-    let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+    writer.close().await;
     if let Some(task) = http {
         let _ = task.await;
     }
@@ -170,7 +164,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
 async fn watch_stages(
     shutdown: impl Future<Output = ()>,
     status: &Status,
-    writer: &JoinHandle<()>,
+    writer: &store::WriterGuard,
     ingest: Option<&JoinHandle<()>>,
     forwarder: &tokio::task::JoinHandle<()>,
     device_task: Option<&tokio::task::JoinHandle<()>>,
@@ -178,14 +172,14 @@ async fn watch_stages(
     tokio::pin!(shutdown);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let metrics = &status.metrics;
-    let mut last = (Instant::now(), metrics.received.get(), metrics.forwarded());
+    let mut last = (Instant::now(), metrics.ingest.received.get(), metrics.forwarded());
     loop {
         tokio::select! {
             _ = &mut shutdown => return,
             _ = tick.tick() => {}
         }
         // Rates for /api/status, from one-second deltas of the counters.
-        let now = (Instant::now(), metrics.received.get(), metrics.forwarded());
+        let now = (Instant::now(), metrics.ingest.received.get(), metrics.forwarded());
         let secs = now.0.duration_since(last.0).as_secs_f64().max(0.001);
         metrics.rate_in.set(((now.1 - last.1) as f64 / secs).round() as u64);
         metrics.rate_out.set(((now.2.saturating_sub(last.2)) as f64 / secs).round() as u64);

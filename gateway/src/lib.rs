@@ -9,29 +9,35 @@
 //! - [`filters`]: per-route rules (devices, types, range, interval, deadband) before the store.
 //! - [`store`]: the journal (SQLite, WAL, group commit, retention). Durable from here on.
 //! - [`forward`]: batches per route to the cloud (rumqttc, QoS 1); delete on PUBACK only.
+//!   Their bodies are written by a [`format`](mod@format) (one file per format, one registry line each).
 //! - [`downlink`]: cloud-to-device commands, kept in SQLite until the device answers.
-//! - [`http`]: `/metrics`, `/healthz`, `/readyz`, `/api/status`.
+//! - [`api`]: the local HTTP API (server only): status page, `/healthz`, `/readyz`,
+//!   `/metrics`, `/api/status`, dead letters, devices, replay; [`api::wire`] its JSON bodies.
 //!
-//! Around them: [`tls`] (TLS and credentials of the links the gateway dials), [`config`] (the TOML file, validated in one place), [`metrics`], and
-//! [`app::run`], which wires the stages for a config and stops them in order; [`admin`]
-//! holds the operator commands (`edge-gateway dlq ...`); [`read_api`] the devices view and
-//! replay (`/api/devices`, `/api/replay`, `edge-gateway devices|replay`).
+//! Around them: [`tls`] (TLS and credentials of the links the gateway dials), [`config`] (the TOML file, validated in one place), [`metrics`] (the registry of every stage's metrics, built from [`meter`]), and
+//! [`app::run`], which wires the stages for a config and stops them in order; [`cli`] holds
+//! the terminal commands (one file per subcommand; one client that asks the running
+//! gateway's API or reads its journal). Leaves: [`time`] (RFC 3339 and the civil-date
+//! algorithm), [`util`] (constant-time compare).
 
-pub mod admin;
+pub mod api;
 pub mod app;
+pub mod cli;
 pub mod config;
 pub mod devices;
 pub mod downlink;
 pub mod fields;
 pub mod filters;
+pub mod format;
 pub mod forward;
-pub mod http;
 pub mod ingest;
+pub mod meter;
 pub mod metrics;
-pub mod read_api;
 pub mod routes;
 pub mod store;
+pub mod time;
 pub mod tls;
+pub mod util;
 
 pub use app::{run, RunError};
 pub use config::Config;

@@ -23,7 +23,7 @@ fn now_ms() -> i64 {
 
 /// `ms` as RFC 3339 UTC with whole seconds: the gateway's own formatter, `T` for the space.
 fn rfc3339(ms: i64) -> String {
-    edge_gateway::admin::format_time(ms).replacen(' ', "T", 1)
+    edge_gateway::time::format_time(ms).replacen(' ', "T", 1)
 }
 
 /// Waits for the clock to pass the next whole second; returns that second (ms). Events

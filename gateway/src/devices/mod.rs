@@ -8,7 +8,8 @@
 //! - [`embedded`]: rumqttd inside the gateway. It acknowledges a device's QoS 1 publish
 //!   when the message is in its memory, before the journal has it; the device ack above
 //!   closes that gap for firmware that waits for it. Devices reach it only through the
-//!   [`gate`] (TLS, [`auth`], limits, per-device topic rights; [`mqtt`] is its parser).
+//!   [`gate`] (TLS, [`auth`], limits, per-device topic rights; [`mqtt`] is its parser;
+//!   [`relay`] ends its relays so that the broker never removes a connection twice).
 //! - [`external`]: a client of an existing broker (QoS 1, persistent session, manual acks):
 //!   the broker's message is acknowledged only after the journal committed it.
 
@@ -17,7 +18,10 @@ pub mod embedded;
 pub mod external;
 pub mod gate;
 pub mod inflow;
+pub mod metrics;
 pub mod mqtt;
+pub mod relay;
+pub mod rights;
 
 use std::sync::mpsc;
 

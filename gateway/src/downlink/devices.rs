@@ -17,10 +17,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::metrics::CommandMeters;
 use super::{now_ms, CommandsConfig, DeviceBroker, Wake};
 use crate::downlink::store::CommandStore;
 use crate::ingest::RateLimited;
-use crate::metrics::Metrics;
 
 /// Where devices answer.
 pub const STATUS_FILTER: &str = "devices/+/commands/status";
@@ -60,7 +60,7 @@ pub(super) async fn run(
     broker: DeviceBroker,
     store: CommandStore,
     wake: Arc<Wake>,
-    metrics: Arc<Metrics>,
+    metrics: CommandMeters,
     shutdown: CancellationToken,
 ) {
     let mut options = match crate::tls::mqtt_options(&broker.client_id, &broker.url, &broker.security) {
@@ -152,7 +152,7 @@ struct Sender<'a> {
     config: &'a CommandsConfig,
     store: &'a CommandStore,
     client: &'a AsyncClient,
-    metrics: &'a Metrics,
+    metrics: &'a CommandMeters,
     /// Per device: the command last sent and when.
     sent: HashMap<String, (i64, Instant)>,
     online: bool,

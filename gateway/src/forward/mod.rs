@@ -30,10 +30,9 @@
 
 mod backoff;
 pub mod batch;
-pub mod encoding;
+pub mod metrics;
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, ConnectionError, Event, Outgoing, Packet, QoS};
@@ -44,9 +43,10 @@ use tracing::{info, warn};
 
 use crate::config::{CloudConfig, RouteConfig};
 use crate::ingest::RateLimited;
-use crate::metrics::{DropReason, Metrics};
+use crate::meter::DropReason;
 use crate::store::{now_ms, StoreError, StoreHandle};
 use backoff::Backoff;
+pub use metrics::{ForwardMeters, ForwardMetrics};
 
 /// How often an idle route looks at the journal even without a commit notification.
 const SWEEP_EVERY: Duration = Duration::from_secs(2);
@@ -92,9 +92,10 @@ pub async fn run(
     routes: Vec<RouteConfig>,
     last_batch: Vec<u64>,
     store: StoreHandle,
-    metrics: Arc<Metrics>,
+    metrics: impl Into<ForwardMeters>,
     shutdown: CancellationToken,
 ) {
+    let metrics = metrics.into();
     let mut states: Vec<RouteState> = routes
         .into_iter()
         .zip(last_batch)
@@ -121,11 +122,11 @@ pub async fn run(
             turn: 0,
         };
         let end = session.run(&shutdown, &mut backoff, &mut connected_before).await;
-        metrics.set_link(false, now_ms());
+        metrics.forward.set_link(false, now_ms());
         match end {
             End::Shutdown => return,
             End::Lost(reason) => {
-                metrics.note_error(now_ms(), format!("cloud link down: {reason}"));
+                metrics.last_error.note(now_ms(), format!("cloud link down: {reason}"));
                 if let Some(suppressed) = failures.allow() {
                     warn!(cloud = %cloud.url, %reason, suppressed, "cloud link down; events are kept in the journal and sent when it is back");
                 }
@@ -142,7 +143,7 @@ struct Session<'a> {
     gateway_id: &'a str,
     cloud: &'a CloudConfig,
     store: &'a StoreHandle,
-    metrics: &'a Arc<Metrics>,
+    metrics: &'a ForwardMeters,
     routes: &'a mut Vec<RouteState>,
     /// Whose turn it is (index modulo the number of routes).
     turn: usize,
@@ -185,9 +186,9 @@ impl Session<'_> {
             Err(_) => return End::Lost(format!("no CONNACK within {:?}", self.cloud.connect_timeout)),
         }
         backoff.reset();
-        self.metrics.set_link(true, now_ms());
+        self.metrics.forward.set_link(true, now_ms());
         if *connected_before {
-            self.metrics.reconnects.add(1);
+            self.metrics.forward.reconnects.add(1);
         }
         *connected_before = true;
         info!(cloud = %self.cloud.url, "cloud link up");
@@ -220,7 +221,7 @@ impl Session<'_> {
             // Counter first, then depth: a commit in between is counted twice (harmless,
             // a short read corrects it), never missed.
             route.seen = committed.count(index);
-            route.ahead = self.metrics.routes[index].depth.get();
+            route.ahead = committed.depth(index);
             route.cursor = 0;
             route.waiting_since = (route.ahead > 0).then_some(now - route.config.batch.max_delay);
         }
@@ -285,7 +286,7 @@ impl Session<'_> {
                 }
                 _ = sweep.tick() => {
                     for (index, route) in self.routes.iter_mut().enumerate() {
-                        if route.ahead == 0 && self.metrics.routes[index].depth.get() > 0 {
+                        if route.ahead == 0 && committed.depth(index) > 0 {
                             route.ahead = 1;
                             route.waiting_since = Some(Instant::now());
                         }
@@ -410,12 +411,14 @@ impl Session<'_> {
     fn acknowledged(&mut self, batch: InFlight) -> Result<(), End> {
         self.store.ack(batch.route, batch.first, batch.last, batch.batch).map_err(store_end)?;
         let now = now_ms();
-        let route = &self.metrics.routes[batch.route];
-        route.forwarded.add(batch.received_ms.len() as u64);
-        route.batches.add(1);
-        route.batch_size.observe_n(batch.rows as f64, 1);
+        let metrics = &self.metrics.forward;
+        if let Some(route) = metrics.routes.get(batch.route) {
+            route.forwarded.add(batch.received_ms.len() as u64);
+            route.batches.add(1);
+            route.batch_size.observe_n(batch.rows as f64, 1);
+        }
         for received in &batch.received_ms {
-            self.metrics.latency.observe_n((now - received).max(0) as f64 / 1000.0, 1);
+            metrics.latency.observe_n((now - received).max(0) as f64 / 1000.0, 1);
         }
         Ok(())
     }

@@ -1,0 +1,107 @@
+//! The gateway's local HTTP API (server side only; the terminal client is [`crate::cli`]):
+//!
+//! | file          | routes                                                        |
+//! |---------------|---------------------------------------------------------------|
+//! | [`status`]    | `/` (status page), `/healthz`, `/readyz`, `/api/status`, `/metrics` |
+//! | [`dlq`]       | `/api/dlq`, `/api/dlq/{id}`, `/api/dlq/replay`, `/api/dlq/purge` |
+//! | [`devices`]   | `/api/devices`, `/api/devices/{id}`                           |
+//! | [`replay`]    | `/api/replay`                                                 |
+//! | [`wire`]      | the JSON bodies, shared with the client                       |
+//!
+//! Invariants:
+//! - With `[http].token`, every route wants `Authorization: Bearer <token>` (compared in
+//!   constant time, [`crate::util::ct`]) except the liveness probe `/healthz` and the static
+//!   page `/`, which carries no data (it sends the token it is given in its URL fragment).
+//! - Handlers only read metrics and ask the journal through its [`StoreHandle`]; a journal
+//!   error is a 503 naming it, never a panic. A cloud outage is reported, not a failure:
+//!   buffering is normal operation.
+//! - Nothing here imports [`crate::cli`]; the client depends on [`wire`], not the reverse.
+
+pub mod devices;
+pub mod dlq;
+pub mod replay;
+pub mod status;
+pub mod wire;
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Secret;
+use crate::devices::Replay;
+use crate::metrics::Metrics;
+use crate::store::StoreHandle;
+use crate::util::ct::constant_time_eq;
+
+/// What the endpoints read: the state every handler shares.
+pub struct Status {
+    /// Gateway id.
+    pub gateway_id: String,
+    /// Shared metrics.
+    pub metrics: Arc<Metrics>,
+    /// Set once the journal is open and the device side listens.
+    pub ready: AtomicBool,
+    /// Cleared when a stage has stopped unexpectedly.
+    pub healthy: AtomicBool,
+    /// Process start.
+    pub started: Instant,
+    /// The journal (dead letters, devices, replays).
+    pub store: StoreHandle,
+    /// Where replayed dead letters go (the device side's ingest).
+    pub replay: std::sync::mpsc::Sender<Replay>,
+    /// `[http].token`.
+    pub token: Option<Secret>,
+}
+
+/// The state as handlers receive it.
+pub(crate) type Shared = State<Arc<Status>>;
+
+/// Binds `listen` (the error names the address) and serves until `shutdown`.
+pub async fn serve(listen: SocketAddr, status: Arc<Status>, shutdown: CancellationToken) -> Result<(), std::io::Error> {
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
+        std::io::Error::new(e.kind(), format!("cannot listen for HTTP on {listen}: {e} (change [http].listen)"))
+    })?;
+    tracing::info!(%listen, "HTTP endpoints listening");
+    axum::serve(listener, router(status)).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
+}
+
+/// Every route, the protected ones behind [`authorize`].
+fn router(status: Arc<Status>) -> Router {
+    let protected = Router::new()
+        .merge(status::protected())
+        .merge(dlq::routes())
+        .merge(devices::routes())
+        .merge(replay::routes())
+        .route_layer(middleware::from_fn_with_state(status.clone(), authorize));
+    Router::new().merge(status::open()).merge(protected).with_state(status)
+}
+
+/// Refuses a request without the configured bearer token (compared in constant time).
+async fn authorize(State(status): Shared, request: Request, next: Next) -> Response {
+    if let Some(token) = &status.token {
+        let given = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        if !constant_time_eq(given.as_bytes(), token.expose().as_bytes()) {
+            let body = "this endpoint wants Authorization: Bearer <[http].token>\n";
+            return (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")], body).into_response();
+        }
+    }
+    next.run(request).await
+}
+
+/// 503 for a journal that cannot answer (or a stage that has stopped), naming the cause.
+fn unavailable(err: impl std::fmt::Display) -> Response {
+    (StatusCode::SERVICE_UNAVAILABLE, format!("journal unavailable: {err}\n")).into_response()
+}

@@ -1,0 +1,85 @@
+//! `edge-gateway run`: loads the config, starts the logs, and runs the gateway
+//! ([`crate::app::run`]) until SIGTERM or SIGINT.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::config::{LogConfig, LogFormat};
+
+/// Arguments of `run`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Config file [default: config/gateway.toml, then /etc/edge-gateway/gateway.toml].
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+}
+
+/// `--log-format`, a global flag.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum LogFormatArg {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Runs the gateway; exit 1 for a bad config or a start-up error (printed and logged).
+pub fn run(args: Args, log_format: Option<LogFormatArg>) -> ExitCode {
+    let path = super::config_path(args.config);
+    let config = match super::load(&path) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    init_logs(&config.log, log_format);
+    for warning in config.warnings(&path) {
+        tracing::warn!("{warning}");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(crate::run(config, shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!("{err}");
+            eprintln!("edge-gateway: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs as `[log]` says; `RUST_LOG` and `--log-format` win over the config.
+fn init_logs(config: &LogConfig, cli: Option<LogFormatArg>) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.filter));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let json = match cli {
+        Some(format) => matches!(format, LogFormatArg::Json),
+        None => config.format == LogFormat::Json,
+    };
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot watch SIGTERM; only Ctrl-C stops the gateway gracefully");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
