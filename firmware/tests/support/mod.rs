@@ -12,7 +12,7 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::Rc;
 
-use edge_event::{Ack, Event};
+use edge_event::{Ack, Dating, Event};
 use edge_firmware::mqtt::packet::{self, Packet};
 use edge_firmware::{Transport, TransportError};
 
@@ -39,6 +39,9 @@ pub struct State {
     pub from_device: Vec<u8>,
     /// Every event received, in arrival order (re-sends included).
     pub received: Vec<Event>,
+    /// The dating of each of `received` (a version-2 envelope's age or uptime; None for
+    /// version 1).
+    pub datings: Vec<Option<Dating>>,
     /// Events received and not yet committed (lost by a crash).
     pub uncommitted: Vec<Event>,
     /// The committed mark.
@@ -174,8 +177,9 @@ fn serve(s: &mut State) {
                     }
                     continue;
                 }
-                let event = edge_event::decode(p.payload).expect("the device sends postcard envelopes");
+                let (event, dating) = edge_event::decode_dated(p.payload).expect("the device sends postcard envelopes");
                 s.received.push(event.clone());
+                s.datings.push(dating);
                 s.uncommitted.push(event);
                 if let (Some(pkid), false) = (p.pkid, s.withhold_pubacks) {
                     s.to_device.extend([0x40, 2, (pkid >> 8) as u8, pkid as u8]);
