@@ -132,6 +132,12 @@ impl<L: AsyncLink, K: Timer, C: Clock, const SLOTS: usize, const BYTES: usize, c
         &mut self.timer
     }
 
+    /// The link, for inspection (its counters, its last error); open while the device is
+    /// connected.
+    pub fn link(&mut self) -> &mut L {
+        &mut self.link
+    }
+
     /// Connects when due, runs one [`Device::poll`], writes what it sent; returns when the
     /// next poll is due.
     pub async fn poll(&mut self) -> Polled {
