@@ -9,6 +9,8 @@
 //!
 //! Records EVENTS events, one every 2 ms, sleeping between polls until the device's next
 //! deadline or the next sample; exits 0 once the gateway confirmed every one, 1 after 60 s.
+//! It has no wall clock, as a board without RTC or SNTP: its clock is [`Uptime`] on the
+//! timer's own milliseconds, so each event goes out with its age and the gateway dates it.
 //! `tests/tests/firmware_async.rs` runs it against the real gateway binary.
 
 use std::net::SocketAddr;
@@ -17,7 +19,7 @@ use std::time::Duration;
 
 use edge_event::{Reading, Value};
 use edge_firmware::asynch::{AsyncDevice, AsyncLink, Timer};
-use edge_firmware::{BootId, NoClock, Settings, TransportError};
+use edge_firmware::{BootId, Settings, TransportError, Uptime};
 use embedded_io_adapters::tokio_1::FromTokio;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -93,9 +95,12 @@ async fn main() -> ExitCode {
     };
     let link = TokioLink { addr: SocketAddr::from(([127, 0, 0, 1], port)), stream: None };
     let settings = Settings { retry_min_ms: 50, retry_max_ms: 1_000, ..Settings::default() };
-    let timer = TokioTimer(Instant::now());
+    let start = Instant::now();
+    let timer = TokioTimer(start);
+    // The very milliseconds the timer gives `poll`: the age at a send is `now - uptime`.
+    let clock = Uptime(move || start.elapsed().as_millis() as u64);
     let mut device: AsyncDevice<_, _, _, 256, 16384> =
-        match AsyncDevice::new(device_id, BootId::new(boot), link, timer, NoClock, settings) {
+        match AsyncDevice::new(device_id, BootId::new(boot), link, timer, clock, settings) {
             Ok(device) => device,
             Err(err) => {
                 eprintln!("async_tokio: {err}");
