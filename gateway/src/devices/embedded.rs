@@ -246,7 +246,7 @@ fn drain(mut link_rx: LinkRx, mut batcher: Batcher, inflow: &super::inflow::Infl
     // rumqttd numbers the messages of a filter's log consecutively; a gap between two
     // forwards is messages it overwrote before we read them (it skips a slow reader).
     let mut last_offset: Option<u64> = None;
-    let mut overruns = crate::ingest::RateLimited::new(Duration::from_secs(10));
+    let mut overruns = crate::util::RateLimited::new(Duration::from_secs(10));
     // A deadline already past: "take what is there, do not wait", without reading the
     // clock once per publish.
     let past = Instant::now();

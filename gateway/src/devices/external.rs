@@ -17,8 +17,9 @@ use tracing::{info, warn};
 
 use super::{ack_message, Batcher};
 use crate::config::{BrokerUrl, ByteSize, LinkSecurity};
-use crate::ingest::{Ingest, RateLimited};
+use crate::ingest::Ingest;
 use crate::store::{DeviceAck, Done, StoreHandle};
+use crate::util::RateLimited;
 
 /// The existing broker the gateway is a client of.
 #[derive(Debug, Clone)]

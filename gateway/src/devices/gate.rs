@@ -33,13 +33,13 @@ use tokio_rustls::rustls;
 use tracing::warn;
 
 use super::auth::{Authenticator, Identity};
+use super::metrics::DeviceDisconnect;
 use super::metrics::{ConnectionRefusal, Denial, DeviceMeters};
 use super::mqtt::{self, Next, Refusal};
-use super::metrics::DeviceDisconnect;
 use super::relay::{self, Claim, Clients, Held};
 pub use super::rights::{may_publish, may_subscribe};
 use crate::config::{files, DeviceTls};
-use crate::ingest::RateLimited;
+use crate::util::RateLimited;
 
 /// Most connections between accept and an authenticated CONNECT at any time; more are
 /// closed at once (counted, reason `limit`).

@@ -20,7 +20,7 @@ use super::metrics::CommandMeters;
 use super::store::{Accepted, CommandStore, NewCommand};
 use super::{now_ms, CommandsConfig, Wake};
 use crate::config::CloudConfig;
-use crate::ingest::RateLimited;
+use crate::util::RateLimited;
 
 /// Most statuses published and not yet acknowledged.
 const STATUS_INFLIGHT: usize = 50;

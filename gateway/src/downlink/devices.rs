@@ -20,7 +20,7 @@ use tracing::{info, warn};
 use super::metrics::CommandMeters;
 use super::{now_ms, CommandsConfig, DeviceBroker, Wake};
 use crate::downlink::store::CommandStore;
-use crate::ingest::RateLimited;
+use crate::util::RateLimited;
 
 /// Where devices answer.
 pub const STATUS_FILTER: &str = "devices/+/commands/status";

@@ -42,9 +42,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::{CloudConfig, RouteConfig};
-use crate::ingest::RateLimited;
 use crate::meter::DropReason;
 use crate::store::{now_ms, StoreError, StoreHandle};
+use crate::util::RateLimited;
 use backoff::Backoff;
 pub use metrics::{ForwardMeters, ForwardMetrics};
 
