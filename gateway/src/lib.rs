@@ -31,6 +31,7 @@ pub mod filters;
 pub mod format;
 pub mod forward;
 pub mod ingest;
+pub mod link;
 pub mod meter;
 pub mod metrics;
 pub mod routes;

@@ -18,6 +18,7 @@ use tracing::{info, warn};
 use super::{ack_message, Batcher};
 use crate::config::{BrokerUrl, ByteSize, LinkSecurity};
 use crate::ingest::Ingest;
+use crate::link::{self, Backoff, OnError};
 use crate::store::{DeviceAck, Done, StoreHandle};
 use crate::util::RateLimited;
 
@@ -52,31 +53,15 @@ pub async fn run(
         .set_keep_alive(Duration::from_secs(30))
         .set_max_packet_size(max_payload.bytes() as usize + 1024, 64 * 1024)
         .set_inflight(1000);
-    let (client, mut eventloop) = AsyncClient::new(options, 1024);
+    let (client, eventloop) = AsyncClient::new(options, 1024);
     let generation = Arc::new(AtomicU64::new(0));
     spawn_ack_publisher(client.clone(), acks);
     let mut batcher = Batcher::new(ingest, store, replays);
     let mut errors = RateLimited::new(Duration::from_secs(30));
     // The event loop runs in its own task (its poll is then never cancelled by the tick);
     // it backs off after a failed poll, since rumqttc reconnects on the very next one.
-    let (events_tx, mut events) = tokio::sync::mpsc::channel(1024);
-    let poller = tokio::spawn(async move {
-        let mut delay = Duration::from_millis(200);
-        loop {
-            let event = eventloop.poll().await;
-            let failed = event.is_err();
-            if matches!(event, Ok(Event::Incoming(Packet::ConnAck(_)))) {
-                delay = Duration::from_millis(200);
-            }
-            if events_tx.send(event).await.is_err() {
-                return;
-            }
-            if failed {
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(10));
-            }
-        }
-    });
+    let backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+    let mut poller = link::spawn_poller(eventloop, 1024, OnError::Retry(backoff));
     let mut tick = tokio::time::interval(super::TICK);
     loop {
         let event = tokio::select! {
@@ -87,7 +72,7 @@ pub async fn run(
                 }
                 continue;
             }
-            event = events.recv() => match event {
+            event = poller.events.recv() => match event {
                 Some(event) => event,
                 None => break,
             },
@@ -128,7 +113,7 @@ pub async fn run(
     }
     let _ = batcher.flush();
     let _ = client.try_disconnect();
-    poller.abort();
+    drop(poller);
 }
 
 /// The client options, TLS included; a TLS file that went bad since the config was checked

@@ -28,7 +28,6 @@
 //! up to `priority` batches, so under a backlog higher priorities drain faster and none
 //! starves.
 
-mod backoff;
 pub mod batch;
 pub mod metrics;
 
@@ -42,10 +41,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::{CloudConfig, RouteConfig};
+use crate::link::{self, Backoff, OnError};
 use crate::meter::DropReason;
 use crate::store::{now_ms, StoreError, StoreHandle};
 use crate::util::RateLimited;
-use backoff::Backoff;
 pub use metrics::{ForwardMeters, ForwardMetrics};
 
 /// How often an idle route looks at the journal even without a commit notification.
@@ -196,10 +195,10 @@ impl Session<'_> {
             warn!(cloud = %self.cloud.url, "cloud.insecure_skip_verify: connected WITHOUT verifying the cloud's certificate (lab use only)");
         }
 
-        let (mut events, poller) = spawn_poller(eventloop, 256);
-        let end = self.exchange(&client, &mut events, shutdown).await;
+        let mut poller = link::spawn_poller(eventloop, 256, OnError::Stop);
+        let end = self.exchange(&client, &mut poller.events, shutdown).await;
         let _ = client.try_disconnect();
-        poller.abort();
+        drop(poller);
         end
     }
 
@@ -433,24 +432,4 @@ async fn sleep_until(deadline: Option<Instant>) {
 
 fn store_end(err: StoreError) -> End {
     End::Lost(format!("journal unavailable: {err}"))
-}
-
-/// Runs one connection's event loop in its own task (so that its `poll` is never cancelled
-/// by a `select!` elsewhere) and hands its events over a channel; the task ends after the
-/// first error (the caller reconnects with a fresh client) or when the receiver is gone.
-pub(crate) fn spawn_poller(
-    mut eventloop: rumqttc::EventLoop,
-    capacity: usize,
-) -> (mpsc::Receiver<Result<Event, ConnectionError>>, tokio::task::JoinHandle<()>) {
-    let (events_tx, events) = mpsc::channel(capacity);
-    let poller = tokio::spawn(async move {
-        loop {
-            let event = eventloop.poll().await;
-            let failed = event.is_err();
-            if events_tx.send(event).await.is_err() || failed {
-                return;
-            }
-        }
-    });
-    (events, poller)
 }
