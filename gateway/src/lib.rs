@@ -34,6 +34,7 @@ pub mod ingest;
 pub mod link;
 pub mod meter;
 pub mod metrics;
+pub mod pipeline;
 pub mod routes;
 pub mod store;
 pub mod time;

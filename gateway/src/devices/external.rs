@@ -15,11 +15,11 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::{ack_message, Batcher};
+use super::ack_message;
 use crate::config::{BrokerUrl, ByteSize, LinkSecurity};
-use crate::ingest::Ingest;
 use crate::link::{self, Backoff, OnError};
-use crate::store::{DeviceAck, Done, StoreHandle};
+use crate::pipeline::{Batcher, Source};
+use crate::store::{DeviceAck, Done};
 use crate::util::RateLimited;
 
 /// The existing broker the gateway is a client of.
@@ -36,14 +36,8 @@ pub struct Broker {
 }
 
 /// Runs the client until `shutdown`; reconnects with a capped backoff on errors.
-pub async fn run(
-    broker: Broker,
-    ingest: Ingest,
-    store: StoreHandle,
-    acks: mpsc::Receiver<Vec<DeviceAck>>,
-    replays: mpsc::Receiver<super::Replay>,
-    shutdown: CancellationToken,
-) {
+pub async fn run(broker: Broker, source: Source, shutdown: CancellationToken) {
+    let Source { ingest, store, acks, replays } = source;
     let Broker { url, client_id, security, max_payload } = broker;
     let filters = ingest.filters();
     let Some(mut options) = link_options(&client_id, &url, &security, &shutdown).await else { return };
@@ -62,7 +56,7 @@ pub async fn run(
     // it backs off after a failed poll, since rumqttc reconnects on the very next one.
     let backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
     let mut poller = link::spawn_poller(eventloop, 1024, OnError::Retry(backoff));
-    let mut tick = tokio::time::interval(super::TICK);
+    let mut tick = tokio::time::interval(crate::pipeline::TICK);
     loop {
         let event = tokio::select! {
             _ = shutdown.cancelled() => break,

@@ -83,18 +83,26 @@ enum End {
     Lost(String),
 }
 
+/// What the forwarder is started with.
+pub struct Setup {
+    /// The gateway's id (`{gateway}` in cloud topics, the client id).
+    pub gateway_id: String,
+    /// The cloud link.
+    pub cloud: CloudConfig,
+    /// The routes, in config order (index = route index in the journal).
+    pub routes: Vec<RouteConfig>,
+    /// Per route, the last batch number used (batch numbers go on from there).
+    pub last_batch: Vec<u64>,
+    /// The journal (rows to send, queue depth, deletes on PUBACK).
+    pub store: StoreHandle,
+    /// What it reports to.
+    pub metrics: ForwardMeters,
+}
+
 /// Forwards every route to the cloud until `shutdown`; then waits up to
 /// `cloud.shutdown_timeout` for the acks of batches in flight.
-pub async fn run(
-    gateway_id: String,
-    cloud: CloudConfig,
-    routes: Vec<RouteConfig>,
-    last_batch: Vec<u64>,
-    store: StoreHandle,
-    metrics: impl Into<ForwardMeters>,
-    shutdown: CancellationToken,
-) {
-    let metrics = metrics.into();
+pub async fn run(setup: Setup, shutdown: CancellationToken) {
+    let Setup { gateway_id, cloud, routes, last_batch, store, metrics } = setup;
     let mut states: Vec<RouteState> = routes
         .into_iter()
         .zip(last_batch)
