@@ -3,7 +3,7 @@
 //! Two modes, one contract: every publish on a route's topic is handed to [`Ingest`] on a
 //! dedicated thread and then to the store; after each commit, the highest committed
 //! `(boot, seq)` of every device in it is published, retained, on `devices/{device}/ack`
-//! (`{"boot":B,"seq":S}`), so firmware can free its retention ring (DESIGN.md guarantee 6).
+//! (`{"boot":B,"seq":S}`), so firmware can free its retention ring (README, "What it guarantees" 6).
 //!
 //! - [`embedded`]: rumqttd inside the gateway. It acknowledges a device's QoS 1 publish
 //!   when the message is in its memory, before the journal has it; the device ack above

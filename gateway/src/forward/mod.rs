@@ -17,7 +17,7 @@
 //!
 //! Per route, batches are published in queue order and a broker acknowledges in order,
 //! so the cloud sees each device's events in commit order. A lost connection re-sends
-//! what was in flight: duplicates are limited to those batches (DESIGN.md guarantee 2).
+//! what was in flight: duplicates are limited to those batches (README, "What it guarantees" 2).
 //!
 //! # Batching
 //!
