@@ -33,28 +33,18 @@ use tokio_rustls::rustls;
 use tracing::warn;
 
 use super::auth::{Authenticator, Identity};
+use super::metrics::DeviceDisconnect;
 use super::metrics::{ConnectionRefusal, Denial, DeviceMeters};
 use super::mqtt::{self, Next, Refusal};
-use super::metrics::DeviceDisconnect;
 use super::relay::{self, Claim, Clients, Held};
 pub use super::rights::{may_publish, may_subscribe};
 use crate::config::{files, DeviceTls};
-use crate::ingest::RateLimited;
+use crate::pipeline::Denied;
+use crate::util::RateLimited;
 
 /// Most connections between accept and an authenticated CONNECT at any time; more are
 /// closed at once (counted, reason `limit`).
 const MAX_HANDSHAKING: usize = 256;
-
-/// A publish the gate refused, for the dead-letter table.
-#[derive(Debug)]
-pub struct Denied {
-    /// Its topic.
-    pub topic: String,
-    /// Its payload.
-    pub payload: Vec<u8>,
-    /// Why, naming the device.
-    pub reason: String,
-}
 
 /// Builds the device listener's TLS server configuration from the files the config named
 /// (checked at load, read again here at start). `Err` is `(which key under devices, message)`.
