@@ -141,3 +141,102 @@ fn a_loopback_api_serves_only_requests_that_name_this_machine() {
     let out = Command::new(binary()).args(["dlq", "list", "--config"]).arg(&config).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_naming_one_dead_letter_many_times_queues_it_once_and_oversized_requests_are_refused() {
+    let cloud = Mosquitto::start();
+    let data = tempfile::tempdir().unwrap();
+    let mut setup = Setup::new(cloud.port, data.path());
+    // Every publish on this route is a dead letter: no reading fits `fields`.
+    setup.routes = "[[routes]]\nname = \"z\"\nfrom = \"zigbee2mqtt/{device}\"\nto = \"gateways/zigbee\"\n\
+                    input = \"json-fields\"\nfields = { celsius = \"celsius\" }\n"
+        .into();
+    let gateway = Gateway::start(&setup);
+    let port = setup.http_port;
+    publish_all(setup.devices_port, "z2m", vec![("zigbee2mqtt/x".into(), b"\"on\"".to_vec())]).await.unwrap();
+    wait_until(WAIT, "the dead letter", || (gateway.status()["dead_letters"] == 1).then_some(()));
+    let (_, list) = request(port, "GET /api/dlq HTTP/1.1\r\nHost: 127.0.0.1", "");
+    let rows: serde_json::Value = serde_json::from_str(&list).unwrap();
+    let id = rows[0]["id"].as_i64().unwrap();
+
+    let ids = vec![id.to_string(); 1000].join(",");
+    let (status, body) =
+        request(port, "POST /api/dlq/replay HTTP/1.1\r\nHost: 127.0.0.1", &format!("{{\"ids\":[{ids}]}}"));
+    assert_eq!((status, body.as_str()), (200, "{\"queued\":1}"));
+    // Still a dead letter after its replay: one new row replaces it, not a thousand.
+    wait_until(WAIT, "the replay processed", || (gateway.status()["dead_letters"] == 2).then_some(()));
+    let (_, list) = request(port, "GET /api/dlq HTTP/1.1\r\nHost: 127.0.0.1", "");
+    let rows: serde_json::Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(rows.as_array().map(Vec::len), Some(1), "{list}");
+
+    let ids = vec!["1"; 10_001].join(",");
+    let (status, body) =
+        request(port, "POST /api/dlq/replay HTTP/1.1\r\nHost: 127.0.0.1", &format!("{{\"ids\":[{ids}]}}"));
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("10001 ids in one request; at most 10000") && body.contains("\"all\""), "{body}");
+    let ids = vec!["1234567890"; 30_000].join(",");
+    let (status, body) =
+        request(port, "POST /api/dlq/purge HTTP/1.1\r\nHost: 127.0.0.1", &format!("{{\"ids\":[{ids}]}}"));
+    assert_eq!(status, 413, "{body}");
+    assert!(body.contains("request body over 262144 bytes"), "{body}");
+    let (status, body) = request(port, "POST /api/dlq/replay HTTP/1.1\r\nHost: 127.0.0.1", "{\"all\":true}");
+    assert_eq!((status, body.as_str()), (200, "{\"queued\":1}"), "\"all\" is not bounded by the id limit");
+}
+
+/// A connection that sends part of a request head and then nothing.
+fn idle_connection(port: u16) -> TcpStream {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n").unwrap();
+    stream
+}
+
+#[test]
+fn a_connection_that_never_finishes_its_request_head_is_closed() {
+    let cloud = Mosquitto::start();
+    let data = tempfile::tempdir().unwrap();
+    let setup = Setup::new(cloud.port, data.path());
+    let _gateway = Gateway::start(&setup);
+    let mut stream = idle_connection(setup.http_port);
+    stream.set_read_timeout(Some(HEADER_READ_TIMEOUT * 4)).unwrap();
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    let read = stream.read_to_end(&mut rest);
+    assert!(read.is_ok(), "the gateway kept the connection open for {:?}: {read:?}", started.elapsed());
+    assert!(started.elapsed() < HEADER_READ_TIMEOUT * 2, "closed only after {:?}", started.elapsed());
+}
+
+#[test]
+fn a_client_beyond_the_connection_cap_is_served_once_idle_connections_time_out() {
+    let cloud = Mosquitto::start();
+    let data = tempfile::tempdir().unwrap();
+    let setup = Setup::new(cloud.port, data.path());
+    let _gateway = Gateway::start(&setup);
+    let port = setup.http_port;
+    let mut idle: Vec<TcpStream> = (0..MAX_CONNECTIONS).map(|_| idle_connection(port)).collect();
+    let started = Instant::now();
+    let (status, body) = request(port, "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1", "");
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    assert!(started.elapsed() < HEADER_READ_TIMEOUT * 3, "served only after {:?}", started.elapsed());
+    // The cap: the request was answered only after the server had closed an idle
+    // connection to make room (without a cap it is answered at once, all of them open).
+    let closed = idle.iter_mut().map(closed_by_server).filter(|closed| *closed).count();
+    assert!(
+        closed > 0,
+        "answered after {:?} with all {MAX_CONNECTIONS} idle connections still open",
+        started.elapsed()
+    );
+}
+
+/// Whether the server has closed `stream` (end of stream or reset), without waiting.
+fn closed_by_server(stream: &mut TcpStream) -> bool {
+    stream.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 1024];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            // An answer (a 408, say) before the close: read on.
+            Ok(_) => continue,
+            Err(err) => return err.kind() != std::io::ErrorKind::WouldBlock,
+        }
+    }
+}
