@@ -210,7 +210,7 @@ impl<T: Transport, C: Clock, const SLOTS: usize, const BYTES: usize, const RX: u
         let id = self.numbering.stamp(event)?;
         event.validate(None)?;
         let mut buf = [0u8; MAX_ENCODED_LEN];
-        let len = edge_event::encode(event, &mut buf)?;
+        let len = crate::numbering::encode_stored(event, &mut self.clock, &mut buf)?;
         let dropped = self.ring.dropped();
         self.ring.push(id, buf.get(..len).unwrap_or_default())?;
         self.numbering.advance();
@@ -404,6 +404,7 @@ impl<T: Transport, C: Clock, const SLOTS: usize, const BYTES: usize, const RX: u
     /// Publishes unconfirmed events, oldest first, while the send window allows.
     fn send(&mut self, now: u64, activity: &mut Activity) -> Result<(), Error> {
         let window = self.settings.max_inflight.max(1);
+        let mut dated = [0u8; MAX_ENCODED_LEN];
         while let Some(next) = self.ring.next_unsent() {
             let qos = self.settings.qos;
             let full = match qos {
@@ -413,7 +414,9 @@ impl<T: Transport, C: Clock, const SLOTS: usize, const BYTES: usize, const RX: u
             if full {
                 break;
             }
-            self.client.publish(&self.events_topic, next.payload, qos, false, now)?;
+            let payload =
+                crate::numbering::payload_to_send(next.id, next.payload, self.numbering.boot(), now, &mut dated);
+            self.client.publish(&self.events_topic, payload, qos, false, now)?;
             if next.sent_before {
                 self.stats.resent += 1;
             }

@@ -2,14 +2,15 @@
 //!
 //! - `numbering`: [`Numbering`] gives events their `(device, boot, seq)`; the boot id comes
 //!   from [`BootId::after`] a persisted counter or [`BootId::from_seed`]; timestamps from an
-//!   optional [`Clock`].
+//!   optional [`Clock`], or, with only a monotonic clock ([`Uptime`]), the readings' age at
+//!   each send, which the gateway turns into `ts`.
 //! - `ring`: [`Ring`], the retention ring of encoded events the gateway has not confirmed,
 //!   with its full policy [`WhenFull`]. An event leaves it only when an ack covers it or the
 //!   policy drops it (counted).
 //! - `transport`: [`Transport`], the byte link (TCP, a modem socket, a serial line).
 //! - [`mqtt`]: a small MQTT 3.1.1 client: the packet codec and a poll-driven [`mqtt::Client`].
 //! - `device`: [`Device`] ties them together: record events, poll, and every event reaches
-//!   the gateway's journal, re-sent after reconnects until acked (DESIGN.md guarantee 6).
+//!   the gateway's journal, re-sent after reconnects until acked (README, "What it guarantees" 6).
 //! - [`command`]: cloud-to-device commands: [`Device::poll_commands`] runs a handler and
 //!   answers with its [`Outcome`]; repeats are answered from memory, not run twice.
 //! - `error`: [`Error`], one small `#[non_exhaustive]` enum, and [`TransportError`].
@@ -59,6 +60,6 @@ mod transport;
 pub use command::Outcome;
 pub use device::{Activity, Device, Settings, Stats, DEFAULT_RX_LEN, TX_LEN};
 pub use error::{Error, TransportError};
-pub use numbering::{timestamp, BootId, Clock, EventId, NoClock, Numbering};
+pub use numbering::{encode_stored, payload_to_send, timestamp, BootId, Clock, EventId, NoClock, Numbering, Uptime};
 pub use ring::{Ring, Stored, WhenFull};
 pub use transport::Transport;

@@ -1,5 +1,17 @@
 //! Who sent an event and in what order: the device id, the boot id, the sequence number,
-//! and the timestamp from an optional clock.
+//! and when: the timestamp from an optional wall clock, or, without one, the age of the
+//! readings at each send.
+//!
+//! # Time without a wall clock
+//!
+//! A [`Clock`] that knows no wall time ([`Clock::now_ms`] is `None`) but has a monotonic
+//! [`Clock::uptime_ms`] makes the device store each event with the uptime at
+//! [`Device::publish`](crate::Device::publish) ([`encode_stored`]: a format-version-2
+//! envelope, see `edge_event`'s `dating` module). Every time the event is sent, first or
+//! again after a reconnect, [`payload_to_send`] rewrites that uptime into the age
+//! `now - uptime` on a copy; the gateway dates the event `received - age`. So an event held
+//! for an hour in the ring through an outage is still dated to when it was taken (within
+//! the transit time), not to when it was finally sent.
 //!
 //! # Invariants
 //!
@@ -11,8 +23,12 @@
 //!   a random seed ([`BootId::from_seed`]) when there is no persistent storage.
 //! - `(device, boot, seq)` therefore names one event for ever; the gateway and the cloud
 //!   deduplicate on it.
+//! - An uptime is turned into an age only for events of the current boot: a monotonic
+//!   clock restarts with the device, so an event kept from an earlier boot (a ring that
+//!   survived a reset) is sent with its uptime, and the gateway leaves its `ts` unknown
+//!   rather than date it wrongly.
 
-use edge_event::{validate_device_id, DeviceId, Event, Timestamp, ValidationError};
+use edge_event::{validate_device_id, Dating, DeviceId, EncodeError, Event, Timestamp, ValidationError};
 
 use crate::error::Error;
 
@@ -69,12 +85,22 @@ impl BootId {
     }
 }
 
-/// Wall-clock time for event timestamps.
+/// Time for event timestamps: a wall clock, and optionally a monotonic one for devices
+/// without a wall clock.
 pub trait Clock {
     /// Milliseconds since the Unix epoch (UTC), or `None` while the time is unknown (before
-    /// an RTC is set or SNTP answered); such events carry [`Timestamp::Unknown`] and the
-    /// gateway may stamp them on arrival.
+    /// an RTC is set or SNTP answered); such events carry [`Timestamp::Unknown`], dated by
+    /// the gateway from [`Clock::uptime_ms`] if there is one.
     fn now_ms(&mut self) -> Option<u64>;
+
+    /// The monotonic clock the application passes to [`Device::poll`](crate::Device::poll)
+    /// (ms, typically since power-on), if it wants events without a wall-clock time dated
+    /// by their age (module docs). It must be the very clock `poll` gets: the age at a send
+    /// is `poll`'s `now_ms` minus this value at publish. `None` (the default): such events
+    /// reach the cloud with `"ts": null`.
+    fn uptime_ms(&mut self) -> Option<u64> {
+        None
+    }
 }
 
 /// A device without a clock: every event carries [`Timestamp::Unknown`].
@@ -87,6 +113,29 @@ impl Clock for NoClock {
     }
 }
 
+/// A device with only a monotonic clock (no RTC, no SNTP): the closure returns the same
+/// milliseconds the application passes to [`Device::poll`](crate::Device::poll), and the
+/// gateway dates every event by its age.
+///
+/// ```
+/// use edge_firmware::{Clock, Uptime};
+///
+/// let mut clock = Uptime(|| 12_345); // e.g. embassy_time::Instant::now().as_millis()
+/// assert_eq!((clock.now_ms(), clock.uptime_ms()), (None, Some(12_345)));
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Uptime<F>(pub F);
+
+impl<F: FnMut() -> u64> Clock for Uptime<F> {
+    fn now_ms(&mut self) -> Option<u64> {
+        None
+    }
+
+    fn uptime_ms(&mut self) -> Option<u64> {
+        Some((self.0)())
+    }
+}
+
 impl<F: FnMut() -> Option<u64>> Clock for F {
     fn now_ms(&mut self) -> Option<u64> {
         self()
@@ -96,6 +145,34 @@ impl<F: FnMut() -> Option<u64>> Clock for F {
 /// Reads the clock into a [`Timestamp`].
 pub fn timestamp(clock: &mut impl Clock) -> Timestamp {
     clock.now_ms().map_or(Timestamp::Unknown, Timestamp::Millis)
+}
+
+/// Encodes `event` as the ring stores it: with a wall-clock `ts`, or without a clock at
+/// all, the plain envelope (`edge_event::encode`); with no wall time but an uptime, the
+/// envelope dated by [`Dating::Uptime`], which [`payload_to_send`] turns into an age.
+/// `buf` needs [`edge_event::MAX_ENCODED_LEN`] bytes.
+pub fn encode_stored(event: &Event, clock: &mut impl Clock, buf: &mut [u8]) -> Result<usize, EncodeError> {
+    match (event.ts, clock.uptime_ms()) {
+        (Timestamp::Unknown, Some(uptime)) => edge_event::encode_dated(event, Dating::Uptime(uptime), buf),
+        _ => edge_event::encode(event, buf),
+    }
+}
+
+/// The bytes to publish for a stored event `id` at `now_ms` (the monotonic time given to
+/// `poll`) in boot `current_boot`: for an event of this boot stored with an uptime, a copy
+/// in `buf` dated by its age now; otherwise the stored bytes themselves. `buf` needs
+/// [`edge_event::MAX_ENCODED_LEN`] bytes (a shorter one sends the stored bytes).
+pub fn payload_to_send<'a>(
+    id: EventId,
+    stored: &'a [u8],
+    current_boot: u32,
+    now_ms: u64,
+    buf: &'a mut [u8],
+) -> &'a [u8] {
+    if id.boot != current_boot {
+        return stored;
+    }
+    edge_event::age_at_send(stored, now_ms, buf).unwrap_or(stored)
 }
 
 /// Numbers a device's events: its id, the current boot and the next seq.
@@ -209,6 +286,50 @@ mod tests {
         for bad in ["", "a/b", "a+b", "#", &"x".repeat(33)] {
             assert!(matches!(Numbering::new(bad, BootId::new(1)), Err(Error::Invalid(_))), "{bad}");
         }
+    }
+
+    fn stored(clock: &mut impl Clock, ts: Timestamp) -> Vec<u8> {
+        let mut numbering = Numbering::new("env-7", BootId::new(3)).unwrap();
+        let mut event = numbering.event("temperature", ts).unwrap();
+        numbering.stamp(&mut event).unwrap();
+        numbering.advance();
+        let mut buf = [0u8; edge_event::MAX_ENCODED_LEN];
+        let len = encode_stored(&event, clock, &mut buf).unwrap();
+        buf[..len].to_vec()
+    }
+
+    #[test]
+    fn an_event_without_wall_time_is_sent_with_its_age_at_every_send() {
+        let bytes = stored(&mut Uptime(|| 10_000), Timestamp::Unknown);
+        let id = EventId { boot: 3, seq: 1 };
+        let mut buf = [0u8; edge_event::MAX_ENCODED_LEN];
+        for (now, age) in [(10_040, 40), (3_610_000, 3_600_000)] {
+            let sent = payload_to_send(id, &bytes, 3, now, &mut buf);
+            let (event, dating) = edge_event::decode_dated(sent).unwrap();
+            assert_eq!((event.seq, dating), (1, Some(Dating::Age(age))), "sent at {now}");
+        }
+    }
+
+    #[test]
+    fn a_wall_clock_or_no_clock_stores_the_plain_envelope_and_sends_it_unchanged() {
+        let id = EventId { boot: 3, seq: 1 };
+        let mut buf = [0u8; edge_event::MAX_ENCODED_LEN];
+        for bytes in [
+            stored(&mut || Some(1_764_000_000_000), Timestamp::Millis(1_764_000_000_000)),
+            stored(&mut NoClock, Timestamp::Unknown),
+        ] {
+            assert_eq!(bytes[0], edge_event::FORMAT_VERSION);
+            assert_eq!(payload_to_send(id, &bytes, 3, 99, &mut buf), &bytes[..]);
+        }
+    }
+
+    #[test]
+    fn an_uptime_from_an_earlier_boot_is_not_turned_into_an_age() {
+        let bytes = stored(&mut Uptime(|| 10_000), Timestamp::Unknown);
+        let mut buf = [0u8; edge_event::MAX_ENCODED_LEN];
+        let sent = payload_to_send(EventId { boot: 3, seq: 1 }, &bytes, 4, 20_000, &mut buf);
+        assert_eq!(sent, &bytes[..]);
+        assert_eq!(edge_event::decode_dated(sent).unwrap().1, Some(Dating::Uptime(10_000)));
     }
 
     #[test]

@@ -5,16 +5,19 @@
 //! keeps up with the broker (rumqttd drops what a slow reader has not taken). Invariant:
 //! every publish ends as exactly one of committed, dead letter, or a counted drop.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use std::collections::HashMap;
 
 use crate::config::{Input, RouteConfig};
 use crate::fields;
 use crate::filters::{RouteFilter, StateUpdate};
-use crate::metrics::{DropReason, Metrics};
+use crate::meter::DropReason;
 use crate::store::{now_ms, DeadLetter, Done, Incoming, NewEvent};
+use crate::util::RateLimited;
+pub use metrics::{IngestMeters, IngestMetrics};
+
+pub mod metrics;
 
 /// Decodes, validates, routes and filters device publishes.
 pub struct Ingest {
@@ -26,7 +29,7 @@ pub struct Ingest {
     /// Keep publishes no route takes as dead letters (else only count them).
     keep_unrouted: bool,
     filters: Vec<RouteFilter>,
-    metrics: Arc<Metrics>,
+    metrics: IngestMeters,
     bad_log: RateLimited,
     /// Where events are re-encoded before the exact bytes are copied into their row: one
     /// buffer for the life of the stage, so that no event pays for zeroing (or moving) a
@@ -38,7 +41,7 @@ impl Ingest {
     /// An ingest stage for these routes, with the filter state the journal kept.
     pub fn new(
         routes: Vec<RouteConfig>,
-        metrics: Arc<Metrics>,
+        metrics: impl Into<IngestMeters>,
         restored: Vec<StateUpdate>,
         gateway_boot: u32,
     ) -> Ingest {
@@ -54,7 +57,7 @@ impl Ingest {
             seqs: HashMap::new(),
             keep_unrouted: false,
             filters,
-            metrics,
+            metrics: metrics.into(),
             bad_log: RateLimited::new(Duration::from_secs(10)),
             scratch: Box::new([0; edge_event::MAX_ENCODED_LEN]),
         }
@@ -70,7 +73,8 @@ impl Ingest {
     pub fn count_overrun(&self, lost: u64) {
         self.metrics.count_drop(DropReason::Overrun, lost);
         self.metrics
-            .note_error(now_ms(), format!("the device broker overwrote {lost} publishes before ingest took them"));
+            .last_error
+            .note(now_ms(), format!("the device broker overwrote {lost} publishes before ingest took them"));
     }
 
     /// A publish the device gate refused (a device outside its own topics): a dead letter
@@ -114,7 +118,7 @@ impl Ingest {
         out: &mut Vec<Incoming>,
         received_ms: i64,
     ) {
-        self.metrics.received.add(1);
+        self.metrics.ingest.received.add(1);
         let mut device_level = None;
         let mut edge_routes = Vec::with_capacity(1);
         let mut field_routes = Vec::new();
@@ -164,7 +168,9 @@ impl Ingest {
         matched: Vec<usize>,
         received_ms: i64,
     ) -> Incoming {
-        let event = match edge_event::decode_any(payload) {
+        // An event from a device without a wall clock carries its age: dated here, at receive,
+        // and stored with that ts (edge-event's `dating` module).
+        let event = match edge_event::decode_any_received(payload, received_ms.max(0) as u64) {
             Ok((event, _format)) => event,
             Err(err) => return self.dead_letter(topic, payload, format!("undecodable payload: {err}"), received_ms),
         };
@@ -216,7 +222,7 @@ impl Ingest {
                     routes.push(index);
                     filter_state.extend(update.map(|u| StateUpdate { route: self.routes[index].name.clone(), ..u }));
                 }
-                Err(refusal) => self.metrics.routes[index].count_filtered(refusal),
+                Err(refusal) => self.metrics.ingest.routes[index].count_filtered(refusal),
             }
         }
         if routes.is_empty() {
@@ -281,35 +287,12 @@ impl Ingest {
     }
 }
 
-/// Lets one log line through per period and counts the rest.
-#[derive(Debug)]
-pub struct RateLimited {
-    period: Duration,
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl RateLimited {
-    /// One line per `period`.
-    pub fn new(period: Duration) -> Self {
-        RateLimited { period, last: None, suppressed: 0 }
-    }
-
-    /// `Some(lines suppressed since the last one)` when a line may be logged now.
-    pub fn allow(&mut self) -> Option<u64> {
-        if self.last.is_some_and(|t| t.elapsed() < self.period) {
-            self.suppressed += 1;
-            return None;
-        }
-        self.last = Some(Instant::now());
-        Some(std::mem::take(&mut self.suppressed))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::Config;
+    use crate::metrics::Metrics;
+    use std::sync::Arc;
 
     fn ingest(routes: &str) -> (Ingest, Arc<Metrics>) {
         let config = Config::parse(routes).unwrap();

@@ -3,16 +3,15 @@
 //! MQTT credentials. One helper, [`mqtt_options`], builds the options of both links.
 //!
 //! Invariants:
-//! - The same loading code runs at config load ([`check`], so `check-config` finds a bad
-//!   file) and at every connect ([`client_config`], so a renewed certificate is picked up
-//!   without a restart, and a file that went bad is a clear link error, not a crash).
+//! - The same loading code ([`crate::config::files`]) runs at config load (so
+//!   `check-config` finds a bad file) and at every connect ([`client_config`], so a renewed
+//!   certificate is picked up without a restart, and a file that went bad is a clear link
+//!   error, not a crash). The client configuration is built here only.
 //! - Errors name the key path and the file, never their contents: no password, no key
 //!   bytes, no PEM text ever reaches a message. A connect failure is turned into a sentence
 //!   that says which side refused what ([`describe`]).
 //! - `insecure_skip_verify` accepts any server certificate but still checks the handshake
 //!   signatures; it is logged as a warning by the callers at start and on every connect.
-
-mod x509;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -20,62 +19,20 @@ use std::sync::Arc;
 use rumqttc::{ConnectReturnCode, ConnectionError, MqttOptions, TlsConfiguration, Transport};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
-use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::sign::CertifiedKey;
-use rustls::{AlertDescription, CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::crypto::WebPkiSupportedAlgorithms;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{AlertDescription, CertificateError, ClientConfig, DigitallySignedStruct, SignatureScheme};
 
-use crate::config::{BrokerUrl, ClientCert, LinkSecurity, TlsSettings};
-
-/// A TLS setting that cannot be used, at its key path (`cloud.ca_file`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsFileError {
-    /// The key path.
-    pub key: String,
-    /// What is wrong, naming the file.
-    pub message: String,
-}
-
-impl std::fmt::Display for TlsFileError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.key, self.message)
-    }
-}
+pub use crate::config::files::TlsFileError;
+use crate::config::files::{self, identity, provider, roots, server_name};
+use crate::config::{BrokerUrl, LinkSecurity, TlsSettings};
 
 fn fail(settings: &TlsSettings, key: &str, message: String) -> TlsFileError {
     TlsFileError { key: format!("{}.{key}", settings.section), message }
 }
 
-fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-/// Every problem with the TLS settings' files (CA, client certificate and key), for config
-/// validation; empty when a `ClientConfig` can be built.
-pub fn check(settings: &TlsSettings) -> Vec<TlsFileError> {
-    let mut errors = Vec::new();
-    if !settings.insecure_skip_verify {
-        if let Err(err) = roots(settings) {
-            errors.push(err);
-        }
-    }
-    if let Some(client) = &settings.client {
-        if let Err(err) = identity(settings, client, &provider()) {
-            errors.push(err);
-        }
-    }
-    if let Some(name) = &settings.server_name {
-        if let Err(err) = server_name(settings, name) {
-            errors.push(err);
-        }
-    }
-    if errors.is_empty() {
-        if let Err(err) = client_config(settings) {
-            errors.push(err);
-        }
-    }
-    errors
+fn show(path: &Path) -> String {
+    path.display().to_string()
 }
 
 /// Builds the rustls client configuration: trusted roots (`ca_file` or the system's),
@@ -103,13 +60,7 @@ pub fn client_config(settings: &TlsSettings) -> Result<Arc<ClientConfig>, TlsFil
     let mut config = match &settings.client {
         Some(client) => {
             let (certs, key) = identity(settings, client, &provider)?;
-            builder.with_client_auth_cert(certs, key).map_err(|e| {
-                fail(
-                    settings,
-                    "key_file",
-                    format!("{} cannot be used with {}: {e}", show(&client.key_file), show(&client.cert_file)),
-                )
-            })?
+            builder.with_client_auth_cert(certs, key).map_err(|e| files::unusable_identity(settings, client, &e))?
         }
         None => builder.with_no_client_auth(),
     };
@@ -129,108 +80,6 @@ pub fn mqtt_options(client_id: &str, url: &BrokerUrl, security: &LinkSecurity) -
         options.set_credentials(username.clone(), password);
     }
     Ok(options)
-}
-
-fn show(path: &Path) -> String {
-    path.display().to_string()
-}
-
-fn server_name(settings: &TlsSettings, name: &str) -> Result<ServerName<'static>, TlsFileError> {
-    ServerName::try_from(name.to_owned())
-        .map_err(|_| fail(settings, "server_name", format!("{name:?} is not a DNS name or an IP address")))
-}
-
-fn read(settings: &TlsSettings, key: &str, path: &Path) -> Result<Vec<u8>, TlsFileError> {
-    std::fs::read(path).map_err(|e| fail(settings, key, format!("cannot read {}: {e}", show(path))))
-}
-
-fn certificates(settings: &TlsSettings, key: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsFileError> {
-    let bytes = read(settings, key, path)?;
-    let certs = CertificateDer::pem_slice_iter(&bytes)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| fail(settings, key, format!("{}: not a valid PEM file ({e})", show(path))))?;
-    if certs.is_empty() {
-        return Err(fail(settings, key, format!("{}: no PEM certificate (BEGIN CERTIFICATE) in it", show(path))));
-    }
-    Ok(certs)
-}
-
-fn roots(settings: &TlsSettings) -> Result<RootCertStore, TlsFileError> {
-    let mut store = RootCertStore::empty();
-    match &settings.ca_file {
-        Some(path) => {
-            for (n, cert) in certificates(settings, "ca_file", path)?.into_iter().enumerate() {
-                store.add(cert).map_err(|e| {
-                    fail(
-                        settings,
-                        "ca_file",
-                        format!("{}: certificate {} is not usable as a CA: {e}", show(path), n + 1),
-                    )
-                })?;
-            }
-        }
-        None => {
-            let found = rustls_native_certs::load_native_certs();
-            store.add_parsable_certificates(found.certs);
-            if store.is_empty() {
-                return Err(fail(
-                    settings,
-                    "ca_file",
-                    "not set, and no system CA certificates were found (install ca-certificates, or set it to the broker's CA)"
-                        .into(),
-                ));
-            }
-        }
-    }
-    Ok(store)
-}
-
-/// The client certificate chain and key, checked: parseable, in date, and matching.
-fn identity(
-    settings: &TlsSettings,
-    client: &ClientCert,
-    provider: &CryptoProvider,
-) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsFileError> {
-    let certs = certificates(settings, "cert_file", &client.cert_file)?;
-    let cert_file = show(&client.cert_file);
-    let Some((not_before, not_after)) = x509::validity(&certs[0]) else {
-        return Err(fail(settings, "cert_file", format!("{cert_file}: the first certificate is not valid X.509")));
-    };
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
-    if now > not_after {
-        let when = crate::time::format_time(not_after * 1000);
-        return Err(fail(settings, "cert_file", format!("{cert_file}: the certificate expired at {when}; renew it")));
-    }
-    if now < not_before {
-        let when = crate::time::format_time(not_before * 1000);
-        return Err(fail(
-            settings,
-            "cert_file",
-            format!("{cert_file}: the certificate is not valid before {when} (is this machine's clock right?)"),
-        ));
-    }
-    let key_file = show(&client.key_file);
-    // The key's own bytes and parse details stay out of every message.
-    let bytes = read(settings, "key_file", &client.key_file)?;
-    let key = PrivateKeyDer::from_pem_slice(&bytes).map_err(|_| {
-        fail(
-            settings,
-            "key_file",
-            format!("{key_file}: no private key in it (expected PEM \"PRIVATE KEY\", \"RSA PRIVATE KEY\" or \"EC PRIVATE KEY\")"),
-        )
-    })?;
-    let signer = provider
-        .key_provider
-        .load_private_key(key.clone_key())
-        .map_err(|_| fail(settings, "key_file", format!("{key_file}: unsupported private key type")))?;
-    match CertifiedKey::new(certs.clone(), signer).keys_match() {
-        Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) => Err(fail(
-            settings,
-            "key_file",
-            format!("{key_file} is not the key of the certificate in {cert_file} (their public keys differ)"),
-        )),
-        _ => Ok((certs, key)),
-    }
 }
 
 /// Server certificate check: webpki against the roots, for `server_name` when set instead
@@ -414,7 +263,7 @@ fn describe_tls(err: &rustls::Error, peer: &str, tls: &TlsSettings) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Secret;
+    use crate::config::{ClientCert, Secret};
 
     fn security(section: &'static str, tls: Option<TlsSettings>) -> LinkSecurity {
         LinkSecurity { section, tls, username: Some("u".into()), password: Some(Secret::new("hunter2-pw".into())) }
@@ -457,6 +306,34 @@ mod tests {
         let text =
             describe(&ConnectionError::Tls(unknown), "the cloud broker", &security("cloud", Some(settings("cloud"))));
         assert!(text.contains("not signed by the CA in cloud.ca_file (/etc/ca.pem)"), "{text}");
+    }
+
+    #[test]
+    fn settings_the_config_accepts_build_a_client_config() {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+        let dir = tempfile::tempdir().unwrap();
+        let path = |name: &str| dir.path().join(name).display().to_string();
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        std::fs::write(path("ca.pem"), ca.self_signed(&ca_key).unwrap().pem()).unwrap();
+        let issuer = Issuer::new(ca, ca_key);
+        let key = KeyPair::generate().unwrap();
+        let client = CertificateParams::new(vec!["gw-01".to_string()]).unwrap();
+        std::fs::write(path("client.pem"), client.signed_by(&key, &issuer).unwrap().pem()).unwrap();
+        std::fs::write(path("client.key"), key.serialize_pem()).unwrap();
+        let text = format!(
+            "[cloud]\nurl = \"mqtts://127.0.0.1\"\nca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n\
+             alpn = [\"x-amzn-mqtt-ca\"]\nserver_name = \"cloud.example\"\n\
+             [[routes]]\nname = \"r\"\nfrom = \"devices/+/events\"\nto = \"t\"\n",
+            path("ca.pem"),
+            path("client.pem"),
+            path("client.key")
+        );
+        let config = crate::config::Config::parse(&text).unwrap_or_else(|e| panic!("{e:#?}"));
+        let tls = config.cloud.security.tls.as_ref().unwrap();
+        // The same settings build a working rustls config (as every connect does).
+        assert!(client_config(tls).is_ok());
     }
 
     #[test]

@@ -1,8 +1,20 @@
-//! The [`Ack`] JSON codec, heap-free for firmware: `{"boot":7,"seq":42}`.
+//! The [`Ack`] JSON codec, heap-free for firmware: `{"boot":7,"seq":42}`, optionally with
+//! the gateway's clock: `{"boot":7,"seq":42,"time_ms":1764000000123}`.
 //!
 //! The reader is a small JSON scanner: whitespace and key order are free, unknown keys
 //! (with any JSON value, nested up to [`MAX_DEPTH`] deep) are skipped so the gateway can add
-//! fields, and `boot`/`seq` must each appear once as plain unsigned integers.
+//! fields, and `boot`/`seq` (and `time_ms`, when present) must each appear once as plain
+//! unsigned integers. Readers that predate `time_ms` skip it.
+//!
+//! # Setting a device clock from an ack
+//!
+//! `time_ms` is the gateway's clock (ms since the Unix epoch) when it published the ack.
+//! The ack is *retained*: the one a device gets right after subscribing may be hours old,
+//! so its time says nothing about now. An ack is fresh when it covers an event the device
+//! sent on the current connection: the gateway wrote it after receiving that event. If the
+//! device sent that event at monotonic time `s` and got the ack at `r`, the wall time at
+//! `r` lies in `[time_ms, time_ms + (r - s)]`; a device takes `time_ms + (r - s) / 2` when
+//! the round trip `r - s` is small enough for its needs, and ignores every other ack's time.
 
 use crate::digits::{format_u64, U64_DIGITS};
 use crate::error::{DecodeError, EncodeError, JsonError};
@@ -36,42 +48,86 @@ impl Ack {
         Ok(out.len)
     }
 
+    /// Longest JSON [`Ack::encode_json_at`] writes:
+    /// `{"boot":4294967295,"seq":4294967295,"time_ms":18446744073709551615}`.
+    pub const MAX_TIMED_JSON_LEN: usize = 67;
+
+    /// Writes `{"boot":B,"seq":S,"time_ms":T}` into `buf`, `time_ms` being the gateway's
+    /// clock (ms since the Unix epoch) now; see the module docs for how a device may use it.
+    ///
+    /// ```
+    /// let ack = edge_event::Ack { boot: 7, seq: 42 };
+    /// let mut buf = [0u8; edge_event::Ack::MAX_TIMED_JSON_LEN];
+    /// let len = ack.encode_json_at(1_764_000_000_123, &mut buf)?;
+    /// assert_eq!(&buf[..len], br#"{"boot":7,"seq":42,"time_ms":1764000000123}"#);
+    /// assert_eq!(edge_event::Ack::decode_json_timed(&buf[..len])?, (ack, Some(1_764_000_000_123)));
+    /// assert_eq!(edge_event::Ack::decode_json(&buf[..len])?, ack);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn encode_json_at(&self, time_ms: u64, buf: &mut [u8]) -> Result<usize, EncodeError> {
+        let len = self.encode_json(buf)?;
+        let mut out = SliceWriter { buf, len: len - 1 };
+        let mut digits = [0; U64_DIGITS];
+        out.put(b",\"time_ms\":")?;
+        out.put(format_u64(time_ms, &mut digits))?;
+        out.put(b"}")?;
+        Ok(out.len)
+    }
+
     /// Reads an Ack from JSON without a heap; tolerant of whitespace, key order and unknown
-    /// keys.
+    /// keys (`time_ms` among them: see [`Ack::decode_json_timed`]).
     pub fn decode_json(bytes: &[u8]) -> Result<Ack, DecodeError> {
-        let mut s = Scanner { bytes, pos: 0 };
-        let mut boot = None;
-        let mut seq = None;
-        s.expect(b'{', "an Ack must be a JSON object")?;
-        if !s.eat(b'}') {
-            loop {
-                let key = s.string()?;
-                s.expect(b':', "expected ':' after a key")?;
-                let slot = match key {
-                    b"boot" => Some(&mut boot),
-                    b"seq" => Some(&mut seq),
-                    _ => None,
-                };
-                match slot {
-                    Some(slot) if slot.is_some() => return Err(json_err("\"boot\" or \"seq\" appears twice")),
-                    Some(slot) => *slot = Some(s.u32()?),
-                    None => s.skip_value(0)?,
+        decode::<false>(bytes).map(|(ack, _)| ack)
+    }
+
+    /// Like [`Ack::decode_json`], with the gateway's `time_ms` if the ack carries one.
+    pub fn decode_json_timed(bytes: &[u8]) -> Result<(Ack, Option<u64>), DecodeError> {
+        decode::<true>(bytes)
+    }
+}
+
+/// The reader; `TIMED` reads `time_ms` (else it is an unknown key, skipped), a const so
+/// that firmware that never asks for the time does not carry the 64-bit parsing.
+fn decode<const TIMED: bool>(bytes: &[u8]) -> Result<(Ack, Option<u64>), DecodeError> {
+    let mut s = Scanner { bytes, pos: 0 };
+    let mut boot = None;
+    let mut seq = None;
+    let mut time = None;
+    s.expect(b'{', "an Ack must be a JSON object")?;
+    if !s.eat(b'}') {
+        loop {
+            let key = s.string()?;
+            s.expect(b':', "expected ':' after a key")?;
+            let slot = match key {
+                b"boot" => Some(&mut boot),
+                b"seq" => Some(&mut seq),
+                _ => None,
+            };
+            match slot {
+                Some(slot) if slot.is_some() => return Err(json_err("\"boot\" or \"seq\" appears twice")),
+                Some(slot) => *slot = Some(s.u32()?),
+                None if TIMED && key == b"time_ms" => {
+                    if time.is_some() {
+                        return Err(json_err("\"time_ms\" appears twice"));
+                    }
+                    time = Some(s.u64()?);
                 }
-                if s.eat(b'}') {
-                    break;
-                }
-                s.expect(b',', "expected ',' or '}' after a value")?;
+                None => s.skip_value(0)?,
             }
+            if s.eat(b'}') {
+                break;
+            }
+            s.expect(b',', "expected ',' or '}' after a value")?;
         }
-        s.skip_ws();
-        if s.pos != bytes.len() {
-            return Err(DecodeError::TrailingBytes { count: bytes.len() - s.pos });
-        }
-        match (boot, seq) {
-            (Some(boot), Some(seq)) => Ok(Ack { boot, seq }),
-            (None, _) => Err(json_err("missing key \"boot\"")),
-            (_, None) => Err(json_err("missing key \"seq\"")),
-        }
+    }
+    s.skip_ws();
+    if s.pos != bytes.len() {
+        return Err(DecodeError::TrailingBytes { count: bytes.len() - s.pos });
+    }
+    match (boot, seq) {
+        (Some(boot), Some(seq)) => Ok((Ack { boot, seq }, time)),
+        (None, _) => Err(json_err("missing key \"boot\"")),
+        (_, None) => Err(json_err("missing key \"seq\"")),
     }
 }
 
@@ -149,20 +205,40 @@ impl<'a> Scanner<'a> {
 
     fn u32(&mut self) -> Result<u32, DecodeError> {
         const NOT_U32: &str = "\"boot\" and \"seq\" must be unsigned 32-bit integers";
-        self.skip_ws();
-        let start = self.pos;
-        let mut value: u32 = 0;
+        let (start, mut value) = (self.digits_start(), 0u32);
         while let Some(&b) = self.bytes.get(self.pos).filter(|b| b.is_ascii_digit()) {
             value = value.checked_mul(10).and_then(|v| v.checked_add(u32::from(b - b'0'))).ok_or(json_err(NOT_U32))?;
             self.pos += 1;
         }
+        self.digits_end(start, NOT_U32).map(|()| value)
+    }
+
+    fn u64(&mut self) -> Result<u64, DecodeError> {
+        const NOT_U64: &str = "\"time_ms\" must be an unsigned 64-bit integer";
+        let (start, mut value) = (self.digits_start(), 0u64);
+        while let Some(&b) = self.bytes.get(self.pos).filter(|b| b.is_ascii_digit()) {
+            value = value.checked_mul(10).and_then(|v| v.checked_add(u64::from(b - b'0'))).ok_or(json_err(NOT_U64))?;
+            self.pos += 1;
+        }
+        self.digits_end(start, NOT_U64).map(|()| value)
+    }
+
+    fn digits_start(&mut self) -> usize {
+        self.skip_ws();
+        self.pos
+    }
+
+    /// Checks the digits just read form a plain JSON integer (no leading zero, fraction,
+    /// exponent or sign).
+    fn digits_end(&self, start: usize, reason: &'static str) -> Result<(), DecodeError> {
         let digits = self.pos - start;
         let leading_zero = digits > 1 && self.bytes.get(start) == Some(&b'0');
         let continues = matches!(self.bytes.get(self.pos), Some(b'.' | b'e' | b'E' | b'-' | b'+'));
         if digits == 0 || leading_zero || continues {
-            return Err(json_err(NOT_U32));
+            Err(json_err(reason))
+        } else {
+            Ok(())
         }
-        Ok(value)
     }
 
     /// Skips one JSON value of any kind (loosely checked: it is ignored anyway).
@@ -236,6 +312,26 @@ mod tests {
             b"",
         ] {
             assert!(Ack::decode_json(bad).is_err(), "{:?}", core::str::from_utf8(bad));
+        }
+    }
+
+    #[test]
+    fn the_gateway_time_is_written_last_read_in_any_order_and_checked() {
+        let ack = Ack { boot: u32::MAX, seq: u32::MAX };
+        let mut buf = [0u8; Ack::MAX_TIMED_JSON_LEN];
+        assert_eq!(ack.encode_json_at(u64::MAX, &mut buf), Ok(Ack::MAX_TIMED_JSON_LEN));
+        assert_eq!(Ack::decode_json_timed(&buf), Ok((ack, Some(u64::MAX))));
+        assert_eq!(ack.encode_json_at(1, &mut buf[..Ack::MAX_JSON_LEN]), Err(EncodeError::BufferTooSmall { len: 36 }));
+        let json = br#"{"time_ms": 5, "seq":2, "boot":1}"#;
+        assert_eq!(Ack::decode_json_timed(json), Ok((Ack { boot: 1, seq: 2 }, Some(5))));
+        assert_eq!(Ack::decode_json_timed(br#"{"boot":1,"seq":2}"#), Ok((Ack { boot: 1, seq: 2 }, None)));
+        for bad in [
+            &br#"{"boot":1,"seq":2,"time_ms":-5}"#[..],
+            br#"{"boot":1,"seq":2,"time_ms":1.5}"#,
+            br#"{"boot":1,"seq":2,"time_ms":18446744073709551616}"#,
+            br#"{"boot":1,"seq":2,"time_ms":1,"time_ms":2}"#,
+        ] {
+            assert!(Ack::decode_json_timed(bad).is_err(), "{:?}", core::str::from_utf8(bad));
         }
     }
 

@@ -62,23 +62,14 @@ pub fn encode_to_vec(event: &Event) -> Result<alloc::vec::Vec<u8>, EncodeError> 
     postcard::to_extend(&envelope(event), out).map_err(|e| encode_error(e, 0))
 }
 
-/// Reads a postcard envelope: the version byte, then exactly one event.
+/// Reads a postcard envelope: the version byte, then exactly one event (and, in version
+/// 2, its [`Dating`](crate::Dating), which this drops: see
+/// [`decode_dated`](crate::decode_dated) and [`decode_any_received`](crate::decode_any_received)).
 ///
 /// An unknown version is [`DecodeError::UnsupportedVersion`], bytes after the event are
 /// [`DecodeError::TrailingBytes`].
 pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
-    let (&version, rest) = bytes.split_first().ok_or(DecodeError::Truncated)?;
-    match version {
-        FORMAT_VERSION => {
-            let (event, rest) = postcard::take_from_bytes::<Event>(rest).map_err(decode_error)?;
-            if rest.is_empty() {
-                Ok(event)
-            } else {
-                Err(DecodeError::TrailingBytes { count: rest.len() })
-            }
-        }
-        other => Err(DecodeError::UnsupportedVersion(other)),
-    }
+    crate::dating::decode_dated(bytes).map(|(event, _)| event)
 }
 
 /// Reads a COBS frame made by [`encode_cobs`], decoding it in place (so `frame` is

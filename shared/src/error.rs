@@ -150,9 +150,10 @@ impl fmt::Display for DecodeError {
         match self {
             DecodeError::UnsupportedVersion(v) => write!(
                 f,
-                "unsupported format version {v} (this build reads version {}); \
+                "unsupported format version {v} (this build reads versions {} and {}); \
                  the payload may not be an edge-event at all",
-                crate::FORMAT_VERSION
+                crate::FORMAT_VERSION,
+                crate::DATED_FORMAT_VERSION
             ),
             DecodeError::Truncated => f.write_str("payload ends before the event is complete"),
             DecodeError::Malformed { reason } => write!(f, "malformed payload: {reason}"),

@@ -4,8 +4,12 @@
 //! The bounds are part of the contract: raising one lets a newer sender produce events an
 //! older receiver rejects, so a change goes with a new [`FORMAT_VERSION`].
 
-/// The envelope version this build writes; decoders accept every version they know.
+/// The envelope version [`encode`](crate::encode) writes: the version byte, then the event.
+/// Decoders accept every version they know.
 pub const FORMAT_VERSION: u8 = 1;
+/// The envelope version [`encode_dated`](crate::encode_dated) writes: version 1's layout,
+/// then a [`Dating`](crate::Dating) (an age or an uptime) for events without a wall clock.
+pub const DATED_FORMAT_VERSION: u8 = 2;
 /// Longest device id, in bytes.
 pub const MAX_DEVICE_ID_LEN: usize = 32;
 /// Longest event type, in bytes.
@@ -25,13 +29,15 @@ pub const MAX_META: usize = 4;
 /// How far ahead of the gateway clock an event timestamp may be (24 h), in milliseconds.
 pub const MAX_FUTURE_SKEW_MS: u64 = 24 * 3600 * 1000;
 
-/// Upper bound of the postcard encoding of any [`Envelope`](crate::Envelope) (version byte +
-/// event); firmware sizes its buffers with it.
+/// Upper bound of the postcard encoding of any envelope, version 1 (version byte + event)
+/// or 2 (then a [`Dating`](crate::Dating)); firmware sizes its buffers with it.
 ///
 /// Computed from the bounds above with postcard's worst cases: lengths, `u32`, `u64` and
 /// zigzagged `i64` are varints (7 bits a byte), `f32`/`f64` fixed 4/8 bytes, enum variant
-/// indexes and `Option` tags one byte.
-pub const MAX_ENCODED_LEN: usize = 1 + MAX_EVENT_LEN;
+/// indexes and `Option` tags one byte. A version-2 envelope's event has no wall-clock
+/// `ts` ([`encode_dated`](crate::encode_dated) writes version 1 otherwise), so its dating
+/// costs one byte more than the largest `ts`, not a whole `ts` more.
+pub const MAX_ENCODED_LEN: usize = 1 + max(MAX_EVENT_LEN, MAX_EVENT_LEN - TS_LEN + TAG_LEN + DATING_LEN);
 
 /// Upper bound of a COBS frame made by [`encode_cobs`](crate::encode_cobs): the envelope,
 /// one overhead byte per 254 bytes (and one more), and the `0x00` terminator.
@@ -71,10 +77,15 @@ const READING_LEN: usize = str_len(MAX_NAME_LEN) + VALUE_LEN + TAG_LEN + str_len
 
 const META_LEN: usize = str_len(MAX_NAME_LEN) + str_len(MAX_TEXT_LEN);
 
+/// The largest `ts` (`Millis(u64::MAX)`); `Unknown` is its tag alone.
+const TS_LEN: usize = TAG_LEN + varint_len(u64::MAX);
+
+/// The largest dating (an age or uptime of `u64::MAX`).
+const DATING_LEN: usize = TAG_LEN + varint_len(u64::MAX);
+
 const MAX_EVENT_LEN: usize = str_len(MAX_DEVICE_ID_LEN)
     + 2 * varint_len(u32::MAX as u64)
-    + TAG_LEN
-    + varint_len(u64::MAX)
+    + TS_LEN
     + str_len(MAX_TYPE_LEN)
     + varint_len(MAX_READINGS as u64)
     + MAX_READINGS * READING_LEN
@@ -98,7 +109,8 @@ mod tests {
     #[test]
     fn max_encoded_len_is_pinned() {
         // A change here changes what firmware must allocate: make it on purpose.
-        assert_eq!(MAX_ENCODED_LEN, 778);
-        assert_eq!(MAX_COBS_FRAME_LEN, 783);
+        // 779 since format version 2: one byte more than version 1's 778.
+        assert_eq!(MAX_ENCODED_LEN, 779);
+        assert_eq!(MAX_COBS_FRAME_LEN, 784);
     }
 }

@@ -5,8 +5,8 @@
 mod common;
 
 use edge_event::{
-    decode, decode_any, decode_cobs, encode, encode_cobs, DecodeError, EncodeError, Field, Format, TooLong, Value,
-    MAX_COBS_FRAME_LEN, MAX_ENCODED_LEN,
+    decode, decode_any, decode_cobs, decode_dated, encode, encode_cobs, encode_dated, Dating, DecodeError, EncodeError,
+    Field, Format, Timestamp, TooLong, Value, MAX_COBS_FRAME_LEN, MAX_ENCODED_LEN,
 };
 
 fn encoded(event: &edge_event::Event) -> Vec<u8> {
@@ -20,8 +20,14 @@ fn a_maximal_event_encodes_within_max_encoded_len_exactly() {
     let event = common::maximal();
     let mut buf = [0u8; MAX_ENCODED_LEN];
     let len = encode(&event, &mut buf).unwrap();
-    assert_eq!(len, MAX_ENCODED_LEN, "the bound should be tight");
+    assert_eq!(len, MAX_ENCODED_LEN - 1, "version 1 is one byte below the bound");
     assert_eq!(decode(&buf[..len]).unwrap(), event);
+    // The bound is reached by a version-2 envelope: no wall clock, the largest age.
+    let mut event = common::maximal();
+    event.ts = Timestamp::Unknown;
+    let len = encode_dated(&event, Dating::Age(u64::MAX), &mut buf).unwrap();
+    assert_eq!(len, MAX_ENCODED_LEN, "the bound should be tight");
+    assert_eq!(decode_dated(&buf[..len]).unwrap(), (event, Some(Dating::Age(u64::MAX))));
 }
 
 #[test]
@@ -45,12 +51,12 @@ fn a_buffer_too_small_is_reported_with_its_size() {
 #[test]
 fn an_unknown_version_byte_is_unsupported_version() {
     let mut bytes = encoded(&common::door());
-    bytes[0] = 2;
+    bytes[0] = 3;
     let err = decode(&bytes).unwrap_err();
-    assert_eq!(err, DecodeError::UnsupportedVersion(2));
+    assert_eq!(err, DecodeError::UnsupportedVersion(3));
     assert_eq!(
         err.to_string(),
-        "unsupported format version 2 (this build reads version 1); the payload may not be an edge-event at all"
+        "unsupported format version 3 (this build reads versions 1 and 2); the payload may not be an edge-event at all"
     );
 }
 

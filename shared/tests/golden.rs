@@ -1,13 +1,15 @@
 //! Pinned bytes: an accidental change to the wire format (a reordered field, a new variant
-//! in the middle, a different integer encoding) fails here. Change these only together with
-//! `FORMAT_VERSION`.
+//! in the middle, a different integer encoding) fails here. The bytes of a released version
+//! never change (old devices keep sending them): a new version gets new pins next to them
+//! (the version bump rule is in the crate docs, "Wire format").
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
 use edge_event::{
-    decode, decode_cobs, encode, encode_cobs, Ack, Envelope, Event, Timestamp, Value, FORMAT_VERSION,
-    MAX_COBS_FRAME_LEN, MAX_ENCODED_LEN,
+    age_at_send, decode, decode_any_received, decode_cobs, decode_dated, encode, encode_cobs, encode_dated, Ack,
+    Dating, Envelope, Event, Format, Timestamp, Value, DATED_FORMAT_VERSION, FORMAT_VERSION, MAX_COBS_FRAME_LEN,
+    MAX_ENCODED_LEN,
 };
 
 fn postcard_bytes<T: serde::Serialize>(value: &T) -> Vec<u8> {
@@ -127,6 +129,14 @@ fn the_ack_json_is_pinned() {
     assert_eq!(&buf[..len], br#"{"boot":7,"seq":42}"#);
 }
 
+#[test]
+fn the_ack_json_with_the_gateway_time_is_pinned_and_old_readers_skip_the_time() {
+    let mut buf = [0u8; Ack::MAX_TIMED_JSON_LEN];
+    let len = Ack { boot: 7, seq: 42 }.encode_json_at(1_764_000_000_123, &mut buf).unwrap();
+    assert_eq!(&buf[..len], br#"{"boot":7,"seq":42,"time_ms":1764000000123}"#);
+    assert_eq!(Ack::decode_json(&buf[..len]).unwrap(), Ack { boot: 7, seq: 42 });
+}
+
 #[cfg(feature = "alloc")]
 #[test]
 fn the_design_doc_json_example_is_written_byte_for_byte() {
@@ -160,4 +170,79 @@ fn every_json_value_form_is_pinned() {
         r#"{"count":123456,"raw":{"hex":"0aff"},"ok":false,"avg":2.0}}"#
     );
     assert_eq!(String::from_utf8(edge_event::json::to_vec(&event)).unwrap(), expected);
+}
+
+#[test]
+fn each_dating_variant_encodes_to_its_pinned_bytes() {
+    assert_eq!(postcard_bytes(&Dating::Age(60_000)), [0x00, 0xE0, 0xD4, 0x03]);
+    assert_eq!(postcard_bytes(&Dating::Uptime(5_000)), [0x01, 0x88, 0x27]);
+}
+
+/// Version 1 bytes as firmware before format version 2 sent them (the counter example,
+/// `ts` unknown): they must decode for ever, with no dating.
+#[rustfmt::skip]
+const COUNTER_V1: [u8; 35] = [
+    0x01,                                                       // format version 1
+    0x09, b'c', b'o', b'u', b'n', b't', b'e', b'r', b'-', b'1', // device
+    0x01, 0x07,                                                 // boot 1, seq 7
+    0x00,                                                       // ts Unknown
+    0x07, b'c', b'o', b'u', b'n', b't', b'e', b'r',             // type
+    0x01, 0x05, b'c', b'o', b'u', b'n', b't', 0x02, 0x80, 0x89, 0x0F, // count = I64(123456)
+    0x00,                                                       // no unit
+    0x00,                                                       // no meta
+];
+
+/// The same event in version 2, as a device without a wall clock sends it: the readings
+/// were taken one minute before the send.
+#[rustfmt::skip]
+const COUNTER_V2_AGE: [u8; 39] = [
+    0x02,                                                       // format version 2
+    0x09, b'c', b'o', b'u', b'n', b't', b'e', b'r', b'-', b'1',
+    0x01, 0x07,
+    0x00,                                                       // ts Unknown
+    0x07, b'c', b'o', b'u', b'n', b't', b'e', b'r',
+    0x01, 0x05, b'c', b'o', b'u', b'n', b't', 0x02, 0x80, 0x89, 0x0F,
+    0x00,
+    0x00,
+    0x00, 0xE0, 0xD4, 0x03,                                     // Dating::Age(60000)
+];
+
+#[test]
+fn version_1_bytes_of_old_firmware_still_decode_and_are_still_written() {
+    assert_eq!(decode(&COUNTER_V1).unwrap(), common::counter());
+    assert_eq!(decode_dated(&COUNTER_V1).unwrap(), (common::counter(), None));
+    assert_eq!(encoded(&common::counter()), COUNTER_V1, "encode still writes version 1");
+    let (event, format) = decode_any_received(&COUNTER_V1, 1_764_000_060_000).unwrap();
+    assert_eq!((event.ts, format), (Timestamp::Unknown, Format::Postcard), "no age, no ts");
+}
+
+#[test]
+fn a_version_2_envelope_with_an_age_is_pinned_and_dated_at_receive() {
+    assert_eq!(COUNTER_V2_AGE[0], DATED_FORMAT_VERSION);
+    let mut buf = [0u8; MAX_ENCODED_LEN];
+    let len = encode_dated(&common::counter(), Dating::Age(60_000), &mut buf).unwrap();
+    assert_eq!(buf[..len], COUNTER_V2_AGE);
+    assert_eq!(decode_dated(&COUNTER_V2_AGE).unwrap(), (common::counter(), Some(Dating::Age(60_000))));
+    assert_eq!(decode(&COUNTER_V2_AGE).unwrap(), common::counter(), "decode drops the dating");
+    let (event, _) = decode_any_received(&COUNTER_V2_AGE, 1_764_000_060_000).unwrap();
+    assert_eq!(event.ts, Timestamp::Millis(1_764_000_000_000));
+}
+
+#[test]
+fn a_stored_uptime_becomes_the_pinned_age_at_send() {
+    let mut stored = [0u8; MAX_ENCODED_LEN];
+    let len = encode_dated(&common::counter(), Dating::Uptime(5_000), &mut stored).unwrap();
+    assert_eq!(stored[len - 3..len], [0x01, 0x88, 0x27], "the stored form ends with Uptime(5000)");
+    let mut out = [0u8; MAX_ENCODED_LEN];
+    assert_eq!(age_at_send(&stored[..len], 65_000, &mut out).unwrap(), COUNTER_V2_AGE);
+}
+
+#[cfg(feature = "alloc")]
+#[test]
+fn a_json_age_dates_the_event_at_receive_and_plain_json_reading_ignores_it() {
+    let json =
+        br#"{"device":"counter-1","boot":1,"seq":7,"age_ms":60000,"type":"counter","readings":{"count":123456}}"#;
+    assert_eq!(edge_event::json::from_slice(json).unwrap(), common::counter());
+    let (event, format) = decode_any_received(json, 1_764_000_060_000).unwrap();
+    assert_eq!((event.ts, format), (Timestamp::Millis(1_764_000_000_000), Format::Json));
 }

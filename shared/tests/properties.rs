@@ -52,6 +52,28 @@ proptest! {
     }
 
     #[test]
+    fn every_valid_event_without_a_clock_is_dated_by_any_age_sent_after_any_uptime(
+        event in common::valid_event(),
+        uptime in any::<u64>(),
+        later in any::<u64>(),
+        received in any::<u64>(),
+    ) {
+        let mut event = event;
+        event.ts = edge_event::Timestamp::Unknown;
+        let mut stored = [0u8; MAX_ENCODED_LEN];
+        let len = edge_event::encode_dated(&event, edge_event::Dating::Uptime(uptime), &mut stored).unwrap();
+        let now = uptime.saturating_add(later);
+        let mut out = [0u8; MAX_ENCODED_LEN];
+        let sent = edge_event::age_at_send(&stored[..len], now, &mut out).unwrap();
+        let age = now - uptime;
+        prop_assert_eq!(edge_event::decode_dated(sent).unwrap(), (event.clone(), Some(edge_event::Dating::Age(age))));
+        let (dated, _) = edge_event::decode_any_received(sent, received).unwrap();
+        let want = received.checked_sub(age).map_or(edge_event::Timestamp::Unknown, edge_event::Timestamp::Millis);
+        prop_assert_eq!(dated.ts, want);
+        prop_assert_eq!(edge_event::Event { ts: event.ts, ..dated }, event);
+    }
+
+    #[test]
     fn every_valid_event_round_trips_through_cobs_frames(event in common::valid_event()) {
         let mut buf = [0u8; MAX_COBS_FRAME_LEN];
         let len = encode_cobs(&event, &mut buf).unwrap();
@@ -84,7 +106,16 @@ proptest! {
         let _ = decode(&bytes);
         let _ = decode_any(&bytes);
         let _ = Ack::decode_json(&bytes);
+        let _ = Ack::decode_json_timed(&bytes);
         let _ = decode_cobs(&mut bytes.clone());
+        let _ = edge_event::decode_any_received(&bytes, 1_764_000_000_000);
+        // A device only rewrites its own stored bytes, but a damaged ring must not panic
+        // it either; version 2 first, so the dating path runs.
+        let mut dated = bytes.clone();
+        dated.insert(0, edge_event::DATED_FORMAT_VERSION);
+        let mut out = [0u8; MAX_ENCODED_LEN];
+        let _ = edge_event::age_at_send(&dated, u64::MAX, &mut out);
+        let _ = edge_event::age_at_send(&dated, 0, &mut out[..3]);
         #[cfg(feature = "alloc")]
         let _ = edge_event::json::from_slice(&bytes);
     }
@@ -105,7 +136,9 @@ proptest! {
     #[test]
     fn json_like_text_never_makes_a_decoder_panic(text in r#"[{}\[\]":,0-9a-z .eE+\\-]{0,200}"#) {
         let _ = decode_any(text.as_bytes());
+        let _ = edge_event::decode_any_received(text.as_bytes(), 0);
         let _ = Ack::decode_json(text.as_bytes());
+        let _ = Ack::decode_json_timed(text.as_bytes());
         #[cfg(feature = "alloc")]
         let _ = edge_event::json::from_slice(text.as_bytes());
     }

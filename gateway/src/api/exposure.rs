@@ -22,7 +22,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::config::HttpConfig;
-use crate::ingest::RateLimited;
+use crate::util::RateLimited;
 
 /// The warning for `[http].listen` on a non-loopback address without `[http].token`: then
 /// anyone who reaches the port reads dead letters (raw device payloads) and device data,

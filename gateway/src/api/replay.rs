@@ -19,9 +19,9 @@ pub(super) fn routes() -> Router<Arc<Status>> {
 }
 
 async fn replay(State(status): Shared, Json(request): Json<wire::ReplayRequest>) -> Response {
-    let Some(route) = status.metrics.routes.iter().position(|r| r.name == request.route) else {
-        let known: Vec<&str> = status.metrics.routes.iter().map(|r| r.name.as_str()).collect();
-        let body = format!("no route {:?}; configured: {}\n", request.route, known.join(", "));
+    let Some(route) = status.store.route(&request.route) else {
+        let known = status.store.route_names().join(", ");
+        let body = format!("no route {:?}; configured: {known}\n", request.route);
         return (StatusCode::BAD_REQUEST, body).into_response();
     };
     let until_ms = request.until_ms.unwrap_or_else(now_ms);

@@ -37,7 +37,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::ingest::RateLimited;
+use crate::util::RateLimited;
 
 /// Most connections served at once. The API's clients are few (a scraper, the CLI, a
 /// browser's handful): 64 leaves room for them and bounds what idle sockets can take.

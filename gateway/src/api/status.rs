@@ -17,7 +17,7 @@ use axum::{Json, Router};
 
 use super::{wire, Shared, Status};
 use crate::devices::auth::AuthFailure;
-use crate::metrics::{DropReason, Metrics};
+use crate::meter::DropReason;
 use crate::store::now_ms;
 
 /// Routes anyone may call: the page and the liveness probe.
@@ -43,23 +43,11 @@ async fn healthz(State(status): Shared) -> Response {
     }
 }
 
-/// The journal's trouble, if any: a full disk (events are dropped per `store.when_full`),
-/// or a failed last commit.
-fn store_problem(m: &Metrics) -> Option<&'static str> {
-    if m.disk_full.get() == 1 {
-        Some("disk full: new events are dropped per store.when_full until space returns")
-    } else if m.store_ok.get() == 0 {
-        Some("the last journal commit failed; see the log")
-    } else {
-        None
-    }
-}
-
 async fn readyz(State(status): Shared) -> Response {
-    let link = if status.metrics.link_up.get() == 1 { "up" } else { "down (buffering)" };
+    let link = if status.metrics.forward.link_up.get() == 1 { "up" } else { "down (buffering)" };
     // A full disk is reported, not a failure: the gateway still serves and applies its
     // policy (like a cloud outage, it is degraded operation, not unreadiness).
-    let journal = store_problem(&status.metrics).map(|p| format!("; journal: {p}")).unwrap_or_default();
+    let journal = status.metrics.store.problem().map(|p| format!("; journal: {p}")).unwrap_or_default();
     if status.ready.load(Ordering::Relaxed) && status.healthy.load(Ordering::Relaxed) {
         (StatusCode::OK, format!("ready; cloud link {link}{journal}\n")).into_response()
     } else {
@@ -75,38 +63,35 @@ async fn api_status(State(status): Shared) -> Json<serde_json::Value> {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         uptime_seconds: status.started.elapsed().as_secs(),
         ready: status.ready.load(Ordering::Relaxed),
-        cloud_link_up: m.link_up.get() == 1,
-        cloud_link_since_ms: Some(m.link_changed_ms.get()).filter(|ms| *ms > 0),
-        cloud_reconnects: m.reconnects.get(),
-        last_error: m
-            .last_error
-            .lock()
-            .ok()
-            .and_then(|last| last.clone())
-            .map(|(at_ms, message)| wire::LastError { at_ms, message }),
-        events_received: m.received.get(),
-        events_committed: m.committed.get(),
+        cloud_link_up: m.forward.link_up.get() == 1,
+        cloud_link_since_ms: Some(m.forward.link_changed_ms.get()).filter(|ms| *ms > 0),
+        cloud_reconnects: m.forward.reconnects.get(),
+        last_error: m.last_error.get().map(|(at_ms, message)| wire::LastError { at_ms, message }),
+        events_received: m.ingest.received.get(),
+        events_committed: m.store.committed.get(),
         events_in_per_second: m.rate_in.get(),
         events_out_per_second: m.rate_out.get(),
-        dead_letters: m.dead_letters.get(),
+        dead_letters: m.store.dead_letters.get(),
         devices_connected: m.devices.connected.get(),
         device_auth_failures: AuthFailure::ALL.iter().map(|f| m.devices.auth_failures[*f as usize].get()).sum(),
-        store_bytes: m.store_bytes.get(),
-        store_error: store_problem(m).map(str::to_owned),
+        store_bytes: m.store.bytes.get(),
+        store_error: m.store.problem().map(str::to_owned),
         dropped: DropReason::ALL.iter().map(|r| (r.label().to_owned(), m.dropped(*r))).collect(),
         routes: m
+            .store
             .routes
             .iter()
-            .map(|r| wire::RouteStatus {
-                name: r.name.clone(),
-                queue_depth: r.depth.get(),
-                queue_bytes: r.bytes.get(),
-                oldest_age_seconds: match r.oldest_ms.get() {
+            .zip(&m.forward.routes)
+            .map(|(queue, sent)| wire::RouteStatus {
+                name: queue.name.clone(),
+                queue_depth: queue.depth.get(),
+                queue_bytes: queue.bytes.get(),
+                oldest_age_seconds: match queue.oldest_ms.get() {
                     0 => 0,
                     oldest => now.saturating_sub(oldest) / 1000,
                 },
-                forwarded: r.forwarded.get(),
-                batches: r.batches.get(),
+                forwarded: sent.forwarded.get(),
+                batches: sent.batches.get(),
             })
             .collect(),
     };

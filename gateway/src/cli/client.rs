@@ -143,7 +143,7 @@ pub struct Journal<'a> {
 impl Journal<'_> {
     /// The journal file under `[gateway].data_dir`.
     pub fn path(&self) -> PathBuf {
-        self.config.gateway.data_dir.join("journal.db")
+        store::Journal::of(self.config).path().to_owned()
     }
 
     /// A read-only connection (never creates the file).
@@ -181,15 +181,10 @@ impl Journal<'_> {
             .build()
             .map_err(|e| ClientError::Protocol(format!("cannot start a runtime: {e}")))?;
         runtime.block_on(async {
-            let names: Vec<String> = config.routes.iter().map(|r| r.name.clone()).collect();
-            let metrics = Arc::new(Metrics::new(&names));
-            let specs: Vec<store::RouteSpec> =
-                config.routes.iter().map(|r| store::RouteSpec { name: r.name.clone(), max_age: r.max_age }).collect();
-            let (handle, opened, writer) =
-                store::open(&config.gateway.data_dir, &config.store, &specs, metrics.clone(), None)?;
-            let result = work(handle.clone(), opened, metrics).await;
-            handle.shutdown();
-            let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+            let metrics = Arc::new(Metrics::of(config));
+            let store::Store { handle, opened, writer } = store::start(config, metrics.clone(), None)?;
+            let result = work(handle, opened, metrics).await;
+            writer.close().await;
             result
         })
     }

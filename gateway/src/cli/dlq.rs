@@ -220,6 +220,6 @@ fn replay_offline(config: &Config, journal: &Journal, selection: &Selection) -> 
         // the deletions), the second after those deletions.
         handle.dead_letters(Query::Page { after: 0, limit: 1 }).await?;
         handle.dead_letters(Query::Page { after: 0, limit: 1 }).await?;
-        Ok(Replayed { replayed, committed: Some(metrics.committed.get()) })
+        Ok(Replayed { replayed, committed: Some(metrics.store.committed.get()) })
     })
 }

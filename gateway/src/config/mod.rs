@@ -1,13 +1,24 @@
 //! The gateway's configuration: one TOML file, parsed into [`raw`] structs and validated
 //! in one place ([`validate`]) into the typed [`Config`] the rest of the gateway uses.
 //!
-//! Invariant: a [`Config`] exists only if every key was valid. Loading reports *every*
-//! error it finds, each with its key path (`routes[1].batch.max_bytes: ...`); one bad
-//! section does not hide the errors of another.
+//! Invariants:
+//! - A [`Config`] exists only if every key was valid. Loading reports *every* error it
+//!   finds, each with its key path (`routes[1].batch.max_bytes: ...`); one bad section does
+//!   not hide the errors of another.
+//! - Config is the ground floor: it imports no stage (devices, downlink, forward, store,
+//!   ingest, http, tls, app, metrics...). It produces plain values ([`Access`],
+//!   [`DeviceTls`], [`CommandsConfig`], the route's [`crate::format::Encoding`]); the stages
+//!   build what they run with from them at start (the authenticator's table, the device
+//!   listener's and the links' TLS configurations). Besides the TOML it only reads the files
+//!   it names, to check them ([`files`]) or to take a secret from them.
 
+mod access;
+pub mod commands;
+pub mod files;
 mod raw;
 pub mod secret;
 pub mod units;
+mod url;
 mod validate;
 
 use std::fmt;
@@ -15,14 +26,15 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use access::{Access, Users};
+pub use commands::CommandsConfig;
 pub use secret::Secret;
 pub use units::ByteSize;
+pub use url::BrokerUrl;
 
-pub use crate::devices::auth::Access;
-pub use crate::devices::gate::DeviceTls;
 use crate::fields::FieldMap;
 use crate::filters::FilterRules;
-use crate::forward::encoding::Encoding;
+use crate::format::Encoding;
 use crate::routes::{TopicFilter, TopicTemplate};
 
 /// The validated configuration.
@@ -42,8 +54,8 @@ pub struct Config {
     pub log: LogConfig,
     /// `[[routes]]`, in file order.
     pub routes: Vec<RouteConfig>,
-    /// `[commands]`: cloud-to-device commands (`crate::downlink`).
-    pub commands: crate::downlink::CommandsConfig,
+    /// `[commands]`: cloud-to-device commands (the downlink stage).
+    pub commands: CommandsConfig,
     /// Files the config names that hold secrets (password and token files, private keys),
     /// for the start-up check of who else can read them.
     pub secret_files: Vec<SecretFile>,
@@ -120,6 +132,19 @@ pub enum DevicesMode {
         /// TLS and credentials for it.
         security: LinkSecurity,
     },
+}
+
+/// TLS on the embedded broker's device listeners: the files, checked at load. The device
+/// stage builds its server configuration from them at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceTls {
+    /// The certificate chain (`tls_cert_file`).
+    pub cert_file: String,
+    /// Its private key (`tls_key_file`).
+    pub key_file: String,
+    /// The CA that client certificates must chain to (`tls_client_ca_file`; then they are
+    /// required).
+    pub client_ca_file: Option<String>,
 }
 
 /// `[store]`: bounds and durability of the journal.
@@ -304,60 +329,6 @@ pub struct BatchConfig {
     pub max_bytes: ByteSize,
     /// Longest time the first event of a batch waits for company.
     pub max_delay: Duration,
-}
-
-/// An MQTT broker address from a URL such as `mqtt://127.0.0.1:1884` or
-/// `mqtts://cloud.example:8883`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BrokerUrl {
-    /// Host name or address.
-    pub host: String,
-    /// TCP port (1883 for `mqtt://`, 8883 for `mqtts://` when the URL has none).
-    pub port: u16,
-    /// `mqtts://`: TLS on the connection.
-    pub tls: bool,
-}
-
-impl BrokerUrl {
-    /// A plain `mqtt://` address.
-    pub fn plain(host: &str, port: u16) -> Self {
-        BrokerUrl { host: host.to_owned(), port, tls: false }
-    }
-
-    /// Parses `mqtt://host[:port]` or `mqtts://host[:port]`.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let (rest, tls, default_port) = if let Some(rest) = text.strip_prefix("mqtt://") {
-            (rest, false, 1883)
-        } else if let Some(rest) = text.strip_prefix("mqtts://") {
-            (rest, true, 8883)
-        } else {
-            return Err(format!("expected a URL like \"mqtt://host:1883\" or \"mqtts://host:8883\", found {text:?}"));
-        };
-        let rest = rest.trim_end_matches('/');
-        let (host, port) = match rest.rsplit_once(':') {
-            Some((host, port)) if !host.ends_with(']') || host.starts_with('[') => {
-                let port = port.parse::<u16>().map_err(|_| format!("bad port {port:?} in {text:?}"))?;
-                (host, port)
-            }
-            _ => (rest, default_port),
-        };
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        if host.is_empty() || host.contains('/') {
-            return Err(format!("no host in {text:?}"));
-        }
-        Ok(BrokerUrl { host: host.to_owned(), port, tls })
-    }
-}
-
-impl fmt::Display for BrokerUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let scheme = if self.tls { "mqtts" } else { "mqtt" };
-        if self.host.contains(':') {
-            write!(f, "{scheme}://[{}]:{}", self.host, self.port)
-        } else {
-            write!(f, "{scheme}://{}:{}", self.host, self.port)
-        }
-    }
 }
 
 /// One thing wrong with a config, at a key path.

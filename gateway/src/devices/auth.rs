@@ -1,5 +1,6 @@
 //! Who may connect to the embedded broker: device users with argon2 password hashes (PHC
-//! strings), or anonymous access when the config says so.
+//! strings), or anonymous access when the config says so. The config checks the names and
+//! hashes ([`crate::config::Access`]); the [`Authenticator`] builds its table from them at start.
 //!
 //! Invariants:
 //! - A device's identity is its user name, and its MQTT client id must equal it: the
@@ -10,7 +11,7 @@
 //!   thread, so a storm of reconnects or wrong passwords uses at most one core; a device
 //!   that reconnects with a password already verified is answered from the cache.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
@@ -18,98 +19,16 @@ use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, Pass
 use argon2::Argon2;
 use blake2::{Blake2b512, Digest};
 
+use crate::config::Access;
+
 /// Most digests kept per cache (verified, refused) before it starts over.
 const CACHE_MAX: usize = 4096;
-
-/// Device users and their password hashes. `Debug` shows the names only.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct Users(BTreeMap<String, String>);
-
-impl fmt::Debug for Users {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_set().entries(self.0.keys()).finish()
-    }
-}
-
-impl Users {
-    /// No users.
-    pub fn new() -> Users {
-        Users::default()
-    }
-
-    /// Adds a user; `Err` says what is wrong with the name or the hash.
-    pub fn add(&mut self, name: &str, hash: &str) -> Result<(), String> {
-        edge_event::validate_device_id(name).map_err(|e| format!("user {name:?}: {e} (a user name is a device id)"))?;
-        check_hash(hash).map_err(|e| format!("user {name:?}: {e}"))?;
-        if self.0.insert(name.to_owned(), hash.to_owned()).is_some() {
-            return Err(format!("user {name:?} is listed twice"));
-        }
-        Ok(())
-    }
-
-    /// Reads `name:hash` lines (blank lines and `#` comments skipped) into `self`.
-    pub fn add_file(&mut self, path: &str) -> Result<(), Vec<String>> {
-        let text = std::fs::read_to_string(path).map_err(|e| vec![format!("cannot read {path}: {e}")])?;
-        let mut errors = Vec::new();
-        for (n, line) in text.lines().enumerate() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let result = match line.split_once(':') {
-                Some((name, hash)) => self.add(name.trim(), hash.trim()),
-                None => Err("expected name:hash".into()),
-            };
-            if let Err(e) = result {
-                errors.push(format!("{path} line {}: {e}", n + 1));
-            }
-        }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(errors)
-        }
-    }
-
-    /// How many users.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// True when there are none.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-/// An argon2 PHC string (`$argon2id$v=19$m=...,t=...,p=...$salt$hash`)?
-fn check_hash(hash: &str) -> Result<(), String> {
-    let parsed = PasswordHash::new(hash)
-        .map_err(|e| format!("not a PHC password hash ({e}); make one with `edge-gateway hash-password`"))?;
-    match parsed.algorithm.as_str() {
-        "argon2id" | "argon2i" | "argon2d" => {}
-        other => return Err(format!("hash algorithm {other:?} is not argon2; use `edge-gateway hash-password`")),
-    }
-    if parsed.hash.is_none() {
-        return Err("the PHC string has no hash part".into());
-    }
-    Ok(())
-}
 
 /// A new argon2id PHC string for `password` (random salt, the crate's default parameters:
 /// 19 MiB, 2 passes, 1 lane, as OWASP recommends).
 pub fn hash_password(password: &str) -> Result<String, String> {
     let salt = SaltString::generate(&mut OsRng);
     Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string()).map_err(|e| e.to_string())
-}
-
-/// Who the broker lets in.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Access {
-    /// Anyone (`allow_anonymous = true`): identities are not known, topic rights not checked.
-    Anonymous,
-    /// Only these users, each with client id = user name.
-    Users(Users),
 }
 
 /// Why a connection was refused. The label values are part of the metrics contract.
@@ -152,7 +71,8 @@ pub enum Identity {
 
 /// Checks CONNECT credentials, with a cache and one argon2 verification at a time.
 pub struct Authenticator {
-    access: Access,
+    /// User name -> PHC hash, built from the config's [`Access`] at start; None = anonymous.
+    users: Option<HashMap<String, String>>,
     key: [u8; 32],
     verified: Mutex<HashSet<[u8; 64]>>,
     refused: Mutex<HashSet<[u8; 64]>>,
@@ -161,15 +81,20 @@ pub struct Authenticator {
 
 impl fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Authenticator").field("access", &self.access).finish_non_exhaustive()
+        let users = self.users.as_ref().map(|users| users.keys().collect::<std::collections::BTreeSet<_>>());
+        f.debug_struct("Authenticator").field("users", &users).finish_non_exhaustive()
     }
 }
 
 impl Authenticator {
-    /// An authenticator for `access`.
+    /// An authenticator for `access`, with its own lookup table of the users.
     pub fn new(access: Access) -> Arc<Authenticator> {
+        let users = match &access {
+            Access::Anonymous => None,
+            Access::Users(users) => Some(users.iter().map(|(name, hash)| (name.to_owned(), hash.to_owned())).collect()),
+        };
         Arc::new(Authenticator {
-            access,
+            users,
             key: rand::random(),
             verified: Mutex::new(HashSet::new()),
             refused: Mutex::new(HashSet::new()),
@@ -179,7 +104,7 @@ impl Authenticator {
 
     /// True when identities are checked (named users).
     pub fn checks_identity(&self) -> bool {
-        matches!(self.access, Access::Users(_))
+        self.users.is_some()
     }
 
     fn digest(&self, user: &str, password: &[u8]) -> [u8; 64] {
@@ -198,12 +123,9 @@ impl Authenticator {
         username: Option<&str>,
         password: Option<&[u8]>,
     ) -> Result<Identity, AuthFailure> {
-        let users = match &self.access {
-            Access::Anonymous => return Ok(Identity::Anonymous),
-            Access::Users(users) => users,
-        };
+        let Some(users) = &self.users else { return Ok(Identity::Anonymous) };
         let Some(user) = username else { return Err(AuthFailure::Anonymous) };
-        let Some(hash) = users.0.get(user) else { return Err(AuthFailure::UnknownUser) };
+        let Some(hash) = users.get(user) else { return Err(AuthFailure::UnknownUser) };
         if client_id != user {
             return Err(AuthFailure::ClientIdMismatch);
         }
@@ -249,6 +171,7 @@ pub fn verify(hash: &str, password: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Users;
 
     fn users(pairs: &[(&str, &str)]) -> Users {
         let mut users = Users::new();

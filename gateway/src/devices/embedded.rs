@@ -21,13 +21,13 @@ use rumqttd::protocol::{Packet, Publish};
 use rumqttd::{Broker, Config, ConnectionSettings, Notification, RouterConfig, ServerSettings};
 use tracing::{error, info, warn};
 
-use super::auth::{Access, Authenticator};
-use super::gate::{DeviceTls, Gate};
-use super::{ack_message, Batcher, DevicesError};
-use crate::config::ByteSize;
-use crate::ingest::Ingest;
-use crate::metrics::Metrics;
-use crate::store::{DeviceAck, StoreHandle};
+use super::auth::Authenticator;
+use super::gate::Gate;
+use super::metrics::DeviceMeters;
+use super::{ack_message, DevicesError};
+use crate::config::{Access, ByteSize, DeviceTls};
+use crate::pipeline::{Batcher, Source};
+use crate::store::DeviceAck;
 
 /// The link takes every publish (`#`), once: ingest then sees the topics no route takes
 /// (counted as `no_route`, or kept as dead letters), and the link's own ack publishes
@@ -50,7 +50,7 @@ pub struct BrokerSettings {
     pub memory: ByteSize,
     /// Who may connect.
     pub access: Access,
-    /// TLS on the device listeners.
+    /// TLS on the device listeners (its server configuration is built at start).
     pub tls: Option<DeviceTls>,
 }
 
@@ -81,16 +81,18 @@ pub struct Embedded {
 
 /// Starts the broker, the device gate in front of it, its link, the ingest thread and the
 /// ack publisher.
-#[allow(clippy::too_many_arguments)]
 pub fn start(
     settings: BrokerSettings,
-    ingest: Ingest,
-    store: StoreHandle,
-    acks: mpsc::Receiver<Vec<DeviceAck>>,
-    replays: mpsc::Receiver<super::Replay>,
-    metrics: std::sync::Arc<Metrics>,
+    source: Source,
+    metrics: impl Into<DeviceMeters>,
     runtime: tokio::runtime::Handle,
 ) -> Result<Embedded, DevicesError> {
+    let Source { ingest, store, acks, replays } = source;
+    let metrics: DeviceMeters = metrics.into();
+    let tls = match settings.tls.as_ref().map(super::gate::server_config).transpose() {
+        Ok(tls) => tls,
+        Err((key, message)) => return Err(DevicesError::Broker(format!("devices.{key}: {message}"))),
+    };
     let public = bind(settings.listen)?;
     let public_v5 = settings.listen_v5.map(bind).transpose()?;
     let inner = loopback_port()?;
@@ -123,19 +125,22 @@ pub fn start(
     let (denied_tx, denied_rx) = mpsc::sync_channel(1024);
     let auth = Authenticator::new(settings.access.clone());
     let inflow = std::sync::Arc::new(super::inflow::Inflow::new(settings.memory.bytes()));
-    let gate_settings = |broker| super::gate::Settings {
+    let clients = std::sync::Arc::new(super::relay::Clients::default());
+    let gate_settings = |broker, level| super::gate::Settings {
         broker,
-        tls: settings.tls.clone(),
+        level,
+        tls: tls.clone(),
         max_connections: settings.max_connections,
         max_payload: settings.max_payload.bytes() as usize,
         connect_timeout: CONNECT_TIMEOUT,
         token: token.clone(),
         inflow: inflow.clone(),
+        clients: clients.clone(),
     };
-    let gate = Gate::new(gate_settings(inner), auth.clone(), metrics.clone(), denied_tx.clone(), store.clone());
+    let gate = Gate::new(gate_settings(inner, 4), auth.clone(), metrics.clone(), denied_tx.clone(), store.clone());
     runtime.spawn(gate.serve(public));
     if let (Some(listener), Some(inner_v5), Some(v5)) = (public_v5, inner_v5, settings.listen_v5) {
-        let gate = Gate::new(gate_settings(inner_v5), auth, metrics, denied_tx, store.clone());
+        let gate = Gate::new(gate_settings(inner_v5, 5), auth, metrics, denied_tx, store.clone());
         runtime.spawn(gate.serve(listener));
         info!(listen = %v5, tls = settings.tls.is_some(), "device listener for MQTT 5");
     }
@@ -216,7 +221,12 @@ fn wait_until_listening(target: SocketAddr, token: &str) -> Result<(), DevicesEr
                 let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
                 let mut connack = [0u8; 4];
                 if stream.write_all(&connect).is_ok() && stream.read_exact(&mut connack).is_ok() && connack[0] == 0x20 {
-                    let _ = stream.write_all(&[0xe0, 0x00]);
+                    // DISCONNECT, then wait for the broker to close: closing first would make
+                    // it remove the probe's connection id twice, the second time maybe from
+                    // the first device (relay.rs).
+                    if stream.write_all(&[0xe0, 0x00]).is_ok() {
+                        let _ = stream.read_to_end(&mut Vec::new());
+                    }
                     return Ok(());
                 }
                 last_error = "no CONNACK".into();
@@ -233,13 +243,13 @@ fn drain(mut link_rx: LinkRx, mut batcher: Batcher, inflow: &super::inflow::Infl
     // rumqttd numbers the messages of a filter's log consecutively; a gap between two
     // forwards is messages it overwrote before we read them (it skips a slow reader).
     let mut last_offset: Option<u64> = None;
-    let mut overruns = crate::ingest::RateLimited::new(Duration::from_secs(10));
+    let mut overruns = crate::util::RateLimited::new(Duration::from_secs(10));
     // A deadline already past: "take what is there, do not wait", without reading the
     // clock once per publish.
     let past = Instant::now();
     loop {
         // Drain without waiting while a group is pending; otherwise wait up to a tick.
-        let deadline = if batcher.has_pending() { past } else { Instant::now() + super::TICK };
+        let deadline = if batcher.has_pending() { past } else { Instant::now() + crate::pipeline::TICK };
         let next = link_rx.recv_deadline(deadline);
         match next {
             Ok(Some(Notification::Forward(forward))) => {

@@ -22,7 +22,6 @@
 //! (its CONNACK said success) and whose relay still runs; it goes down when either side
 //! closes, whoever closed.
 
-use std::io::BufReader;
 use std::net::SocketAddr;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
@@ -34,103 +33,49 @@ use tokio_rustls::rustls;
 use tracing::warn;
 
 use super::auth::{Authenticator, Identity};
+use super::metrics::DeviceDisconnect;
+use super::metrics::{ConnectionRefusal, Denial, DeviceMeters};
 use super::mqtt::{self, Next, Refusal};
-use crate::ingest::RateLimited;
-use crate::metrics::{ConnectionRefusal, Denial, Metrics};
+use super::relay::{self, Claim, Clients, Held};
+pub use super::rights::{may_publish, may_subscribe};
+use crate::config::{files, DeviceTls};
+use crate::pipeline::Denied;
+use crate::util::RateLimited;
 
 /// Most connections between accept and an authenticated CONNECT at any time; more are
 /// closed at once (counted, reason `limit`).
 const MAX_HANDSHAKING: usize = 256;
 
-/// A publish the gate refused, for the dead-letter table.
-#[derive(Debug)]
-pub struct Denied {
-    /// Its topic.
-    pub topic: String,
-    /// Its payload.
-    pub payload: Vec<u8>,
-    /// Why, naming the device.
-    pub reason: String,
-}
-
-/// TLS for the device listener: the server config and what it was built from.
-#[derive(Clone)]
-pub struct DeviceTls {
-    /// The certificate chain file.
-    pub cert_file: String,
-    /// The CA that client certificates must chain to (then they are required).
-    pub client_ca_file: Option<String>,
-    /// The rustls server config (ring provider).
-    pub config: Arc<rustls::ServerConfig>,
-}
-
-impl std::fmt::Debug for DeviceTls {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DeviceTls")
-            .field("cert_file", &self.cert_file)
-            .field("client_ca_file", &self.client_ca_file)
-            .finish_non_exhaustive()
-    }
-}
-
-fn read_certs(path: &str) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
-    let file = std::fs::File::open(path).map_err(|e| format!("cannot read {path}: {e}"))?;
-    let certs = rustls_pemfile::certs(&mut BufReader::new(file))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("{path}: not PEM certificates: {e}"))?;
-    if certs.is_empty() {
-        return Err(format!("{path}: no PEM certificate (-----BEGIN CERTIFICATE-----) in it"));
-    }
-    Ok(certs)
-}
-
-impl DeviceTls {
-    /// Loads the files and builds the server config. `Err` is `(which key, message)`.
-    pub fn load(cert_file: &str, key_file: &str, client_ca_file: Option<&str>) -> Result<DeviceTls, (String, String)> {
-        let certs = read_certs(cert_file).map_err(|e| ("tls_cert_file".to_owned(), e))?;
-        let key = std::fs::File::open(key_file)
-            .map_err(|e| format!("cannot read {key_file}: {e}"))
-            .and_then(|file| {
-                rustls_pemfile::private_key(&mut BufReader::new(file)).map_err(|e| format!("{key_file}: not PEM: {e}"))
-            })
-            .and_then(|key| key.ok_or_else(|| format!("{key_file}: no PEM private key in it")))
-            .map_err(|e| ("tls_key_file".to_owned(), e))?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| ("tls_cert_file".to_owned(), e.to_string()))?;
-        let builder = match client_ca_file {
-            Some(ca_file) => {
-                let mut roots = rustls::RootCertStore::empty();
-                for cert in read_certs(ca_file).map_err(|e| ("tls_client_ca_file".to_owned(), e))? {
-                    roots
-                        .add(cert)
-                        .map_err(|e| ("tls_client_ca_file".to_owned(), format!("{ca_file}: not a usable CA: {e}")))?;
-                }
-                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                    .build()
-                    .map_err(|e| ("tls_client_ca_file".to_owned(), format!("{ca_file}: {e}")))?;
-                builder.with_client_cert_verifier(verifier)
-            }
-            None => builder.with_no_client_auth(),
-        };
-        let config = builder
-            .with_single_cert(certs, key)
-            .map_err(|e| ("tls_key_file".to_owned(), format!("{key_file} does not go with {cert_file}: {e}")))?;
-        Ok(DeviceTls {
-            cert_file: cert_file.to_owned(),
-            client_ca_file: client_ca_file.map(str::to_owned),
-            config: Arc::new(config),
-        })
-    }
+/// Builds the device listener's TLS server configuration from the files the config named
+/// (checked at load, read again here at start). `Err` is `(which key under devices, message)`.
+pub fn server_config(tls: &DeviceTls) -> Result<Arc<rustls::ServerConfig>, (String, String)> {
+    let files = files::load_device_tls(tls)?;
+    let provider = files::provider();
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ("tls_cert_file".to_owned(), e.to_string()))?;
+    let builder = match (files.client_roots, &tls.client_ca_file) {
+        (Some(roots), Some(ca_file)) => {
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| ("tls_client_ca_file".to_owned(), format!("{ca_file}: {e}")))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    let config = builder.with_single_cert(files.certs, files.key).map_err(|e| files::device_key_mismatch(tls, &e))?;
+    Ok(Arc::new(config))
 }
 
 /// How the gate is set up.
 pub struct Settings {
     /// The broker listener behind the gate (loopback).
     pub broker: SocketAddr,
-    /// TLS for devices.
-    pub tls: Option<DeviceTls>,
+    /// The MQTT protocol level this listener serves: 4 (3.1.1) or 5; a CONNECT of another
+    /// level gets CONNACK 1 ([MQTT-3.1.2-2]).
+    pub level: u8,
+    /// TLS for devices (built by [`server_config`]).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Most authenticated device connections, all listeners together.
     pub max_connections: usize,
     /// Largest packet body from a device.
@@ -141,6 +86,8 @@ pub struct Settings {
     pub token: Arc<str>,
     /// Back-pressure: publishes waiting in the broker ([`super::inflow`]).
     pub inflow: Arc<super::inflow::Inflow>,
+    /// The relays by client id, shared by every listener of the broker ([`relay`]).
+    pub clients: Arc<Clients>,
 }
 
 /// What every connection task shares.
@@ -148,7 +95,7 @@ pub struct Gate {
     settings: Settings,
     acceptor: Option<tokio_rustls::TlsAcceptor>,
     auth: Arc<Authenticator>,
-    metrics: Arc<Metrics>,
+    metrics: DeviceMeters,
     denied: mpsc::SyncSender<Denied>,
     /// The journal, for the read model's connection state of authenticated devices.
     store: crate::store::StoreHandle,
@@ -156,6 +103,7 @@ pub struct Gate {
     handshaking: Arc<Semaphore>,
     refusal_log: Mutex<RateLimited>,
     denial_log: Mutex<RateLimited>,
+    disconnect_log: Mutex<RateLimited>,
 }
 
 impl Gate {
@@ -164,11 +112,11 @@ impl Gate {
     pub fn new(
         settings: Settings,
         auth: Arc<Authenticator>,
-        metrics: Arc<Metrics>,
+        metrics: DeviceMeters,
         denied: mpsc::SyncSender<Denied>,
         store: crate::store::StoreHandle,
     ) -> Arc<Gate> {
-        let acceptor = settings.tls.as_ref().map(|tls| tokio_rustls::TlsAcceptor::from(tls.config.clone()));
+        let acceptor = settings.tls.clone().map(tokio_rustls::TlsAcceptor::from);
         Arc::new(Gate {
             sessions: Arc::new(Semaphore::new(settings.max_connections)),
             handshaking: Arc::new(Semaphore::new(MAX_HANDSHAKING)),
@@ -180,6 +128,7 @@ impl Gate {
             store,
             refusal_log: Mutex::new(RateLimited::new(Duration::from_secs(10))),
             denial_log: Mutex::new(RateLimited::new(Duration::from_secs(10))),
+            disconnect_log: Mutex::new(RateLimited::new(Duration::from_secs(10))),
         })
     }
 
@@ -210,6 +159,14 @@ impl Gate {
         self.metrics.devices.count_refused(reason);
         if let Some(suppressed) = self.refusal_log.lock().ok().and_then(|mut log| log.allow()) {
             warn!(%peer, reason = reason.label(), detail, suppressed, "device connection refused");
+        }
+    }
+
+    /// Counts and logs (rate-limited) a device connection the gateway closed.
+    fn disconnect(&self, reason: DeviceDisconnect, peer: SocketAddr, client_id: &str, detail: &str) {
+        self.metrics.devices.disconnects[reason as usize].add(1);
+        if let Some(suppressed) = self.disconnect_log.lock().ok().and_then(|mut log| log.allow()) {
+            warn!(%peer, client_id, reason = reason.label(), detail, suppressed, "device disconnected by the gateway");
         }
     }
 
@@ -253,6 +210,13 @@ impl Gate {
             Err(_) => return self.refuse(ConnectionRefusal::Protocol, peer, "no CONNECT in time"),
         };
         let body = &buf[frame.body..frame.len];
+        if let Some(level) = mqtt::protocol_level(body).filter(|level| *level != self.settings.level) {
+            let served = if self.settings.level == 5 { "MQTT 5" } else { "MQTT 3.1.1" };
+            let detail = format!("a CONNECT of protocol level {level} on a listener for {served} (CONNACK 1)");
+            self.refuse(ConnectionRefusal::Protocol, peer, &detail);
+            let _ = send(&mut client, &mqtt::CONNACK_BAD_PROTOCOL).await;
+            return;
+        }
         let connect = match mqtt::connect(body) {
             Ok(connect) => connect,
             Err(err) => return self.refuse(ConnectionRefusal::Protocol, peer, &err),
@@ -299,6 +263,20 @@ impl Gate {
         let forwarded = mqtt::rewrite_connect(body, &connect, &self.settings.token);
         buf.drain(..frame.len);
         drop(handshaking);
+        // One relay per client id at the broker: an older one is closed first (relay.rs).
+        let (slot, claim) = self.settings.clients.claim(&client_id).await;
+        let _held = Held(&self.settings.clients, &client_id, &slot);
+        match claim {
+            Ok(_) => {}
+            Err(Claim::TakenOver) => {
+                let detail = "a newer connection with the same client id came before this one was served";
+                return self.disconnect(DeviceDisconnect::Takeover, peer, &client_id, detail);
+            }
+            Err(Claim::Stuck) => warn!(
+                %peer, client_id,
+                "the embedded broker did not close the older connection with this client id in time; connecting anyway"
+            ),
+        }
         let mut broker = match TcpStream::connect(self.settings.broker).await {
             Ok(broker) => broker,
             Err(err) => {
@@ -318,6 +296,8 @@ impl Gate {
             _ => false,
         };
         if send(&mut client, &from_broker).await.is_err() || !accepted {
+            let (broker_read, broker_write) = broker.into_split();
+            relay::close_broker(broker_write, false, relay::downlink(broker_read, tokio::io::sink())).await;
             return;
         }
         // Only an authenticated connection says which device it is (an anonymous client id
@@ -329,26 +309,45 @@ impl Gate {
         let connected = Connected::new(&self.metrics, device);
         tracing::debug!(%peer, client_id, "device connected");
         let (client_read, client_write) = split(client);
-        let (broker_read, broker_write) = broker.into_split();
+        let (broker_read, mut broker_write) = broker.into_split();
+        let downlink = relay::downlink(broker_read, client_write);
+        tokio::pin!(downlink);
+        let mut said_disconnect = false;
+        let relay = Relay { identity: &identity, level, client_id: &client_id };
         let ended = tokio::select! {
-            ended = self.uplink(client_read, broker_write, buf, &identity, level, &client_id) => ended,
-            _ = downlink(broker_read, client_write) => "the broker closed the connection".to_owned(),
+            ended = self.uplink(client_read, &mut broker_write, buf, &relay, &mut said_disconnect) => ended,
+            () = slot.taken_over() => Ended::ByGate(DeviceDisconnect::Takeover, "a newer connection with the same client id".into()),
+            () = &mut downlink => Ended::Broker,
         };
+        let closed =
+            matches!(ended, Ended::Broker) || relay::close_broker(broker_write, said_disconnect, downlink).await;
+        match &ended {
+            Ended::ByGate(reason, detail) => self.disconnect(*reason, peer, &client_id, detail),
+            Ended::Broker if !said_disconnect => {
+                let detail =
+                    "the embedded broker closed the connection (keep-alive expired, or an MQTT error it found)";
+                self.disconnect(DeviceDisconnect::Broker, peer, &client_id, detail);
+            }
+            _ => {}
+        }
+        if !closed {
+            warn!(%peer, client_id, "the embedded broker did not close an ended device connection in time");
+        }
         drop(connected);
         drop(session);
-        tracing::debug!(%peer, client_id, ended, "device disconnected");
+        tracing::debug!(%peer, client_id, ?ended, "device disconnected");
     }
 
     /// Device -> broker, packet by packet, checking sizes and rights. Returns why it ended.
     async fn uplink(
         &self,
         mut client: impl AsyncRead + Unpin,
-        mut broker: impl AsyncWrite + Unpin,
+        broker: &mut (impl AsyncWrite + Unpin),
         mut buf: Vec<u8>,
-        identity: &Identity,
-        level: u8,
-        client_id: &str,
-    ) -> String {
+        relay: &Relay<'_>,
+        said_disconnect: &mut bool,
+    ) -> Ended {
+        let Relay { identity, level, client_id } = *relay;
         let max = self.settings.max_payload;
         let inflow = &self.settings.inflow;
         loop {
@@ -358,11 +357,21 @@ impl Gate {
             loop {
                 match mqtt::next(&buf[ok..], max) {
                     Next::Packet(frame) => {
+                        if let Some(why) = mqtt::violation(&frame, &buf[ok..], level) {
+                            stop = Some(Ended::ByGate(DeviceDisconnect::Protocol, why));
+                            break;
+                        }
                         if let Identity::Device(id) = identity {
-                            if let Err(why) = self.check(id, &frame, &buf[ok..], level) {
-                                stop = Some(why);
+                            if let Err((reason, why)) = self.check(id, &frame, &buf[ok..], level) {
+                                stop = Some(Ended::ByGate(reason, why));
                                 break;
                             }
+                        }
+                        if frame.kind == mqtt::DISCONNECT {
+                            // Nothing after it goes to the broker (relay.rs, rule 1).
+                            ok += frame.len;
+                            stop = Some(Ended::Disconnect);
+                            break;
                         }
                         if frame.kind == mqtt::PUBLISH {
                             publishes += 1;
@@ -383,11 +392,12 @@ impl Gate {
                                 "device packet over devices.max_payload; device disconnected"
                             );
                         }
-                        stop = Some(format!("a packet of {remaining} bytes, over devices.max_payload"));
+                        let why = format!("a packet of {remaining} bytes, over devices.max_payload");
+                        stop = Some(Ended::ByGate(DeviceDisconnect::TooLarge, why));
                         break;
                     }
                     Next::Malformed => {
-                        stop = Some("malformed MQTT".into());
+                        stop = Some(Ended::ByGate(DeviceDisconnect::Protocol, "malformed MQTT".into()));
                         break;
                     }
                 }
@@ -400,8 +410,9 @@ impl Gate {
                     self.metrics.devices.backpressure.add(1);
                 }
                 if broker.write_all(&buf[..ok]).await.is_err() {
-                    return "the broker closed the connection".into();
+                    return Ended::Broker;
                 }
+                *said_disconnect = matches!(stop, Some(Ended::Disconnect));
                 inflow.forwarded(publishes, publish_bytes);
                 buf.drain(..ok);
             }
@@ -418,19 +429,23 @@ impl Gate {
                 buf.reserve(8 * 1024);
             }
             match client.read_buf(&mut buf).await {
-                Ok(0) => return "the device closed the connection".into(),
+                Ok(0) => return Ended::DeviceClosed,
                 Ok(_) => {}
-                Err(err) => return format!("device read error: {err}"),
+                Err(err) => {
+                    tracing::debug!(client_id, error = %err, "device read error");
+                    return Ended::DeviceClosed;
+                }
             }
         }
     }
 
     /// Whether device `id` may send this packet; a refusal is counted, logged and (for a
     /// publish) handed over as a dead letter.
-    fn check(&self, id: &str, frame: &mqtt::Frame, packet: &[u8], level: u8) -> Result<(), String> {
+    fn check(&self, id: &str, frame: &mqtt::Frame, packet: &[u8], level: u8) -> Result<(), (DeviceDisconnect, String)> {
+        let malformed = |why: String| (DeviceDisconnect::Protocol, why);
         let (denial, reason) = match frame.kind {
             mqtt::PUBLISH => {
-                let topic = mqtt::publish_topic(frame, packet)?;
+                let topic = mqtt::publish_topic(frame, packet).map_err(malformed)?;
                 // An MQTT 5 publish by topic alias: the alias was set by an earlier publish
                 // on this connection, whose topic passed this check.
                 if may_publish(id, topic) || (topic.is_empty() && level == 5) {
@@ -446,7 +461,7 @@ impl Gate {
                 (Denial::Publish, reason)
             }
             mqtt::SUBSCRIBE => {
-                let filters = mqtt::subscribe_filters(frame, packet, level)?;
+                let filters = mqtt::subscribe_filters(frame, packet, level).map_err(malformed)?;
                 let Some(bad) = filters.iter().find(|f| !may_subscribe(id, f)) else { return Ok(()) };
                 let reason = format!(
                     "device {id:?} may not subscribe to {bad:?}: only devices/{id}/ack and devices/{id}/commands; \
@@ -460,30 +475,8 @@ impl Gate {
         if let Some(suppressed) = self.denial_log.lock().ok().and_then(|mut log| log.allow()) {
             warn!(device = id, action = denial.label(), %reason, suppressed, "device denied");
         }
-        Err(reason)
+        Err((DeviceDisconnect::Denied, reason))
     }
-}
-
-/// Whether device `id` may publish on `topic`: under `devices/{id}/`, not its ack or
-/// commands topics (those are the gateway's), except `devices/{id}/commands/status`, where
-/// it answers commands (`crate::downlink`).
-pub fn may_publish(id: &str, topic: &str) -> bool {
-    let Some(rest) = topic.strip_prefix("devices/").and_then(|t| t.strip_prefix(id)).and_then(|t| t.strip_prefix('/'))
-    else {
-        return false;
-    };
-    rest == "commands/status"
-        || (!rest.is_empty() && rest != "ack" && rest != "commands" && !rest.starts_with("commands/"))
-}
-
-/// Whether device `id` may subscribe to `filter`: its own `devices/{id}/ack`,
-/// `devices/{id}/commands`, or a filter under `devices/{id}/commands/`.
-pub fn may_subscribe(id: &str, filter: &str) -> bool {
-    let Some(rest) = filter.strip_prefix("devices/").and_then(|t| t.strip_prefix(id)).and_then(|t| t.strip_prefix('/'))
-    else {
-        return false;
-    };
-    rest == "ack" || rest == "commands" || rest.starts_with("commands/")
 }
 
 /// Writes and flushes (a TLS stream may hold what was written until flushed).
@@ -492,10 +485,24 @@ async fn send(stream: &mut (impl AsyncWrite + Unpin), bytes: &[u8]) -> std::io::
     stream.flush().await
 }
 
-/// Broker -> device: bytes as they come.
-async fn downlink(mut broker: impl AsyncRead + Unpin, mut client: impl AsyncWrite + Unpin) {
-    let _ = tokio::io::copy(&mut broker, &mut client).await;
-    let _ = client.shutdown().await;
+/// What a relay is for: who the device is and how it speaks.
+struct Relay<'a> {
+    identity: &'a Identity,
+    level: u8,
+    client_id: &'a str,
+}
+
+/// How a relay ended.
+#[derive(Debug)]
+enum Ended {
+    /// The device said DISCONNECT.
+    Disconnect,
+    /// The device's socket closed, or could not be read.
+    DeviceClosed,
+    /// The gateway closed it, for this reason.
+    ByGate(DeviceDisconnect, String),
+    /// The broker closed its side.
+    Broker,
 }
 
 /// Reads until `buf` starts with a complete packet.
@@ -522,10 +529,10 @@ async fn read_frame(
 
 /// Holds one count in `edge_gateway_devices_connected` while alive, and marks an
 /// authenticated device connected in the read model until it is dropped.
-struct Connected(Arc<Metrics>, Option<(crate::store::StoreHandle, String)>);
+struct Connected(DeviceMeters, Option<(crate::store::StoreHandle, String)>);
 
 impl Connected {
-    fn new(metrics: &Arc<Metrics>, device: Option<(crate::store::StoreHandle, String)>) -> Connected {
+    fn new(metrics: &DeviceMeters, device: Option<(crate::store::StoreHandle, String)>) -> Connected {
         metrics.devices.connected.inc();
         if let Some((store, id)) = &device {
             store.device_connection(id, true, crate::store::now_ms());
@@ -539,40 +546,6 @@ impl Drop for Connected {
         self.0.devices.connected.dec();
         if let Some((store, id)) = &self.1 {
             store.device_connection(id, false, crate::store::now_ms());
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn devices_publish_and_subscribe_only_on_their_own_topics() {
-        assert!(may_publish("d1", "devices/d1/events"));
-        assert!(may_publish("d1", "devices/d1/status/x"));
-        assert!(may_publish("d1", "devices/d1/commands/status"), "answers to commands");
-        for topic in [
-            "devices/d2/events",
-            "devices/d1",
-            "devices/d1/",
-            "devices/d1/ack",
-            "devices/d1/commands",
-            "devices/d1/commands/reboot",
-            "devices/d10/events",
-            "zigbee2mqtt/d1",
-            "$SYS/x",
-            "devices/d1x/events",
-        ] {
-            assert!(!may_publish("d1", topic), "{topic}");
-        }
-        assert!(may_subscribe("d1", "devices/d1/ack"));
-        assert!(may_subscribe("d1", "devices/d1/commands"));
-        assert!(may_subscribe("d1", "devices/d1/commands/#"));
-        for filter in
-            ["#", "devices/+/ack", "devices/d1/#", "devices/d1/events", "devices/d2/ack", "$share/g/devices/d1/ack"]
-        {
-            assert!(!may_subscribe("d1", filter), "{filter}");
         }
     }
 }

@@ -10,6 +10,8 @@ pub const CONNECT: u8 = 1;
 pub const PUBLISH: u8 = 3;
 /// SUBSCRIBE.
 pub const SUBSCRIBE: u8 = 8;
+/// DISCONNECT.
+pub const DISCONNECT: u8 = 14;
 
 /// A complete packet at the start of a buffer: its type, first byte, where its body starts
 /// and its total length.
@@ -122,6 +124,8 @@ impl<'a> Reader<'a> {
 pub struct Connect<'a> {
     /// Protocol level: 4 = MQTT 3.1.1, 5 = MQTT 5.
     pub level: u8,
+    /// Keep-alive in seconds; 0 turns it off (MQTT 3.1.1 §3.1.2.10).
+    pub keep_alive: u16,
     /// Client id.
     pub client_id: &'a str,
     /// Topic of the will, when there is one.
@@ -146,7 +150,10 @@ pub fn connect(body: &[u8]) -> Result<Connect<'_>, String> {
     }
     let flags_at = r.at;
     let flags = r.u8()?;
-    r.u16()?; // keep-alive
+    if flags & 0x01 != 0 {
+        return Err("the reserved CONNECT flag is set [MQTT-3.1.2-3]".into());
+    }
+    let keep_alive = r.u16()? as u16;
     if level == 5 {
         r.properties()?;
     }
@@ -162,15 +169,37 @@ pub fn connect(body: &[u8]) -> Result<Connect<'_>, String> {
     let credentials_at = r.at;
     let username = if flags & 0x80 != 0 { Some(r.string()?) } else { None };
     let password = if flags & 0x40 != 0 { Some(r.binary()?) } else { None };
-    Ok(Connect { level, client_id, will_topic, username, password, flags_at, credentials_at })
+    Ok(Connect { level, keep_alive, client_id, will_topic, username, password, flags_at, credentials_at })
 }
 
+/// The keep-alive the gate gives the broker for a device that turned keep-alive off: the
+/// longest MQTT has (rumqttd refuses 0). Such a device silent for 1.5 times this (27 hours)
+/// is disconnected by the broker.
+pub const KEEP_ALIVE_FOR_OFF: u16 = u16::MAX;
+
+/// Protocol level of a CONNECT body whose protocol name is MQTT's ("MQTT", or "MQIsdp" of
+/// MQTT 3.1), whatever the level; None for anything else.
+pub fn protocol_level(body: &[u8]) -> Option<u8> {
+    let mut r = Reader { buf: body, at: 0 };
+    let name = r.binary().ok()?;
+    let level = r.u8().ok()?;
+    matches!(name, b"MQTT" | b"MQIsdp").then_some(level)
+}
+
+/// The CONNACK refusing an unsupported protocol level, in the 3.1.1 form every level can
+/// read (return code 1, [MQTT-3.1.2-2]).
+pub const CONNACK_BAD_PROTOCOL: [u8; 4] = [0x20, 0x02, 0x00, 0x01];
+
 /// The CONNECT packet sent on to the broker: the same, but with `password` (and the user
-/// name, or an empty one) as its credentials.
+/// name, or an empty one) as its credentials, and keep-alive 0 replaced by
+/// [`KEEP_ALIVE_FOR_OFF`].
 pub fn rewrite_connect(body: &[u8], connect: &Connect<'_>, password: &str) -> Vec<u8> {
     let mut new_body = Vec::with_capacity(body.len() + password.len() + 4);
     new_body.extend_from_slice(&body[..connect.credentials_at]);
     new_body[connect.flags_at] |= 0xc0;
+    if connect.keep_alive == 0 {
+        new_body[connect.flags_at + 1..connect.flags_at + 3].copy_from_slice(&KEEP_ALIVE_FOR_OFF.to_be_bytes());
+    }
     let username = connect.username.unwrap_or("");
     for field in [username.as_bytes(), password.as_bytes()] {
         new_body.extend_from_slice(&(field.len() as u16).to_be_bytes());
@@ -232,6 +261,82 @@ pub fn publish(frame: &Frame, packet: &[u8], level: u8) -> Result<(String, Vec<u
         r.properties()?;
     }
     Ok((topic, r.buf[r.at..].to_vec()))
+}
+
+/// Why a packet a client sent after its CONNECT breaks MQTT (at protocol `level`), if it
+/// does: a second CONNECT, a packet only a server sends, fixed-header flags the packet type
+/// does not allow, a PUBLISH with QoS 3 or whose topic has a wildcard, U+0000 or, without
+/// an MQTT 5 topic alias, nothing. The gate closes the connection for each (MQTT 3.1.1
+/// §4.8 and MQTT 5 §4.13: a protocol error ends the connection).
+pub fn violation(frame: &Frame, packet: &[u8], level: u8) -> Option<String> {
+    const CONNACK: u8 = 2;
+    const SUBACK: u8 = 9;
+    const UNSUBACK: u8 = 11;
+    const PINGRESP: u8 = 13;
+    const AUTH: u8 = 15;
+    let flags = frame.first & 0x0f;
+    match frame.kind {
+        CONNECT => Some("a second CONNECT [MQTT-3.1.0-2]".into()),
+        0 | CONNACK | SUBACK | UNSUBACK | PINGRESP => {
+            Some(format!("packet type {} is sent only by a server", frame.kind))
+        }
+        AUTH if level < 5 => Some("packet type 15 is reserved in MQTT 3.1.1".into()),
+        PUBLISH => publish_violation(frame, packet, level).err(),
+        // PUBREL, SUBSCRIBE, UNSUBSCRIBE: 0b0010 [MQTT-3.6.1-1, MQTT-3.8.1-1, MQTT-3.10.1-1].
+        6 | SUBSCRIBE | 10 if flags != 0x02 => {
+            Some(format!("packet type {} with fixed-header flags {flags:#06b}, not 0b0010", frame.kind))
+        }
+        6 | SUBSCRIBE | 10 => None,
+        _ if flags != 0 => Some(format!("packet type {} with fixed-header flags {flags:#06b}, not 0", frame.kind)),
+        _ => None,
+    }
+}
+
+fn publish_violation(frame: &Frame, packet: &[u8], level: u8) -> Result<(), String> {
+    let qos = (frame.first >> 1) & 0x03;
+    if qos == 3 {
+        return Err("a PUBLISH with QoS 3 [MQTT-3.3.1-4]".into());
+    }
+    let mut r = Reader { buf: &packet[frame.body..frame.len], at: 0 };
+    let topic = r.string()?;
+    if topic.contains(['+', '#']) {
+        return Err(format!("a PUBLISH topic with a wildcard: {topic:?} [MQTT-3.3.2-2]"));
+    }
+    if topic.contains('\0') {
+        return Err("a PUBLISH topic with U+0000 [MQTT-4.7.3-2]".into());
+    }
+    if !topic.is_empty() {
+        return Ok(());
+    }
+    if level < 5 {
+        return Err("a PUBLISH with an empty topic [MQTT-4.7.3-1]".into());
+    }
+    if qos > 0 {
+        r.u16()?;
+    }
+    if publish_has_topic_alias(&mut r)? {
+        Ok(())
+    } else {
+        Err("an MQTT 5 PUBLISH with an empty topic and no topic alias [MQTT-3.3.2-8]".into())
+    }
+}
+
+/// Whether the properties of an MQTT 5 PUBLISH (at `r`) hold a topic alias.
+fn publish_has_topic_alias(r: &mut Reader<'_>) -> Result<bool, String> {
+    let len = r.varint()?;
+    let mut props = Reader { buf: r.bytes(len)?, at: 0 };
+    while props.at < props.buf.len() {
+        match props.varint()? {
+            0x23 => return Ok(true),
+            0x01 => props.bytes(1).map(|_| ())?,
+            0x02 => props.bytes(4).map(|_| ())?,
+            0x0b => props.varint().map(|_| ())?,
+            0x03 | 0x08 | 0x09 => props.binary().map(|_| ())?,
+            0x26 => props.binary().and_then(|_| props.binary()).map(|_| ())?,
+            id => return Err(format!("property {id:#04x} is not a PUBLISH property")),
+        }
+    }
+    Ok(false)
 }
 
 /// Only the topic of a PUBLISH.
@@ -355,6 +460,65 @@ mod tests {
         assert_eq!(connack_refusal(4, Refusal::NotAuthorized), [0x20, 2, 0, 5]);
     }
 
+    fn frame_of(packet: &[u8]) -> Frame {
+        let Next::Packet(frame) = next(packet, 1024) else { panic!("not a packet: {packet:?}") };
+        frame
+    }
+
+    #[test]
+    fn protocol_violations_are_named_and_correct_packets_pass() {
+        let violation_of = |packet: &[u8], level| violation(&frame_of(packet), packet, level);
+        for (packet, level) in [
+            (&[0x10, 0x00][..], 4),                     // a second CONNECT
+            (&[0x20, 0x02, 0x00, 0x00], 4),             // CONNACK from a client
+            (&[0xd0, 0x00], 4),                         // PINGRESP from a client
+            (&[0xf0, 0x00], 4),                         // AUTH is reserved in 3.1.1
+            (&[0x80, 0x06, 0, 1, 0, 1, b'a', 0], 4),    // SUBSCRIBE with flags 0
+            (&[0xc1, 0x00], 4),                         // PINGREQ with a flag
+            (&[0x36, 0x05, 0, 1, b'a', 0, 1], 4),       // QoS 3
+            (&[0x30, 0x05, 0, 3, b'a', b'/', b'+'], 4), // wildcard +
+            (&[0x30, 0x05, 0, 3, b'a', b'/', b'#'], 4), // wildcard #
+            (&[0x30, 0x05, 0, 3, b'a', 0, b'b'], 4),    // U+0000
+            (&[0x30, 0x03, 0, 0, b'x'], 4),             // empty topic in 3.1.1
+            (&[0x30, 0x04, 0, 0, 0, b'x'], 5),          // v5, empty topic, no alias
+            (&[0x30, 0x06, 0, 0, 2, 0x01, 1, b'x'], 5), // v5, empty topic, other property
+        ] {
+            assert!(violation_of(packet, level).is_some(), "{packet:x?}");
+        }
+        for (packet, level) in [
+            (&[0x82, 0x06, 0, 1, 0, 1, b'a', 1][..], 4),      // SUBSCRIBE
+            (&[0xc0, 0x00], 4),                               // PINGREQ
+            (&[0xe0, 0x00], 4),                               // DISCONNECT
+            (&[0x62, 0x02, 0, 1], 4),                         // PUBREL
+            (&[0x32, 0x07, 0, 3, b'a', b'/', b'b', 0, 1], 4), // QoS 1 PUBLISH
+            (&[0x30, 0x07, 0, 0, 3, 0x23, 0, 1, b'x'], 5),    // v5, empty topic with an alias
+            (&[0xf0, 0x00], 5),                               // AUTH in MQTT 5
+        ] {
+            assert_eq!(violation_of(packet, level), None, "{packet:x?}");
+        }
+    }
+
+    #[test]
+    fn connect_levels_reserved_flag_and_keep_alive_off() {
+        let v4 = connect_v4(false, None, None);
+        assert_eq!(protocol_level(&v4[2..]), Some(4));
+        assert_eq!(protocol_level(&[0, 6, b'M', b'Q', b'I', b's', b'd', b'p', 3]), Some(3));
+        assert_eq!(protocol_level(&[0, 4, b'H', b'T', b'T', b'P', 1]), None);
+        let mut reserved = v4.clone();
+        reserved[9] |= 0x01;
+        assert!(connect(&reserved[2..]).unwrap_err().contains("reserved"));
+        let mut off = v4;
+        off[10..12].copy_from_slice(&[0, 0]);
+        let parsed = connect(&off[2..]).unwrap();
+        assert_eq!(parsed.keep_alive, 0);
+        let rewritten = rewrite_connect(&off[2..], &parsed, "t");
+        assert_eq!(
+            connect(&rewritten[2..]).unwrap().keep_alive,
+            KEEP_ALIVE_FOR_OFF,
+            "the broker gets the gate's keep-alive"
+        );
+    }
+
     proptest::proptest! {
         /// Whatever a device sends, the parser answers without panicking.
         #[test]
@@ -364,6 +528,8 @@ mod tests {
                 let _ = publish(&frame, &bytes, level);
                 let _ = publish_topic(&frame, &bytes);
                 let _ = subscribe_filters(&frame, &bytes, level);
+                let _ = violation(&frame, &bytes, level);
+                let _ = protocol_level(&bytes[frame.body..frame.len]);
                 if let Ok(parsed) = connect(&bytes[frame.body..frame.len]) {
                     let _ = rewrite_connect(&bytes[frame.body..frame.len], &parsed, "t");
                 }

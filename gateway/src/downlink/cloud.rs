@@ -16,11 +16,12 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::metrics::CommandMeters;
 use super::store::{Accepted, CommandStore, NewCommand};
 use super::{now_ms, CommandsConfig, Wake};
 use crate::config::CloudConfig;
-use crate::ingest::RateLimited;
-use crate::metrics::Metrics;
+use crate::link::{self, OnError};
+use crate::util::RateLimited;
 
 /// Most statuses published and not yet acknowledged.
 const STATUS_INFLIGHT: usize = 50;
@@ -31,7 +32,7 @@ pub(super) async fn run(
     cloud: CloudConfig,
     store: CommandStore,
     wake: Arc<Wake>,
-    metrics: Arc<Metrics>,
+    metrics: CommandMeters,
     shutdown: CancellationToken,
 ) {
     let mut delay = cloud.backoff_min;
@@ -63,7 +64,7 @@ struct Session<'a> {
     config: &'a CommandsConfig,
     store: &'a CommandStore,
     wake: &'a Wake,
-    metrics: &'a Metrics,
+    metrics: &'a CommandMeters,
     connected: bool,
 }
 
@@ -82,10 +83,10 @@ impl Session<'_> {
             .set_inflight(100);
         let (client, mut eventloop) = AsyncClient::new(options, STATUS_INFLIGHT + 16);
         eventloop.network_options.set_connection_timeout(cloud.connect_timeout.as_secs().max(1));
-        let (mut events, poller) = crate::forward::spawn_poller(eventloop, 64);
-        let end = self.exchange(&client, &mut events, shutdown).await;
+        let mut poller = link::spawn_poller(eventloop, 64, OnError::Stop);
+        let end = self.exchange(&client, &mut poller.events, shutdown).await;
         let _ = client.try_disconnect();
-        poller.abort();
+        drop(poller);
         end
     }
 
@@ -265,7 +266,7 @@ mod tests {
 
     #[test]
     fn commands_are_read_with_defaults_and_refused_with_reasons() {
-        let (config, _) = super::super::config::validate(None, "gw", "gw");
+        let (config, _) = crate::config::commands::validate(None, "gw", "gw");
         let ok = parse("d1", br#"{"id":"c1","name":"set_interval","payload":{"ms":500}}"#, 1000, &config).unwrap();
         assert_eq!(ok.payload, r#"{"ms":500}"#);
         assert_eq!(ok.deadline_ms, 1000 + 86_400_000);

@@ -2,10 +2,13 @@
 //! `edge_gateway_commands_total{status}` (statuses the cloud acknowledged, so each counts
 //! once), `edge_gateway_commands_open` (accepted, not finished), `edge_gateway_command_statuses_pending`
 //! (statuses waiting for the cloud), `edge_gateway_commands_link_up` (the command session).
+//! The downlink's two sides are their only writers; they only report.
+//!
+//! Adding a metric: a field here, and a line in the [`Render`] impl.
 
-use std::fmt::Write as _;
+use std::sync::Arc;
 
-use crate::metrics::{Counter, Gauge};
+use crate::meter::{Counter, Exposition, Gauge, LastError, Render};
 
 /// The status names, in label order.
 pub const STATUSES: [&str; 5] = ["accepted", "delivered", "done", "failed", "expired"];
@@ -30,26 +33,35 @@ impl CommandMetrics {
             self.statuses[i].add(1);
         }
     }
+}
 
-    /// Appends the Prometheus text.
-    pub fn render(&self, out: &mut String) {
-        let _ =
-            writeln!(out, "# HELP edge_gateway_commands_total Command statuses acknowledged by the cloud, by status.");
-        let _ = writeln!(out, "# TYPE edge_gateway_commands_total counter");
+impl Render for CommandMetrics {
+    fn render(&self, out: &mut Exposition) {
+        let help = "Command statuses acknowledged by the cloud, by status.";
+        let mut family = out.family("edge_gateway_commands_total", "counter", help);
         for (status, counter) in STATUSES.iter().zip(&self.statuses) {
-            let _ = writeln!(out, "edge_gateway_commands_total{{status=\"{status}\"}} {}", counter.get());
+            family.sample(&format!("status=\"{status}\""), counter.get());
         }
-        let gauges = [
-            ("edge_gateway_commands_open", "Commands accepted and not finished.", self.open.get()),
-            ("edge_gateway_command_statuses_pending", "Command statuses waiting for the cloud.", self.pending.get()),
-            (
-                "edge_gateway_commands_link_up",
-                "1 while the command session to the cloud is connected.",
-                self.link_up.get(),
-            ),
-        ];
-        for (name, help, value) in gauges {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
-        }
+        out.single("edge_gateway_commands_open", "gauge", "Commands accepted and not finished.", self.open.get());
+        let help = "Command statuses waiting for the cloud.";
+        out.single("edge_gateway_command_statuses_pending", "gauge", help, self.pending.get());
+        let help = "1 while the command session to the cloud is connected.";
+        out.single("edge_gateway_commands_link_up", "gauge", help, self.link_up.get());
+    }
+}
+
+/// What the downlink reports to: its own metrics and the last error (cheap to clone).
+#[derive(Debug, Clone)]
+pub struct CommandMeters {
+    /// The downlink's own metrics.
+    pub commands: Arc<CommandMetrics>,
+    /// The last error, for `/api/status`.
+    pub last_error: Arc<LastError>,
+}
+
+impl CommandMeters {
+    /// Remembers an error for `/api/status`.
+    pub fn note_error(&self, now_ms: i64, message: impl Into<String>) {
+        self.last_error.note(now_ms, message);
     }
 }

@@ -46,7 +46,6 @@
 //! rumqttd's in-process link cannot publish at QoS 1.
 
 mod cloud;
-pub mod config;
 mod devices;
 pub mod metrics;
 pub mod store;
@@ -57,8 +56,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::error;
 
+pub use crate::config::CommandsConfig;
 use crate::config::{BrokerUrl, CloudConfig};
-pub use config::CommandsConfig;
 pub use store::CommandStore;
 
 /// Wakes the two sides when the other changed the tables.
@@ -87,7 +86,7 @@ pub async fn run(
     cloud: CloudConfig,
     broker: DeviceBroker,
     store: CommandStore,
-    metrics: Arc<crate::metrics::Metrics>,
+    metrics: metrics::CommandMeters,
     shutdown: CancellationToken,
 ) {
     let config = Arc::new(config);
@@ -115,16 +114,13 @@ pub(crate) fn now_ms() -> i64 {
 pub fn spawn(
     config: &crate::Config,
     embedded: Option<(std::net::SocketAddr, Arc<str>)>,
-    metrics: Arc<crate::metrics::Metrics>,
+    metrics: impl Into<metrics::CommandMeters>,
     shutdown: CancellationToken,
 ) -> Result<Option<tokio::task::JoinHandle<()>>, crate::store::StoreError> {
     if !config.commands.enabled {
         return Ok(None);
     }
-    let path = config.gateway.data_dir.join("journal.db");
-    let full = config.store.synchronous == crate::config::Synchronous::Full;
-    let store = CommandStore::open(&path, full, &config.commands)
-        .map_err(|source| crate::store::StoreError::Open { path: path.clone(), source })?;
+    let store = CommandStore::open(&crate::store::Journal::of(config), config.store.synchronous, &config.commands)?;
     let (url, security) = match (&config.devices.mode, embedded) {
         (crate::config::DevicesMode::External { url, security, .. }, _) => (url.clone(), security.clone()),
         (crate::config::DevicesMode::Embedded { .. }, Some((inner, token))) => (
@@ -147,5 +143,5 @@ pub fn spawn(
         client_id = %config.commands.client_id,
         "cloud-to-device commands enabled"
     );
-    Ok(Some(tokio::spawn(run(config.commands.clone(), config.cloud.clone(), broker, store, metrics, shutdown))))
+    Ok(Some(tokio::spawn(run(config.commands.clone(), config.cloud.clone(), broker, store, metrics.into(), shutdown))))
 }

@@ -1,5 +1,6 @@
-//! The command queue and the status outbox, in the journal file (`journal.db`, tables made
-//! by `store::migrate_commands`), through a connection of their own.
+//! The command queue and the status outbox, in the journal file, through the connection
+//! [`Journal::commands_connection`] hands out (the journal owns the file, its pragmas and
+//! the tables' migration).
 //!
 //! # Invariants
 //!
@@ -15,17 +16,18 @@
 //! 5. **Bounded.** At most `max_per_device` / `max_total` open commands (more are refused
 //!    with status `failed`); finished commands are forgotten after `keep_finished`.
 //!
-//! The journal's writer owns the same file; both sides take the write lock with
-//! `BEGIN IMMEDIATE` and a busy timeout, so they wait for each other instead of failing.
-//! Command traffic is tiny next to events, and each transaction here is a few rows.
+//! The journal's writer writes the same file: this connection is the one deliberate second
+//! writer, and the `store` module essay ("The commands connection") says why that is safe:
+//! both sides take the write lock with `BEGIN IMMEDIATE` and a busy timeout, so they wait
+//! for each other instead of failing; command traffic is tiny next to events, and each
+//! transaction here is a few rows of tables nothing else touches.
 
-use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
-use super::config::CommandsConfig;
+use crate::config::{CommandsConfig, Synchronous};
+use crate::store::{Journal, StoreError};
 
 /// A command as the cloud sent it, checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,16 +109,14 @@ pub struct CommandStore {
 }
 
 impl CommandStore {
-    /// Opens a connection to the journal file (its tables exist: `store::open` ran first).
-    pub fn open(path: &Path, synchronous_full: bool, config: &CommandsConfig) -> rusqlite::Result<CommandStore> {
-        let conn = Connection::open(path)?;
-        conn.busy_timeout(Duration::from_secs(10))?;
-        conn.execute_batch(if synchronous_full {
-            "PRAGMA synchronous = FULL;"
-        } else {
-            "PRAGMA synchronous = NORMAL;"
-        })?;
-        crate::store::migrate_commands(&conn)?;
+    /// The command tables of `journal` (whose writer this process runs), committed with
+    /// `synchronous` like the rest of the journal.
+    pub fn open(
+        journal: &Journal,
+        synchronous: Synchronous,
+        config: &CommandsConfig,
+    ) -> Result<CommandStore, StoreError> {
+        let conn = journal.commands_connection(synchronous)?;
         Ok(CommandStore {
             conn: Arc::new(Mutex::new(conn)),
             max_per_device: config.max_per_device,
@@ -363,10 +363,10 @@ mod tests {
 
     fn store(max_per_device: u64) -> (CommandStore, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
-        let (mut config, _) = super::super::config::validate(None, "gw", "gw");
+        let (mut config, _) = crate::config::commands::validate(None, "gw", "gw");
         config.max_per_device = max_per_device;
         config.max_total = 3;
-        let store = CommandStore::open(&dir.path().join("journal.db"), false, &config).unwrap();
+        let store = CommandStore::open(&Journal::new(dir.path()), Synchronous::Normal, &config).unwrap();
         (store, dir)
     }
 

@@ -1,16 +1,15 @@
-//! One cloud publish from a run of queued rows: the JSON batch of DESIGN.md,
-//! `{"gateway":..,"route":..,"batch":N,"events":[...]}`.
+//! One cloud publish from a run of queued rows, in the route's batch format
+//! (`crate::format`: the JSON batch `{"gateway":..,"route":..,"batch":N,"events":[...]}`
+//! by default). This file decides which rows go in; the format's writer encodes them.
 //!
 //! Invariants: a batch is a contiguous prefix of the rows it is given (the rest stay
 //! queued, in order); it never exceeds `max_bytes` unless a single event alone does (which
 //! config validation rules out: `batch.max_bytes` >= 4KiB > the largest event); with a
 //! per-event topic (`{device}` / `{type}`) all its events share that topic; replayed rows
 //! and first sends never share a batch, and a replayed JSON batch says `"replay":true`
-//! after `"batch"` (a postcard one is marked by its topic, see `forward`).
+//! after `"batch"` (a postcard one is marked by its topic, see `format/encoding.rs`).
 
-use edge_event::batch;
-
-use super::encoding::BatchFormat;
+use crate::format::{self, BatchFormat, BatchWriter, Entry, WithWriter};
 use crate::routes::TopicTemplate;
 use crate::store::Row;
 
@@ -47,30 +46,37 @@ pub struct Header<'a> {
     pub topic: &'a TopicTemplate,
     /// Size bound (of the encoded batch, before compression).
     pub max_bytes: usize,
-    /// JSON or the compact postcard batch.
+    /// The body's format (`crate::format`).
     pub format: BatchFormat,
 }
 
-/// Builds a batch from a prefix of `rows`; None when `rows` is empty.
+/// Builds a batch from a prefix of `rows`; None when `rows` is empty. The format is chosen
+/// once here; the loop over the rows is compiled for each format.
 pub fn build(header: &Header<'_>, rows: &[Row]) -> Option<Built> {
+    header.format.with_writer(Build { header, rows })
+}
+
+/// [`build`]'s work, handed the format's writer.
+struct Build<'h, 'r> {
+    header: &'h Header<'h>,
+    rows: &'r [Row],
+}
+
+impl WithWriter for Build<'_, '_> {
+    type Output = Option<Built>;
+
+    fn run<W: BatchWriter>(self, writer: W) -> Option<Built> {
+        build_with(writer, self.header, self.rows)
+    }
+}
+
+fn build_with<W: BatchWriter>(mut writer: W, header: &Header<'_>, rows: &[Row]) -> Option<Built> {
     let first_row = rows.first()?;
     let replay = first_row.replay;
     let mut payload = Vec::with_capacity(header.max_bytes.min(64 * 1024));
-    match header.format {
-        BatchFormat::Json => payload.extend_from_slice(
-            format!(
-                r#"{{"gateway":"{}","route":"{}","batch":{}{},"events":["#,
-                header.gateway,
-                header.route,
-                header.batch,
-                if replay { r#","replay":true"# } else { "" }
-            )
-            .as_bytes(),
-        ),
-        BatchFormat::Postcard => batch::begin_batch(&mut payload, header.gateway, header.route, header.batch),
-    }
+    let batch_header = format::Header { gateway: header.gateway, route: header.route, batch: header.batch, replay };
+    writer.begin(&mut payload, &batch_header);
     let mut topic: Option<String> = None;
-    let mut scratch = Vec::with_capacity(512);
     let mut built = Built {
         topic: String::new(),
         payload: Vec::new(),
@@ -107,34 +113,14 @@ pub fn build(header: &Header<'_>, rows: &[Row]) -> Option<Built> {
         } else if topic.is_none() {
             topic = Some(event_topic());
         }
-        let taken = built.received_ms.len();
-        match header.format {
-            BatchFormat::Json => {
-                scratch.clear();
-                edge_event::json::write(&event, &mut scratch);
-                if taken > 0 && payload.len() + 1 + scratch.len() + 2 > header.max_bytes {
-                    break;
-                }
-                if taken > 0 {
-                    payload.push(b',');
-                }
-                payload.extend_from_slice(&scratch);
-            }
-            BatchFormat::Postcard => {
-                if taken > 0 && payload.len() + batch::entry_len(row.payload.len()) > header.max_bytes {
-                    break;
-                }
-                // The stored row is the envelope the batch carries: no re-encoding.
-                batch::push_envelope(&mut payload, &row.payload);
-            }
+        if !writer.push(&mut payload, Entry { event: &event, envelope: &row.payload }, header.max_bytes) {
+            break;
         }
         built.received_ms.push(row.received_ms);
         built.last = row.id;
         built.rows += 1;
     }
-    if header.format == BatchFormat::Json {
-        payload.extend_from_slice(b"]}");
-    }
+    writer.finish(&mut payload);
     built.topic = topic.unwrap_or_else(|| header.topic.render(header.gateway, header.route, "", ""));
     built.payload = payload;
     Some(built)

@@ -17,7 +17,7 @@
 //!
 //! Per route, batches are published in queue order and a broker acknowledges in order,
 //! so the cloud sees each device's events in commit order. A lost connection re-sends
-//! what was in flight: duplicates are limited to those batches (DESIGN.md guarantee 2).
+//! what was in flight: duplicates are limited to those batches (README, "What it guarantees" 2).
 //!
 //! # Batching
 //!
@@ -28,12 +28,10 @@
 //! up to `priority` batches, so under a backlog higher priorities drain faster and none
 //! starves.
 
-mod backoff;
 pub mod batch;
-pub mod encoding;
+pub mod metrics;
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, ConnectionError, Event, Outgoing, Packet, QoS};
@@ -43,10 +41,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::{CloudConfig, RouteConfig};
-use crate::ingest::RateLimited;
-use crate::metrics::{DropReason, Metrics};
+use crate::link::{self, Backoff, OnError};
+use crate::meter::DropReason;
 use crate::store::{now_ms, StoreError, StoreHandle};
-use backoff::Backoff;
+use crate::util::RateLimited;
+pub use metrics::{ForwardMeters, ForwardMetrics};
 
 /// How often an idle route looks at the journal even without a commit notification.
 const SWEEP_EVERY: Duration = Duration::from_secs(2);
@@ -84,17 +83,26 @@ enum End {
     Lost(String),
 }
 
+/// What the forwarder is started with.
+pub struct Setup {
+    /// The gateway's id (`{gateway}` in cloud topics, the client id).
+    pub gateway_id: String,
+    /// The cloud link.
+    pub cloud: CloudConfig,
+    /// The routes, in config order (index = route index in the journal).
+    pub routes: Vec<RouteConfig>,
+    /// Per route, the last batch number used (batch numbers go on from there).
+    pub last_batch: Vec<u64>,
+    /// The journal (rows to send, queue depth, deletes on PUBACK).
+    pub store: StoreHandle,
+    /// What it reports to.
+    pub metrics: ForwardMeters,
+}
+
 /// Forwards every route to the cloud until `shutdown`; then waits up to
 /// `cloud.shutdown_timeout` for the acks of batches in flight.
-pub async fn run(
-    gateway_id: String,
-    cloud: CloudConfig,
-    routes: Vec<RouteConfig>,
-    last_batch: Vec<u64>,
-    store: StoreHandle,
-    metrics: Arc<Metrics>,
-    shutdown: CancellationToken,
-) {
+pub async fn run(setup: Setup, shutdown: CancellationToken) {
+    let Setup { gateway_id, cloud, routes, last_batch, store, metrics } = setup;
     let mut states: Vec<RouteState> = routes
         .into_iter()
         .zip(last_batch)
@@ -121,11 +129,11 @@ pub async fn run(
             turn: 0,
         };
         let end = session.run(&shutdown, &mut backoff, &mut connected_before).await;
-        metrics.set_link(false, now_ms());
+        metrics.forward.set_link(false, now_ms());
         match end {
             End::Shutdown => return,
             End::Lost(reason) => {
-                metrics.note_error(now_ms(), format!("cloud link down: {reason}"));
+                metrics.last_error.note(now_ms(), format!("cloud link down: {reason}"));
                 if let Some(suppressed) = failures.allow() {
                     warn!(cloud = %cloud.url, %reason, suppressed, "cloud link down; events are kept in the journal and sent when it is back");
                 }
@@ -142,7 +150,7 @@ struct Session<'a> {
     gateway_id: &'a str,
     cloud: &'a CloudConfig,
     store: &'a StoreHandle,
-    metrics: &'a Arc<Metrics>,
+    metrics: &'a ForwardMeters,
     routes: &'a mut Vec<RouteState>,
     /// Whose turn it is (index modulo the number of routes).
     turn: usize,
@@ -185,9 +193,9 @@ impl Session<'_> {
             Err(_) => return End::Lost(format!("no CONNACK within {:?}", self.cloud.connect_timeout)),
         }
         backoff.reset();
-        self.metrics.set_link(true, now_ms());
+        self.metrics.forward.set_link(true, now_ms());
         if *connected_before {
-            self.metrics.reconnects.add(1);
+            self.metrics.forward.reconnects.add(1);
         }
         *connected_before = true;
         info!(cloud = %self.cloud.url, "cloud link up");
@@ -195,10 +203,10 @@ impl Session<'_> {
             warn!(cloud = %self.cloud.url, "cloud.insecure_skip_verify: connected WITHOUT verifying the cloud's certificate (lab use only)");
         }
 
-        let (mut events, poller) = spawn_poller(eventloop, 256);
-        let end = self.exchange(&client, &mut events, shutdown).await;
+        let mut poller = link::spawn_poller(eventloop, 256, OnError::Stop);
+        let end = self.exchange(&client, &mut poller.events, shutdown).await;
         let _ = client.try_disconnect();
-        poller.abort();
+        drop(poller);
         end
     }
 
@@ -220,7 +228,7 @@ impl Session<'_> {
             // Counter first, then depth: a commit in between is counted twice (harmless,
             // a short read corrects it), never missed.
             route.seen = committed.count(index);
-            route.ahead = self.metrics.routes[index].depth.get();
+            route.ahead = committed.depth(index);
             route.cursor = 0;
             route.waiting_since = (route.ahead > 0).then_some(now - route.config.batch.max_delay);
         }
@@ -285,7 +293,7 @@ impl Session<'_> {
                 }
                 _ = sweep.tick() => {
                     for (index, route) in self.routes.iter_mut().enumerate() {
-                        if route.ahead == 0 && self.metrics.routes[index].depth.get() > 0 {
+                        if route.ahead == 0 && committed.depth(index) > 0 {
                             route.ahead = 1;
                             route.waiting_since = Some(Instant::now());
                         }
@@ -410,12 +418,14 @@ impl Session<'_> {
     fn acknowledged(&mut self, batch: InFlight) -> Result<(), End> {
         self.store.ack(batch.route, batch.first, batch.last, batch.batch).map_err(store_end)?;
         let now = now_ms();
-        let route = &self.metrics.routes[batch.route];
-        route.forwarded.add(batch.received_ms.len() as u64);
-        route.batches.add(1);
-        route.batch_size.observe_n(batch.rows as f64, 1);
+        let metrics = &self.metrics.forward;
+        if let Some(route) = metrics.routes.get(batch.route) {
+            route.forwarded.add(batch.received_ms.len() as u64);
+            route.batches.add(1);
+            route.batch_size.observe_n(batch.rows as f64, 1);
+        }
         for received in &batch.received_ms {
-            self.metrics.latency.observe_n((now - received).max(0) as f64 / 1000.0, 1);
+            metrics.latency.observe_n((now - received).max(0) as f64 / 1000.0, 1);
         }
         Ok(())
     }
@@ -430,24 +440,4 @@ async fn sleep_until(deadline: Option<Instant>) {
 
 fn store_end(err: StoreError) -> End {
     End::Lost(format!("journal unavailable: {err}"))
-}
-
-/// Runs one connection's event loop in its own task (so that its `poll` is never cancelled
-/// by a `select!` elsewhere) and hands its events over a channel; the task ends after the
-/// first error (the caller reconnects with a fresh client) or when the receiver is gone.
-pub(crate) fn spawn_poller(
-    mut eventloop: rumqttc::EventLoop,
-    capacity: usize,
-) -> (mpsc::Receiver<Result<Event, ConnectionError>>, tokio::task::JoinHandle<()>) {
-    let (events_tx, events) = mpsc::channel(capacity);
-    let poller = tokio::spawn(async move {
-        loop {
-            let event = eventloop.poll().await;
-            let failed = event.is_err();
-            if events_tx.send(event).await.is_err() || failed {
-                return;
-            }
-        }
-    });
-    (events, poller)
 }

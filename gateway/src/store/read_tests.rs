@@ -7,6 +7,7 @@ use super::read_model::Query;
 use super::*;
 use crate::config::{ByteSize, StoreConfig, Synchronous, WhenFull};
 use crate::metrics::{DropReason, Metrics};
+use std::path::Path;
 
 fn config(keep_forwarded: Option<Duration>) -> StoreConfig {
     StoreConfig {
@@ -47,20 +48,19 @@ fn event(device: &str, boot: u32, seq: u32, readings: &str, received_ms: i64) ->
 
 struct Open {
     handle: StoreHandle,
-    thread: std::thread::JoinHandle<()>,
+    writer: WriterGuard,
     metrics: Arc<Metrics>,
 }
 
 fn open_store(dir: &Path, config: &StoreConfig, read_model: bool) -> Open {
     let metrics = Arc::new(Metrics::new(&["r".into()]));
     let routes = [RouteSpec { name: "r".into(), max_age: None }];
-    let (handle, _, thread) = open_with(dir, config, &routes, metrics.clone(), None, read_model).unwrap();
-    Open { handle, thread, metrics }
+    let store = Journal::new(dir).open_with(config, &routes, (&*metrics).into(), None, read_model).unwrap();
+    Open { handle: store.handle, writer: store.writer, metrics }
 }
 
 fn close(store: Open) {
-    store.handle.shutdown();
-    store.thread.join().unwrap();
+    store.writer.join();
 }
 
 async fn queue(store: &Open) -> Vec<Row> {
@@ -68,7 +68,7 @@ async fn queue(store: &Open) -> Vec<Row> {
 }
 
 fn kept(dir: &Path) -> Vec<(i64, i64)> {
-    let conn = rusqlite::Connection::open(dir.join("journal.db")).unwrap();
+    let conn = rusqlite::Connection::open(Journal::new(dir).path()).unwrap();
     let mut stmt = conn.prepare("SELECT event_id, received_ms FROM forwarded ORDER BY id").unwrap();
     stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().collect::<Result<_, _>>().unwrap()
 }
@@ -187,7 +187,7 @@ async fn kept_forwarded_events_replay_exactly_their_window_marked_and_expire_aft
     store.handle.ack(0, rows[0].id, rows[5].id, 1).unwrap();
     let left = queue(&store).await;
     assert_eq!(left.len(), 4, "acknowledged rows leave the queue");
-    assert_eq!(store.metrics.routes[0].depth.get(), 4, "queue depth means not yet forwarded");
+    assert_eq!(super::tests::depth(&store.handle, &store.metrics), 4, "queue depth means not yet forwarded");
     let ids: Vec<i64> = kept(dir.path()).iter().map(|k| k.0).collect();
     assert_eq!(ids, rows[..6].iter().map(|r| r.id).collect::<Vec<_>>(), "kept in order");
 
@@ -202,8 +202,8 @@ async fn kept_forwarded_events_replay_exactly_their_window_marked_and_expire_aft
     assert!(copies.iter().all(|c| c.id > left.last().unwrap().id), "copies queue behind");
     let seqs: Vec<u32> = copies.iter().map(|c| edge_event::decode(&c.payload).unwrap().seq).collect();
     assert_eq!(seqs, vec![3, 4], "exactly [since, until), in order");
-    assert_eq!(store.metrics.replayed.get(), 2);
-    assert_eq!(store.metrics.routes[0].depth.get(), 6);
+    assert_eq!(store.metrics.store.replayed.get(), 2);
+    assert_eq!(super::tests::depth(&store.handle, &store.metrics), 6);
 
     // Forward everything: the copies are kept too but never replayed again.
     store.handle.ack(0, now[0].id, now[5].id, 2).unwrap();
@@ -330,7 +330,7 @@ async fn read_model_commit_cost() {
         store.handle.ingest(batch).unwrap();
         // Answered after everything sent before it is committed.
         store.handle.read(0, 0, 1).await.unwrap();
-        assert_eq!(store.metrics.committed.get(), u64::from(EVENTS));
+        assert_eq!(store.metrics.store.committed.get(), u64::from(EVENTS));
         rate[usize::from(on)].push(f64::from(EVENTS) / started.elapsed().as_secs_f64());
         cpu[usize::from(on)].push((writer_cpu_seconds() - cpu_before) * 1e6 / f64::from(EVENTS));
         close(store);

@@ -1,14 +1,13 @@
-//! Opening the journal file: pragmas, schema, and the small state read at start-up
-//! (per-route counters, per-device high-water marks) — never the queue itself.
+//! The journal's schema and every migration (events, commands, read model), and the small
+//! state read at start-up (per-route counters, per-device high-water marks) — never the
+//! queue itself. Only [`super::journal`] calls these: it opens the file and sets the pragmas.
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::time::Duration;
 
-use rusqlite::{params, Connection, ErrorCode, OpenFlags};
+use rusqlite::{params, Connection, ErrorCode};
 
 use super::StoreError;
-use crate::config::{StoreConfig, Synchronous};
 use crate::filters::{DeviceState, StateUpdate};
 
 /// Schema version written to `PRAGMA user_version`. 2: the read model and kept forwarded
@@ -59,7 +58,7 @@ CREATE TABLE IF NOT EXISTS dead_letters (
 /// Additive migration step for cloud-to-device commands (`crate::downlink::store`): two
 /// tables, created when missing. Only new tables, so no version bump is needed: an older
 /// gateway ignores them, and running it again is a no-op.
-pub(crate) fn migrate_commands(conn: &Connection) -> rusqlite::Result<()> {
+pub(super) fn migrate_commands(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS commands (
             seq         INTEGER PRIMARY KEY AUTOINCREMENT,  -- arrival order: per-device order
@@ -155,7 +154,7 @@ pub struct State {
     pub gateway_boot: u32,
 }
 
-fn classify(path: &Path, source: rusqlite::Error) -> StoreError {
+pub(super) fn classify(path: &Path, source: rusqlite::Error) -> StoreError {
     match source.sqlite_error_code() {
         Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => {
             StoreError::Corrupt { path: path.to_owned(), source }
@@ -164,37 +163,27 @@ fn classify(path: &Path, source: rusqlite::Error) -> StoreError {
     }
 }
 
-/// Opens or creates the journal, applies the pragmas and the schema, reads the state.
-pub fn open(path: &Path, config: &StoreConfig, route_names: &[String]) -> Result<(Connection, State), StoreError> {
-    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = Connection::open_with_flags(path, flags).map_err(|e| classify(path, e))?;
-    conn.busy_timeout(Duration::from_secs(5)).map_err(|e| classify(path, e))?;
+/// Refuses a journal written by a newer gateway (before anything is written to it).
+pub fn check_version(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(|e| classify(path, e))?;
     if version > SCHEMA_VERSION {
         return Err(StoreError::TooNew { path: path.to_owned(), found: version, known: SCHEMA_VERSION });
     }
-    let sync = match config.synchronous {
-        Synchronous::Full => "FULL",
-        Synchronous::Normal => "NORMAL",
-    };
-    // auto_vacuum must be chosen before the first table exists; it lets retention give
-    // pages back to the file system (`incremental_vacuum`) instead of only reusing them.
-    // A 2 MiB page cache: rows are appended at the tail and deleted at the head, so the hot
-    // pages are few; 8 MiB cost 4-8 MiB of RSS under load for no measured throughput.
-    let pragmas = format!(
-        "PRAGMA auto_vacuum = INCREMENTAL;
-         PRAGMA journal_mode = WAL;
-         PRAGMA synchronous = {sync};
-         PRAGMA journal_size_limit = 67108864;
-         PRAGMA cache_size = -2048;
-         PRAGMA temp_store = MEMORY;"
-    );
-    conn.execute_batch(&pragmas).map_err(|e| classify(path, e))?;
-    conn.execute_batch(SCHEMA).map_err(|e| classify(path, e))?;
-    migrate_commands(&conn).map_err(|e| classify(path, e))?;
-    migrate_read_model(&conn).map_err(|e| classify(path, e))?;
-    conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}")).map_err(|e| classify(path, e))?;
+    Ok(())
+}
 
+/// Creates what is missing and runs every migration (events, commands, read model), then
+/// records [`SCHEMA_VERSION`]. Idempotent.
+pub fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    conn.execute_batch(SCHEMA).map_err(|e| classify(path, e))?;
+    migrate_commands(conn).map_err(|e| classify(path, e))?;
+    migrate_read_model(conn).map_err(|e| classify(path, e))?;
+    conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}")).map_err(|e| classify(path, e))
+}
+
+/// Reads what start-up needs (per-route counters, device marks, filter state) and counts
+/// this start in `meta.gateway_boot`; never the queue itself.
+pub fn read_state(conn: &Connection, path: &Path, route_names: &[String]) -> Result<State, StoreError> {
     let mut routes = Vec::with_capacity(route_names.len());
     for name in route_names {
         conn.execute("INSERT INTO routes (name) VALUES (?1) ON CONFLICT(name) DO NOTHING", params![name])
@@ -255,5 +244,5 @@ pub fn open(path: &Path, config: &StoreConfig, route_names: &[String]) -> Result
         )
         .map_err(|e| classify(path, e))?;
     let gateway_boot = u32::try_from(gateway_boot).unwrap_or(u32::MAX);
-    Ok((conn, State { routes, devices, filter_state, gateway_boot }))
+    Ok(State { routes, devices, filter_state, gateway_boot })
 }

@@ -5,9 +5,11 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::handle::Queued;
 use super::*;
 use crate::config::{ByteSize, StoreConfig, Synchronous, WhenFull};
 use crate::metrics::{DropReason, Metrics};
+use std::path::Path;
 
 fn config(max_bytes: u64, when_full: WhenFull) -> StoreConfig {
     StoreConfig {
@@ -39,7 +41,7 @@ fn event(device: &str, boot: u32, seq: u32, size: usize) -> Incoming {
 struct Open {
     handle: StoreHandle,
     opened: Opened,
-    thread: std::thread::JoinHandle<()>,
+    writer: WriterGuard,
     metrics: Arc<Metrics>,
     acks: mpsc::Receiver<Vec<DeviceAck>>,
 }
@@ -48,13 +50,21 @@ fn open_store(dir: &Path, config: &StoreConfig) -> Open {
     let metrics = Arc::new(Metrics::new(&["r".into()]));
     let (tx, acks) = mpsc::channel();
     let routes = [RouteSpec { name: "r".into(), max_age: None }];
-    let (handle, opened, thread) = open(dir, config, &routes, metrics.clone(), Some(tx)).unwrap();
-    Open { handle, opened, thread, metrics, acks }
+    let Store { handle, opened, writer } = Journal::new(dir).open(config, &routes, metrics.clone(), Some(tx)).unwrap();
+    Open { handle, opened, writer, metrics, acks }
+}
+
+/// Rows waiting in route "r" as the forwarder sees them (the store's handle), checked to be
+/// what `/metrics` reports too.
+pub(super) fn depth(handle: &StoreHandle, metrics: &Metrics) -> u64 {
+    let depth = handle.committed().depth(0);
+    let line = format!("edge_gateway_queue_depth{{route=\"r\"}} {depth}\n");
+    assert!(metrics.render(0).contains(&line), "the gauge reports the handle's depth {depth}");
+    depth
 }
 
 fn close(store: Open) {
-    store.handle.shutdown();
-    store.thread.join().unwrap();
+    store.writer.join();
 }
 
 /// Waits until the writer has applied everything sent before (reads are answered in order).
@@ -72,12 +82,12 @@ async fn committed_events_are_read_in_order_and_deleted_only_when_acked() {
     assert!(rows.windows(2).all(|w| w[0].id < w[1].id));
     let acks = store.acks.recv_timeout(Duration::from_secs(5)).unwrap();
     assert_eq!(acks, vec![DeviceAck { device: "d1".into(), boot: 1, seq: 5 }]);
-    assert_eq!(store.metrics.routes[0].depth.get(), 5);
+    assert_eq!(depth(&store.handle, &store.metrics), 5);
 
     store.handle.ack(0, rows[0].id, rows[2].id, 1).unwrap();
     let left = sync(&store).await;
     assert_eq!(left.iter().map(|r| r.id).collect::<Vec<_>>(), vec![rows[3].id, rows[4].id]);
-    assert_eq!(store.metrics.routes[0].depth.get(), 2);
+    assert_eq!(depth(&store.handle, &store.metrics), 2);
     close(store);
 }
 
@@ -143,7 +153,7 @@ async fn drop_oldest_keeps_the_newest_events_within_max_bytes_and_counts_the_res
     let dropped = store.metrics.dropped(DropReason::Full);
     assert!(dropped > 0, "4 MB into a 2 MiB journal must drop");
     assert_eq!(rows.len() as u64 + dropped, 4000);
-    assert!(store.metrics.store_bytes.get() <= max, "{} > {max}", store.metrics.store_bytes.get());
+    assert!(store.metrics.store.bytes.get() <= max, "{} > {max}", store.metrics.store.bytes.get());
     // The newest survive: the last row is the last event.
     let last = edge_seq(&rows);
     assert_eq!(last, rows.len());
@@ -190,7 +200,7 @@ async fn dead_letters_are_kept_and_bounded() {
     store.handle.ingest(letters).unwrap();
     sync(&store).await;
     close(store);
-    let conn = rusqlite::Connection::open(dir.path().join("journal.db")).unwrap();
+    let conn = rusqlite::Connection::open(Journal::new(dir.path()).path()).unwrap();
     let reasons: Vec<String> = conn
         .prepare("SELECT reason FROM dead_letters ORDER BY id")
         .unwrap()
@@ -204,14 +214,15 @@ async fn dead_letters_are_kept_and_bounded() {
 #[test]
 fn a_damaged_journal_is_a_clear_error_and_is_not_deleted() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("journal.db");
+    let path = Journal::new(dir.path()).path().to_owned();
     std::fs::write(&path, vec![0x42; 8192]).unwrap();
     let metrics = Arc::new(Metrics::new(&["r".into()]));
     let routes = [RouteSpec { name: "r".into(), max_age: None }];
-    let err = open(dir.path(), &config(1 << 30, WhenFull::DropOldest), &routes, metrics, None).err().unwrap();
+    let err =
+        Journal::new(dir.path()).open(&config(1 << 30, WhenFull::DropOldest), &routes, metrics, None).err().unwrap();
     let text = err.to_string();
     assert!(matches!(err, StoreError::Corrupt { .. }), "{text}");
-    assert!(text.contains("journal.db") && text.contains("move the file"), "{text}");
+    assert!(text.contains(FILE_NAME) && text.contains("move the file"), "{text}");
     assert_eq!(std::fs::read(&path).unwrap(), vec![0x42; 8192]);
 }
 
@@ -225,7 +236,7 @@ async fn space_of_forwarded_events_is_given_back_to_the_file_system() {
     let rows = sync(&store).await;
     let first = rows[0].id;
     let last = rows.last().unwrap().id;
-    let db = dir.path().join("journal.db");
+    let db = Journal::new(dir.path()).path().to_owned();
     // Checkpoint so the file itself holds the pages, then measure it full.
     store.handle.ack(0, first, first, 1).unwrap();
     sync(&store).await;
@@ -238,7 +249,7 @@ async fn space_of_forwarded_events_is_given_back_to_the_file_system() {
         assert!(std::time::Instant::now() < deadline, "the journal file did not shrink below {} bytes", full / 4);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(store.metrics.store_bytes.get() < full / 4);
+    assert!(store.metrics.store.bytes.get() < full / 4);
     close(store);
     let after = std::fs::metadata(&db).unwrap().len();
     assert!(after < full / 4, "file is {after} bytes after forwarding everything, was {full}");
@@ -286,4 +297,22 @@ fn a_bounded_sender_waits_for_the_writer_to_take_events_and_never_on_a_stopped_w
     assert!(done_rx.recv_timeout(Duration::from_millis(200)).is_err());
     queued.close();
     done_rx.recv_timeout(Duration::from_secs(10)).expect("a stopped writer releases every sender");
+}
+
+#[tokio::test]
+async fn the_writer_guard_commits_and_releases_the_data_folder_when_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Journal::new(dir.path());
+    let cfg = config(1 << 30, WhenFull::DropOldest);
+    let routes = [RouteSpec { name: "r".into(), max_age: None }];
+    let metrics = || Arc::new(Metrics::new(&["r".into()]));
+    let store = journal.open(&cfg, &routes, metrics(), None).unwrap();
+    let second = journal.open(&cfg, &routes, metrics(), None).err().unwrap();
+    assert!(matches!(second, StoreError::Locked { .. }), "{second}");
+    assert!(second.to_string().contains(&journal.lock_path().display().to_string()), "{second}");
+    store.handle.ingest(vec![event("d1", 1, 1, 10)]).unwrap();
+    drop(store);
+    let again = journal.open(&cfg, &routes, metrics(), None).unwrap();
+    assert_eq!(again.opened.depth, vec![1], "the last group was committed before the lock was released");
+    again.writer.close().await;
 }

@@ -1,34 +1,51 @@
-//! The writer thread: the only owner of the journal connection. See the module essay in
-//! `store/mod.rs` for the invariants; this file keeps them. Retention lives in
-//! [`retention`], what a failed commit does (full disk, damaged file) in [`failures`].
+//! The writer thread: the only owner of the journal's event connection. See the module
+//! essay in `store/mod.rs` for the invariants; this file keeps them. The rows one group
+//! writes are in [`rows`], retention in [`retention`], what a failed commit does (full
+//! disk, damaged file) in [`failures`]. After each commit it publishes the queue figures
+//! the forwarder decides from ([`super::Queues`]) and, separately, the store's metrics.
 
 mod failures;
 mod retention;
+mod rows;
 
 use failures::{is_disk_full, DISK_FULL_PROBE_EVERY};
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use rusqlite::{params, Connection};
+use rusqlite::Connection;
 use tracing::{error, info, warn};
 
 use super::schema::{RouteState, State};
 use tokio::sync::oneshot;
 
-use super::{Command, Committed, DeadLetter, DeviceAck, Done, Incoming, NewEvent, Row, StoreError};
+use super::handle::{Command, Queues};
+use super::metrics::StoreMeters;
+use super::{DeviceAck, Done, Incoming, Journal, StoreError};
 use crate::config::{StoreConfig, WhenFull};
-use crate::metrics::{DropReason, Metrics};
+use crate::meter::DropReason;
 
 /// How often retention, vacuum and the oldest-age gauges run.
 const MAINTENANCE_EVERY: Duration = Duration::from_millis(500);
 /// Rows deleted per retention statement (keeps each transaction short).
 const RETENTION_CHUNK: i64 = 20_000;
 
+/// What the writer is opened with, besides its connection and the shared parts.
+pub struct Parts {
+    /// The file it writes (for the damaged marker).
+    pub journal: Journal,
+    /// `[store]`.
+    pub config: StoreConfig,
+    /// Per route (config order): its own `max_age`.
+    pub route_max_age: Vec<Option<Duration>>,
+    /// What start-up read.
+    pub state: State,
+}
+
 pub struct Writer {
     conn: Connection,
+    journal: Journal,
     config: StoreConfig,
     /// Per route (config order): its own `max_age`, overriding the store's.
     route_max_age: Vec<Option<Duration>>,
@@ -36,8 +53,8 @@ pub struct Writer {
     /// route db id -> config index.
     route_index: HashMap<i64, usize>,
     devices: HashMap<String, (u32, u32)>,
-    metrics: Arc<Metrics>,
-    committed: Arc<Committed>,
+    metrics: StoreMeters,
+    committed: Arc<Queues>,
     acks: Option<mpsc::Sender<Vec<DeviceAck>>>,
     page_size: u64,
     /// `reject_new` is refusing events until usage falls below 95% of the bound (so that
@@ -126,17 +143,17 @@ const ROW_OVERHEAD: u64 = 64;
 impl Writer {
     pub fn new(
         conn: Connection,
-        config: StoreConfig,
-        route_max_age: Vec<Option<Duration>>,
-        state: State,
-        metrics: Arc<Metrics>,
-        committed: Arc<Committed>,
+        parts: Parts,
+        metrics: StoreMeters,
+        committed: Arc<Queues>,
         acks: Option<mpsc::Sender<Vec<DeviceAck>>>,
     ) -> Writer {
+        let Parts { journal, config, route_max_age, state } = parts;
         let page_size = conn.query_row("PRAGMA page_size", [], |r| r.get::<_, i64>(0)).unwrap_or(4096).max(512) as u64;
         let route_index = state.routes.iter().enumerate().map(|(i, r)| (r.db_id, i)).collect();
         let mut writer = Writer {
             conn,
+            journal,
             config,
             route_max_age,
             routes: state.routes,
@@ -379,176 +396,14 @@ impl Writer {
         Ok(())
     }
 
-    fn insert_event(&mut self, group: &mut Group, index: usize, event: &mut NewEvent) -> Result<(), rusqlite::Error> {
-        let mark = self.devices.get(&event.device).copied();
-        let retransmit = matches!(mark, Some((boot, seq)) if boot == event.boot && event.seq <= seq);
-        if retransmit && !event.held {
-            group.duplicates += 1;
-            // A device re-sending what is committed may have missed the ack (e.g. the gateway
-            // restarted): tell it again.
-            group.remind.insert(event.device.clone());
-            group.done.extend(event.done.take().map(|d| (index, d)));
-            return Ok(());
-        }
-        let growth = (event.payload.len() as u64 + ROW_OVERHEAD) * event.routes.len() as u64;
-        let full = |w: &Writer, group: &Group| {
-            w.rejecting || w.used_bytes + group.added_bytes + growth > w.config.max_bytes.bytes()
-        };
-        if growth > 0 && self.config.when_full == WhenFull::RejectNew && full(self, group) {
-            // Kept forwarded events go before anything new is refused: the cloud has them.
-            self.free_kept(group)?;
-        }
-        if growth > 0 && self.config.when_full == WhenFull::RejectNew && full(self, group) {
-            self.rejecting = true;
-            group.rejected += 1;
-            // No `done`: an external broker keeps the message and redelivers it later.
-            return Ok(());
-        }
-        let mut insert =
-            self.conn.prepare_cached("INSERT INTO events (route, received_ms, payload) VALUES (?1, ?2, ?3)")?;
-        for &route in &event.routes {
-            let Some(state) = self.routes.get(route) else {
-                continue;
-            };
-            insert.execute(params![state.db_id, event.received_ms, event.payload])?;
-            let delta = group.route_delta.entry(route).or_default();
-            delta.0 += 1;
-            delta.1 += event.payload.len() as i64;
-            *group.inserted.entry(route).or_default() += 1;
-        }
-        drop(insert);
-        for update in &event.filter_state {
-            let values = serde_json::to_string(&update.state.values).unwrap_or_else(|_| "[]".into());
-            self.conn
-                .prepare_cached(
-                    "INSERT INTO filter_state (route, device, last_ms, state_values) VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT(route, device) DO UPDATE SET last_ms = excluded.last_ms, state_values = excluded.state_values",
-                )?
-                .execute(params![update.route, update.device, update.state.last_ms, values])?;
-        }
-        group.added_bytes += growth;
-        group.last_seen_ms = group.last_seen_ms.max(event.received_ms);
-        // A held (keep_last) event was counted when it was first committed.
-        if self.read_model && !event.held {
-            group.view.note(&event.device, event.boot, event.seq, event.received_ms, &event.payload);
-        }
-        // A held (keep_last) event moved its device's mark when it was first filtered.
-        if !event.held {
-            group.marks_before.entry(event.device.clone()).or_insert(mark);
-            match self.devices.get_mut(&event.device) {
-                Some(m) => *m = (event.boot, event.seq),
-                None => {
-                    self.devices.insert(event.device.clone(), (event.boot, event.seq));
-                }
-            }
-        }
-        if !event.routes.is_empty() {
-            group.committed_events += 1;
-        }
-        group.done.extend(event.done.take().map(|d| (index, d)));
-        Ok(())
-    }
-
-    fn insert_dead_letter(
-        &mut self,
-        group: &mut Group,
-        index: usize,
-        letter: &mut DeadLetter,
-    ) -> Result<(), rusqlite::Error> {
-        self.conn
-            .prepare_cached("INSERT INTO dead_letters (received_ms, topic, reason, payload) VALUES (?1, ?2, ?3, ?4)")?
-            .execute(params![letter.received_ms, letter.topic, letter.reason, letter.payload])?;
-        group.dead_letters += 1;
-        group.done.extend(letter.done.take().map(|d| (index, d)));
-        Ok(())
-    }
-
-    /// One step of a replay, inside the group's transaction: the copies are new queue rows.
-    fn replay_step(
-        &mut self,
-        group: &mut Group,
-        route: usize,
-        since_ms: i64,
-        until_ms: i64,
-        after: i64,
-    ) -> Result<super::forwarded::Step, rusqlite::Error> {
-        let Some(state) = self.routes.get(route) else {
-            return Ok(super::forwarded::Step::default());
-        };
-        let step = super::forwarded::replay_step(&self.conn, state.db_id, since_ms, until_ms, after, super::now_ms())?;
-        if step.rows > 0 {
-            let delta = group.route_delta.entry(route).or_default();
-            delta.0 += step.rows;
-            delta.1 += step.bytes;
-            *group.inserted.entry(route).or_default() += step.rows as u64;
-            group.replayed += step.rows as u64;
-        }
-        Ok(step)
-    }
-
-    fn delete_acked(
-        &mut self,
-        group: &mut Group,
-        route: usize,
-        first: i64,
-        last: i64,
-        batch: u64,
-    ) -> Result<(), rusqlite::Error> {
-        let Some(state) = self.routes.get(route) else {
-            return Ok(());
-        };
-        if self.config.keep_forwarded.is_some() {
-            super::forwarded::keep(&self.conn, state.db_id, first, last, super::now_ms())?;
-        }
-        let mut stmt = self
-            .conn
-            .prepare_cached("DELETE FROM events WHERE route = ?1 AND id BETWEEN ?2 AND ?3 RETURNING length(payload)")?;
-        let sizes = stmt.query_map(params![state.db_id, first, last], |r| r.get::<_, i64>(0))?;
-        let delta = group.route_delta.entry(route).or_default();
-        for size in sizes {
-            delta.0 -= 1;
-            delta.1 -= size?;
-        }
-        group.batches.push((route, batch));
-        Ok(())
-    }
-
-    fn write_counters(&mut self, group: &Group) -> Result<(), rusqlite::Error> {
-        // One mark per device per group, not per event.
-        for device in group.marks_before.keys() {
-            let Some(&(boot, seq)) = self.devices.get(device) else {
-                continue;
-            };
-            self.conn
-                .prepare_cached(
-                    "INSERT INTO devices (device, boot, seq, last_seen_ms) VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT(device) DO UPDATE SET boot = excluded.boot, seq = excluded.seq, last_seen_ms = excluded.last_seen_ms",
-                )?
-                .execute(params![device, boot, seq, group.last_seen_ms])?;
-        }
-        for (&route, &(rows, bytes)) in &group.route_delta {
-            self.conn
-                .prepare_cached(
-                    "UPDATE routes SET depth = MAX(depth + ?1, 0), bytes = MAX(bytes + ?2, 0) WHERE id = ?3",
-                )?
-                .execute(params![rows, bytes, self.routes[route].db_id])?;
-        }
-        for &(route, batch) in &group.batches {
-            self.conn
-                .prepare_cached("UPDATE routes SET last_batch = MAX(last_batch, ?1) WHERE id = ?2")?
-                .execute(params![batch as i64, self.routes[route].db_id])?;
-        }
-        Ok(())
-    }
-
     fn after_commit(&mut self, group: Group) {
-        self.metrics.store_ok.set(1);
+        self.metrics.store.ok.set(1);
         if !group.inserted.is_empty() {
             self.when_full_gave_up = false;
         }
         if self.disk_full && (!group.inserted.is_empty() || group.dead_letters > 0) {
             self.disk_full = false;
-            self.metrics.disk_full.set(0);
+            self.metrics.store.disk_full.set(0);
             info!("journal: space is available again; events are stored");
         }
         let mut notify = false;
@@ -557,7 +412,8 @@ impl Writer {
             state.depth = state.depth.saturating_add_signed(rows);
             state.bytes = state.bytes.saturating_add_signed(bytes);
             // Depth before the counter: the forwarder reads the counter, then the depth.
-            if let Some(m) = self.metrics.routes.get(route) {
+            self.committed.set_depth(route, state.depth);
+            if let Some(m) = self.metrics.store.routes.get(route) {
                 m.depth.set(state.depth);
             }
         }
@@ -565,21 +421,19 @@ impl Writer {
         // must still tell the forwarder about every new row (counting the net change once
         // starved the forwarder under load until its 2 s sweep).
         for (&route, &rows) in &group.inserted {
-            self.committed.counts[route].fetch_add(rows, Ordering::Release);
+            self.committed.add_committed(route, rows);
             notify = true;
         }
         for &(route, batch) in &group.batches {
             self.routes[route].last_batch = self.routes[route].last_batch.max(batch);
         }
         if notify {
-            // One waiter (the forwarder): notify_one wakes it, or leaves a permit for its
-            // next wait, so a commit between two waits is never missed.
-            self.committed.notify.notify_one();
+            self.committed.notify();
         }
-        self.metrics.committed.add(group.committed_events);
-        self.metrics.replayed.add(group.replayed);
-        self.metrics.dead_letters.add(group.dead_letters);
-        self.metrics.dead_letters_dropped.add(group.dead_letters_dropped);
+        self.metrics.store.committed.add(group.committed_events);
+        self.metrics.store.replayed.add(group.replayed);
+        self.metrics.store.dead_letters.add(group.dead_letters);
+        self.metrics.store.dead_letters_dropped.add(group.dead_letters_dropped);
         self.metrics.count_drop(DropReason::Duplicate, group.duplicates);
         self.metrics.count_drop(DropReason::Full, group.rejected);
         if group.rejected > 0 {
@@ -623,26 +477,14 @@ impl Writer {
         }
     }
 
-    fn read(&mut self, route: usize, after: i64, limit: usize) -> Result<Vec<Row>, rusqlite::Error> {
-        let Some(state) = self.routes.get(route) else {
-            return Ok(Vec::new());
-        };
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT id, received_ms, payload, replay FROM events WHERE route = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
-        )?;
-        let rows = stmt.query_map(params![state.db_id, after, limit as i64], |r| {
-            Ok(Row { id: r.get(0)?, received_ms: r.get(1)?, payload: r.get(2)?, replay: r.get(3)? })
-        })?;
-        rows.collect()
-    }
-
     /// Re-reads the bytes in use and publishes the per-route gauges.
     fn refresh_gauges(&mut self) {
         if let Ok(used) = self.current_used() {
             self.used_bytes = used;
         }
-        self.metrics.store_bytes.set(self.used_bytes);
-        for (state, metrics) in self.routes.iter().zip(&self.metrics.routes) {
+        self.metrics.store.bytes.set(self.used_bytes);
+        for (route, (state, metrics)) in self.routes.iter().zip(&self.metrics.store.routes).enumerate() {
+            self.committed.set_depth(route, state.depth);
             metrics.depth.set(state.depth);
             metrics.bytes.set(state.bytes);
         }

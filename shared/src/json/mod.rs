@@ -9,6 +9,10 @@
 //!   `"ts":null` stands for [`Timestamp::Unknown`](crate::Timestamp::Unknown); on input `ts`
 //!   may also be absent. `"v":1` is accepted on input (absent means the current version;
 //!   other values are [`DecodeError::UnsupportedVersion`]) and never written.
+//! - `"age_ms": N` (an unsigned integer, input only) says the readings were taken N ms
+//!   before the message was sent, for devices without a wall clock: with `ts` null or
+//!   absent, [`decode_any_received`](crate::decode_any_received) makes it
+//!   `ts = received - N` (see `dating`); [`from_slice`] ignores it.
 //! - `readings` is an object from name to value. A JSON integer is [`Value::I64`], a number
 //!   with a fraction or exponent [`Value::F64`], a bool [`Value::Bool`], a string
 //!   [`Value::Text`], `{"hex":"0a0b"}` [`Value::Bytes`]; a reading with a unit is
@@ -27,7 +31,7 @@
 //! appending); the reader is serde_json with visitors specific to this shape. Neither uses
 //! the serde derives of the types, which are the postcard wire format.
 
-mod read;
+pub(crate) mod read;
 mod readings;
 mod write;
 

@@ -30,6 +30,11 @@ use crate::limits::FORMAT_VERSION;
 /// # Ok::<(), edge_event::DecodeError>(())
 /// ```
 pub fn from_slice(bytes: &[u8]) -> Result<Event, DecodeError> {
+    from_slice_dated(bytes).map(|(event, _)| event)
+}
+
+/// [`from_slice`], with the `"age_ms"` of the object (for `crate::dating`).
+pub(crate) fn from_slice_dated(bytes: &[u8]) -> Result<(Event, Option<u64>), DecodeError> {
     let found = Cell::new(None);
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let result = EventSeed(&found).deserialize(&mut de).and_then(|event| de.end().map(|()| event));
@@ -57,23 +62,24 @@ fn missing<E: de::Error>(key: &str) -> E {
 struct EventSeed<'f>(&'f Found);
 
 impl<'de> DeserializeSeed<'de> for EventSeed<'_> {
-    type Value = Event;
+    type Value = (Event, Option<u64>);
 
-    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<Event, D::Error> {
+    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<Self::Value, D::Error> {
         de.deserialize_map(self)
     }
 }
 
 impl<'de> Visitor<'de> for EventSeed<'_> {
-    type Value = Event;
+    type Value = (Event, Option<u64>);
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("an event object")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Event, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let found = self.0;
         let (mut device, mut boot, mut seq, mut ts, mut kind) = (None, None, None, None, None);
+        let mut age = None;
         let (mut readings, mut meta, mut version) = (None, None, None);
         while let Some(key) = map.next_key_seed(KeySeed)? {
             macro_rules! once {
@@ -93,12 +99,13 @@ impl<'de> Visitor<'de> for EventSeed<'_> {
                 Key::Readings => once!(readings, "readings", ReadingsSeed(found)),
                 Key::Meta => once!(meta, "meta", MetaSeed(found)),
                 Key::Version => once!(version, "v", VersionSeed(found)),
+                Key::Age => once!(age, "age_ms", U64Seed("age_ms")),
                 Key::Other => {
                     map.next_value::<IgnoredAny>()?;
                 }
             }
         }
-        Ok(Event {
+        let event = Event {
             device: device.ok_or_else(|| missing("device"))?,
             boot: boot.ok_or_else(|| missing("boot"))?,
             seq: seq.ok_or_else(|| missing("seq"))?,
@@ -106,7 +113,8 @@ impl<'de> Visitor<'de> for EventSeed<'_> {
             kind: kind.ok_or_else(|| missing("type"))?,
             readings: readings.ok_or_else(|| missing("readings"))?,
             meta: meta.unwrap_or_default(),
-        })
+        };
+        Ok((event, age))
     }
 }
 
@@ -120,6 +128,7 @@ enum Key {
     Readings,
     Meta,
     Version,
+    Age,
     Other,
 }
 
@@ -150,6 +159,7 @@ impl Visitor<'_> for KeySeed {
             "readings" => Key::Readings,
             "meta" => Key::Meta,
             "v" => Key::Version,
+            "age_ms" => Key::Age,
             _ => Key::Other,
         })
     }
@@ -211,6 +221,32 @@ impl Visitor<'_> for U32Seed {
 
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<u32, E> {
         u32::try_from(v).map_err(|_| E::invalid_value(Unexpected::Signed(v), &self))
+    }
+}
+
+struct U64Seed(&'static str);
+
+impl<'de> DeserializeSeed<'de> for U64Seed {
+    type Value = u64;
+
+    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<u64, D::Error> {
+        de.deserialize_u64(self)
+    }
+}
+
+impl Visitor<'_> for U64Seed {
+    type Value = u64;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "an unsigned 64-bit integer for {:?}", self.0)
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<u64, E> {
+        Ok(v)
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<u64, E> {
+        u64::try_from(v).map_err(|_| E::invalid_value(Unexpected::Signed(v), &self))
     }
 }
 

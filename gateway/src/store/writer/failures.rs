@@ -9,7 +9,8 @@ use rusqlite::params;
 use tracing::{error, warn};
 
 use super::{Group, Writer, RETENTION_CHUNK};
-use crate::metrics::{DropReason, StoreErrorKind};
+use crate::meter::DropReason;
+use crate::store::metrics::StoreErrorKind;
 use crate::store::Incoming;
 
 /// While the disk is full, how often events are tried again (the rest are refused without
@@ -56,8 +57,8 @@ impl Writer {
     }
 
     pub(super) fn after_failure(&mut self, group: Group, err: &rusqlite::Error) {
-        self.metrics.store_ok.set(0);
-        self.metrics.commit_failures.add(1);
+        self.metrics.store.ok.set(0);
+        self.metrics.store.commit_failures.add(1);
         self.note_store_error(err);
         // Nothing of the group is durable: undo the in-memory marks so that the devices'
         // retransmits are accepted, and run no `done` (external brokers redeliver).
@@ -79,7 +80,7 @@ impl Writer {
     }
 
     /// A damaged journal (`SQLITE_CORRUPT` / `SQLITE_NOTADB` on any statement) cannot be
-    /// worked around without losing rows silently: leave `journal.db.damaged` beside it (so
+    /// worked around without losing rows silently: leave its `.damaged` marker beside it (so
     /// that a restart refuses it instead of running into the damage again), say what to do,
     /// and stop the process with exit code 1. Nothing is deleted or rewritten.
     pub(super) fn stop_if_damaged(&self, err: &rusqlite::Error) {
@@ -89,8 +90,8 @@ impl Writer {
         ) {
             return;
         }
-        let path = std::path::PathBuf::from(self.conn.path().unwrap_or("journal.db"));
-        let marker = crate::store::damaged_marker(&path);
+        let path = self.journal.path().to_owned();
+        let marker = self.journal.damaged_marker();
         if let Err(io) = std::fs::write(&marker, format!("{err}\n")) {
             warn!(error = %io, marker = %marker.display(), "cannot leave the damaged-journal marker");
         }
@@ -110,9 +111,9 @@ impl Writer {
         } else {
             StoreErrorKind::Other
         };
-        self.metrics.count_store_error(kind);
+        self.metrics.store.count_error(kind);
         if kind == StoreErrorKind::DiskFull {
-            self.metrics.disk_full.set(1);
+            self.metrics.store.disk_full.set(1);
             if !self.disk_full {
                 self.disk_full = true;
                 self.last_probe = Some(Instant::now());

@@ -9,7 +9,7 @@ use rusqlite::{params, OptionalExtension};
 use tracing::{debug, warn};
 
 use super::{Group, Writer, RETENTION_CHUNK, ROW_OVERHEAD};
-use crate::metrics::DropReason;
+use crate::meter::DropReason;
 
 impl Writer {
     /// Deletes the rows `sql` (a `DELETE ... RETURNING route, length(payload)`) picks, in its
@@ -188,7 +188,7 @@ impl Writer {
         self.expire_forwarded()?;
         let cutoff = crate::store::now_ms() - self.config.dead_letters_max_age.as_millis() as i64;
         let dropped = crate::store::dead_letters::enforce_bounds(&self.conn, self.config.dead_letters_max, cutoff)?;
-        self.metrics.dead_letters_dropped.add(dropped);
+        self.metrics.store.dead_letters_dropped.add(dropped);
         let (pages, free): (i64, i64) = self.conn.query_row(
             "SELECT (SELECT page_count FROM pragma_page_count()), (SELECT freelist_count FROM pragma_freelist_count())",
             [],
@@ -211,7 +211,7 @@ impl Writer {
                 .prepare_cached("SELECT received_ms FROM events WHERE route = ?1 ORDER BY id LIMIT 1")?
                 .query_row(params![route.db_id], |r| r.get(0))
                 .optional()?;
-            if let Some(m) = self.metrics.routes.get(i) {
+            if let Some(m) = self.metrics.store.routes.get(i) {
                 m.oldest_ms.set(oldest.unwrap_or(0).max(0) as u64);
             }
         }

@@ -1,5 +1,6 @@
-//! How a route's batches are encoded on the wire: `format` (JSON, or the compact postcard
-//! batch of `edge_event::batch`) and `compress` (none, zstd, lz4).
+//! How a route's batches are encoded on the wire: `format` (one of the registered
+//! [`BatchFormat`]s: JSON, or the compact postcard batch of `edge_event::batch`) and
+//! `compress` (none, zstd, lz4).
 //!
 //! The encoding is signalled in the topic: plain JSON (the default) is published on the
 //! route's topic as is; any other encoding adds one last level naming it, `json.zstd`,
@@ -9,15 +10,9 @@
 //! zstd output is a standard zstd frame; lz4 output is a standard LZ4 frame (`lz4 -d`).
 
 use std::io::Write;
+use std::sync::OnceLock;
 
-/// The body of a batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BatchFormat {
-    /// The JSON batch of DESIGN.md (default).
-    Json,
-    /// `edge_event::batch`: header + stored envelopes; decode with `edge_event::batch::decode_batch`.
-    Postcard,
-}
+use super::BatchFormat;
 
 /// Compression of the encoded batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,21 +36,41 @@ pub struct Encoding {
 
 impl Default for Encoding {
     fn default() -> Self {
-        Encoding { format: BatchFormat::Json, compress: Compression::None }
+        Encoding { format: BatchFormat::default(), compress: Compression::None }
+    }
+}
+
+impl Compression {
+    /// Every compression, the default first.
+    pub const ALL: [Compression; 3] = [Compression::None, Compression::Zstd, Compression::Lz4];
+
+    /// What it adds to the format's name in the topic level (`postcard.zstd`).
+    fn suffix(self) -> &'static str {
+        match self {
+            Compression::None => "",
+            Compression::Zstd => ".zstd",
+            Compression::Lz4 => ".lz4",
+        }
     }
 }
 
 impl Encoding {
-    /// The last topic level that names this encoding; None for plain JSON.
+    /// The last topic level that names this encoding (`{format}[.{compression}]`); None
+    /// for the default format uncompressed.
     pub fn topic_suffix(self) -> Option<&'static str> {
-        match (self.format, self.compress) {
-            (BatchFormat::Json, Compression::None) => None,
-            (BatchFormat::Json, Compression::Zstd) => Some("json.zstd"),
-            (BatchFormat::Json, Compression::Lz4) => Some("json.lz4"),
-            (BatchFormat::Postcard, Compression::None) => Some("postcard"),
-            (BatchFormat::Postcard, Compression::Zstd) => Some("postcard.zstd"),
-            (BatchFormat::Postcard, Compression::Lz4) => Some("postcard.lz4"),
+        if self.format.bare_topic() && self.compress == Compression::None {
+            return None;
         }
+        // Every level, made once: a handful of short strings for the life of the process.
+        static LEVELS: OnceLock<Vec<(Encoding, &'static str)>> = OnceLock::new();
+        let levels = LEVELS.get_or_init(|| {
+            let all = BatchFormat::ALL
+                .iter()
+                .flat_map(|&format| Compression::ALL.map(|compress| Encoding { format, compress }));
+            all.map(|e| (e, &*Box::leak(format!("{}{}", e.format.name(), e.compress.suffix()).into_boxed_str())))
+                .collect()
+        });
+        levels.iter().find(|(encoding, _)| *encoding == self).map(|(_, level)| *level)
     }
 
     /// The topic a batch of this encoding is published on, from the route's rendered topic:
@@ -63,7 +78,7 @@ impl Encoding {
     /// for a mark) goes one level deeper, `{to}/replay/postcard[.zstd|.lz4]`; a replayed
     /// JSON batch keeps the topic and says `"replay":true` in its body.
     pub fn topic(self, base: String, replay: bool) -> String {
-        match (self.topic_suffix(), replay && self.format == BatchFormat::Postcard) {
+        match (self.topic_suffix(), replay && !self.format.replay_in_body()) {
             (Some(suffix), true) => format!("{base}/replay/{suffix}"),
             (Some(suffix), false) => format!("{base}/{suffix}"),
             (None, _) => base,

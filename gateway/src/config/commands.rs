@@ -1,13 +1,13 @@
-//! `[commands]`: cloud-to-device commands. Parsed and checked here, on its own, so that the
-//! shared config code only hands over the section; errors carry their key path
+//! `[commands]`: cloud-to-device commands (used by the downlink stage). Parsed and checked
+//! on its own, from the raw TOML section; errors carry their key path
 //! (`commands.max_per_device: ...`) like every other section's.
 
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::units::RawUnit;
-use crate::config::ByteSize;
+use super::units::RawUnit;
+use super::ByteSize;
 
 /// The default cloud topic filter; its last level (`+`) is the device id.
 pub const DEFAULT_TOPIC: &str = "gateways/{gateway}/commands/+";
