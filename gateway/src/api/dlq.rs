@@ -4,7 +4,9 @@
 //!
 //! A replay hands each row to the device side's ingest, which runs the pipeline on it
 //! again and deletes the dead letter once its outcome is committed; the answer says how
-//! many were handed over, not how many became events.
+//! many were handed over, not how many became events. A row the rights of its original
+//! publish keep out ([`Replay::of`]: a publish the device gate denied) is not handed over;
+//! the answer lists it with why, and it stays a dead letter.
 //!
 //! Invariants: a selection by ids names at most [`MAX_IDS`] ids (400 beyond), and each
 //! dead letter is handed over (or purged) once however often its id is repeated. `"all"`
@@ -82,13 +84,19 @@ async fn replay(State(status): Shared, Json(selection): Json<wire::Selection>) -
             }
         }
     }
-    let queued = rows.len() as u64;
+    let mut answer = wire::DlqReplayed::default();
     for row in rows {
-        if status.replay.send(Replay { id: row.id, topic: row.topic, payload: row.payload }).is_err() {
-            return unavailable("the device side has stopped");
+        match Replay::of(row) {
+            Ok(replay) => {
+                if status.replay.send(replay).is_err() {
+                    return unavailable("the device side has stopped");
+                }
+                answer.queued += 1;
+            }
+            Err(refused) => answer.refused.push(refused),
         }
     }
-    Json(wire::DlqReplayed { queued }).into_response()
+    Json(answer).into_response()
 }
 
 async fn purge(State(status): Shared, Json(mut selection): Json<wire::Selection>) -> Response {
