@@ -180,7 +180,11 @@ async fn a_replay_naming_one_dead_letter_many_times_queues_it_once_and_oversized
     assert_eq!(status, 413, "{body}");
     assert!(body.contains("request body over 262144 bytes"), "{body}");
     let (status, body) = request(port, "POST /api/dlq/replay HTTP/1.1\r\nHost: 127.0.0.1", "{\"all\":true}");
-    assert_eq!((status, body.as_str()), (200, "{\"queued\":1,\"refused\":[]}"), "\"all\" is not bounded by the id limit");
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "{\"queued\":1,\"refused\":[]}"),
+        "\"all\" is not bounded by the id limit"
+    );
 }
 
 /// A connection that sends part of a request head and then nothing.
