@@ -1,5 +1,6 @@
 //! The HTTP server's connections: how many at once, how long a client may take to send a
-//! request, how large a body may be. Fixed limits, documented in docs/operations.md (HTTP):
+//! request, how large a body may be. Fixed limits, documented in docs/operations.md ("HTTP
+//! API: exposure and limits"):
 //!
 //! | limit                   | value    | beyond it                                        |
 //! |-------------------------|----------|--------------------------------------------------|
