@@ -219,14 +219,16 @@ async fn dead_letters_from_before_publishers_are_read_migrated_and_their_denials
     let path = Journal::new(dir.path()).path().to_owned();
     // A version 2 journal's dead letters: no publisher column.
     let old = rusqlite::Connection::open(&path).unwrap();
-    old.execute_batch(
+    // Received now: older rows would be dropped by `dead_letters_max_age` at open.
+    old.execute_batch(&format!(
         "CREATE TABLE dead_letters (id INTEGER PRIMARY KEY AUTOINCREMENT, received_ms INTEGER NOT NULL,
              topic TEXT NOT NULL, reason TEXT NOT NULL, payload BLOB NOT NULL);
          INSERT INTO dead_letters (received_ms, topic, reason, payload) VALUES
-             (1, 'devices/dev2/events', 'device \"dev1\" may not publish on \"devices/dev2/events\": a device publishes only under devices/dev1/ (not on its ack or commands topics); the device was disconnected', x'7b7d'),
-             (2, 'devices/dev1/events', 'undecodable payload: unexpected end of input', x'ff');
+             ({now}, 'devices/dev2/events', 'device \"dev1\" may not publish on \"devices/dev2/events\": a device publishes only under devices/dev1/ (not on its ack or commands topics); the device was disconnected', x'7b7d'),
+             ({now}, 'devices/dev1/events', 'undecodable payload: unexpected end of input', x'ff');
          PRAGMA user_version = 2;",
-    )
+        now = now_ms()
+    ))
     .unwrap();
     // The CLI reads a stopped gateway's journal without migrating it.
     let rows = dead_letters::read(&old, dead_letters::Query::Page { after: 0, limit: 10 }).unwrap();
