@@ -267,8 +267,6 @@ async fn every_metric_the_dashboard_and_the_rules_name_is_exported_by_the_shippe
     // runs it; no cloud and no device: every family must be there at zero.
     let dir = tempfile::tempdir().unwrap();
     let conf = GatewayConf::new(free_port(), dir.path(), None);
-    // Built first: the readiness timeout below counts from the spawn, build included.
-    edge_tests::gateway::binary();
     let mut gateway = GatewayProc::spawn(&conf).unwrap();
     gateway.ready(Duration::from_secs(30)).await.unwrap();
     let (code, body) = http::get(conf.http_port, "/metrics").expect("/metrics does not answer");
