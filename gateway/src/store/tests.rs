@@ -18,6 +18,7 @@ fn config(max_bytes: u64, when_full: WhenFull) -> StoreConfig {
         when_full,
         synchronous: Synchronous::Normal,
         commit_max_events: 1000,
+        commit_window: Duration::ZERO,
         dead_letters_max: 3,
         dead_letters_max_age: Duration::from_secs(3600),
         keep_forwarded: None,
