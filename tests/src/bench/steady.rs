@@ -16,8 +16,8 @@
 //!   on `devices/+/ack` of the gateway's device port; each retained `{"boot":B,"seq":S}`
 //!   covers every event of that device and boot up to S, and each event's latency is its
 //!   publish call -> the first ack that covers it;
-//! - RSS at the end, and idle CPU: the same CPU counters over `idle_secs` without traffic,
-//!   after the warm-up and before the load.
+//! - RSS at the end, and idle CPU: the CPU time of its threads (`/proc/PID/task/*/schedstat`,
+//!   nanoseconds) over `idle_secs` without traffic, after the warm-up and before the load.
 
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -51,6 +51,19 @@ pub fn cpu_ms(pid: u32) -> Option<f64> {
     // utime and stime are fields 14 and 15 of the whole line (1-based), 12 and 13 here.
     let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
     Some(ticks as f64 * 1000.0 / clock_ticks())
+}
+
+/// CPU time of every live thread of a process, in milliseconds, from
+/// `/proc/PID/task/*/schedstat` (nanoseconds: fine enough for the few milliseconds of an
+/// idle process, where `/proc/PID/stat` counts in 10 ms ticks).
+pub fn thread_cpu_ms(pid: u32) -> Option<f64> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut nanos = 0u64;
+    for task in tasks.flatten() {
+        let stat = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
+        nanos += stat.split_whitespace().next().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
+    }
+    Some(nanos as f64 / 1e6)
 }
 
 /// `sysconf(_SC_CLK_TCK)`, by `getconf` (100 on every Linux the bench has seen).
@@ -219,9 +232,9 @@ pub async fn steady(r: &mut Results, system: System, o: &Options) -> Result<(), 
     let rate = o.steady_devices as f64 * o.steady_rate;
     let label = format!("{} devices x {} ev/s = {} ev/s", o.steady_devices, o.steady_rate, rate);
 
-    let idle_from = cpu_ms(pid).ok_or("cannot read /proc/PID/stat")?;
+    let idle_from = thread_cpu_ms(pid).ok_or("cannot read /proc/PID/task")?;
     tokio::time::sleep(Duration::from_secs_f64(o.idle_secs)).await;
-    let idle = cpu_ms(pid).unwrap_or(f64::NAN) - idle_from;
+    let idle = thread_cpu_ms(pid).unwrap_or(f64::NAN) - idle_from;
 
     let total = (rate * o.steady_secs).round() as u64;
     let load = Load::spread(total, o.steady_devices, Some(rate));

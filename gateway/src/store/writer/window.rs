@@ -12,9 +12,12 @@
 //! - a group is committed at once when it reaches `store.commit_max_events`, so under a
 //!   heavy load the window adds nothing (the next group is already waiting);
 //! - reads of committed rows (the forwarder's) are answered at once: they see only what is
-//!   committed, and the pending writes are still only in memory;
+//!   committed, and the pending writes are still only in memory (with a zero window a read
+//!   waits for the writes sent before it, as it always did);
 //! - an operator's request (dead letters, devices, purge, replay) and shutdown commit what
-//!   is pending first, so their answers include it.
+//!   is pending first, so their answers include it;
+//! - so does an event whose sender waits for its commit (`done`: the external broker mode
+//!   acknowledges only then, and its broker sends no more than its in-flight window).
 //!
 //! Nothing is acknowledged early: a device's ack, an external broker's ack and the
 //! forwarder's wake-up still follow the commit of the event (`store/mod.rs`, invariant 1);
@@ -29,6 +32,7 @@ use tracing::{error, info, warn};
 
 use super::{Writer, MAINTENANCE_EVERY};
 use crate::store::handle::Command;
+use crate::store::Incoming;
 
 /// Commands held for the next commit, and when that commit is due.
 #[derive(Default)]
@@ -101,7 +105,8 @@ impl Writer {
     /// at once, and asks for an immediate commit for anything a caller waits on.
     fn hold(&mut self, command: Command, pending: &mut Pending, window: std::time::Duration) {
         match command {
-            Command::Read { route, after, limit, reply } => {
+            // Without a window, a read waits for the writes before it (the old order).
+            Command::Read { route, after, limit, reply } if !window.is_zero() => {
                 let rows = self.read(route, after, limit);
                 if let Err(err) = &rows {
                     self.stop_if_damaged(err);
@@ -109,8 +114,20 @@ impl Writer {
                 let _ = reply.send(rows.map_err(crate::store::StoreError::from));
                 return;
             }
-            Command::Ingest(ref items) => pending.events += items.len(),
+            Command::Ingest(ref items) => {
+                pending.events += items.len();
+                // A `done` means a sender waits for this commit before it sends more (an
+                // external broker's unacknowledged window, a replayed dead letter): holding
+                // it would throttle that sender to its window per commit_window.
+                if items.iter().any(|item| match item {
+                    Incoming::Event(event) => event.done.is_some(),
+                    Incoming::DeadLetter(letter) => letter.done.is_some(),
+                }) {
+                    pending.now = true;
+                }
+            }
             Command::Ack { .. } | Command::Connection { .. } | Command::Purge { reply: None, .. } => {}
+            Command::Read { .. } => pending.now = true,
             Command::DeadLetters { .. }
             | Command::Purge { .. }
             | Command::Devices { .. }
