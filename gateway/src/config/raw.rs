@@ -119,6 +119,7 @@ pub struct Store {
     pub when_full: Option<String>,
     pub synchronous: Option<String>,
     pub commit_max_events: Option<i64>,
+    pub commit_window: Option<RawUnit>,
     pub dead_letters_max: Option<i64>,
     pub dead_letters_max_age: Option<RawUnit>,
     pub keep_forwarded: Option<RawUnit>,

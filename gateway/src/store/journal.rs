@@ -183,6 +183,8 @@ impl Journal {
     }
 
     /// The writer's connection: the pragmas, then the schema and every migration.
+    ///
+    /// Pages of a new journal are [`PAGE_SIZE`] bytes.
     fn connect_writer(&self, config: &StoreConfig) -> Result<Connection, StoreError> {
         for warning in self.exposure_warnings() {
             tracing::warn!("{warning}");
@@ -197,8 +199,12 @@ impl Journal {
         // pages back to the file system (`incremental_vacuum`) instead of only reusing them.
         // A 2 MiB page cache: rows are appended at the tail and deleted at the head, so the hot
         // pages are few; 8 MiB cost 4-8 MiB of RSS under load for no measured throughput.
+        // The page size too (new journals only; an existing file keeps its own): a commit
+        // rewrites every page it touches, so at a steady modest load the flash written per
+        // commit is about pages touched x page size (docs/architecture.md, "The commit window").
         let pragmas = format!(
-            "PRAGMA auto_vacuum = INCREMENTAL;
+            "PRAGMA page_size = {PAGE_SIZE};
+             PRAGMA auto_vacuum = INCREMENTAL;
              PRAGMA journal_mode = WAL;
              PRAGMA synchronous = {};
              PRAGMA journal_size_limit = 67108864;
@@ -265,6 +271,10 @@ impl Journal {
         }
     }
 }
+
+/// SQLite page size of a new journal: 1 KiB rather than SQLite's 4 KiB, because each commit
+/// writes whole pages to the WAL (BENCHMARKS.md, "Steady load").
+pub const PAGE_SIZE: u32 = 1024;
 
 fn synchronous(sync: Synchronous) -> &'static str {
     match sync {

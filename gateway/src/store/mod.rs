@@ -26,8 +26,11 @@
 //! # Group commit
 //!
 //! The writer takes everything waiting in its channel (up to `store.commit_max_events`
-//! events) into one transaction. Under no load that is one event and no added latency;
-//! under load the next group forms while the previous commit is being synced.
+//! events) into one transaction, and holds a group's first write for up to
+//! `store.commit_window` for more to join it (`writer/window.rs`; docs/architecture.md,
+//! "The commit window"): at a modest load one commit, one fsync and a dozen pages serve
+//! tens of events and the deletes of the cloud's acknowledgements; under load the group
+//! fills at once and the next forms while the previous commit is being synced.
 //! After each commit the writer publishes, per route, the rows waiting and then the rows
 //! committed ([`Queues`], on the handle): that is what the forwarder decides from. The
 //! store's metrics ([`metrics`]) report the same numbers and are never read to decide.

@@ -13,6 +13,7 @@ pub(crate) fn store_config() -> StoreConfig {
         when_full: WhenFull::DropOldest,
         synchronous: Synchronous::Normal,
         commit_max_events: 1000,
+        commit_window: Duration::ZERO,
         dead_letters_max: 10,
         dead_letters_max_age: Duration::from_secs(3600),
         keep_forwarded: None,

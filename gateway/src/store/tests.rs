@@ -18,6 +18,7 @@ fn config(max_bytes: u64, when_full: WhenFull) -> StoreConfig {
         when_full,
         synchronous: Synchronous::Normal,
         commit_max_events: 1000,
+        commit_window: Duration::ZERO,
         dead_letters_max: 3,
         dead_letters_max_age: Duration::from_secs(3600),
         keep_forwarded: None,
@@ -360,4 +361,24 @@ async fn the_writer_guard_commits_and_releases_the_data_folder_when_dropped() {
     let again = journal.open(&cfg, &routes, metrics(), None).unwrap();
     assert_eq!(again.opened.depth, vec![1], "the last group was committed before the lock was released");
     again.writer.close().await;
+}
+
+#[tokio::test]
+async fn events_within_the_commit_window_share_one_commit_and_their_acks_follow_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let window = Duration::from_millis(1000);
+    let store = open_store(dir.path(), &StoreConfig { commit_window: window, ..config(1 << 30, WhenFull::DropOldest) });
+    let first = std::time::Instant::now();
+    for device in ["d1", "d2", "d3"] {
+        store.handle.ingest(vec![event(device, 1, 1, 10)]).unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut marks = store.acks.recv_timeout(Duration::from_secs(5)).unwrap();
+    let acked = first.elapsed();
+    marks.sort_by(|a, b| a.device.cmp(&b.device));
+    let devices: Vec<&str> = marks.iter().map(|m| m.device.as_str()).collect();
+    assert_eq!(devices, ["d1", "d2", "d3"], "one commit, one set of acks");
+    assert!(acked >= window, "acknowledged after {acked:?}, before the window of {window:?} ended");
+    assert_eq!(sync(&store).await.len(), 3);
+    close(store);
 }

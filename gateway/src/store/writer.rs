@@ -1,12 +1,13 @@
 //! The writer thread: the only owner of the journal's event connection. See the module
 //! essay in `store/mod.rs` for the invariants; this file keeps them. The rows one group
-//! writes are in [`rows`], retention in [`retention`], what a failed commit does (full
+//! writes are in [`rows`], the loop and its commit window in [`window`], retention in [`retention`], what a failed commit does (full
 //! disk, damaged file) in [`failures`]. After each commit it publishes the queue figures
 //! the forwarder decides from ([`super::Queues`]) and, separately, the store's metrics.
 
 mod failures;
 mod retention;
 mod rows;
+mod window;
 
 use failures::{is_disk_full, DISK_FULL_PROBE_EVERY};
 
@@ -15,7 +16,7 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
-use tracing::{error, info, warn};
+use tracing::info;
 
 use super::schema::{RouteState, State};
 use tokio::sync::oneshot;
@@ -77,6 +78,10 @@ pub struct Writer {
     last_failure_log: Option<Instant>,
     /// Keep the read model (always, but for measuring what it costs).
     pub read_model: bool,
+    /// Read-model changes of committed groups not written yet, and when they are due
+    /// (`read_model::WRITE_EVERY`).
+    view: super::read_model::GroupView,
+    view_due: Instant,
 }
 
 /// What one group changed, applied to memory only after its commit.
@@ -110,6 +115,8 @@ struct Group {
     replayed: u64,
     /// The read model's changes (latest per device and reading).
     view: super::read_model::GroupView,
+    /// The transaction wrote the read model (this group's changes and the ones held).
+    view_written: bool,
 }
 
 /// Where a purge's result goes.
@@ -127,6 +134,8 @@ struct Work {
     purged: Vec<(PurgeReply, u64)>,
     /// Device connection changes for the read model: `(device, connected, at_ms)`.
     connections: Vec<(String, bool, i64)>,
+    /// Write the read model in this group, due or not (a devices query, shutdown).
+    write_view: bool,
     /// Replay steps asked for, and (after the commit) their results.
     replays: Vec<(ReplayRequest, ReplayReply)>,
     replayed: Vec<(ReplayReply, super::forwarded::Step)>,
@@ -173,60 +182,11 @@ impl Writer {
             failures_unlogged: 0,
             last_failure_log: None,
             read_model: true,
+            view: super::read_model::GroupView::default(),
+            view_due: Instant::now(),
         };
         writer.refresh_gauges();
         writer
-    }
-
-    /// Runs until shutdown; `taken(n)` is told of every `n` events taken out of `rx`.
-    pub fn run(mut self, rx: mpsc::Receiver<Command>, taken: impl Fn(usize)) {
-        // Retained acks live in the device broker's memory and are gone after a restart:
-        // publish every known mark once, so a device that reconnects learns what is stored.
-        let known: Vec<String> = self.devices.keys().cloned().collect();
-        self.publish_marks(known.iter());
-        let mut next_maintenance = Instant::now();
-        loop {
-            let wait = next_maintenance.saturating_duration_since(Instant::now());
-            let first = match rx.recv_timeout(wait) {
-                Ok(command) => Some(command),
-                Err(mpsc::RecvTimeoutError::Timeout) => None,
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
-            };
-            let mut stop = false;
-            if let Some(first) = first {
-                let mut events = match &first {
-                    Command::Ingest(items) => items.len(),
-                    _ => 0,
-                };
-                let mut commands = vec![first];
-                while events < self.config.commit_max_events {
-                    match rx.try_recv() {
-                        Ok(Command::Ingest(items)) => {
-                            events += items.len();
-                            commands.push(Command::Ingest(items));
-                        }
-                        Ok(other) => commands.push(other),
-                        Err(_) => break,
-                    }
-                }
-                taken(events);
-                stop = self.apply(commands);
-            }
-            if stop {
-                break;
-            }
-            if Instant::now() >= next_maintenance {
-                if let Err(err) = self.maintenance() {
-                    self.stop_if_damaged(&err);
-                    error!(error = %err, "journal maintenance failed; will retry");
-                }
-                next_maintenance = Instant::now() + MAINTENANCE_EVERY;
-            }
-        }
-        if let Err(err) = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
-            warn!(error = %err, "final WAL checkpoint failed (the data is safe in the WAL)");
-        }
-        info!("journal closed");
     }
 
     /// Applies one group of commands; returns true on shutdown.
@@ -259,6 +219,7 @@ impl Writer {
                 Command::Shutdown => stop = true,
             }
         }
+        work.write_view = stop || !device_queries.is_empty();
         // While the disk is full, events are refused without trying them, except for a probe
         // now and then that finds out whether space has come back: no busy retrying.
         // `drop_oldest` keeps trying for as long as deleting the oldest rows makes room.
@@ -372,8 +333,11 @@ impl Writer {
                 Incoming::DeadLetter(letter) => self.insert_dead_letter(group, index, letter)?,
             }
         }
-        if !group.view.is_empty() {
+        // The read model is written once per read_model::WRITE_EVERY, not per commit.
+        if work.write_view || Instant::now() >= self.view_due {
+            self.view.write(&self.conn)?;
             group.view.write(&self.conn)?;
+            group.view_written = true;
         }
         if group.dead_letters > 0 {
             group.dead_letters_dropped +=
@@ -396,8 +360,15 @@ impl Writer {
         Ok(())
     }
 
-    fn after_commit(&mut self, group: Group) {
+    fn after_commit(&mut self, mut group: Group) {
         self.metrics.store.ok.set(1);
+        let view = std::mem::take(&mut group.view);
+        if group.view_written {
+            self.view = super::read_model::GroupView::default();
+            self.view_due = Instant::now() + super::read_model::WRITE_EVERY;
+        } else {
+            self.view.absorb(view);
+        }
         if !group.inserted.is_empty() {
             self.when_full_gave_up = false;
         }

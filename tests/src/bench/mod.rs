@@ -8,6 +8,8 @@
 //!   persistence, the gateway with its default config — each started fresh per measurement.
 //! - [`procs`], [`rumqttd`]: the processes, with their pids (RSS) and files (disk).
 //! - [`scenarios`], [`backlog`]: throughput, latency, outage-then-drain, the 1M backlog.
+//! - [`steady`]: the cost of an event at a modest steady load (issue 16): CPU, disk
+//!   writes, fsync-type calls, device-ack latency, idle CPU.
 //! - [`report`]: medians over runs, ratios, the table and the JSON; [`targets`]: issue 8's
 //!   targets judged on the medians.
 //!
@@ -21,6 +23,7 @@ pub mod procs;
 pub mod report;
 pub mod rumqttd;
 pub mod scenarios;
+pub mod steady;
 pub mod systems;
 pub mod targets;
 
@@ -41,11 +44,14 @@ pub enum Scenario {
     Outage,
     /// A big backlog: RSS, disk, start-up, drain: gateway (and bridge).
     Backlog,
+    /// A modest steady load: cost per event (issue 16): bridge and gateway.
+    Steady,
 }
 
 impl Scenario {
     /// All of them, in order.
-    pub const ALL: [Scenario; 4] = [Scenario::Throughput, Scenario::Latency, Scenario::Outage, Scenario::Backlog];
+    pub const ALL: [Scenario; 5] =
+        [Scenario::Throughput, Scenario::Latency, Scenario::Outage, Scenario::Backlog, Scenario::Steady];
 
     /// Its name on the command line.
     pub fn name(self) -> &'static str {
@@ -54,6 +60,7 @@ impl Scenario {
             Scenario::Latency => "latency",
             Scenario::Outage => "outage",
             Scenario::Backlog => "backlog",
+            Scenario::Steady => "steady",
         }
     }
 
@@ -92,6 +99,14 @@ pub struct Options {
     pub backlog_bridge: bool,
     /// An executable that serves rumqttd (`serve-rumqttd PORT`); None skips that baseline.
     pub rumqttd_exe: Option<PathBuf>,
+    /// Devices of the steady scenario.
+    pub steady_devices: usize,
+    /// Events per second per device in the steady scenario.
+    pub steady_rate: f64,
+    /// Seconds of the steady load.
+    pub steady_secs: f64,
+    /// Seconds without traffic over which idle CPU is measured (steady scenario).
+    pub idle_secs: f64,
     /// Which systems (rumqttd alone also needs `rumqttd_exe`).
     pub systems: Vec<System>,
     /// The gateway's `max_delay` outside the latency scenario; None = the default config.
@@ -116,6 +131,10 @@ impl Options {
             backlog_events: 1_000_000,
             backlog_publishers: 50,
             backlog_bridge: true,
+            steady_devices: 20,
+            steady_rate: 10.0,
+            steady_secs: 30.0,
+            idle_secs: 20.0,
             rumqttd_exe: None,
             systems: System::ALL.to_vec(),
             max_delay: None,
@@ -133,6 +152,8 @@ impl Options {
             outage_events: 10_000,
             backlog_events: 50_000,
             backlog_publishers: 20,
+            steady_secs: 10.0,
+            idle_secs: 5.0,
             ..Options::full()
         }
     }
@@ -148,6 +169,9 @@ impl Options {
             outage_events: 2_000,
             backlog_events: 5_000,
             backlog_publishers: 5,
+            steady_devices: 2,
+            steady_secs: 2.0,
+            idle_secs: 1.0,
             progress: false,
             ..Options::quick()
         }
@@ -206,6 +230,13 @@ pub async fn run(options: &Options) -> Bench {
                     for system in [System::Bridge, System::Gateway] {
                         if options.has(system) {
                             outcomes.push(scenarios::outage(r, system, options).await);
+                        }
+                    }
+                }
+                Scenario::Steady => {
+                    for system in [System::Bridge, System::Gateway] {
+                        if options.has(system) {
+                            outcomes.push(steady::steady(r, system, options).await);
                         }
                     }
                 }

@@ -1,4 +1,4 @@
-//! Issue 8's targets for this 2-core machine, judged on the medians of an invocation.
+//! Issue 8's (and issue 16's steady-load) targets for this 2-core machine, judged on the medians of an invocation.
 
 use super::report::{number, Results, Row, Target};
 use super::scenarios::count_label;
@@ -53,7 +53,32 @@ pub fn judge(r: &Results, o: &Options) -> Vec<Target> {
             }),
         ),
         target("zero events lost anywhere (every run)", lost(r)),
+        target(
+            "steady (issue 16): disk <= 500 B written per event",
+            gw(r, "steady.disk_bytes_per_event").map(|b| (format!("{b:.0} B per event"), b <= 500.0)),
+        ),
+        target(
+            "steady: <= 10 fsync-type calls per second",
+            gw(r, "steady.fsync_per_s").map(|c| (format!("{c:.1} per second"), c <= 10.0)),
+        ),
+        target(
+            "steady: CPU per event <= 2x the Mosquitto bridge",
+            versus_bridge(r, "steady.cpu_ms_per_1k", "ms per 1k events"),
+        ),
+        target(
+            "steady: device-ack latency p99 <= 250 ms",
+            gw(r, "steady.ack_p99_ms").map(|p99| (format!("p99 {p99:.0} ms"), p99 <= 250.0)),
+        ),
+        target("steady: idle CPU within 2x the bridge's", versus_bridge(r, "steady.idle_cpu_ms", "ms")),
     ]
+}
+
+/// The gateway's median against 2x the bridge's.
+fn versus_bridge(r: &Results, key: &str, unit: &str) -> Option<(String, bool)> {
+    let row = r.row(key)?;
+    let (gateway, bridge) = (row.median(System::Gateway)?, row.median(System::Bridge)?);
+    let ratio = row.ratio_bridge()?;
+    Some((format!("{gateway:.1} vs {bridge:.1} {unit} = {ratio:.2}x"), ratio <= 2.0))
 }
 
 fn ceiling(row: &Row) -> Option<(String, bool)> {

@@ -15,7 +15,7 @@ usage: bench [--quick] [--runs N] [--json FILE] [--scenario LIST] [options]
   --quick              one run with small counts (a CI-sized smoke run)
   --runs N             repetitions; the table shows medians (default 3)
   --json FILE          also write the results as JSON
-  --scenario LIST      comma-separated: throughput,latency,outage,backlog (default all)
+  --scenario LIST      comma-separated: throughput,latency,outage,backlog,steady (default all)
   --events N           events of the throughput scenario (default 200000)
   --throughput-limit S longest wait for them, seconds (default 120)
   --publishers N       device connections for throughput and outage (default 20)
@@ -24,6 +24,10 @@ usage: bench [--quick] [--runs N] [--json FILE] [--scenario LIST] [options]
   --outage-events N    events buffered during the outage (default 100000)
   --backlog N          events of the big backlog (default 1000000)
   --backlog-publishers N  device connections filling it (default 50)
+  --steady-devices N   devices of the steady scenario (default 20)
+  --steady-rate N      events/s per device in the steady scenario (default 10)
+  --steady-secs S      length of the steady load (default 30)
+  --idle-secs S        idle CPU window of the steady scenario (default 20)
   --no-bridge-backlog  do not fill the Mosquitto bridge with the big backlog
   --no-rumqttd         skip the rumqttd-alone baseline
   --render FILE        print the table and targets of a JSON report again, run nothing
@@ -178,6 +182,10 @@ fn parse(args: &[String]) -> Result<Option<(Options, Option<PathBuf>)>, String> 
                     .collect::<Result<_, _>>()?;
             }
             "--max-delay" => options.max_delay = Some(value()?.clone()),
+            "--steady-devices" => options.steady_devices = number(arg, value()?)?.max(1) as usize,
+            "--steady-rate" => options.steady_rate = number(arg, value()?)?.max(1) as f64,
+            "--steady-secs" => options.steady_secs = number(arg, value()?)?.max(1) as f64,
+            "--idle-secs" => options.idle_secs = number(arg, value()?)?.max(1) as f64,
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
