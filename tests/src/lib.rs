@@ -7,6 +7,8 @@
 //! - [`clients`]: device publishers and a cloud subscriber that counts by `(device, boot, seq)`.
 //! - [`http`]: a minimal HTTP GET for `/api/status` and `/metrics`.
 //! - [`proxy`]: a TCP proxy that cuts and restores the cloud link.
+//! - [`idle`]: an attacker's idle sockets against the device port, from many source addresses.
+//! - [`paho`]: paho-mqtt (Python) as a real MQTT 3.1.1 and 5 client, installed when missing.
 //! - [`sim`]: the firmware's simulator (`edge-sensor-sim`) as a child process.
 //! - [`bench`]: the benchmark against the alternatives (`--bin bench`, BENCHMARKS.md).
 
@@ -14,7 +16,9 @@ pub mod bench;
 pub mod clients;
 pub mod gateway;
 pub mod http;
+pub mod idle;
 pub mod mosquitto;
+pub mod paho;
 pub mod proxy;
 pub mod sim;
 
