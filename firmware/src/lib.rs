@@ -10,7 +10,7 @@
 //! - `transport`: [`Transport`], the byte link (TCP, a modem socket, a serial line).
 //! - [`mqtt`]: a small MQTT 3.1.1 client: the packet codec and a poll-driven [`mqtt::Client`].
 //! - `device`: [`Device`] ties them together: record events, poll, and every event reaches
-//!   the gateway's journal, re-sent after reconnects until acked (DESIGN.md guarantee 6).
+//!   the gateway's journal, re-sent after reconnects until acked (README, "What it guarantees" 6).
 //! - [`command`]: cloud-to-device commands: [`Device::poll_commands`] runs a handler and
 //!   answers with its [`Outcome`]; repeats are answered from memory, not run twice.
 //! - `error`: [`Error`], one small `#[non_exhaustive]` enum, and [`TransportError`].

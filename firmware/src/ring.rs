@@ -5,8 +5,8 @@
 //!
 //! 1. **An event leaves the ring only when an ack covers it, or when the full policy drops
 //!    it (and [`Ring::dropped`] counts it).** Nothing else removes an event: not a PUBACK
-//!    (the device broker sends that before the gateway has stored anything, DESIGN.md
-//!    guarantee 6), not a disconnect, not a reboot of the simulator.
+//!    (the device broker sends that before the gateway has stored anything, README,
+//!    "What it guarantees" 6), not a disconnect, not a reboot of the simulator.
 //! 2. **Order is send order.** Events are appended in seq order and published oldest
 //!    first; after a reconnect ([`Ring::rewind`]) every unconfirmed event is published
 //!    again, from the oldest.

@@ -1,25 +1,30 @@
-//! Wiring: starts every stage for a [`Config`] and stops them in order.
+//! The gateway as a list of stages: [`run`] starts each from a small context, in the order
+//! data needs them, and stops them in reverse ([`Stages`]), on shutdown and on a failed
+//! start alike.
 //!
-//! Start: journal (so nothing is accepted before it can be kept), forwarder, HTTP, then
-//! the device side. Stop (on `shutdown`): the forwarder gets `cloud.shutdown_timeout` to
-//! collect the acks of batches in flight, then the journal commits what it has been handed
-//! and closes. rumqttd cannot be stopped; its thread ends with the process.
+//! 1. journal: opened first, so nothing is accepted before it can be kept;
+//! 2. forwarder: sends what the journal holds (also the backlog of an earlier run);
+//! 3. device side: the embedded broker and its gate, or a client of an existing broker;
+//! 4. downlink: cloud-to-device commands (when enabled);
+//! 5. HTTP API: status, metrics, dead letters (when `[http].listen` is set).
+//!
+//! Stop: the device side stops taking events, the forwarder gets `cloud.shutdown_timeout`
+//! to collect the acks of batches in flight, then the journal commits what it has been
+//! handed and closes. docs/architecture.md has the data flow and each stage's invariants.
 
 use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 use crate::api::{self, Status};
-use crate::config::{Config, DevicesMode, Unrouted};
-use crate::devices::{self, embedded};
+use crate::config::{Config, Unrouted};
 use crate::ingest::Ingest;
 use crate::metrics::Metrics;
-use crate::{forward, store};
+use crate::pipeline::{Running, Source, Stages};
+use crate::{devices, downlink, forward, store};
 
 /// Why the gateway could not run.
 #[derive(Debug, thiserror::Error)]
@@ -38,137 +43,94 @@ pub enum RunError {
 /// Runs the gateway until `shutdown` resolves.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
     let started = Instant::now();
+    if let Some(listen) = config.http.listen {
+        // A taken port is a start-up error before anything runs, not a log line later.
+        drop(std::net::TcpListener::bind(listen).map_err(|e| http_error(listen, e))?);
+    }
     let metrics = Arc::new(Metrics::of(&config));
-    let (acks_tx, acks_rx) = mpsc::channel();
-    let (replay_tx, replay_rx) = mpsc::channel();
-    let store::Store { handle: store, opened, writer } = store::start(&config, metrics.clone(), Some(acks_tx))?;
+    let mut stages = Stages::new();
+    let status = match start(&config, &metrics, started, &mut stages).await {
+        Ok(status) => status,
+        Err(err) => {
+            stages.stop().await;
+            return Err(err);
+        }
+    };
+    status.ready.store(true, Ordering::Relaxed);
+    info!("{}", config.summary());
+    info!("gateway ready");
+    watch_stages(shutdown, &status, &stages).await;
+    info!("shutting down: stop taking events, wait for in-flight acks, close the journal");
+    stages.stop().await;
+    info!("stopped");
+    Ok(())
+}
+
+/// Starts every stage into `stages`, in order; returns the state the API serves.
+async fn start(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+    started: Instant,
+    stages: &mut Stages,
+) -> Result<Arc<Status>, RunError> {
+    let (acks_tx, acks) = mpsc::channel();
+    let (replay_tx, replays) = mpsc::channel();
+    let store::Store { handle: store, opened, writer } = store::start(config, metrics.clone(), Some(acks_tx))?;
     let backlog: u64 = opened.depth.iter().sum();
     info!(backlog, took_ms = started.elapsed().as_millis() as u64, "journal open");
+    stages.vital("journal writer", Running::Journal(writer));
 
-    let stop = CancellationToken::new();
+    let forwarder = forward::Setup {
+        gateway_id: config.gateway.id.clone(),
+        cloud: config.cloud.clone(),
+        routes: config.routes.clone(),
+        last_batch: opened.last_batch.clone(),
+        store: store.clone(),
+        metrics: metrics.as_ref().into(),
+    };
+    stages.vital("forwarder", Running::Task(tokio::spawn(forward::run(forwarder, stages.token()))));
+
+    let ingest = Ingest::new(config.routes.clone(), metrics.clone(), opened.filter_state.clone(), opened.gateway_boot)
+        .keep_unrouted(config.devices.unrouted == Unrouted::DeadLetter);
+    let source = Source { ingest, store: store.clone(), acks, replays };
+    let device_side = devices::start(&config.devices, source, metrics.as_ref().into(), stages.token()).await?;
+    stages.vital("device ingest", device_side.running);
+
+    if let Some(task) = downlink::spawn(config, device_side.embedded, metrics.clone(), stages.token())? {
+        stages.auxiliary("downlink", Running::Task(task));
+    }
+
     let status = Arc::new(Status {
         gateway_id: config.gateway.id.clone(),
         metrics: metrics.clone(),
         ready: false.into(),
         healthy: true.into(),
         started,
-        store: store.clone(),
+        store,
         replay: replay_tx,
         token: config.http.token.clone(),
     });
-    let http = match config.http.listen {
-        Some(listen) => {
-            // Bind now so that a taken port is a start-up error, not a log line.
-            let task_status = status.clone();
-            let task_stop = stop.clone();
-            let listener = std::net::TcpListener::bind(listen).map_err(|e| {
-                std::io::Error::new(e.kind(), format!("cannot listen for HTTP on {listen}: {e} (change [http].listen)"))
-            })?;
-            drop(listener);
-            Some(tokio::spawn(async move {
-                if let Err(err) = api::serve(listen, task_status, task_stop).await {
-                    error!(error = %err, "HTTP endpoints stopped");
-                }
-            }))
-        }
-        None => None,
-    };
-
-    let forwarder = tokio::spawn(forward::run(
-        config.gateway.id.clone(),
-        config.cloud.clone(),
-        config.routes.clone(),
-        opened.last_batch.clone(),
-        store.clone(),
-        metrics.clone(),
-        stop.clone(),
-    ));
-
-    let ingest = Ingest::new(config.routes.clone(), metrics.clone(), opened.filter_state.clone(), opened.gateway_boot)
-        .keep_unrouted(config.devices.unrouted == Unrouted::DeadLetter);
-    let mut embedded_ingest = None;
-    let mut embedded_broker = None;
-    let device_task = match &config.devices.mode {
-        DevicesMode::Embedded { listen, listen_v5, max_connections, broker_memory, access, tls } => {
-            let settings = embedded::BrokerSettings {
-                listen: *listen,
-                listen_v5: *listen_v5,
-                max_connections: *max_connections,
-                max_payload: config.devices.max_payload,
-                memory: *broker_memory,
-                access: access.clone(),
-                tls: tls.clone(),
-            };
-            let runtime = tokio::runtime::Handle::current();
-            let for_ingest = store.clone();
-            let for_gate = metrics.clone();
-            let started = tokio::task::spawn_blocking(move || {
-                embedded::start(settings, ingest, for_ingest, acks_rx, replay_rx, for_gate, runtime)
-            })
-            .await
-            .map_err(|e| devices::DevicesError::Broker(e.to_string()))?;
-            match started {
-                Ok(embedded) => {
-                    embedded_broker = Some(embedded.inner);
-                    embedded_ingest = Some(embedded.ingest_thread);
-                }
-                Err(err) => {
-                    stop.cancel();
-                    writer.close().await;
-                    return Err(err.into());
-                }
+    if let Some(listen) = config.http.listen {
+        let (serving, stop) = (status.clone(), stages.token());
+        let task = tokio::spawn(async move {
+            if let Err(err) = api::serve(listen, serving, stop).await {
+                error!(error = %err, "HTTP endpoints stopped");
             }
-            None
-        }
-        DevicesMode::External { url, client_id, security } => Some(tokio::spawn(devices::external::run(
-            devices::external::Broker {
-                url: url.clone(),
-                client_id: client_id.clone(),
-                security: security.clone(),
-                max_payload: config.devices.max_payload,
-            },
-            ingest,
-            store.clone(),
-            acks_rx,
-            replay_rx,
-            stop.clone(),
-        ))),
-    };
-    let downlink = crate::downlink::spawn(&config, embedded_broker, metrics.clone(), stop.clone())?;
-    status.ready.store(true, Ordering::Relaxed);
-    info!("{}", config.summary());
-    info!("gateway ready");
+        });
+        stages.auxiliary("http", Running::Task(task));
+    }
+    Ok(status)
+}
 
-    watch_stages(shutdown, &status, &writer, embedded_ingest.as_ref(), &forwarder, device_task.as_ref()).await;
-    info!("shutting down: stop taking events, wait for in-flight acks, close the journal");
-    stop.cancel();
-    if let Some(task) = device_task {
-        let _ = task.await;
-    }
-    if let Some(task) = downlink {
-        let _ = task.await;
-    }
-    let _ = forwarder.await;
-    writer.close().await;
-    if let Some(task) = http {
-        let _ = task.await;
-    }
-    info!("stopped");
-    Ok(())
+fn http_error(listen: std::net::SocketAddr, e: std::io::Error) -> std::io::Error {
+    std::io::Error::new(e.kind(), format!("cannot listen for HTTP on {listen}: {e} (change [http].listen)"))
 }
 
 /// Waits for `shutdown`; meanwhile, once a second, updates the rates and checks that every
-/// stage still runs.
-/// A stage that stopped on its own makes `/healthz` fail (and is logged once): the process
-/// is then alive but no longer doing its job, and a supervisor should restart it.
-async fn watch_stages(
-    shutdown: impl Future<Output = ()>,
-    status: &Status,
-    writer: &store::WriterGuard,
-    ingest: Option<&JoinHandle<()>>,
-    forwarder: &tokio::task::JoinHandle<()>,
-    device_task: Option<&tokio::task::JoinHandle<()>>,
-) {
+/// vital stage still runs. One that stopped on its own makes `/healthz` fail (and is
+/// logged once): the process is then alive but no longer doing its job, and a supervisor
+/// should restart it.
+async fn watch_stages(shutdown: impl Future<Output = ()>, status: &Status, stages: &Stages) {
     tokio::pin!(shutdown);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let metrics = &status.metrics;
@@ -184,15 +146,7 @@ async fn watch_stages(
         metrics.rate_in.set(((now.1 - last.1) as f64 / secs).round() as u64);
         metrics.rate_out.set(((now.2.saturating_sub(last.2)) as f64 / secs).round() as u64);
         last = now;
-        let stopped = [
-            ("journal writer", writer.is_finished()),
-            (
-                "device ingest",
-                ingest.is_some_and(JoinHandle::is_finished) || device_task.is_some_and(|t| t.is_finished()),
-            ),
-            ("forwarder", forwarder.is_finished()),
-        ];
-        for (stage, _) in stopped.iter().filter(|(_, done)| *done) {
+        for stage in stages.stopped() {
             if status.healthy.swap(false, Ordering::Relaxed) {
                 error!(stage, "a pipeline stage stopped; /healthz now fails; restart the gateway");
             }

@@ -5,7 +5,7 @@
 //! keeps up with the broker (rumqttd drops what a slow reader has not taken). Invariant:
 //! every publish ends as exactly one of committed, dead letter, or a counted drop.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use std::collections::HashMap;
 
@@ -14,6 +14,7 @@ use crate::fields;
 use crate::filters::{RouteFilter, StateUpdate};
 use crate::meter::DropReason;
 use crate::store::{now_ms, DeadLetter, Done, Incoming, NewEvent};
+use crate::util::RateLimited;
 pub use metrics::{IngestMeters, IngestMetrics};
 
 pub mod metrics;
@@ -283,31 +284,6 @@ impl Ingest {
             received_ms,
             done: None,
         })
-    }
-}
-
-/// Lets one log line through per period and counts the rest.
-#[derive(Debug)]
-pub struct RateLimited {
-    period: Duration,
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl RateLimited {
-    /// One line per `period`.
-    pub fn new(period: Duration) -> Self {
-        RateLimited { period, last: None, suppressed: 0 }
-    }
-
-    /// `Some(lines suppressed since the last one)` when a line may be logged now.
-    pub fn allow(&mut self) -> Option<u64> {
-        if self.last.is_some_and(|t| t.elapsed() < self.period) {
-            self.suppressed += 1;
-            return None;
-        }
-        self.last = Some(Instant::now());
-        Some(std::mem::take(&mut self.suppressed))
     }
 }
 

@@ -14,11 +14,17 @@
 //! - [`api`]: the local HTTP API (server only): status page, `/healthz`, `/readyz`,
 //!   `/metrics`, `/api/status`, dead letters, devices, replay; [`api::wire`] its JSON bodies.
 //!
-//! Around them: [`tls`] (TLS and credentials of the links the gateway dials), [`config`] (the TOML file, validated in one place), [`metrics`] (the registry of every stage's metrics, built from [`meter`]), and
-//! [`app::run`], which wires the stages for a config and stops them in order; [`cli`] holds
-//! the terminal commands (one file per subcommand; one client that asks the running
-//! gateway's API or reads its journal). Leaves: [`time`] (RFC 3339 and the civil-date
-//! algorithm), [`util`] (constant-time compare).
+//! Around them: [`pipeline`] (the ingest batcher, what a device source is started with,
+//! replayed and denied dead letters, and [`pipeline::Stages`], which stops the stages in
+//! reverse start order), [`app::run`] (the gateway as a list of stages), [`link`] (the MQTT
+//! event-loop poller and reconnect backoff every client link uses), [`tls`] (TLS and
+//! credentials of the links the gateway dials), [`config`] (the TOML file, validated into
+//! plain values; it imports no stage), [`metrics`] (the registry of every stage's metrics,
+//! built from [`meter`]); [`cli`] holds the terminal commands (one file per subcommand; one
+//! client that asks the running gateway's API or reads its journal). Leaves: [`time`]
+//! (RFC 3339 and the civil-date algorithm), [`util`] (constant-time compare, rate-limited
+//! logging). docs/architecture.md has the data flow, the threads and each stage's
+//! invariants.
 
 pub mod api;
 pub mod app;
@@ -31,8 +37,10 @@ pub mod filters;
 pub mod format;
 pub mod forward;
 pub mod ingest;
+pub mod link;
 pub mod meter;
 pub mod metrics;
+pub mod pipeline;
 pub mod routes;
 pub mod store;
 pub mod time;

@@ -42,7 +42,7 @@ pub fn wait_until<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> O
     }
 }
 
-/// A device event in the JSON form of DESIGN.md.
+/// A device event in its JSON form (the `edge-event` crate, shared/src/lib.rs).
 pub fn event_json(device: &str, boot: u32, seq: u32) -> String {
     format!(
         r#"{{"device":"{device}","boot":{boot},"seq":{seq},"ts":1764000000123,"type":"temperature","readings":{{"celsius":21.5,"humidity":40.0}}}}"#

@@ -1,4 +1,4 @@
-//! Crash safety (DESIGN.md guarantee 2): `kill -9` of the real gateway during load and
+//! Crash safety (README, "What it guarantees" 2): `kill -9` of the real gateway during load and
 //! during an outage, then a restart. Every event the gateway had committed — known from
 //! the `devices/{device}/ack` marks it published — must reach the cloud.
 

@@ -1,7 +1,7 @@
 //! Simulated sensors (the firmware's device code in `edge-sensor-sim`) -> the real gateway
 //! -> Mosquitto as the cloud. The gateway is SIGKILLed and restarted mid-run, devices
 //! disconnect and reboot on schedule, and the cloud still gets every `(device, boot, seq)`
-//! (DESIGN.md guarantee 6: the firmware keeps each event until the gateway's ack covers it).
+//! (README, "What it guarantees" 6: the firmware keeps each event until the gateway's ack covers it).
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;

@@ -102,8 +102,16 @@ fn messages_are_delivered_at_the_subscriptions_qos_as_documented() {
     let port = rig.v4.to_string();
     let published = run("mosquitto_pub", &["-p", &port, "-q", "0", "-r", "-t", "conf/qos/mosquitto", "-m", "q0"]);
     assert!(published.status.success(), "{}", said(&published));
-    let got = run("mosquitto_sub", &["-p", &port, "-q", "1", "-t", "conf/qos/mosquitto", "-C", "1", "-W", "15", "-F", "%q %p"]);
-    assert_eq!(String::from_utf8_lossy(&got.stdout).trim(), "1 q0", "delivered at the subscription's QoS: {}", said(&got));
+    let got = run(
+        "mosquitto_sub",
+        &["-p", &port, "-q", "1", "-t", "conf/qos/mosquitto", "-C", "1", "-W", "15", "-F", "%q %p"],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&got.stdout).trim(),
+        "1 q0",
+        "delivered at the subscription's QoS: {}",
+        said(&got)
+    );
 }
 
 /// [MQTT-3.8.4-3] (an identical re-subscribe re-sends retained messages) is not supported

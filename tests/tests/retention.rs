@@ -1,4 +1,4 @@
-//! Bounded disk (DESIGN.md guarantee 5), end to end: a small `store.max_bytes` while the
+//! Bounded disk (README, "What it guarantees" 5), end to end: a small `store.max_bytes` while the
 //! cloud is down. `drop_oldest` keeps the newest events and counts the rest; `reject_new`
 //! keeps the oldest. Every event sent is either delivered or counted as dropped.
 

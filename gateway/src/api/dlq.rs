@@ -15,7 +15,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 
 use super::{unavailable, wire, Shared, Status};
-use crate::devices::Replay;
+use crate::pipeline::Replay;
 use crate::store::dead_letters;
 use crate::store::now_ms;
 

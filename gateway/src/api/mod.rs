@@ -36,8 +36,8 @@ use axum::Router;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Secret;
-use crate::devices::Replay;
 use crate::metrics::Metrics;
+use crate::pipeline::Replay;
 use crate::store::StoreHandle;
 use crate::util::ct::constant_time_eq;
 

@@ -24,10 +24,10 @@ use tracing::{error, info, warn};
 use super::auth::Authenticator;
 use super::gate::Gate;
 use super::metrics::DeviceMeters;
-use super::{ack_message, Batcher, DevicesError};
+use super::{ack_message, DevicesError};
 use crate::config::{Access, ByteSize, DeviceTls};
-use crate::ingest::Ingest;
-use crate::store::{DeviceAck, StoreHandle};
+use crate::pipeline::{Batcher, Source};
+use crate::store::DeviceAck;
 
 /// The link takes every publish (`#`), once: ingest then sees the topics no route takes
 /// (counted as `no_route`, or kept as dead letters), and the link's own ack publishes
@@ -81,16 +81,13 @@ pub struct Embedded {
 
 /// Starts the broker, the device gate in front of it, its link, the ingest thread and the
 /// ack publisher.
-#[allow(clippy::too_many_arguments)]
 pub fn start(
     settings: BrokerSettings,
-    ingest: Ingest,
-    store: StoreHandle,
-    acks: mpsc::Receiver<Vec<DeviceAck>>,
-    replays: mpsc::Receiver<super::Replay>,
+    source: Source,
     metrics: impl Into<DeviceMeters>,
     runtime: tokio::runtime::Handle,
 ) -> Result<Embedded, DevicesError> {
+    let Source { ingest, store, acks, replays } = source;
     let metrics: DeviceMeters = metrics.into();
     let tls = match settings.tls.as_ref().map(super::gate::server_config).transpose() {
         Ok(tls) => tls,
@@ -246,13 +243,13 @@ fn drain(mut link_rx: LinkRx, mut batcher: Batcher, inflow: &super::inflow::Infl
     // rumqttd numbers the messages of a filter's log consecutively; a gap between two
     // forwards is messages it overwrote before we read them (it skips a slow reader).
     let mut last_offset: Option<u64> = None;
-    let mut overruns = crate::ingest::RateLimited::new(Duration::from_secs(10));
+    let mut overruns = crate::util::RateLimited::new(Duration::from_secs(10));
     // A deadline already past: "take what is there, do not wait", without reading the
     // clock once per publish.
     let past = Instant::now();
     loop {
         // Drain without waiting while a group is pending; otherwise wait up to a tick.
-        let deadline = if batcher.has_pending() { past } else { Instant::now() + super::TICK };
+        let deadline = if batcher.has_pending() { past } else { Instant::now() + crate::pipeline::TICK };
         let next = link_rx.recv_deadline(deadline);
         match next {
             Ok(Some(Notification::Forward(forward))) => {

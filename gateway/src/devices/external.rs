@@ -15,10 +15,12 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::{ack_message, Batcher};
+use super::ack_message;
 use crate::config::{BrokerUrl, ByteSize, LinkSecurity};
-use crate::ingest::{Ingest, RateLimited};
-use crate::store::{DeviceAck, Done, StoreHandle};
+use crate::link::{self, Backoff, OnError};
+use crate::pipeline::{Batcher, Source};
+use crate::store::{DeviceAck, Done};
+use crate::util::RateLimited;
 
 /// The existing broker the gateway is a client of.
 #[derive(Debug, Clone)]
@@ -34,14 +36,8 @@ pub struct Broker {
 }
 
 /// Runs the client until `shutdown`; reconnects with a capped backoff on errors.
-pub async fn run(
-    broker: Broker,
-    ingest: Ingest,
-    store: StoreHandle,
-    acks: mpsc::Receiver<Vec<DeviceAck>>,
-    replays: mpsc::Receiver<super::Replay>,
-    shutdown: CancellationToken,
-) {
+pub async fn run(broker: Broker, source: Source, shutdown: CancellationToken) {
+    let Source { ingest, store, acks, replays } = source;
     let Broker { url, client_id, security, max_payload } = broker;
     let filters = ingest.filters();
     let Some(mut options) = link_options(&client_id, &url, &security, &shutdown).await else { return };
@@ -51,32 +47,16 @@ pub async fn run(
         .set_keep_alive(Duration::from_secs(30))
         .set_max_packet_size(max_payload.bytes() as usize + 1024, 64 * 1024)
         .set_inflight(1000);
-    let (client, mut eventloop) = AsyncClient::new(options, 1024);
+    let (client, eventloop) = AsyncClient::new(options, 1024);
     let generation = Arc::new(AtomicU64::new(0));
     spawn_ack_publisher(client.clone(), acks);
     let mut batcher = Batcher::new(ingest, store, replays);
     let mut errors = RateLimited::new(Duration::from_secs(30));
     // The event loop runs in its own task (its poll is then never cancelled by the tick);
     // it backs off after a failed poll, since rumqttc reconnects on the very next one.
-    let (events_tx, mut events) = tokio::sync::mpsc::channel(1024);
-    let poller = tokio::spawn(async move {
-        let mut delay = Duration::from_millis(200);
-        loop {
-            let event = eventloop.poll().await;
-            let failed = event.is_err();
-            if matches!(event, Ok(Event::Incoming(Packet::ConnAck(_)))) {
-                delay = Duration::from_millis(200);
-            }
-            if events_tx.send(event).await.is_err() {
-                return;
-            }
-            if failed {
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(10));
-            }
-        }
-    });
-    let mut tick = tokio::time::interval(super::TICK);
+    let backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+    let mut poller = link::spawn_poller(eventloop, 1024, OnError::Retry(backoff));
+    let mut tick = tokio::time::interval(crate::pipeline::TICK);
     loop {
         let event = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -86,7 +66,7 @@ pub async fn run(
                 }
                 continue;
             }
-            event = events.recv() => match event {
+            event = poller.events.recv() => match event {
                 Some(event) => event,
                 None => break,
             },
@@ -127,7 +107,7 @@ pub async fn run(
     }
     let _ = batcher.flush();
     let _ = client.try_disconnect();
-    poller.abort();
+    drop(poller);
 }
 
 /// The client options, TLS included; a TLS file that went bad since the config was checked

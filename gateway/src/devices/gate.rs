@@ -51,18 +51,8 @@ use super::mqtt::{self, v5, Next, Refusal};
 use super::relay::{self, Claim, Clients, Held};
 pub use super::rights::{may_publish, may_subscribe};
 use crate::config::{files, DeviceTls};
-use crate::ingest::RateLimited;
-
-/// A publish the gate refused, for the dead-letter table.
-#[derive(Debug)]
-pub struct Denied {
-    /// Its topic.
-    pub topic: String,
-    /// Its payload.
-    pub payload: Vec<u8>,
-    /// Why, naming the device.
-    pub reason: String,
-}
+use crate::pipeline::Denied;
+use crate::util::RateLimited;
 
 /// Builds the device listener's TLS server configuration from the files the config named
 /// (checked at load, read again here at start). `Err` is `(which key under devices, message)`.
@@ -217,15 +207,22 @@ impl Gate {
     fn cut(&self, cut: Cut, peer: SocketAddr, reason: ConnectionRefusal, late: &str) {
         match cut {
             Cut::Deadline { pressed: false } => self.refuse(reason, peer, late),
-            Cut::Deadline { pressed: true } => self.refuse(ConnectionRefusal::Evicted, peer, Eviction::Pressure.detail()),
+            Cut::Deadline { pressed: true } => {
+                self.refuse(ConnectionRefusal::Evicted, peer, Eviction::Pressure.detail())
+            }
             Cut::Evicted(why) => self.refuse(ConnectionRefusal::Evicted, peer, why.detail()),
         }
     }
 
     /// One device connection after TLS: CONNECT, checks, then the relay until either side
     /// closes.
-    async fn session<S, R, W>(&self, mut client: S, peer: SocketAddr, mut admitted: Admitted, split: impl FnOnce(S) -> (R, W))
-    where
+    async fn session<S, R, W>(
+        &self,
+        mut client: S,
+        peer: SocketAddr,
+        mut admitted: Admitted,
+        split: impl FnOnce(S) -> (R, W),
+    ) where
         S: AsyncRead + AsyncWrite + Unpin,
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
@@ -278,15 +275,20 @@ impl Gate {
         }
         // The broker's CONNACK: the device counts as connected only when it says success.
         let mut from_broker = Vec::with_capacity(64);
-        let connack = match tokio::time::timeout(self.settings.connect_timeout, read_frame(&mut broker, &mut from_broker, 1024)).await {
-            Ok(Ok(frame)) if frame.kind == 2 => Some(frame),
-            _ => None,
-        };
+        let connack =
+            match tokio::time::timeout(self.settings.connect_timeout, read_frame(&mut broker, &mut from_broker, 1024))
+                .await
+            {
+                Ok(Ok(frame)) if frame.kind == 2 => Some(frame),
+                _ => None,
+            };
         let accepted = connack.is_some_and(|frame| from_broker.get(frame.body + 1) == Some(&0));
         let mut to_client = match connack {
             // MQTT 5: the gate's own packet limit is the device's to know [MQTT-3.2.2.3.6].
-            Some(frame) if level == 5 => v5::connack_with_max_packet_size(&from_broker[frame.body..frame.len], self.max_packet_size)
-                .unwrap_or_else(|_| from_broker[..frame.len].to_vec()),
+            Some(frame) if level == 5 => {
+                v5::connack_with_max_packet_size(&from_broker[frame.body..frame.len], self.max_packet_size)
+                    .unwrap_or_else(|_| from_broker[..frame.len].to_vec())
+            }
             Some(frame) => from_broker[..frame.len].to_vec(),
             None => Vec::new(),
         };
@@ -318,7 +320,8 @@ impl Gate {
         let (broker_read, mut broker_write) = broker.into_split();
         let (owed_tx, mut owed) = tokio::sync::mpsc::unbounded_channel();
         let bound = login.v5.max_packet_size.map(|max| deliver::Bound { max: max as usize, owed: owed_tx });
-        let downlink = deliver::downlink(broker_read, client_write, pending, bound, |bytes| self.not_delivered(client_id, bytes));
+        let downlink =
+            deliver::downlink(broker_read, client_write, pending, bound, |bytes| self.not_delivered(client_id, bytes));
         tokio::pin!(downlink);
         let mut farewell = uplink::Farewell::default();
         let relay = Relay { identity: &login.identity, level, client_id, session_expiry: login.v5.session_expiry };
@@ -392,7 +395,9 @@ impl Gate {
         self.metrics.devices.not_delivered.add(1);
         if let Some(suppressed) = self.denial_log.lock().ok().and_then(|mut log| log.allow()) {
             warn!(
-                client_id, bytes, suppressed,
+                client_id,
+                bytes,
+                suppressed,
                 "a publish larger than the device's Maximum Packet Size was not delivered to it [MQTT-3.1.2-25]"
             );
         }

@@ -167,7 +167,12 @@ impl Render for DeviceMetrics {
         let help = "Device packets over devices.max_payload (device disconnected).";
         out.single("edge_gateway_device_packets_too_large_total", "counter", help, self.too_large.get());
         let help = "Publishes not delivered to a device because they exceed the Maximum Packet Size it set (MQTT 5).";
-        out.single("edge_gateway_device_publishes_too_large_for_device_total", "counter", help, self.not_delivered.get());
+        out.single(
+            "edge_gateway_device_publishes_too_large_for_device_total",
+            "counter",
+            help,
+            self.not_delivered.get(),
+        );
         let help = "Times the device gate held devices back because the journal was behind.";
         out.single("edge_gateway_device_backpressure_total", "counter", help, self.backpressure.get());
     }

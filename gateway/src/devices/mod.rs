@@ -3,7 +3,7 @@
 //! Two modes, one contract: every publish on a route's topic is handed to [`Ingest`] on a
 //! dedicated thread and then to the store; after each commit, the highest committed
 //! `(boot, seq)` of every device in it is published, retained, on `devices/{device}/ack`
-//! (`{"boot":B,"seq":S}`), so firmware can free its retention ring (DESIGN.md guarantee 6).
+//! (`{"boot":B,"seq":S}`), so firmware can free its retention ring (README, "What it guarantees" 6).
 //!
 //! - [`embedded`]: rumqttd inside the gateway. It acknowledges a device's QoS 1 publish
 //!   when the message is in its memory, before the journal has it; the device ack above
@@ -23,10 +23,12 @@ pub mod mqtt;
 pub mod relay;
 pub mod rights;
 
-use std::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
-use crate::ingest::Ingest;
+use crate::config::{DevicesConfig, DevicesMode};
+use crate::pipeline::{Running, Source};
 use crate::store::DeviceAck;
+use metrics::DeviceMeters;
 
 /// Errors starting the device side.
 #[derive(Debug, thiserror::Error)]
@@ -68,109 +70,51 @@ pub fn ack_message(ack: &DeviceAck) -> Option<(String, Vec<u8>)> {
     Some((topic.as_str().to_owned(), buf[..len].to_vec()))
 }
 
-/// How often an idle source runs [`Batcher::tick`].
-pub(crate) const TICK: std::time::Duration = std::time::Duration::from_millis(250);
-
-/// Flushes a batch of processed publishes to the store when it is big enough or the
-/// source has nothing more right now.
-pub(crate) struct Batcher {
-    ingest: Ingest,
-    store: crate::store::StoreHandle,
-    pending: Vec<crate::store::Incoming>,
-    replays: mpsc::Receiver<Replay>,
-    denied: Option<mpsc::Receiver<gate::Denied>>,
-    /// Receive time of the group being formed, read when its first publish came in (a
-    /// group is at most 256 publishes, about a millisecond under full load).
-    group_ms: i64,
-    /// Wait for room in the writer's queue ([`crate::store::StoreHandle::ingest_bounded`]).
-    bounded: bool,
+/// A started device side.
+pub struct Started {
+    /// Its stage: the embedded broker's ingest thread, or the external client's task.
+    pub running: Running,
+    /// The embedded broker's loopback address and token, for the downlink's device side.
+    pub embedded: Option<(std::net::SocketAddr, std::sync::Arc<str>)>,
 }
 
-/// A dead letter sent through the pipeline again (`dlq replay`): it is deleted only after
-/// what it became (an event, or a new dead letter) is committed.
-#[derive(Debug, Clone)]
-pub struct Replay {
-    /// Dead letter id.
-    pub id: i64,
-    /// Its topic.
-    pub topic: String,
-    /// Its raw payload.
-    pub payload: Vec<u8>,
-}
-
-impl Batcher {
-    pub(crate) fn new(ingest: Ingest, store: crate::store::StoreHandle, replays: mpsc::Receiver<Replay>) -> Self {
-        Batcher { ingest, store, pending: Vec::with_capacity(256), replays, denied: None, group_ms: 0, bounded: false }
-    }
-
-    /// Also takes the publishes the device gate refused, as dead letters.
-    pub(crate) fn with_denied(mut self, denied: mpsc::Receiver<gate::Denied>) -> Self {
-        self.denied = Some(denied);
-        self
-    }
-
-    /// Hands groups over with [`crate::store::StoreHandle::ingest_bounded`]: for a source
-    /// on a thread of its own, never an async task.
-    pub(crate) fn bounded(mut self) -> Self {
-        self.bounded = true;
-        self
-    }
-
-    /// Processes one publish; flushes when 256 are waiting.
-    pub(crate) fn push(
-        &mut self,
-        topic: &str,
-        payload: &[u8],
-        done: Option<crate::store::Done>,
-    ) -> Result<(), crate::store::StoreError> {
-        if self.pending.is_empty() {
-            self.group_ms = crate::store::now_ms();
+/// Starts the device side `devices` describes, feeding `source`; the external client
+/// stops on `shutdown` (the embedded broker cannot be stopped, see
+/// [`crate::pipeline::stages`]).
+pub async fn start(
+    devices: &DevicesConfig,
+    source: Source,
+    metrics: DeviceMeters,
+    shutdown: CancellationToken,
+) -> Result<Started, DevicesError> {
+    match &devices.mode {
+        DevicesMode::Embedded { listen, listen_v5, max_connections, broker_memory, access, tls } => {
+            let settings = embedded::BrokerSettings {
+                listen: *listen,
+                listen_v5: *listen_v5,
+                max_connections: *max_connections,
+                max_payload: devices.max_payload,
+                memory: *broker_memory,
+                access: access.clone(),
+                tls: tls.clone(),
+            };
+            let runtime = tokio::runtime::Handle::current();
+            let started = tokio::task::spawn_blocking(move || embedded::start(settings, source, metrics, runtime))
+                .await
+                .map_err(|e| DevicesError::Broker(e.to_string()))??;
+            Ok(Started { running: Running::Thread(started.ingest_thread), embedded: Some(started.inner) })
         }
-        self.ingest.process_at(topic, payload, done, &mut self.pending, self.group_ms);
-        if self.pending.len() >= 256 {
-            self.flush()?;
+        DevicesMode::External { url, client_id, security } => {
+            let broker = external::Broker {
+                url: url.clone(),
+                client_id: client_id.clone(),
+                security: security.clone(),
+                max_payload: devices.max_payload,
+            };
+            Ok(Started {
+                running: Running::Task(tokio::spawn(external::run(broker, source, shutdown))),
+                embedded: None,
+            })
         }
-        Ok(())
-    }
-
-    /// Hands everything waiting to the store (and takes replays, up to 1,000 a time).
-    pub(crate) fn flush(&mut self) -> Result<(), crate::store::StoreError> {
-        for _ in 0..1000 {
-            let Ok(replay) = self.replays.try_recv() else { break };
-            let store = self.store.clone();
-            let id = replay.id;
-            let done: crate::store::Done = Box::new(move || store.forget_dead_letters(vec![id]));
-            self.ingest.process(&replay.topic, &replay.payload, Some(done), &mut self.pending);
-        }
-        while let Some(Ok(denied)) = self.denied.as_ref().map(mpsc::Receiver::try_recv) {
-            let letter = self.ingest.denied(&denied.topic, &denied.payload, denied.reason);
-            self.pending.push(letter);
-        }
-        if self.pending.is_empty() {
-            return Ok(());
-        }
-        let group = std::mem::replace(&mut self.pending, Vec::with_capacity(256));
-        if self.bounded {
-            self.store.ingest_bounded(group)
-        } else {
-            self.store.ingest(group)
-        }
-    }
-
-    /// Counts publishes the device broker lost before ingest took them.
-    pub(crate) fn overrun(&self, lost: u64) {
-        self.ingest.count_overrun(lost);
-    }
-
-    pub(crate) fn has_pending(&self) -> bool {
-        !self.pending.is_empty()
-    }
-
-    /// Periodic work while the source is idle: events held by `keep_last` filters whose
-    /// interval ended go to the store.
-    pub(crate) fn tick(&mut self) -> Result<(), crate::store::StoreError> {
-        let held = self.ingest.flush_held();
-        self.pending.extend(held);
-        self.flush()
     }
 }

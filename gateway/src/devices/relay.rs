@@ -148,9 +148,7 @@ pub async fn close_broker<T>(
 /// Reads a broker socket to its end (the broker closed it), at most [`CLOSE_TIMEOUT`].
 pub async fn drain(mut broker: impl AsyncRead + Unpin) -> bool {
     let mut buf = [0u8; 512];
-    let to_end = async {
-        while let Ok(1..) = broker.read(&mut buf).await {}
-    };
+    let to_end = async { while let Ok(1..) = broker.read(&mut buf).await {} };
     tokio::time::timeout(CLOSE_TIMEOUT, to_end).await.is_ok()
 }
 

@@ -20,7 +20,8 @@ use super::metrics::CommandMeters;
 use super::store::{Accepted, CommandStore, NewCommand};
 use super::{now_ms, CommandsConfig, Wake};
 use crate::config::CloudConfig;
-use crate::ingest::RateLimited;
+use crate::link::{self, OnError};
+use crate::util::RateLimited;
 
 /// Most statuses published and not yet acknowledged.
 const STATUS_INFLIGHT: usize = 50;
@@ -82,10 +83,10 @@ impl Session<'_> {
             .set_inflight(100);
         let (client, mut eventloop) = AsyncClient::new(options, STATUS_INFLIGHT + 16);
         eventloop.network_options.set_connection_timeout(cloud.connect_timeout.as_secs().max(1));
-        let (mut events, poller) = crate::forward::spawn_poller(eventloop, 64);
-        let end = self.exchange(&client, &mut events, shutdown).await;
+        let mut poller = link::spawn_poller(eventloop, 64, OnError::Stop);
+        let end = self.exchange(&client, &mut poller.events, shutdown).await;
         let _ = client.try_disconnect();
-        poller.abort();
+        drop(poller);
         end
     }
 

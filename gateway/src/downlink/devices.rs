@@ -20,7 +20,8 @@ use tracing::{info, warn};
 use super::metrics::CommandMeters;
 use super::{now_ms, CommandsConfig, DeviceBroker, Wake};
 use crate::downlink::store::CommandStore;
-use crate::ingest::RateLimited;
+use crate::link::{self, Backoff, OnError};
+use crate::util::RateLimited;
 
 /// Where devices answer.
 pub const STATUS_FILTER: &str = "devices/+/commands/status";
@@ -71,26 +72,9 @@ pub(super) async fn run(
         }
     };
     options.set_clean_session(true).set_keep_alive(Duration::from_secs(30)).set_max_packet_size(64 * 1024, 64 * 1024);
-    let (client, mut eventloop) = AsyncClient::new(options, 256);
-    let (events_tx, mut events) = tokio::sync::mpsc::channel(256);
-    // The event loop in its own task, with a backoff: rumqttc reconnects on the next poll.
-    let poller = tokio::spawn(async move {
-        let mut delay = Duration::from_millis(100);
-        loop {
-            let event = eventloop.poll().await;
-            let failed = event.is_err();
-            if matches!(event, Ok(Event::Incoming(Packet::ConnAck(_)))) {
-                delay = Duration::from_millis(100);
-            }
-            if events_tx.send(event).await.is_err() {
-                return;
-            }
-            if failed {
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-        }
-    });
+    let (client, eventloop) = AsyncClient::new(options, 256);
+    let backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    let mut poller = link::spawn_poller(eventloop, 256, OnError::Retry(backoff));
     let mut sender = Sender {
         config: &config,
         store: &store,
@@ -106,7 +90,7 @@ pub(super) async fn run(
             _ = shutdown.cancelled() => break,
             _ = pass.tick() => {}
             _ = wake.queue.notified() => {}
-            event = events.recv() => match event {
+            event = poller.events.recv() => match event {
                 Some(Ok(Event::Incoming(Packet::ConnAck(_)))) => {
                     info!(broker = %broker.url, client_id = %broker.client_id, "command sender connected to the device broker");
                     if let Err(err) = client.subscribe(STATUS_FILTER, QoS::AtLeastOnce).await {
@@ -145,7 +129,7 @@ pub(super) async fn run(
         }
     }
     let _ = client.try_disconnect();
-    poller.abort();
+    drop(poller);
 }
 
 struct Sender<'a> {

@@ -17,7 +17,7 @@
 //!
 //! Per route, batches are published in queue order and a broker acknowledges in order,
 //! so the cloud sees each device's events in commit order. A lost connection re-sends
-//! what was in flight: duplicates are limited to those batches (DESIGN.md guarantee 2).
+//! what was in flight: duplicates are limited to those batches (README, "What it guarantees" 2).
 //!
 //! # Batching
 //!
@@ -28,7 +28,6 @@
 //! up to `priority` batches, so under a backlog higher priorities drain faster and none
 //! starves.
 
-mod backoff;
 pub mod batch;
 pub mod metrics;
 
@@ -42,10 +41,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::{CloudConfig, RouteConfig};
-use crate::ingest::RateLimited;
+use crate::link::{self, Backoff, OnError};
 use crate::meter::DropReason;
 use crate::store::{now_ms, StoreError, StoreHandle};
-use backoff::Backoff;
+use crate::util::RateLimited;
 pub use metrics::{ForwardMeters, ForwardMetrics};
 
 /// How often an idle route looks at the journal even without a commit notification.
@@ -84,18 +83,26 @@ enum End {
     Lost(String),
 }
 
+/// What the forwarder is started with.
+pub struct Setup {
+    /// The gateway's id (`{gateway}` in cloud topics, the client id).
+    pub gateway_id: String,
+    /// The cloud link.
+    pub cloud: CloudConfig,
+    /// The routes, in config order (index = route index in the journal).
+    pub routes: Vec<RouteConfig>,
+    /// Per route, the last batch number used (batch numbers go on from there).
+    pub last_batch: Vec<u64>,
+    /// The journal (rows to send, queue depth, deletes on PUBACK).
+    pub store: StoreHandle,
+    /// What it reports to.
+    pub metrics: ForwardMeters,
+}
+
 /// Forwards every route to the cloud until `shutdown`; then waits up to
 /// `cloud.shutdown_timeout` for the acks of batches in flight.
-pub async fn run(
-    gateway_id: String,
-    cloud: CloudConfig,
-    routes: Vec<RouteConfig>,
-    last_batch: Vec<u64>,
-    store: StoreHandle,
-    metrics: impl Into<ForwardMeters>,
-    shutdown: CancellationToken,
-) {
-    let metrics = metrics.into();
+pub async fn run(setup: Setup, shutdown: CancellationToken) {
+    let Setup { gateway_id, cloud, routes, last_batch, store, metrics } = setup;
     let mut states: Vec<RouteState> = routes
         .into_iter()
         .zip(last_batch)
@@ -196,10 +203,10 @@ impl Session<'_> {
             warn!(cloud = %self.cloud.url, "cloud.insecure_skip_verify: connected WITHOUT verifying the cloud's certificate (lab use only)");
         }
 
-        let (mut events, poller) = spawn_poller(eventloop, 256);
-        let end = self.exchange(&client, &mut events, shutdown).await;
+        let mut poller = link::spawn_poller(eventloop, 256, OnError::Stop);
+        let end = self.exchange(&client, &mut poller.events, shutdown).await;
         let _ = client.try_disconnect();
-        poller.abort();
+        drop(poller);
         end
     }
 
@@ -433,24 +440,4 @@ async fn sleep_until(deadline: Option<Instant>) {
 
 fn store_end(err: StoreError) -> End {
     End::Lost(format!("journal unavailable: {err}"))
-}
-
-/// Runs one connection's event loop in its own task (so that its `poll` is never cancelled
-/// by a `select!` elsewhere) and hands its events over a channel; the task ends after the
-/// first error (the caller reconnects with a fresh client) or when the receiver is gone.
-pub(crate) fn spawn_poller(
-    mut eventloop: rumqttc::EventLoop,
-    capacity: usize,
-) -> (mpsc::Receiver<Result<Event, ConnectionError>>, tokio::task::JoinHandle<()>) {
-    let (events_tx, events) = mpsc::channel(capacity);
-    let poller = tokio::spawn(async move {
-        loop {
-            let event = eventloop.poll().await;
-            let failed = event.is_err();
-            if events_tx.send(event).await.is_err() || failed {
-                return;
-            }
-        }
-    });
-    (events, poller)
 }

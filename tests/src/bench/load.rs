@@ -64,7 +64,7 @@ pub fn device_index(device: &str) -> Option<usize> {
     device.strip_prefix('d')?.parse().ok()
 }
 
-/// One event, JSON, about 100 bytes: the device-side form of DESIGN.md.
+/// One event, JSON, about 100 bytes: the device-side JSON form (the `edge-event` crate, shared/src/lib.rs).
 pub fn payload(device: &str, boot: u32, seq: u32, ts_ms: u64) -> Vec<u8> {
     format!(
         r#"{{"device":"{device}","boot":{boot},"seq":{seq},"ts":{ts_ms},"type":"temperature","readings":{{"celsius":21.5}}}}"#

@@ -124,8 +124,8 @@ mod tests {
         let (owed, mut acks) = mpsc::unbounded_channel();
         let bound = Bound { max: 64, owed };
         let small = publish(1, 7, 10);
-        let mut buf = [small.clone(), publish(1, 8, 100), publish(2, 9, 100), publish(0, 0, 100), vec![0xd0, 0]]
-            .concat();
+        let mut buf =
+            [small.clone(), publish(1, 8, 100), publish(2, 9, 100), publish(0, 0, 100), vec![0xd0, 0]].concat();
         buf.extend_from_slice(&small[..5]);
         let count = std::cell::Cell::new(0);
         let mut owed_pubrel = HashSet::new();
