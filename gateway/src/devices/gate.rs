@@ -43,7 +43,6 @@ use tokio::sync::Semaphore;
 use tokio_rustls::rustls;
 use tracing::warn;
 
-use self::login::Login;
 use self::prelogin::{Admitted, Cut, Eviction, Prelogin};
 use super::auth::{Authenticator, Identity};
 use super::metrics::{ConnectionRefusal, DeviceDisconnect, DeviceMeters};
@@ -305,7 +304,7 @@ impl Gate {
         if send(&mut client, &to_client).await.is_err() {
             let (broker_read, broker_write) = broker.into_split();
             relay::close_broker(broker_write, false, relay::drain(broker_read)).await;
-            self.session_after(&login, plan, None, false).await;
+            self.session_ended(&login, plan, None, false).await;
             return;
         }
         // Only an authenticated connection says which device it is (an anonymous client id
@@ -351,42 +350,9 @@ impl Gate {
         }
         drop(connected);
         let taken_over = matches!(ended, Ended::ByGate(DeviceDisconnect::Takeover, _));
-        self.session_after(&login, plan, farewell.session_expiry, taken_over).await;
+        self.session_ended(&login, plan, farewell.session_expiry, taken_over).await;
         drop(login.permit);
         tracing::debug!(%peer, client_id, ?ended, "device disconnected");
-    }
-
-    /// After a relay: whether the broker keeps the session (a connection that was not
-    /// clean), and for MQTT 5 a session whose expiry is 0 discarded [MQTT-3.1.2-23] (not on
-    /// a takeover: the newer connection decides).
-    async fn session_after(&self, login: &Login, plan: login::SessionPlan, expiry: Option<u32>, taken_over: bool) {
-        let client_id = login.client_id.as_str();
-        if client_id.is_empty() {
-            return;
-        }
-        let expiry = expiry.unwrap_or(login.v5.session_expiry);
-        let discard = login.level == 5 && !plan.clean && expiry == 0 && !taken_over;
-        let discarded = discard && self.discard_session(client_id).await;
-        let kept = !plan.clean && !discarded;
-        self.settings.clients.session_kept(client_id, kept);
-    }
-
-    /// Ends the session the broker keeps for `client_id`: a clean CONNECT, then DISCONNECT,
-    /// and the broker's close awaited (relay.rs, rule 1). True when it was done.
-    async fn discard_session(&self, client_id: &str) -> bool {
-        let connect = v5::clean_connect(self.settings.level, client_id, &self.settings.token);
-        let done = async {
-            let mut broker = TcpStream::connect(self.settings.broker).await.ok()?;
-            broker.write_all(&connect).await.ok()?;
-            let mut buf = Vec::with_capacity(16);
-            let frame = read_frame(&mut broker, &mut buf, 1024).await.ok()?;
-            if frame.kind != 2 || buf.get(frame.body + 1) != Some(&0) {
-                return None;
-            }
-            broker.write_all(&[mqtt::DISCONNECT << 4, 0]).await.ok()?;
-            relay::drain(broker).await.then_some(())
-        };
-        tokio::time::timeout(self.settings.connect_timeout, done).await.ok().flatten().is_some()
     }
 
     /// Counts and logs (rate-limited) a publish not delivered because it is larger than the

@@ -1,16 +1,18 @@
-//! The CONNECT checks of the device gate (gate.rs, step 2) and how a device's session wishes
-//! are mapped onto the broker's (step 5).
+//! The CONNECT checks of the device gate (gate.rs, step 2), and the device's session at the
+//! broker: how its session wishes are mapped onto rumqttd's (step 5), kept or discarded.
 
 use std::net::SocketAddr;
 
-use tokio::io::AsyncWrite;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::warn;
 
-use super::{may_publish, send, Gate};
+use super::{may_publish, read_frame, send, Gate};
 use crate::devices::auth::{AuthFailure, Identity};
 use crate::devices::metrics::ConnectionRefusal;
 use crate::devices::mqtt::{self, v5, Refusal};
+use crate::devices::relay;
 
 /// A CONNECT the gate accepted, ready for the broker.
 pub(super) struct Login {
@@ -143,6 +145,41 @@ impl Gate {
         let mut connect = mqtt::connect(&login.body).ok()?;
         connect.clean = plan.clean;
         Some((plan, mqtt::rewrite_connect(&login.body, &connect, &self.settings.token)))
+    }
+}
+
+impl Gate {
+    /// After a relay: whether the broker keeps the session (a connection that was not
+    /// clean), and for MQTT 5 a session whose expiry is 0 discarded [MQTT-3.1.2-23] (not on
+    /// a takeover: the newer connection decides).
+    pub(super) async fn session_ended(&self, login: &Login, plan: SessionPlan, expiry: Option<u32>, taken_over: bool) {
+        let client_id = login.client_id.as_str();
+        if client_id.is_empty() {
+            return;
+        }
+        let expiry = expiry.unwrap_or(login.v5.session_expiry);
+        let discard = login.level == 5 && !plan.clean && expiry == 0 && !taken_over;
+        let discarded = discard && self.discard_session(client_id).await;
+        let kept = !plan.clean && !discarded;
+        self.settings.clients.session_kept(client_id, kept);
+    }
+
+    /// Ends the session the broker keeps for `client_id`: a clean CONNECT, then DISCONNECT,
+    /// and the broker's close awaited (relay.rs, rule 1). True when it was done.
+    pub(super) async fn discard_session(&self, client_id: &str) -> bool {
+        let connect = v5::clean_connect(self.settings.level, client_id, &self.settings.token);
+        let done = async {
+            let mut broker = TcpStream::connect(self.settings.broker).await.ok()?;
+            broker.write_all(&connect).await.ok()?;
+            let mut buf = Vec::with_capacity(16);
+            let frame = read_frame(&mut broker, &mut buf, 1024).await.ok()?;
+            if frame.kind != 2 || buf.get(frame.body + 1) != Some(&0) {
+                return None;
+            }
+            broker.write_all(&[mqtt::DISCONNECT << 4, 0]).await.ok()?;
+            relay::drain(broker).await.then_some(())
+        };
+        tokio::time::timeout(self.settings.connect_timeout, done).await.ok().flatten().is_some()
     }
 }
 
