@@ -221,12 +221,12 @@ async fn an_mqtt5_device_is_served_on_its_own_listener() {
     let mut setup = Setup::new(cloud.port, data.path());
     let v5 = edge_tests::free_port();
     setup.devices = format!("listen_v5 = \"127.0.0.1:{v5}\"\n");
-    let _gateway = Gateway::start(&setup);
+    let gateway = Gateway::start(&setup);
     let port = v5.to_string();
     let event = event_json("v5dev", 1, 1);
     let args = ["-V", "5", "-p", &port, "-q", "1", "-t", "devices/v5dev/events", "-m", &event];
     let status = Command::new("mosquitto_pub").args(args).status().unwrap();
-    assert!(status.success());
+    assert!(status.success(), "mosquitto_pub -V 5 failed; the gateway's log:\n{}", gateway.log_text());
     let got = sub.wait_distinct(1, WAIT);
     assert_eq!(got.events, vec![("v5dev".to_owned(), 1, 1)]);
 }

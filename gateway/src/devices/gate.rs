@@ -274,13 +274,20 @@ impl Gate {
         }
         // The broker's CONNACK: the device counts as connected only when it says success.
         let mut from_broker = Vec::with_capacity(64);
-        let connack =
-            match tokio::time::timeout(self.settings.connect_timeout, read_frame(&mut broker, &mut from_broker, 1024))
-                .await
-            {
-                Ok(Ok(frame)) if frame.kind == 2 => Some(frame),
-                _ => None,
+        let read =
+            tokio::time::timeout(self.settings.connect_timeout, read_frame(&mut broker, &mut from_broker, 1024)).await;
+        let connack = match &read {
+            Ok(Ok(frame)) if frame.kind == 2 => Some(*frame),
+            _ => None,
+        };
+        if connack.is_none() {
+            let why = match read {
+                Ok(Ok(frame)) => format!("packet type {} instead of a CONNACK", frame.kind),
+                Ok(Err(err)) => err,
+                Err(_) => "no CONNACK in time".into(),
             };
+            warn!(%peer, client_id, why, "the embedded broker did not answer the CONNECT; the device is told: server busy");
+        }
         let accepted = connack.is_some_and(|frame| from_broker.get(frame.body + 1) == Some(&0));
         let mut to_client = match connack {
             // MQTT 5: the gate's own packet limit is the device's to know [MQTT-3.2.2.3.6].
