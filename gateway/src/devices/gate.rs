@@ -109,6 +109,8 @@ pub struct Gate {
     store: crate::store::StoreHandle,
     sessions: Arc<Semaphore>,
     prelogin: Arc<Prelogin>,
+    /// Places for connections in their probation ([`prelogin::MAX_PROBATION`]).
+    probation: Arc<Semaphore>,
     /// The Maximum Packet Size an MQTT 5 CONNACK advertises (`max_payload` and a header).
     max_packet_size: u32,
     refusal_log: Mutex<RateLimited>,
@@ -130,6 +132,7 @@ impl Gate {
         Arc::new(Gate {
             sessions: Arc::new(Semaphore::new(settings.max_connections)),
             prelogin: Prelogin::new(prelogin::Limits::gate(settings.connect_timeout)),
+            probation: Arc::new(Semaphore::new(prelogin::MAX_PROBATION)),
             max_packet_size: v5::max_packet_size(settings.max_payload),
             settings,
             acceptor,
@@ -182,7 +185,16 @@ impl Gate {
     }
 
     async fn connection(self: Arc<Gate>, stream: TcpStream, peer: SocketAddr) {
-        let mut admitted = match self.prelogin.admit(peer.ip()) {
+        // Probation (prelogin.rs): a device's first bytes come right after the handshake.
+        let sending = match self.probation.clone().try_acquire_owned() {
+            // A real peek: the socket's readiness alone can be set with nothing to read.
+            Ok(_permit) => {
+                let first = tokio::time::timeout(prelogin::PROBATION, stream.peek(&mut [0u8; 1])).await;
+                matches!(first, Ok(Ok(1..)))
+            }
+            Err(_) => false,
+        };
+        let mut admitted = match self.prelogin.admit(peer.ip(), sending) {
             Ok(admitted) => admitted,
             Err(prelogin::Full) => {
                 let detail = "every pre-login place is taken by a connection whose CONNECT is being checked";

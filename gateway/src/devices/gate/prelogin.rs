@@ -4,23 +4,29 @@
 //!
 //! Such a connection costs the gateway a socket and a task and has proven nothing. Idle
 //! sockets that never send a CONNECT, reopened as soon as they are closed, used to fill the
-//! 256 pre-login places so that real devices were refused. The rules now:
+//! 256 pre-login places so that real devices were refused. A device sends its first bytes
+//! (CONNECT, or a TLS ClientHello) right after the TCP handshake, so the gate gives each new
+//! connection a short probation ([`PROBATION`]) to show them before it takes a place, and
+//! admits it as *sending* or *silent*. The rules:
 //!
-//! 1. At most [`Limits::per_source`] connections of one source address (an IPv4 address, an
-//!    IPv6 /64) wait for their CONNECT at once; one more evicts that source's oldest waiting
-//!    connection. One address can no longer fill the table.
-//! 2. At most [`Limits::total`] connections are before login at once; one more evicts the
-//!    oldest connection still waiting for its CONNECT (the newest is refused only when every
-//!    place is taken by a connection whose CONNECT is being checked, which no idle socket
-//!    can do).
-//! 3. Under pressure (more than half the places taken) a new connection gets
+//! 1. At most [`Limits::per_source`] silent connections of one source address (an IPv4
+//!    address, an IPv6 /64) at once; one more evicts that source's oldest silent one. One
+//!    address can no longer fill the table.
+//! 2. Under pressure (more than half the places taken) a new connection gets
 //!    [`Limits::pressed_deadline`] instead of [`Limits::deadline`], and waiting connections
-//!    older than that are evicted at the next admission.
+//!    older than that, silent or sending, are evicted at the next admission.
+//! 3. At most [`Limits::total`] connections are before login at once; one more evicts the
+//!    oldest silent connection. Only when none is silent (every place is taken by a
+//!    connection that sent bytes, or whose CONNECT is being checked) is the newest refused,
+//!    as before.
 //!
-//! A real device sends its CONNECT right after the TCP (and TLS) handshake and so leaves the
-//! waiting state within milliseconds; an idle socket is the oldest waiting connection long
-//! before a device is. Eviction closes the socket; the gate counts it
-//! (`device_connections_refused_total{reason="evicted"}`) and logs it, rate-limited.
+//! Sending connections are never evicted for room (rule 2 aside): a burst of devices from
+//! one address (a fleet behind NAT reconnecting: measured, 50 rumqttc clients whose CONNECTs
+//! took up to 45 ms to be complete) must not lose its oldest members. A silent connection
+//! is the oldest waiting one long before a device is. Eviction closes the socket; the gate
+//! counts it (`device_connections_refused_total{reason="evicted"}`) and logs it,
+//! rate-limited. A client that sends a byte and then nothing is held to the 256 places and
+//! the deadline only (SECURITY.md, "Pre-login limits").
 //!
 //! Invariant: every admitted connection is counted exactly once, in `waiting` (evictable)
 //! or in `checking`, until its [`Admitted`] is dropped or it is evicted.
@@ -34,7 +40,16 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-/// The bounds (the gate's are fixed: [`Limits::GATE`]).
+/// How long a new connection has to show its first bytes before it takes a place (as
+/// sending) or takes one as silent. Clients send right after the TCP handshake; the wait
+/// ends as soon as the bytes are there.
+pub const PROBATION: Duration = Duration::from_millis(250);
+
+/// Most connections in [`PROBATION`] at once; beyond, a connection takes its place (as
+/// silent) at once, so the probation cannot hold more sockets than this.
+pub const MAX_PROBATION: usize = 1024;
+
+/// The bounds (the gate's: [`Limits::gate`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     /// Most connections before login, all sources together.
@@ -112,6 +127,8 @@ struct Table {
 struct Waiting {
     source: Source,
     since: Instant,
+    /// It sent bytes within its probation (evicted after every silent one).
+    sending: bool,
     evict: oneshot::Sender<Eviction>,
 }
 
@@ -145,6 +162,9 @@ impl Table {
 
     fn remove(&mut self, id: u64) -> Option<Waiting> {
         let waiting = self.waiting.remove(&id)?;
+        if waiting.sending {
+            return Some(waiting);
+        }
         if let Some(count) = self.per_source.get_mut(&waiting.source) {
             *count -= 1;
             if *count == 0 {
@@ -157,6 +177,11 @@ impl Table {
     fn total(&self) -> usize {
         self.waiting.len() + self.checking
     }
+
+    /// The oldest silent connection that `matches`.
+    fn oldest_silent(&self, matches: impl Fn(&Waiting) -> bool) -> Option<u64> {
+        self.waiting.iter().find(|(_, w)| !w.sending && matches(w)).map(|(id, _)| *id)
+    }
 }
 
 impl Prelogin {
@@ -165,28 +190,28 @@ impl Prelogin {
         Arc::new(Prelogin { limits, table: Mutex::new(Table::default()) })
     }
 
-    /// Admits a connection from `ip`, evicting older waiting connections as the rules in
-    /// the module's docs say.
-    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Admitted, Full> {
-        self.admit_at(ip, Instant::now)
+    /// Admits a connection from `ip` that has (`sending`) or has not sent bytes, evicting
+    /// older waiting connections as the rules in the module's docs say.
+    pub fn admit(self: &Arc<Self>, ip: IpAddr, sending: bool) -> Result<Admitted, Full> {
+        self.admit_at(ip, sending, Instant::now)
     }
 
     /// [`Prelogin::admit`] with the clock as a parameter (tests).
-    fn admit_at(self: &Arc<Self>, ip: IpAddr, clock: impl FnOnce() -> Instant) -> Result<Admitted, Full> {
+    fn admit_at(
+        self: &Arc<Self>,
+        ip: IpAddr,
+        sending: bool,
+        clock: impl FnOnce() -> Instant,
+    ) -> Result<Admitted, Full> {
         let limits = self.limits;
         let source = Source::of(ip);
         let mut table = self.table.lock().map_err(|_| Full)?;
         // Read under the lock: admission order is age order.
         let now = clock();
-        if table.per_source.get(&source).copied().unwrap_or(0) >= limits.per_source {
-            let oldest = table.waiting.iter().find(|(_, w)| w.source == source).map(|(id, _)| *id);
-            if let Some(id) = oldest {
+        if !sending && table.per_source.get(&source).copied().unwrap_or(0) >= limits.per_source {
+            if let Some(id) = table.oldest_silent(|w| w.source == source) {
                 table.evict(id, Eviction::Source);
             }
-        }
-        if table.total() >= limits.total {
-            let Some(oldest) = table.waiting.keys().next().copied() else { return Err(Full) };
-            table.evict(oldest, Eviction::Full);
         }
         let pressed = table.total() + 1 > limits.total / 2;
         if pressed {
@@ -197,11 +222,17 @@ impl Prelogin {
                 table.evict(id, Eviction::Pressure);
             }
         }
+        if table.total() >= limits.total {
+            let Some(oldest) = table.oldest_silent(|_| true) else { return Err(Full) };
+            table.evict(oldest, Eviction::Full);
+        }
         let id = table.next;
         table.next += 1;
         let (evict, evicted) = oneshot::channel();
-        table.waiting.insert(id, Waiting { source, since: now, evict });
-        *table.per_source.entry(source).or_insert(0) += 1;
+        table.waiting.insert(id, Waiting { source, since: now, sending, evict });
+        if !sending {
+            *table.per_source.entry(source).or_insert(0) += 1;
+        }
         let deadline = now + if pressed { limits.pressed_deadline } else { limits.deadline };
         Ok(Admitted { prelogin: self.clone(), id, state: State::Waiting, evicted, deadline, pressed, gone: None })
     }
@@ -310,11 +341,11 @@ mod tests {
     #[tokio::test]
     async fn one_source_beyond_its_bound_evicts_its_own_oldest_not_others() {
         let table = small();
-        let mut other = table.admit(ip(9)).unwrap();
-        let mut first = table.admit(ip(2)).unwrap();
-        let _second = table.admit(ip(2)).unwrap();
-        let _third = table.admit(ip(2)).unwrap();
-        let _fourth = table.admit(ip(2)).unwrap();
+        let mut other = table.admit(ip(9), false).unwrap();
+        let mut first = table.admit(ip(2), false).unwrap();
+        let _second = table.admit(ip(2), false).unwrap();
+        let _third = table.admit(ip(2), false).unwrap();
+        let _fourth = table.admit(ip(2), false).unwrap();
         assert_eq!(cut(&mut first).await, Some(Cut::Evicted(Eviction::Source)));
         assert_eq!(table.counts(), (4, 0), "the other source's connection and three of ip 2");
         other.connect_received().unwrap();
@@ -325,10 +356,10 @@ mod tests {
     #[tokio::test]
     async fn a_full_table_evicts_the_oldest_waiting_and_admits_the_newest() {
         let table = small();
-        let mut checking = table.admit(ip(1)).unwrap();
+        let mut checking = table.admit(ip(1), false).unwrap();
         checking.connect_received().unwrap();
-        let mut waiting: Vec<Admitted> = (0..7).map(|i| table.admit(ip(10 + i)).unwrap()).collect();
-        let _newest = table.admit(ip(30)).expect("admitted: the oldest waiting one makes room");
+        let mut waiting: Vec<Admitted> = (0..7).map(|i| table.admit(ip(10 + i), false).unwrap()).collect();
+        let _newest = table.admit(ip(30), false).expect("admitted: the oldest waiting one makes room");
         assert_eq!(cut(&mut waiting[0]).await, Some(Cut::Evicted(Eviction::Full)));
         assert!(checking.connect_received().is_ok(), "a connection being checked is never evicted");
         assert_eq!(table.counts(), (7, 1));
@@ -339,12 +370,12 @@ mod tests {
         let table = small();
         let held: Vec<Admitted> = (0..8)
             .map(|i| {
-                let mut admitted = table.admit(ip(10 + i)).unwrap();
+                let mut admitted = table.admit(ip(10 + i), false).unwrap();
                 admitted.connect_received().unwrap();
                 admitted
             })
             .collect();
-        assert!(matches!(table.admit(ip(40)), Err(Full)));
+        assert!(matches!(table.admit(ip(40), false), Err(Full)));
         drop(held);
         assert_eq!(table.counts(), (0, 0), "every place is given back");
     }
@@ -352,20 +383,20 @@ mod tests {
     #[tokio::test]
     async fn under_pressure_the_deadline_is_shorter_and_old_waiters_go() {
         let table = small();
-        let mut calm = table.admit(ip(1)).unwrap();
-        let _a = table.admit(ip(2)).unwrap();
-        let _b = table.admit(ip(3)).unwrap();
-        let _c = table.admit(ip(4)).unwrap();
+        let mut calm = table.admit(ip(1), false).unwrap();
+        let _a = table.admit(ip(2), false).unwrap();
+        let _b = table.admit(ip(3), false).unwrap();
+        let _c = table.admit(ip(4), false).unwrap();
         // The fifth of 8 places, 1 s later: pressure; the first four waited longer than
         // the pressed deadline and are evicted.
         let later = Instant::now() + Duration::from_secs(1);
-        let mut pressed = table.admit_at(ip(5), || later).unwrap();
+        let mut pressed = table.admit_at(ip(5), false, || later).unwrap();
         assert_eq!(cut(&mut calm).await, Some(Cut::Evicted(Eviction::Pressure)));
         assert_eq!(table.counts(), (1, 0));
         drop(pressed);
         // Real time: under pressure a newcomer gets the short deadline.
-        let _fill: Vec<Admitted> = (0..4).map(|i| table.admit(ip(20 + i)).unwrap()).collect();
-        pressed = table.admit(ip(30)).unwrap();
+        let _fill: Vec<Admitted> = (0..4).map(|i| table.admit(ip(20 + i), false).unwrap()).collect();
+        pressed = table.admit(ip(30), false).unwrap();
         let started = Instant::now();
         assert_eq!(cut(&mut pressed).await, Some(Cut::Deadline { pressed: true }));
         assert!(started.elapsed() < Duration::from_millis(400), "the pressed deadline, not the calm one");
@@ -375,10 +406,35 @@ mod tests {
     async fn a_step_that_ends_in_time_passes_and_a_calm_deadline_is_the_long_one() {
         let table = small();
         let started = Instant::now();
-        let mut admitted = table.admit(ip(1)).unwrap();
+        let mut admitted = table.admit(ip(1), false).unwrap();
         assert_eq!(admitted.within(async { 7 }).await, Ok(7));
         assert_eq!(cut(&mut admitted).await, Some(Cut::Deadline { pressed: false }));
         assert!(started.elapsed() >= Duration::from_millis(400));
+    }
+
+    #[tokio::test]
+    async fn only_silent_connections_are_evicted_for_room() {
+        let table = small();
+        // One address: sending connections do not count toward its bound of silent ones.
+        let mut sending = table.admit(ip(2), true).unwrap();
+        let _burst: Vec<Admitted> = (0..4).map(|_| table.admit(ip(2), true).unwrap()).collect();
+        let mut silent = table.admit(ip(2), false).unwrap();
+        let _silent2 = table.admit(ip(2), false).unwrap();
+        let _silent3 = table.admit(ip(2), false).unwrap();
+        assert_eq!(table.counts(), (8, 0), "a burst of sending ones and 3 silent ones");
+        drop(_burst);
+        let _silent4 = table.admit(ip(2), false).unwrap();
+        assert_eq!(cut(&mut silent).await, Some(Cut::Evicted(Eviction::Source)), "the oldest silent one");
+        assert!(sending.connect_received().is_ok(), "the older sending one stays");
+        // Full table: a silent one goes; with none silent, the newest is refused.
+        let table = small();
+        let mut old_sending = table.admit(ip(1), true).unwrap();
+        let _rest: Vec<Admitted> = (0..6).map(|i| table.admit(ip(10 + i), true).unwrap()).collect();
+        let mut young_silent = table.admit(ip(20), false).unwrap();
+        let _ninth = table.admit(ip(21), true).unwrap();
+        assert_eq!(cut(&mut young_silent).await, Some(Cut::Evicted(Eviction::Full)));
+        assert!(matches!(table.admit(ip(22), true), Err(Full)), "no silent one to make room");
+        assert!(old_sending.connect_received().is_ok(), "sending ones are never evicted for room");
     }
 
     #[test]
