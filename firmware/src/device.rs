@@ -4,7 +4,9 @@
 //! # Protocol
 //!
 //! 1. Offline: at the retry time, open the transport and send CONNECT (clean session,
-//!    client id = device id).
+//!    client id = device id; with a [`Settings::password`], the user name (default: the
+//!    device id) and the password). A refused login (CONNACK 4 or 5) is
+//!    [`Error::Refused`], retried with the backoff like any link error.
 //! 2. CONNACK accepted: SUBSCRIBE to `devices/{device}/ack` and `devices/{device}/commands`
 //!    (QoS 1). The gateway's ack is retained, so a reconnecting device learns its mark at
 //!    once.
@@ -16,7 +18,11 @@
 //! 5. Any link error, a missing CONNACK/SUBACK after `response_timeout_ms`, or a missed
 //!    PINGRESP: drop the link, rewind the ring, retry after a backoff that doubles from
 //!    `retry_min_ms` to `retry_max_ms` (with jitter, so a fleet does not reconnect in
-//!    lockstep after a gateway restart) and resets once subscribed.
+//!    lockstep after a gateway restart). The backoff resets only once a session has stayed
+//!    up for `stable_after_ms`, not at the SUBACK: a session that some message kills right
+//!    after subscribing must not turn into a reconnect storm that re-sends every pending
+//!    event ten times a second. An incoming packet larger than the receive buffer is
+//!    skipped and counted ([`Stats::oversized`]), never a reason to drop the session.
 //!
 //! 6. A command on `devices/{device}/commands` (see [`edge_event::command`]): answer
 //!    `Delivered`, run the handler of [`Device::poll_commands`], answer `Done` or `Failed`
@@ -34,13 +40,18 @@ use edge_event::topic::{self, Topic, MAX_TOPIC_LEN};
 use edge_event::{Ack, Event, MAX_ENCODED_LEN};
 
 use crate::command::{Outcome, Recent};
+use crate::retention::Retention;
 
 use crate::error::Error;
 use crate::mqtt::packet::{Connect, Packet, MAX_FIXED_HEADER_LEN};
 use crate::mqtt::{Client, QoS};
 use crate::numbering::{timestamp, BootId, Clock, EventId, Numbering};
-use crate::ring::{Ring, WhenFull};
+use crate::ring::Ring;
+
+mod settings;
+
 use crate::transport::Transport;
+pub use settings::{Activity, Password, Settings, Stats};
 
 /// What the device does with a message on its commands topic: the raw bytes and the
 /// command decoded from them (None if they are not one); an outcome is answered.
@@ -56,99 +67,33 @@ pub const DEFAULT_RX_LEN: usize = 256;
 /// Most packets one poll takes from the broker.
 const MAX_PACKETS_PER_POLL: usize = 64;
 
-/// How a device talks to its gateway; [`Settings::default`] suits most.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Settings {
-    /// What the ring does when it is full.
-    pub when_full: WhenFull,
-    /// QoS of event publishes (the ack topic confirms either way).
-    pub qos: QoS,
-    /// MQTT keep-alive, in seconds (0 disables pings).
-    pub keep_alive_secs: u16,
-    /// Most QoS 1 publishes awaiting their PUBACK.
-    pub max_inflight: usize,
-    /// How long to wait for a CONNACK or SUBACK, in ms.
-    pub response_timeout_ms: u32,
-    /// First reconnect delay, in ms.
-    pub retry_min_ms: u32,
-    /// Longest reconnect delay, in ms.
-    pub retry_max_ms: u32,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            when_full: WhenFull::DropOldest,
-            qos: QoS::AtLeastOnce,
-            keep_alive_secs: 30,
-            max_inflight: 32,
-            response_timeout_ms: 10_000,
-            retry_min_ms: 100,
-            retry_max_ms: 10_000,
-        }
-    }
-}
-
-/// Counters since the device was created.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Stats {
-    /// Events taken into the ring.
-    pub recorded: u64,
-    /// Events released by an ack.
-    pub confirmed: u64,
-    /// Events the ring dropped to make room.
-    pub dropped: u64,
-    /// Event publishes, re-sends included.
-    pub published: u64,
-    /// Event publishes of an event already sent before.
-    pub resent: u64,
-    /// Sessions the broker accepted (the first one included).
-    pub connects: u64,
-    /// Sessions lost to an error or a timeout.
-    pub link_errors: u64,
-    /// Messages on the ack topic that were not an ack.
-    pub bad_acks: u64,
-    /// Messages received on the commands topic.
-    pub commands: u64,
-    /// Commands run by the handler of [`Device::poll_commands`].
-    pub commands_run: u64,
-    /// Commands received again and answered from memory.
-    pub commands_repeated: u64,
-    /// Messages on the commands topic that were not a command.
-    pub bad_commands: u64,
-}
-
-/// What one [`Device::poll`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Activity {
-    /// Event publishes sent.
-    pub published: usize,
-    /// Packets received.
-    pub received: usize,
-}
-
-impl Activity {
-    /// True when the poll neither sent nor received anything.
-    pub fn is_idle(&self) -> bool {
-        self.published == 0 && self.received == 0
-    }
-}
+/// Room an event publish leaves in a bounded transport for the acks and replies of a poll.
+const TX_HEADROOM: usize = 512;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Link {
     Offline { retry_at: u64 },
     Connecting { since: u64 },
     Subscribing { since: u64 },
-    Online,
+    Online { since: u64 },
 }
 
 /// A sensor device: builds and numbers events, keeps them until the gateway confirms
-/// them, and speaks MQTT over `T`. `SLOTS` and `BYTES` size the ring, `RX` the receive
-/// buffer; see the crate README for the memory this takes.
+/// them, and speaks MQTT over `T`. `SLOTS` and `BYTES` size the RAM ring, `RX` the
+/// receive buffer; `R` is where unconfirmed events live (the RAM [`Ring`] by default, or
+/// any [`Retention`], e.g. the `flash` feature's `FlashRing`, whose devices ignore `SLOTS`
+/// and `BYTES`). See the crate README for the memory this takes.
 #[derive(Debug)]
-pub struct Device<T, C, const SLOTS: usize, const BYTES: usize, const RX: usize = DEFAULT_RX_LEN> {
+pub struct Device<
+    T,
+    C,
+    const SLOTS: usize,
+    const BYTES: usize,
+    const RX: usize = DEFAULT_RX_LEN,
+    R = Ring<SLOTS, BYTES>,
+> {
     numbering: Numbering,
-    ring: Ring<SLOTS, BYTES>,
+    ring: R,
     client: Client<T, RX, TX_LEN>,
     clock: C,
     settings: Settings,
@@ -164,8 +109,27 @@ pub struct Device<T, C, const SLOTS: usize, const BYTES: usize, const RX: usize 
 }
 
 impl<T: Transport, C: Clock, const SLOTS: usize, const BYTES: usize, const RX: usize> Device<T, C, SLOTS, BYTES, RX> {
-    /// A device `device` in boot `boot`, offline until the first [`Device::poll`].
+    /// A device `device` in boot `boot` with a RAM ring, offline until the first
+    /// [`Device::poll`].
     pub fn new(device: &str, boot: BootId, transport: T, clock: C, settings: Settings) -> Result<Self, Error> {
+        Device::with_retention(device, boot, transport, clock, settings, Ring::new(settings.when_full))
+    }
+}
+
+impl<T: Transport, C: Clock, const SLOTS: usize, const BYTES: usize, const RX: usize, R: Retention>
+    Device<T, C, SLOTS, BYTES, RX, R>
+{
+    /// A device `device` in boot `boot` keeping its unconfirmed events in `retention`
+    /// (which may already hold some from before a reset: they are sent first, with their
+    /// own `(boot, seq)`). `settings.when_full` is the RAM ring's; `retention` has its own.
+    pub fn with_retention(
+        device: &str,
+        boot: BootId,
+        transport: T,
+        clock: C,
+        settings: Settings,
+        retention: R,
+    ) -> Result<Self, Error> {
         let numbering = Numbering::new(device, boot)?;
         let mut events_topic = Topic::new();
         let mut ack_topic = Topic::new();
@@ -178,7 +142,7 @@ impl<T: Transport, C: Clock, const SLOTS: usize, const BYTES: usize, const RX: u
         let jitter = device.bytes().fold(boot.get() | 1, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
         Ok(Device {
             numbering,
-            ring: Ring::new(settings.when_full),
+            ring: retention,
             client: Client::new(transport),
             clock,
             settings,
@@ -276,6 +240,7 @@ impl<T: Transport, C: Clock, const SLOTS: usize, const BYTES: usize, const RX: u
     fn poll_inner(&mut self, now_ms: u64, on_command: &mut OnCommand<'_>) -> Result<Activity, Error> {
         let mut activity = Activity::default();
         let result = self.step(now_ms, &mut activity, on_command);
+        self.stats.oversized = self.client.skipped();
         if let Err(err) = &result {
             if err.is_link() {
                 self.stats.link_errors += 1;
@@ -291,12 +256,14 @@ impl<T: Transport, C: Clock, const SLOTS: usize, const BYTES: usize, const RX: u
                 return Ok(());
             }
             self.link = Link::Connecting { since: now };
+            let device = self.numbering.device();
+            let password = self.settings.password.map(|p| p.as_bytes());
             let connect = Connect {
-                client_id: self.numbering.device(),
+                client_id: device,
                 keep_alive_secs: self.settings.keep_alive_secs,
                 clean_session: true,
-                username: None,
-                password: None,
+                username: self.settings.username.or(password.map(|_| device)),
+                password,
             };
             self.client.connect(&connect, now)?;
         }
@@ -307,7 +274,12 @@ impl<T: Transport, C: Clock, const SLOTS: usize, const BYTES: usize, const RX: u
             {
                 return Err(Error::Timeout);
             }
-            Link::Online => self.send(now, activity)?,
+            Link::Online { since } => {
+                if now.saturating_sub(since) >= u64::from(self.settings.stable_after_ms) {
+                    self.retry_ms = self.settings.retry_min_ms;
+                }
+                self.send(now, activity)?;
+            }
             _ => {}
         }
         self.client.flush()
@@ -327,8 +299,7 @@ impl<T: Transport, C: Clock, const SLOTS: usize, const BYTES: usize, const RX: u
                         return Err(Error::Refused { code });
                     }
                     if let Link::Subscribing { .. } = self.link {
-                        self.link = Link::Online;
-                        self.retry_ms = self.settings.retry_min_ms;
+                        self.link = Link::Online { since: now };
                         self.ring.rewind();
                         ready = true;
                     }
@@ -404,9 +375,9 @@ impl<T: Transport, C: Clock, const SLOTS: usize, const BYTES: usize, const RX: u
     /// Publishes unconfirmed events, oldest first, while the send window allows.
     fn send(&mut self, now: u64, activity: &mut Activity) -> Result<(), Error> {
         let window = self.settings.max_inflight.max(1);
+        let qos = self.settings.qos;
         let mut dated = [0u8; MAX_ENCODED_LEN];
-        while let Some(next) = self.ring.next_unsent() {
-            let qos = self.settings.qos;
+        loop {
             let full = match qos {
                 QoS::AtLeastOnce => self.client.inflight() >= window,
                 QoS::AtMostOnce => activity.published >= window,
@@ -414,8 +385,14 @@ impl<T: Transport, C: Clock, const SLOTS: usize, const BYTES: usize, const RX: u
             if full {
                 break;
             }
+            let Some(next) = self.ring.next_unsent()? else { break };
+            // An event stored with its uptime goes out with its age now (numbering.rs).
             let payload =
                 crate::numbering::payload_to_send(next.id, next.payload, self.numbering.boot(), now, &mut dated);
+            let packet_len = MAX_FIXED_HEADER_LEN + 4 + self.events_topic.len() + payload.len();
+            if self.client.transport().writable() < packet_len.saturating_add(TX_HEADROOM) {
+                break;
+            }
             self.client.publish(&self.events_topic, payload, qos, false, now)?;
             if next.sent_before {
                 self.stats.resent += 1;
@@ -448,15 +425,45 @@ impl<T: Transport, C: Clock, const SLOTS: usize, const BYTES: usize, const RX: u
 
     /// Starts boot `boot` without losing the ring: disconnects, and numbers new events
     /// from seq 1. For simulators, and for firmware whose ring survives a reset (kept in
-    /// a RAM section the startup code does not zero); a real power loss empties the ring.
+    /// a RAM section the startup code does not zero); a real power loss empties a RAM ring
+    /// (a `FlashRing` keeps it: reopen it and build the device with `with_retention`).
     pub fn reboot(&mut self, boot: BootId, now_ms: u64) {
         self.disconnect(now_ms);
         self.numbering.reboot(boot);
     }
 
+    /// When the device must be polled next if nothing arrives from the broker (a monotonic
+    /// ms time, as `now_ms`; `now_ms` itself when work is waiting): the reconnect time, a
+    /// CONNACK/SUBACK timeout, a keep-alive ping, the backoff reset, events to send. A
+    /// battery device sleeps until then, or until its radio has bytes or it records an
+    /// event.
+    pub fn next_deadline(&self, now_ms: u64) -> u64 {
+        let timeout = u64::from(self.settings.response_timeout_ms);
+        let own = match self.link {
+            Link::Offline { retry_at } => retry_at,
+            Link::Connecting { since } | Link::Subscribing { since } => since + timeout,
+            Link::Online { .. } if self.has_sendable() => now_ms,
+            Link::Online { since } if self.retry_ms != self.settings.retry_min_ms => {
+                since + u64::from(self.settings.stable_after_ms)
+            }
+            Link::Online { .. } => u64::MAX,
+        };
+        own.min(self.client.next_deadline().unwrap_or(u64::MAX)).max(now_ms)
+    }
+
+    /// True when the ring holds an event not sent on this link and the window is open.
+    fn has_sendable(&self) -> bool {
+        let unsent = self.ring.unsent() > 0;
+        let open = match self.settings.qos {
+            QoS::AtLeastOnce => self.client.inflight() < self.settings.max_inflight.max(1),
+            QoS::AtMostOnce => true,
+        };
+        unsent && open
+    }
+
     /// True between the SUBACK and the loss of the link.
     pub fn is_online(&self) -> bool {
-        self.link == Link::Online
+        matches!(self.link, Link::Online { .. })
     }
 
     /// Events not yet confirmed by the gateway.
@@ -469,8 +476,8 @@ impl<T: Transport, C: Clock, const SLOTS: usize, const BYTES: usize, const RX: u
         self.stats
     }
 
-    /// The retention ring, for inspection.
-    pub fn ring(&self) -> &Ring<SLOTS, BYTES> {
+    /// Where the unconfirmed events are, for inspection.
+    pub fn ring(&self) -> &R {
         &self.ring
     }
 

@@ -54,6 +54,11 @@ pub enum Error {
     SequenceExhausted,
     /// The operation needs a connection and there is none.
     NotConnected,
+    /// The flash behind a `FlashRing` failed, is damaged, or its region does not fit.
+    Storage {
+        /// What failed.
+        reason: &'static str,
+    },
 }
 
 /// Why a [`Transport`](crate::Transport) call failed.
@@ -83,6 +88,14 @@ impl Error {
                 | Error::Timeout
                 | Error::NotConnected
         )
+    }
+}
+
+impl Error {
+    /// True for a refused login: CONNACK 4 (bad user name or password) or 5 (not
+    /// authorised). Retrying cannot help until the credentials change.
+    pub const fn is_login_refused(&self) -> bool {
+        matches!(self, Error::Refused { code: 4 | 5 })
     }
 }
 
@@ -129,6 +142,7 @@ impl fmt::Display for Error {
             Error::Invalid(err) => write!(f, "invalid event: {err}"),
             Error::SequenceExhausted => f.write_str("this boot has used every sequence number; start a new boot"),
             Error::NotConnected => f.write_str("not connected to the broker"),
+            Error::Storage { reason } => write!(f, "retention storage: {reason}"),
         }
     }
 }

@@ -7,7 +7,13 @@
 //! - `ring`: [`Ring`], the retention ring of encoded events the gateway has not confirmed,
 //!   with its full policy [`WhenFull`]. An event leaves it only when an ack covers it or the
 //!   policy drops it (counted).
-//! - `transport`: [`Transport`], the byte link (TCP, a modem socket, a serial line).
+//! - `transport`: [`Transport`], the byte link (TCP, a modem socket, a serial line);
+//!   `io`: [`Io`], any `embedded-io` `Read + Write + ReadReady` stream with a [`Link`] as one.
+//! - `retention`: [`Retention`], where unconfirmed events live: the RAM [`Ring`], or
+//!   `FlashRing` (feature `flash`) in NOR flash through `embedded-storage`, which survives
+//!   a reset with the boot counter.
+//! - `asynch` (feature `async`): the same device over `embedded-io-async`, with a
+//!   deadline-returning poll so a device can sleep; no executor dependency.
 //! - [`mqtt`]: a small MQTT 3.1.1 client: the packet codec and a poll-driven [`mqtt::Client`].
 //! - `device`: [`Device`] ties them together: record events, poll, and every event reaches
 //!   the gateway's journal, re-sent after reconnects until acked (README, "What it guarantees" 6).
@@ -47,19 +53,29 @@
 #![cfg_attr(not(any(test, feature = "std")), no_std)]
 #![deny(missing_docs)]
 
+#[cfg(feature = "async")]
+pub mod asynch;
 pub mod command;
 mod device;
 mod error;
+#[cfg(feature = "flash")]
+mod flash;
 #[cfg(feature = "std")]
 pub mod host;
+mod io;
 pub mod mqtt;
 mod numbering;
+mod retention;
 mod ring;
 mod transport;
 
 pub use command::Outcome;
-pub use device::{Activity, Device, Settings, Stats, DEFAULT_RX_LEN, TX_LEN};
+pub use device::{Activity, Device, Password, Settings, Stats, DEFAULT_RX_LEN, TX_LEN};
 pub use error::{Error, TransportError};
+#[cfg(feature = "flash")]
+pub use flash::FlashRing;
+pub use io::{transport_error, Io, Link};
 pub use numbering::{encode_stored, payload_to_send, timestamp, BootId, Clock, EventId, NoClock, Numbering, Uptime};
+pub use retention::Retention;
 pub use ring::{Ring, Stored, WhenFull};
 pub use transport::Transport;

@@ -53,7 +53,8 @@ pub enum WhenFull {
 pub struct Stored<'a> {
     /// The event's `(boot, seq)`.
     pub id: EventId,
-    /// Its postcard envelope, as `edge_event::encode` wrote it.
+    /// Its postcard envelope as stored ([`encode_stored`](crate::encode_stored): version 1,
+    /// or version 2 with the uptime that each send turns into an age).
     pub payload: &'a [u8],
     /// True if it was published before (on this link or an earlier one).
     pub sent_before: bool,
@@ -87,8 +88,9 @@ impl Entry {
 /// Unconfirmed encoded events: up to `SLOTS` of them in `BYTES` bytes.
 ///
 /// Memory: `BYTES` plus 16 bytes a slot (`(boot, seq)`, offset, length, a flag), plus a few
-/// words. An encoding is at most 65,535 bytes (events are at most
-/// `edge_event::MAX_ENCODED_LEN`, 778).
+/// words. An encoding is at most 65,535 bytes (its length is a `u16`); events are at most
+/// `edge_event::MAX_ENCODED_LEN`, 779 bytes since format version 2 (pinned by
+/// edge-event's `max_encoded_len_is_pinned`).
 #[derive(Debug, Clone)]
 pub struct Ring<const SLOTS: usize, const BYTES: usize> {
     entries: Deque<Entry, SLOTS>,

@@ -14,6 +14,18 @@
 //! - [`Transport::open`] (re)establishes the link before each MQTT CONNECT and
 //!   [`Transport::close`] drops it; for a link that is always there (a UART) both may do
 //!   nothing.
+//!
+//! # Standard streams
+//!
+//! The contract is not embedded-io's (there `Ok(0)` is end of stream and `read` blocks);
+//! [`Io`](crate::Io) adapts any `embedded_io` `Read + Write + ReadReady` stream with a
+//! [`Link`](crate::Link) (open/close) to it, and the `async` feature's
+//! `asynch::AsyncDevice` drives the same device over `embedded-io-async` streams.
+//! Migrating from a hand-written `Transport`: implement `embedded_io::{ErrorType, Read,
+//! Write, ReadReady}` and [`Link`](crate::Link) for your socket (`read_ready` is the old
+//! "`Ok(0)` when nothing is available" check) and pass `Io::new(socket)` where the
+//! transport went; the `Transport` trait itself stays, so existing transports compile
+//! unchanged.
 
 use crate::error::TransportError;
 
@@ -36,6 +48,13 @@ pub trait Transport {
     fn flush(&mut self) -> Result<(), TransportError> {
         Ok(())
     }
+
+    /// Bytes [`Transport::write`] can take right now; the device publishes an event only
+    /// when its packet fits with room to spare for acks and replies. Unlimited by default;
+    /// a bounded buffer (the async device's pipe) says how much room it has.
+    fn writable(&self) -> usize {
+        usize::MAX
+    }
 }
 
 impl<T: Transport + ?Sized> Transport for &mut T {
@@ -57,5 +76,9 @@ impl<T: Transport + ?Sized> Transport for &mut T {
 
     fn flush(&mut self) -> Result<(), TransportError> {
         (**self).flush()
+    }
+
+    fn writable(&self) -> usize {
+        (**self).writable()
     }
 }

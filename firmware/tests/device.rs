@@ -8,7 +8,7 @@ mod support;
 
 use edge_event::command::{Command, ReplyStatus};
 use edge_event::{Reading, Value};
-use edge_firmware::{BootId, Clock, Device, Error, NoClock, Outcome, Settings, WhenFull};
+use edge_firmware::{BootId, Clock, Device, Error, NoClock, Outcome, Password, Settings, WhenFull};
 use support::FakeBroker;
 
 type TestDevice = Device<FakeBroker, NoClock, 16, 2048>;
@@ -387,4 +387,108 @@ fn the_largest_command_the_gateway_sends_by_default_fits_the_default_receive_buf
         })
         .unwrap();
     assert!(ran && device.is_online());
+}
+
+#[test]
+fn the_device_logs_in_with_its_id_and_password_and_a_refused_login_is_retried_with_backoff() {
+    let (mut device, broker) = device();
+    device.poll(0).unwrap();
+    assert_eq!(broker.state().logins, [(None, None)], "anonymous without a password");
+
+    let settings = Settings {
+        password: Some(Password::new(b"s3cret")),
+        retry_min_ms: 100,
+        retry_max_ms: 400,
+        ..Settings::default()
+    };
+    assert!(!format!("{settings:?}").contains("s3cret"), "Debug redacts the password");
+    let (mut device, broker) = device_with(settings);
+    broker.state().connack_code = 4;
+    let err = device.poll(0).unwrap_err();
+    assert!(err.is_login_refused() && err.is_link(), "{err:?}");
+    assert_eq!(broker.state().logins, [(Some("dev-1".to_owned()), Some(b"s3cret".to_vec()))]);
+    assert!(!device.is_online());
+    for now in (1..2_000).step_by(10) {
+        let _ = device.poll(now);
+    }
+    let opens = broker.state().opens;
+    assert!((3..=8).contains(&opens), "a refused login backs off like any link error: {opens} opens");
+
+    broker.state().connack_code = 0;
+    let settings = Settings { username: Some("fleet-a"), password: Some(Password::new(b"pw")), ..Settings::default() };
+    let (mut device, broker) = device_with(settings);
+    device.poll(0).unwrap();
+    assert!(device.is_online());
+    assert_eq!(broker.state().logins, [(Some("fleet-a".to_owned()), Some(b"pw".to_vec()))]);
+}
+
+#[test]
+fn a_session_lost_right_after_subscribing_keeps_the_backoff_growing_until_one_stays_up() {
+    let settings = Settings { retry_min_ms: 100, retry_max_ms: 1_600, stable_after_ms: 5_000, ..Settings::default() };
+    let (mut device, broker) = device_with(settings);
+    record(&mut device, 3);
+    // Every session dies just after its SUBACK: the backoff must still grow.
+    let mut connects = Vec::new();
+    for now in 0..20_000 {
+        let _ = device.poll(now);
+        if device.is_online() {
+            connects.push(now);
+            broker.crash();
+        }
+    }
+    let gaps: Vec<u64> = connects.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(connects.len() < 25, "no reconnect storm: {} sessions in 20 s, gaps {gaps:?}", connects.len());
+    assert!(gaps[gaps.len() - 3..].iter().all(|&g| g >= 800), "grown to [max/2, max]: {gaps:?}");
+    // A session that stays up past stable_after_ms resets the backoff.
+    let mut now = 20_000;
+    while !device.is_online() {
+        now += 1;
+        let _ = device.poll(now);
+    }
+    for _ in 0..6_000 {
+        now += 1;
+        device.poll(now).unwrap();
+    }
+    broker.crash();
+    let lost = now;
+    while !device.is_online() {
+        now += 1;
+        let _ = device.poll(now);
+    }
+    assert!(now - lost <= 101, "back to retry_min_ms after a stable session: {} ms", now - lost);
+}
+
+#[test]
+fn a_retained_command_larger_than_the_receive_buffer_is_skipped_and_counted_not_a_session_killer() {
+    let (mut device, broker) = device();
+    record(&mut device, 3);
+    device.poll(0).unwrap();
+    assert!(device.is_online());
+    broker.publish_to_device("devices/dev-1/commands", &[b'x'; 400], 11);
+    broker.commit();
+    device.poll(1).unwrap();
+    device.poll(2).unwrap();
+    assert!(device.is_online(), "the session survives");
+    assert_eq!(device.stats().oversized, 1);
+    assert_eq!((device.stats().connects, device.stats().link_errors), (1, 0));
+    assert_eq!(device.pending(), 0, "the ack behind the big message still arrives");
+}
+
+#[test]
+fn next_deadline_says_when_the_device_must_be_polled_so_it_can_sleep_until_then() {
+    let settings = Settings { keep_alive_secs: 30, retry_min_ms: 100, ..Settings::default() };
+    let (mut device, broker) = device_with(settings);
+    assert_eq!(device.next_deadline(0), 0, "offline and due: poll now");
+    device.poll(0).unwrap();
+    assert!(device.is_online());
+    assert_eq!(device.next_deadline(5), 30_000, "idle online: the keep-alive ping");
+    record(&mut device, 1);
+    assert_eq!(device.next_deadline(6), 6, "an event to send: now");
+    device.poll(6).unwrap();
+    device.poll(7).unwrap();
+    assert_eq!(device.next_deadline(8), 30_006, "the ping is due a keep-alive after the last send");
+    broker.crash();
+    let _ = device.poll(9);
+    let retry = device.next_deadline(10);
+    assert!((59..=109).contains(&retry), "offline: the reconnect time, {retry}");
 }

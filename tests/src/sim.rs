@@ -24,7 +24,7 @@ pub fn binary() -> PathBuf {
             "-p",
             "edge-firmware",
             "--features",
-            "std",
+            "std,tls",
             "--bin",
             "edge-sensor-sim",
         ]);
@@ -38,6 +38,38 @@ pub fn binary() -> PathBuf {
     .clone()
 }
 
+/// Path of an example of the firmware crate, built once per name with `features` (release
+/// when `EDGE_TEST_PROFILE=release`).
+pub fn example(name: &str, features: &str) -> PathBuf {
+    static BUILT: Mutex<Vec<(String, PathBuf)>> = Mutex::new(Vec::new());
+    let mut built = BUILT.lock().expect("lock");
+    if let Some((_, path)) = built.iter().find(|(n, _)| n == name) {
+        return path.clone();
+    }
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_owned();
+    let release = std::env::var("EDGE_TEST_PROFILE").is_ok_and(|p| p == "release");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut build = Command::new(cargo);
+    build.current_dir(&workspace).args([
+        "build",
+        "-q",
+        "-p",
+        "edge-firmware",
+        "--features",
+        features,
+        "--example",
+        name,
+    ]);
+    if release {
+        build.arg("--release");
+    }
+    assert!(build.status().expect("cannot run cargo").success(), "building the {name} example failed");
+    let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| workspace.join("target"));
+    let path = target.join(if release { "release" } else { "debug" }).join("examples").join(name);
+    built.push((name.to_owned(), path.clone()));
+    path
+}
+
 /// A running simulator.
 pub struct Sim {
     /// The process.
@@ -48,13 +80,15 @@ pub struct Sim {
 impl Sim {
     /// Starts it against `127.0.0.1:{devices_port}` with extra arguments.
     pub fn start(devices_port: u16, args: &[&str]) -> Sim {
-        let mut child = Command::new(binary())
-            .args(["--host", "127.0.0.1", "--port", &devices_port.to_string()])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("cannot start edge-sensor-sim");
+        let port = devices_port.to_string();
+        Sim::spawn(Command::new(binary()).args(["--host", "127.0.0.1", "--port", &port]).args(args))
+    }
+
+    /// Starts another program of the firmware (an example), collecting its output the same
+    /// way.
+    pub fn spawn(command: &mut Command) -> Sim {
+        let mut child =
+            command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("cannot start the firmware program");
         let output = Arc::new(Mutex::new(String::new()));
         for stream in [
             child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),

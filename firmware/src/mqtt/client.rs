@@ -5,8 +5,13 @@
 //! # Invariants
 //!
 //! - Any error that leaves the session in an unknown state (transport, protocol, refused,
-//!   timeout, a packet too large) closes the transport first; the client is then
-//!   [closed](Client::is_open) until the next [`Client::connect`].
+//!   timeout) closes the transport first; the client is then [closed](Client::is_open)
+//!   until the next [`Client::connect`].
+//! - A packet larger than the receive buffer is not an error: its bytes are read and
+//!   thrown away as they arrive, it is counted ([`Client::skipped`]), and a QoS 1 PUBLISH
+//!   among them is PUBACKed (its packet id comes before the payload) so that the broker
+//!   does not send it again. The session goes on: a retained message too large for the
+//!   device cannot make it reconnect for ever.
 //! - A received QoS 1 PUBLISH is acknowledged when the *next* `poll` starts, after the
 //!   caller has handled it: at least once, never "acked but not seen".
 //! - Keep-alive: a PINGREQ goes out when nothing was sent, or nothing received, for the
@@ -52,6 +57,10 @@ pub struct Client<T, const RX: usize, const TX: usize> {
     ping_sent_ms: Option<u64>,
     next_pkid: u16,
     inflight: usize,
+    /// Bytes of an oversized packet still to be read and thrown away.
+    skip: usize,
+    /// Oversized packets skipped since the client was created.
+    skipped: u64,
 }
 
 impl<T: Transport, const RX: usize, const TX: usize> Client<T, RX, TX> {
@@ -71,6 +80,8 @@ impl<T: Transport, const RX: usize, const TX: usize> Client<T, RX, TX> {
             ping_sent_ms: None,
             next_pkid: 1,
             inflight: 0,
+            skip: 0,
+            skipped: 0,
         }
     }
 
@@ -94,6 +105,11 @@ impl<T: Transport, const RX: usize, const TX: usize> Client<T, RX, TX> {
     /// True once the broker accepted the connection.
     pub fn is_connected(&self) -> bool {
         self.state == State::Connected
+    }
+
+    /// Packets larger than the receive buffer that were skipped (never handed out).
+    pub fn skipped(&self) -> u64 {
+        self.skipped
     }
 
     /// QoS 1 publishes sent on this session and not yet PUBACKed.
@@ -141,7 +157,7 @@ impl<T: Transport, const RX: usize, const TX: usize> Client<T, RX, TX> {
         }
         self.release(now_ms)?;
         self.keep_alive(now_ms)?;
-        let Some(total) = self.fill()? else {
+        let Some(total) = self.fill(now_ms)? else {
             return Ok(None);
         };
         let seen = match packet::decode(&self.rx[..self.rx_len]) {
@@ -174,16 +190,22 @@ impl<T: Transport, const RX: usize, const TX: usize> Client<T, RX, TX> {
     }
 
     /// Reads until a whole packet is buffered; its length, or `None` when the transport
-    /// has nothing more right now.
-    fn fill(&mut self) -> Result<Option<usize>, Error> {
+    /// has nothing more right now. Oversized packets are skipped on the way.
+    fn fill(&mut self, now_ms: u64) -> Result<Option<usize>, Error> {
         loop {
-            match packet::frame_len(&self.rx[..self.rx_len]) {
-                Err(err) => return Err(self.fail(err)),
-                Ok(Some(total)) if total <= self.rx_len => return Ok(Some(total)),
-                Ok(Some(total)) if total > RX => {
-                    return Err(self.fail(Error::PacketTooLarge { len: total, max: RX }));
+            if self.skip > 0 {
+                let n = self.skip.min(self.rx_len);
+                self.rx.copy_within(n..self.rx_len, 0);
+                self.rx_len -= n;
+                self.skip -= n;
+            }
+            if self.skip == 0 {
+                match packet::frame_len(&self.rx[..self.rx_len]) {
+                    Err(err) => return Err(self.fail(err)),
+                    Ok(Some(total)) if total <= self.rx_len => return Ok(Some(total)),
+                    Ok(Some(total)) if total > RX && self.oversized(total, now_ms)? => continue,
+                    Ok(_) => {}
                 }
-                Ok(_) => {}
             }
             let free = RX - self.rx_len;
             match self.transport.read(&mut self.rx[self.rx_len..]) {
@@ -192,6 +214,25 @@ impl<T: Transport, const RX: usize, const TX: usize> Client<T, RX, TX> {
                 Err(err) => return Err(self.fail(err.into())),
             }
         }
+    }
+
+    /// Starts skipping the oversized packet at the front of the buffer, once enough of it
+    /// is there to find a QoS 1 PUBLISH's packet id (PUBACKed at once); false while more
+    /// bytes are needed for that.
+    fn oversized(&mut self, total: usize, now_ms: u64) -> Result<bool, Error> {
+        let head = &self.rx[..self.rx_len];
+        let puback = match packet::publish_pkid(head) {
+            Some(found) => found,
+            None if self.rx_len < RX => return Ok(false),
+            // The topic alone does not fit the buffer: nothing to acknowledge by.
+            None => None,
+        };
+        self.skip = total;
+        self.skipped += 1;
+        if let Some(pkid) = puback {
+            self.send(|buf| packet::encode_puback(pkid, buf), now_ms)?;
+        }
+        Ok(true)
     }
 
     /// Drops the packet handed out last and sends the PUBACK it was owed.
@@ -225,6 +266,25 @@ impl<T: Transport, const RX: usize, const TX: usize> Client<T, RX, TX> {
         Ok(())
     }
 
+    /// When [`Client::poll`] must run next even if nothing arrives (ms): a packet handed out
+    /// is still to be released (its PUBACK owed), a ping is due, or a ping's answer is
+    /// late. `None` when only incoming bytes can make work.
+    pub fn next_deadline(&self) -> Option<u64> {
+        if self.state == State::Closed {
+            return None;
+        }
+        if self.handed_out > 0 || self.owed_puback.is_some() {
+            return Some(0);
+        }
+        if self.state != State::Connected || self.keep_alive_ms == 0 {
+            return None;
+        }
+        Some(match self.ping_sent_ms {
+            Some(sent) => sent + self.keep_alive_ms,
+            None => self.last_sent_ms.min(self.last_received_ms) + self.keep_alive_ms,
+        })
+    }
+
     /// Pushes buffered bytes out through the transport.
     pub fn flush(&mut self) -> Result<(), Error> {
         if self.state == State::Closed {
@@ -252,6 +312,7 @@ impl<T: Transport, const RX: usize, const TX: usize> Client<T, RX, TX> {
         self.owed_puback = None;
         self.ping_sent_ms = None;
         self.inflight = 0;
+        self.skip = 0;
     }
 
     /// The transport, for inspection.

@@ -131,6 +131,28 @@ fn fixed_header(buf: &[u8]) -> Result<Option<(usize, usize)>, Error> {
     Err(protocol("remaining length longer than four bytes"))
 }
 
+/// The packet id of the QoS 1 PUBLISH whose first bytes are `head` (`Some(None)` for any
+/// other packet), read without needing the payload; `None` while `head` is too short to
+/// tell. For skipping a packet too large to receive whole.
+pub fn publish_pkid(head: &[u8]) -> Option<Option<u16>> {
+    let Ok(Some((header, _))) = fixed_header(head) else {
+        return None;
+    };
+    let first = head.first().copied().unwrap_or_default();
+    if first >> 4 != PUBLISH || (first >> 1) & 0b11 != 1 {
+        return Some(None);
+    }
+    let topic_len = match head.get(header..header + 2) {
+        Some(&[hi, lo]) => usize::from(u16::from_be_bytes([hi, lo])),
+        _ => return None,
+    };
+    match head.get(header + 2 + topic_len..header + 4 + topic_len) {
+        Some(&[0, 0]) => Some(None),
+        Some(&[hi, lo]) => Some(Some(u16::from_be_bytes([hi, lo]))),
+        _ => None,
+    }
+}
+
 /// Decodes the packet at the start of `buf`: `Ok(None)` when more bytes are needed,
 /// otherwise the packet and the bytes it used.
 pub fn decode(buf: &[u8]) -> Result<Option<(Packet<'_>, usize)>, Error> {

@@ -5,11 +5,14 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
+#[cfg(feature = "flash")]
+pub mod flash;
+
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::Rc;
 
-use edge_event::{Ack, Event};
+use edge_event::{Ack, Dating, Event};
 use edge_firmware::mqtt::packet::{self, Packet};
 use edge_firmware::{Transport, TransportError};
 
@@ -36,6 +39,9 @@ pub struct State {
     pub from_device: Vec<u8>,
     /// Every event received, in arrival order (re-sends included).
     pub received: Vec<Event>,
+    /// The dating of each of `received` (a version-2 envelope's age or uptime; None for
+    /// version 1).
+    pub datings: Vec<Option<Dating>>,
     /// Events received and not yet committed (lost by a crash).
     pub uncommitted: Vec<Event>,
     /// The committed mark.
@@ -46,6 +52,10 @@ pub struct State {
     pub filters: Vec<String>,
     /// Pings answered.
     pub pings: usize,
+    /// The CONNACK code to answer every CONNECT with (0: accepted).
+    pub connack_code: u8,
+    /// User name and password of every CONNECT.
+    pub logins: Vec<(Option<String>, Option<Vec<u8>>)>,
     /// Replies on `devices/{device}/commands/status`: (id, status, message).
     pub replies: Vec<(String, edge_event::command::ReplyStatus, String)>,
 }
@@ -103,7 +113,7 @@ impl FakeBroker {
             dup: false,
             payload,
         };
-        let mut buf = [0u8; 512];
+        let mut buf = [0u8; 2048];
         let len = packet::encode_publish(&publish, &mut buf).unwrap();
         self.send_raw(&buf[..len]);
     }
@@ -140,8 +150,20 @@ fn serve(s: &mut State) {
                 let id_len = usize::from(u16::from_be_bytes([body[10], body[11]]));
                 assert_eq!(body[7] & 0x02, 0x02, "clean session");
                 assert!(id_len > 0);
+                let mut at = 12 + id_len;
+                let mut field = |present: bool| {
+                    present.then(|| {
+                        let len = usize::from(u16::from_be_bytes([body[at], body[at + 1]]));
+                        at += 2 + len;
+                        body[at - len..at].to_vec()
+                    })
+                };
+                let user = field(body[7] & 0x80 != 0).map(|u| String::from_utf8(u).unwrap());
+                let password = field(body[7] & 0x40 != 0);
+                s.logins.push((user, password));
                 if !s.mute_connack {
-                    s.to_device.extend([0x20, 2, 0, 0]);
+                    let code = s.connack_code;
+                    s.to_device.extend([0x20, 2, 0, code]);
                 }
             }
             3 => {
@@ -155,8 +177,9 @@ fn serve(s: &mut State) {
                     }
                     continue;
                 }
-                let event = edge_event::decode(p.payload).expect("the device sends postcard envelopes");
+                let (event, dating) = edge_event::decode_dated(p.payload).expect("the device sends postcard envelopes");
                 s.received.push(event.clone());
+                s.datings.push(dating);
                 s.uncommitted.push(event);
                 if let (Some(pkid), false) = (p.pkid, s.withhold_pubacks) {
                     s.to_device.extend([0x40, 2, (pkid >> 8) as u8, pkid as u8]);

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::config::{Access, ByteSize, StoreConfig, Synchronous, WhenFull};
+use crate::config::Access;
 use crate::devices::auth::Authenticator;
 use crate::devices::gate::{Gate, Settings};
 use crate::devices::inflow::Inflow;
@@ -31,16 +31,7 @@ struct Rig {
 async fn rig() -> Rig {
     let broker = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let config = StoreConfig {
-        max_bytes: ByteSize(1 << 30),
-        max_age: Duration::from_secs(3600),
-        when_full: WhenFull::DropOldest,
-        synchronous: Synchronous::Normal,
-        commit_max_events: 1000,
-        dead_letters_max: 10,
-        dead_letters_max_age: Duration::from_secs(3600),
-        keep_forwarded: None,
-    };
+    let config = crate::store::test_config::store_config();
     let metrics = Arc::new(Metrics::new(&["r".into()]));
     let routes = [RouteSpec { name: "r".into(), max_age: None }];
     let opened = Journal::new(dir.path()).open(&config, &routes, metrics.clone(), None).unwrap();

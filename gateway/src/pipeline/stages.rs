@@ -102,27 +102,14 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::config::{ByteSize, StoreConfig, Synchronous, WhenFull};
     use crate::metrics::Metrics;
+    use crate::store::test_config::store_config;
     use crate::store::{now_ms, Incoming, Journal, NewEvent, RouteSpec, Store};
-
-    fn config() -> StoreConfig {
-        StoreConfig {
-            max_bytes: ByteSize(1 << 30),
-            max_age: Duration::from_secs(3600),
-            when_full: WhenFull::DropOldest,
-            synchronous: Synchronous::Normal,
-            commit_max_events: 1000,
-            dead_letters_max: 10,
-            dead_letters_max_age: Duration::from_secs(3600),
-            keep_forwarded: None,
-        }
-    }
 
     fn open(dir: &std::path::Path) -> Store {
         let metrics = Arc::new(Metrics::new(&["r".into()]));
         let routes = [RouteSpec { name: "r".into(), max_age: None }];
-        Journal::new(dir).open(&config(), &routes, metrics, None).unwrap()
+        Journal::new(dir).open(&store_config(), &routes, metrics, None).unwrap()
     }
 
     /// The journal is started first, so it is closed last: a later stage that still hands

@@ -302,4 +302,6 @@ pub fn now_ms() -> i64 {
 #[cfg(test)]
 mod read_tests;
 #[cfg(test)]
+pub(crate) mod test_config;
+#[cfg(test)]
 mod tests;

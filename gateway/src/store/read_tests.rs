@@ -5,21 +5,12 @@ use std::time::{Duration, Instant};
 
 use super::read_model::Query;
 use super::*;
-use crate::config::{ByteSize, StoreConfig, Synchronous, WhenFull};
+use crate::config::{ByteSize, StoreConfig, WhenFull};
 use crate::metrics::{DropReason, Metrics};
 use std::path::Path;
 
 fn config(keep_forwarded: Option<Duration>) -> StoreConfig {
-    StoreConfig {
-        max_bytes: ByteSize(1 << 30),
-        max_age: Duration::from_secs(3600),
-        when_full: WhenFull::DropOldest,
-        synchronous: Synchronous::Normal,
-        commit_max_events: 1000,
-        dead_letters_max: 10,
-        dead_letters_max_age: Duration::from_secs(3600),
-        keep_forwarded,
-    }
+    StoreConfig { keep_forwarded, ..super::test_config::store_config() }
 }
 
 /// A real event (postcard, as ingest stores it).

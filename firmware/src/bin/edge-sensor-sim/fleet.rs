@@ -14,13 +14,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use edge_event::command::Command;
-use edge_firmware::host::{SystemClock, TcpTransport};
+use edge_firmware::host::SystemClock;
 use edge_firmware::{BootId, Device, Error, Outcome, Settings};
 
+use crate::link::SimLink;
 use crate::readings::{Rng, Sensor};
 
 /// Ring size of a simulated device: 1,024 events in 64 KiB.
-pub type SimDevice = Device<TcpTransport, SystemClock, 1024, 65536>;
+pub type SimDevice = Device<SimLink, SystemClock, 1024, 65536>;
 
 /// What every device does; from the command line.
 #[derive(Debug, Clone)]
@@ -77,6 +78,8 @@ pub struct Totals {
     pub connects: u64,
     /// Sessions lost.
     pub link_errors: u64,
+    /// Incoming packets too large for a device's receive buffer, skipped.
+    pub oversized: u64,
     /// Devices online now.
     pub online: u64,
     /// Devices done.
@@ -94,6 +97,7 @@ impl Totals {
         self.resent += other.resent;
         self.connects += other.connects;
         self.link_errors += other.link_errors;
+        self.oversized += other.oversized;
         self.online += other.online;
         self.done += other.done;
     }
@@ -104,6 +108,18 @@ pub type Counters = Arc<Mutex<Totals>>;
 
 /// The latest link error seen by any device, for the progress line.
 pub type LastError = Arc<std::sync::Mutex<Option<String>>>;
+
+/// The first refused login, if any: it ends the run (retrying cannot help).
+pub type Refusal = Arc<std::sync::Mutex<Option<String>>>;
+
+/// What the workers report to the supervisor besides counters.
+#[derive(Clone, Default)]
+pub struct Shared {
+    /// The latest link error.
+    pub last_error: LastError,
+    /// The first refused login.
+    pub refusal: Refusal,
+}
 
 /// One simulated device and its schedule.
 pub struct Sim {
@@ -124,7 +140,7 @@ pub struct Sim {
 
 impl Sim {
     /// Device `index` of the fleet.
-    pub fn new(index: usize, spec: &Spec, transport: TcpTransport) -> Result<Sim, Error> {
+    pub fn new(index: usize, spec: &Spec, transport: SimLink) -> Result<Sim, Error> {
         let name = format!("{}-{index:04}", spec.prefix);
         let boot = spec.first_boot;
         let device = Device::new(&name, BootId::new(boot), transport, SystemClock, spec.settings)?;
@@ -163,7 +179,7 @@ impl Sim {
     }
 
     /// Records what is due, applies the chaos schedule, polls; true if anything happened.
-    pub fn step(&mut self, now_ms: u64, last_error: &LastError) -> bool {
+    pub fn step(&mut self, now_ms: u64, last_error: &LastError, refusal: &Refusal) -> bool {
         let now = now_ms as f64;
         if self.plan.duration.is_some_and(|d| now_ms >= d.as_millis() as u64) {
             self.finished_recording = true;
@@ -207,6 +223,18 @@ impl Sim {
         }
         match polled {
             Ok(activity) => busy |= !activity.is_idle(),
+            Err(err) if err.is_login_refused() => {
+                let why = if matches!(err, Error::Refused { code: 4 }) {
+                    "bad user name or password"
+                } else {
+                    "not authorised"
+                };
+                let line =
+                    format!("{}: the gateway refused the login: {why} ({err})", self.device.numbering().device());
+                if let Ok(mut first) = refusal.lock() {
+                    first.get_or_insert(line);
+                }
+            }
             Err(err) => {
                 let cause = self.device.transport().last_error().unwrap_or("");
                 let line = format!("{}: {err} ({cause})", self.device.numbering().device());
@@ -268,6 +296,7 @@ impl Sim {
             resent: s.resent,
             connects: s.connects,
             link_errors: s.link_errors,
+            oversized: s.oversized,
             online: u64::from(self.device.is_online()),
             done: u64::from(self.is_done()),
         }
@@ -297,12 +326,16 @@ fn period_ms(rate: f64) -> f64 {
 }
 
 /// Runs `sims` until they are all done or `stop` is set, publishing totals in `counters`.
-pub fn work(mut sims: Vec<Sim>, started: Instant, counters: Counters, stop: Arc<AtomicBool>, last_error: LastError) {
+pub fn work(mut sims: Vec<Sim>, started: Instant, counters: Counters, stop: Arc<AtomicBool>, shared: Shared) {
+    let Shared { last_error, refusal } = shared;
     loop {
         let now_ms = started.elapsed().as_millis() as u64;
         let mut busy = false;
         for sim in &mut sims {
-            busy |= sim.step(now_ms, &last_error);
+            busy |= sim.step(now_ms, &last_error, &refusal);
+        }
+        if refusal.lock().is_ok_and(|r| r.is_some()) {
+            stop.store(true, Ordering::Relaxed);
         }
         let mut totals = Totals::default();
         for sim in &sims {

@@ -1,13 +1,15 @@
 //! `edge-sensor-sim`: N simulated sensors running the `edge-firmware` device code over
 //! TCP against a gateway (or any MQTT broker that publishes the acks). A load generator
 //! for demos and benchmarks, and a fault injector for tests: it exits 0 once the gateway
-//! has confirmed every event, 1 if it gave up (`--timeout`) or events were dropped.
+//! has confirmed every event, 1 if it gave up (`--timeout`), events were dropped, or the
+//! gateway refused a device's login (`--password-file`).
 //!
 //! ```text
 //! edge-sensor-sim --port 1883 --devices 50 --rate 20 --events 1000 --disconnect-every 10s
 //! ```
 
 mod fleet;
+mod link;
 mod readings;
 mod run;
 
@@ -17,7 +19,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use edge_firmware::mqtt::QoS;
-use edge_firmware::{Settings, WhenFull};
+use edge_firmware::{Password, Settings, WhenFull};
 
 use fleet::{Plan, Spec};
 
@@ -83,6 +85,18 @@ pub struct Args {
     /// Only the final summary, no progress lines.
     #[arg(long)]
     pub quiet: bool,
+    /// Log every device in with user name = its device id and the password on this
+    /// file's one line (a password is never an argument: it would show in `ps`).
+    #[arg(long)]
+    pub password_file: Option<std::path::PathBuf>,
+    /// Speak TLS, trusting only the CA certificates in this PEM file (feature `tls`).
+    #[cfg(feature = "tls")]
+    #[arg(long)]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// The name the gateway's certificate must carry (default: `--host`).
+    #[cfg(feature = "tls")]
+    #[arg(long)]
+    pub tls_server_name: Option<String>,
 }
 
 /// What a full ring does (`--when-full`).
@@ -114,7 +128,14 @@ fn main() -> ExitCode {
         eprintln!("edge-sensor-sim: --devices must be at least 1");
         return ExitCode::from(2);
     }
-    match run::run(&args, spec(&args)) {
+    let password = match args.password_file.as_deref().map(read_password).transpose() {
+        Ok(password) => password,
+        Err(message) => {
+            eprintln!("edge-sensor-sim: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    match run::run(&args, spec(&args, password)) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(message) => {
@@ -124,8 +145,20 @@ fn main() -> ExitCode {
     }
 }
 
+/// The password on the one line of `path` (a trailing newline is not part of it).
+fn read_password(path: &std::path::Path) -> Result<Password, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("--password-file {}: {e}", path.display()))?;
+    let line = text.strip_suffix('\n').unwrap_or(&text);
+    let line = line.strip_suffix('\r').unwrap_or(line);
+    if line.is_empty() || line.contains('\n') {
+        return Err(format!("--password-file {}: expected the password on one line", path.display()));
+    }
+    // Once per process, shared by every device: `Settings` holds `'static` credentials.
+    Ok(Password::new(Box::leak(line.as_bytes().to_vec().into_boxed_slice())))
+}
+
 /// What every device is and does, from the arguments.
-fn spec(args: &Args) -> Spec {
+fn spec(args: &Args, password: Option<Password>) -> Spec {
     let first_boot = args.boot.unwrap_or_else(|| {
         let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(1);
         // Wraps every 49 days: the gateway only compares boot ids for equality.
@@ -140,6 +173,7 @@ fn spec(args: &Args) -> Spec {
         max_inflight: args.max_inflight,
         retry_min_ms: 50,
         retry_max_ms: 2_000,
+        password,
         ..Settings::default()
     };
     let plan = Arc::new(Plan {

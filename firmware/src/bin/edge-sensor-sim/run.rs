@@ -2,13 +2,14 @@
 //! the final summary, and the verdict (every event confirmed, or not).
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use edge_firmware::host::TcpTransport;
 
-use crate::fleet::{self, Counters, LastError, Sim, Spec, Totals};
+use crate::fleet::{self, Counters, LastError, Shared, Sim, Spec, Totals};
+use crate::link::{SimLink, Tls};
 use crate::Args;
 
 /// The worker threads and what the supervisor shares with them.
@@ -17,7 +18,7 @@ struct Running {
     workers: Vec<JoinHandle<()>>,
     counters: Vec<Counters>,
     stop: Arc<AtomicBool>,
-    last_error: LastError,
+    shared: Shared,
     /// One message per worker that has finished.
     done: mpsc::Receiver<()>,
 }
@@ -30,7 +31,12 @@ pub fn run(args: &Args, spec: Spec) -> Result<bool, String> {
     for worker in running.workers {
         let _ = worker.join();
     }
-    Ok(summary(args, &totals(&running.counters), running.started.elapsed(), timed_out))
+    let complete = summary(args, &totals(&running.counters), running.started.elapsed(), timed_out);
+    if let Some(refusal) = running.shared.refusal.lock().ok().and_then(|r| r.clone()) {
+        eprintln!("edge-sensor-sim: {refusal}");
+        return Ok(false);
+    }
+    Ok(complete)
 }
 
 /// The devices, dealt round-robin into one group per worker thread.
@@ -41,35 +47,52 @@ fn build(args: &Args, spec: &Spec) -> Result<Vec<Vec<Sim>>, String> {
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
         .clamp(1, args.devices);
+    let tls = tls(args)?;
     let mut groups: Vec<Vec<Sim>> = (0..threads).map(|_| Vec::new()).collect();
     for index in 0..args.devices {
-        let sim = Sim::new(index, spec, TcpTransport::to(addr)).map_err(|e| format!("device {index}: {e}"))?;
+        let link = SimLink::new(addr, tls.as_ref())?;
+        let sim = Sim::new(index, spec, link).map_err(|e| format!("device {index}: {e}"))?;
         groups[index % threads].push(sim);
     }
     Ok(groups)
 }
 
+/// The TLS settings from `--tls-ca` and `--tls-server-name`.
+#[cfg(feature = "tls")]
+fn tls(args: &Args) -> Result<Option<Tls>, String> {
+    let Some(ca) = &args.tls_ca else { return Ok(None) };
+    let pem = std::fs::read(ca).map_err(|e| format!("--tls-ca {}: {e}", ca.display()))?;
+    let config =
+        edge_firmware::host::tls::client_config(&pem).map_err(|e| format!("--tls-ca {}: {e}", ca.display()))?;
+    Ok(Some(Tls { config, server_name: args.tls_server_name.clone().unwrap_or_else(|| args.host.clone()) }))
+}
+
+#[cfg(not(feature = "tls"))]
+fn tls(_: &Args) -> Result<Option<Tls>, String> {
+    Ok(None)
+}
+
 fn start(groups: Vec<Vec<Sim>>) -> Result<Running, String> {
     let started = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
-    let last_error: LastError = Arc::new(Mutex::new(None));
+    let shared = Shared::default();
     let (done_tx, done) = mpsc::channel();
     let mut workers = Vec::new();
     let mut counters = Vec::new();
     for (i, group) in groups.into_iter().enumerate() {
         let c = Counters::default();
         counters.push(c.clone());
-        let (stop, last_error, done_tx) = (stop.clone(), last_error.clone(), done_tx.clone());
+        let (stop, shared, done_tx) = (stop.clone(), shared.clone(), done_tx.clone());
         let worker = std::thread::Builder::new()
             .name(format!("sim-{i}"))
             .spawn(move || {
-                fleet::work(group, started, c, stop, last_error);
+                fleet::work(group, started, c, stop, shared);
                 let _ = done_tx.send(());
             })
             .map_err(|e| format!("cannot start a worker thread: {e}"))?;
         workers.push(worker);
     }
-    Ok(Running { started, workers, counters, stop, last_error, done })
+    Ok(Running { started, workers, counters, stop, shared, done })
 }
 
 /// Prints a progress line every second until every worker is done; stops them at the
@@ -91,7 +114,7 @@ fn supervise(args: &Args, running: &Running) -> bool {
                 let t = totals(&running.counters);
                 if !args.quiet {
                     let rate = t.confirmed - last_confirmed;
-                    println!("{}", progress_line(elapsed, &t, rate, args.devices, &running.last_error));
+                    println!("{}", progress_line(elapsed, &t, rate, args.devices, &running.shared.last_error));
                 }
                 last_confirmed = t.confirmed;
                 next_line += Duration::from_secs(1);
@@ -152,7 +175,7 @@ fn summary(args: &Args, t: &Totals, elapsed: Duration, timed_out: bool) -> bool 
     };
     let rate = t.confirmed as f64 / elapsed.as_secs_f64().max(0.001);
     println!(
-        "edge-sensor-sim: {verdict} after {:.1}s: sent {} confirmed {} pending {} dropped {} published {} resent {} connects {} link_errors {} ({rate:.0} events/s)",
+        "edge-sensor-sim: {verdict} after {:.1}s: sent {} confirmed {} pending {} dropped {} published {} resent {} connects {} link_errors {} oversized {} ({rate:.0} events/s)",
         elapsed.as_secs_f64(),
         t.recorded,
         t.confirmed,
@@ -161,7 +184,8 @@ fn summary(args: &Args, t: &Totals, elapsed: Duration, timed_out: bool) -> bool 
         t.published,
         t.resent,
         t.connects,
-        t.link_errors
+        t.link_errors,
+        t.oversized
     );
     complete
 }

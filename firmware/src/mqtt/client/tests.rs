@@ -163,11 +163,27 @@ fn packets_split_byte_by_byte_or_glued_together_come_out_whole_and_in_order() {
 }
 
 #[test]
-fn a_packet_larger_than_the_receive_buffer_drops_the_session() {
+fn a_packet_larger_than_the_receive_buffer_is_skipped_acked_and_counted_and_the_session_goes_on() {
     let mut client = connected(0);
-    client.transport_mut().feed(&[0x30, 100, 0, 1, b't']);
-    assert_eq!(client.poll(0), Err(Error::PacketTooLarge { len: 102, max: 64 }));
-    assert!(!client.is_open());
+    // A QoS 1 publish of 203 bytes (pkid 7) arriving in small pieces, then a PUBACK.
+    let mut big = vec![0x32, 200, 1, 0, 1, b't', 0, 7];
+    big.extend(std::iter::repeat_n(b'x', 195));
+    big.extend([0x40, 2, 0, 3]);
+    for chunk in big.chunks(5) {
+        client.transport_mut().feed(chunk);
+    }
+    assert_eq!(client.poll(0).unwrap().map(|p| p.clone_kind()).as_deref(), Some("puback 3"));
+    assert!(client.is_connected());
+    assert_eq!(client.skipped(), 1);
+    assert_eq!(client.transport_mut().take_written(), [0x40, 2, 0, 7], "acked so it is not sent again");
+    // A QoS 0 one arriving whole: skipped, nothing to ack.
+    let mut big = vec![0x30, 100, 0, 1, b't'];
+    big.extend(std::iter::repeat_n(b'y', 97));
+    client.transport_mut().feed(&big);
+    client.transport_mut().feed(&[0xd0, 0]);
+    assert_eq!(client.poll(0).unwrap().map(|p| p.clone_kind()).as_deref(), Some("pingresp"));
+    assert_eq!(client.skipped(), 2);
+    assert!(client.transport_mut().take_written().is_empty());
 }
 
 #[test]

@@ -1,5 +1,7 @@
 //! The host side (feature `std`): a TCP [`Transport`] and the system clock, so the very
-//! same [`Device`](crate::Device) code runs on a PC (the `edge-sensor-sim` binary, tests).
+//! same [`Device`](crate::Device) code runs on a PC (the `edge-sensor-sim` binary, tests);
+//! and [`TcpLink`], a std `TcpStream` as an `embedded-io` stream, for [`Io`](crate::Io)
+//! and the TLS wrapper of `host::tls`.
 //!
 //! The socket is non-blocking for reads (no byte available is `Ok(0)`, as the
 //! [`Transport`] contract asks) and writes are buffered until [`Transport::flush`], which
@@ -12,6 +14,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::error::TransportError;
 use crate::numbering::Clock;
 use crate::transport::Transport;
+
+#[cfg(feature = "tls")]
+pub mod tls;
 
 /// MQTT over plain TCP to `addr`.
 #[derive(Debug)]
@@ -140,5 +145,79 @@ impl Clock for SystemClock {
     fn now_ms(&mut self) -> Option<u64> {
         let since = SystemTime::now().duration_since(UNIX_EPOCH).ok()?;
         u64::try_from(since.as_millis()).ok()
+    }
+}
+
+/// A std `TcpStream` as a blocking `embedded-io` stream with a [`Link`](crate::Link): connect on
+/// `open`, `read_ready` by a non-blocking peek. Wrap it in [`Io`](crate::Io) for a device.
+#[derive(Debug)]
+pub struct TcpLink {
+    addr: SocketAddr,
+    stream: Option<TcpStream>,
+    /// Connect (and write) timeout.
+    pub timeout: Duration,
+}
+
+impl TcpLink {
+    /// A link to `addr`; it connects on `open`.
+    pub fn new(addr: SocketAddr) -> TcpLink {
+        TcpLink { addr, stream: None, timeout: Duration::from_secs(5) }
+    }
+
+    /// The connected stream, if any.
+    pub fn stream(&mut self) -> io::Result<&mut TcpStream> {
+        self.stream.as_mut().ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))
+    }
+}
+
+impl crate::Link for TcpLink {
+    fn open(&mut self) -> Result<(), TransportError> {
+        self.stream = None;
+        let stream = TcpStream::connect_timeout(&self.addr, self.timeout).map_err(|_| TransportError::Open)?;
+        stream
+            .set_nodelay(true)
+            .and_then(|()| stream.set_write_timeout(Some(self.timeout)))
+            .map_err(|_| TransportError::Open)?;
+        self.stream = Some(stream);
+        Ok(())
+    }
+
+    fn close(&mut self) {
+        self.stream = None;
+    }
+}
+
+impl embedded_io::ErrorType for TcpLink {
+    type Error = io::Error;
+}
+
+impl embedded_io::ReadReady for TcpLink {
+    fn read_ready(&mut self) -> io::Result<bool> {
+        let stream = self.stream()?;
+        stream.set_nonblocking(true)?;
+        let peeked = stream.peek(&mut [0u8; 1]);
+        stream.set_nonblocking(false)?;
+        match peeked {
+            // Bytes, or the end of the stream (which `read` then reports): ready either way.
+            Ok(_) => Ok(true),
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => Ok(false),
+            Err(err) => Err(err),
+        }
+    }
+}
+
+impl embedded_io::Read for TcpLink {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.stream()?.read(buf)
+    }
+}
+
+impl embedded_io::Write for TcpLink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.stream()?.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.stream()?.flush()
     }
 }
