@@ -78,14 +78,16 @@ impl Ingest {
     }
 
     /// A publish the device gate refused (a device outside its own topics): a dead letter
-    /// with `reason`, counted as dropped, reason `denied` (the gate logged it).
-    pub fn denied(&mut self, topic: &str, payload: &[u8], reason: String) -> Incoming {
+    /// with `reason` and its `publisher` (the device the gate authenticated), counted as
+    /// dropped, reason `denied` (the gate logged it).
+    pub fn denied(&mut self, topic: String, payload: Vec<u8>, reason: String, publisher: String) -> Incoming {
         self.metrics.count_drop(DropReason::Denied, 1);
         Incoming::DeadLetter(DeadLetter {
-            topic: topic.to_owned(),
-            payload: payload.to_vec(),
+            topic,
+            payload,
             reason,
             received_ms: now_ms(),
+            publisher: Some(publisher),
             done: None,
         })
     }
@@ -137,8 +139,14 @@ impl Ingest {
             self.metrics.count_drop(DropReason::NoRoute, 1);
             if self.keep_unrouted {
                 let reason = format!("no route takes topic {topic:?}");
-                let letter =
-                    DeadLetter { topic: topic.to_owned(), payload: payload.to_vec(), reason, received_ms, done };
+                let letter = DeadLetter {
+                    topic: topic.to_owned(),
+                    payload: payload.to_vec(),
+                    reason,
+                    received_ms,
+                    publisher: None,
+                    done,
+                };
                 out.push(Incoming::DeadLetter(letter));
             } else if let Some(done) = done {
                 done();
@@ -282,6 +290,7 @@ impl Ingest {
             payload: payload.to_vec(),
             reason,
             received_ms,
+            publisher: None,
             done: None,
         })
     }

@@ -32,6 +32,25 @@ pub fn binary() -> PathBuf {
     .clone()
 }
 
+/// An argon2 hash for `[devices.auth]`, made by `edge-gateway hash-password` with the
+/// password on stdin (as an operator makes one).
+pub fn hash_password(password: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new(binary())
+        .arg("hash-password")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("edge-gateway hash-password");
+    writeln!(child.stdin.take().expect("stdin"), "{password}").expect("write the password");
+    let out = child.wait_with_output().expect("edge-gateway hash-password");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let hash = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(hash.starts_with("$argon2id$v=19$") && !hash.contains(password), "{hash}");
+    hash
+}
+
 /// What a test gateway is configured with; the rest comes from the defaults.
 #[derive(Clone)]
 pub struct Setup {

@@ -4,13 +4,12 @@
 //! the connection and payload limits, `edge_gateway_devices_connected`, and TLS with and
 //! without client certificates (certificates made by the openssl CLI).
 
-use std::io::Write;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use edge_tests::clients::CloudSubscriber;
-use edge_tests::gateway::{binary, Gateway, Setup};
+use edge_tests::gateway::{hash_password, Gateway, Setup};
 use edge_tests::http::{get, metric};
 use edge_tests::mosquitto::Mosquitto;
 use edge_tests::{event_json, wait_until};
@@ -19,23 +18,6 @@ const WAIT: Duration = Duration::from_secs(30);
 const PASSWORD_1: &str = "correct-horse-battery-1";
 const PASSWORD_2: &str = "correct-horse-battery-2";
 const WRONG: &str = "wrong-password-xyz";
-
-/// `edge-gateway hash-password` with the password on stdin.
-fn hash_password(password: &str) -> String {
-    let mut child = Command::new(binary())
-        .arg("hash-password")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let hash = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-    assert!(hash.starts_with("$argon2id$v=19$") && !hash.contains(password), "{hash}");
-    hash
-}
 
 /// mosquitto_pub once, QoS 1: its exit status and what it said.
 fn publish(port: u16, args: &[&str], topic: &str, message: &str) -> Output {

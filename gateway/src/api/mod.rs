@@ -7,8 +7,14 @@
 //! | [`devices`]   | `/api/devices`, `/api/devices/{id}`                           |
 //! | [`replay`]    | `/api/replay`                                                 |
 //! | [`wire`]      | the JSON bodies, shared with the client                       |
+//! | [`exposure`]  | the `Host` check of a loopback listener; the warning for a network one without a token |
+//! | [`server`]    | connections: cap, header and body timeouts, body size         |
 //!
 //! Invariants:
+//! - Who may reach the API is [`exposure`]'s: on a loopback address (the default) only
+//!   requests whose `Host` names this machine are served (DNS-rebinding guard), checked
+//!   before anything else; on another address without a token, start-up and `check-config`
+//!   warn. Connections and bodies are bounded by [`server`] (SECURITY.md, "HTTP API").
 //! - With `[http].token`, every route wants `Authorization: Bearer <token>` (compared in
 //!   constant time, [`crate::util::ct`]) except the liveness probe `/healthz` and the static
 //!   page `/`, which carries no data (it sends the token it is given in its URL fragment).
@@ -19,9 +25,13 @@
 
 pub mod devices;
 pub mod dlq;
+pub mod exposure;
 pub mod replay;
+pub mod server;
 pub mod status;
 pub mod wire;
+
+pub use exposure::exposure_warning;
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
@@ -64,24 +74,33 @@ pub struct Status {
 /// The state as handlers receive it.
 pub(crate) type Shared = State<Arc<Status>>;
 
-/// Binds `listen` (the error names the address) and serves until `shutdown`.
+/// Binds `listen` (the error names the address) and serves until `shutdown`, with the
+/// limits of [`server`].
 pub async fn serve(listen: SocketAddr, status: Arc<Status>, shutdown: CancellationToken) -> Result<(), std::io::Error> {
     let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
         std::io::Error::new(e.kind(), format!("cannot listen for HTTP on {listen}: {e} (change [http].listen)"))
     })?;
     tracing::info!(%listen, "HTTP endpoints listening");
-    axum::serve(listener, router(status)).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
+    server::run(listener, router(status, listen), shutdown).await;
+    Ok(())
 }
 
-/// Every route, the protected ones behind [`authorize`].
-fn router(status: Arc<Status>) -> Router {
+/// Every route, the protected ones behind [`authorize`]; all behind the `Host` check of a
+/// listener on `listen`, then [`server::read_body`].
+fn router(status: Arc<Status>, listen: SocketAddr) -> Router {
     let protected = Router::new()
         .merge(status::protected())
         .merge(dlq::routes())
         .merge(devices::routes())
         .merge(replay::routes())
         .route_layer(middleware::from_fn_with_state(status.clone(), authorize));
-    Router::new().merge(status::open()).merge(protected).with_state(status)
+    let host_check = Arc::new(exposure::HostCheck::new(listen));
+    Router::new()
+        .merge(status::open())
+        .merge(protected)
+        .with_state(status)
+        .layer(middleware::from_fn(server::read_body))
+        .layer(middleware::from_fn_with_state(host_check, exposure::check_host))
 }
 
 /// Refuses a request without the configured bearer token (compared in constant time).

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::pipeline::ReplayRefused;
 pub use crate::store::dead_letters::DeadLetterRow;
 use crate::store::dead_letters::Purge;
 pub use crate::store::read_model::{DeviceDetail, DeviceSummary, LatestReading};
@@ -126,11 +127,15 @@ impl Selection {
     }
 }
 
-/// Answer of `POST /api/dlq/replay`: dead letters handed to the device side's ingest.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Answer of `POST /api/dlq/replay`: dead letters handed to the device side's ingest, and
+/// those the rights of their original publish keep out, each with why.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct DlqReplayed {
-    /// How many.
+    /// How many were handed over.
     pub queued: u64,
+    /// The refused ones, oldest first (a gateway before issue 15 sends none).
+    pub refused: Vec<ReplayRefused>,
 }
 
 /// Answer of `POST /api/dlq/purge`.

@@ -1,5 +1,7 @@
-//! `edge-gateway check-config`: exit 0 with a one-line summary (warnings on stderr), or 1
-//! with every error and its key path.
+//! `edge-gateway check-config`: exit 0 with a one-line summary (warnings on stderr: the
+//! config's own, the HTTP API's exposure, [`crate::api::exposure_warning`], and a journal
+//! others can read, [`crate::store::Journal::exposure_warnings`]), or 1 with every error and
+//! its key path.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -17,7 +19,9 @@ pub fn run(args: Args) -> ExitCode {
     let path = super::config_path(args.config);
     match super::load(&path) {
         Ok(config) => {
-            for warning in config.warnings(&path) {
+            let journal = crate::store::Journal::of(&config).exposure_warnings();
+            let http = crate::api::exposure_warning(&config.http);
+            for warning in config.warnings(&path).into_iter().chain(http).chain(journal) {
                 eprintln!("warning: {warning}");
             }
             println!("{}: ok — {}", path.display(), config.summary());

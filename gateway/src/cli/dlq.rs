@@ -3,17 +3,21 @@
 //!
 //! A replay on a stopped gateway opens the journal as the gateway would and runs the same
 //! ingest pipeline here: each replayed row is deleted once its outcome (an event, or a new
-//! dead letter) is committed, so a row is never both replayed and kept.
+//! dead letter) is committed, so a row is never both replayed and kept. Online or offline,
+//! a row the rights of its original publish keep out is refused, named with why, and kept
+//! ([`Replay::of`]).
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Subcommand;
 
 use super::client::{Client, ClientError, Journal};
-use crate::api::wire::{self, DeadLetterRow, Selection};
+use crate::api::wire::{self, DeadLetterRow, ReplayRefused, Selection};
 use crate::config::Config;
 use crate::ingest::Ingest;
+use crate::pipeline::Replay;
 use crate::store::dead_letters::{self, Query};
 use crate::store::{self, Incoming};
 use crate::time::format_time;
@@ -100,6 +104,9 @@ fn dlq(config: &Config, command: Command) -> Result<(), String> {
                     row.topic,
                     row.reason
                 );
+                if let Some(publisher) = &row.publisher {
+                    println!("publisher: device {publisher:?}");
+                }
                 println!("payload ({}):\n{}", if row.payload_is_hex { "hex" } else { "text" }, row.payload_text);
             }
             None => return Err(format!("no dead letter {id}")),
@@ -112,6 +119,12 @@ fn dlq(config: &Config, command: Command) -> Result<(), String> {
                     done.replayed
                 ),
                 None => println!("queued {} dead letter(s) for replay in the running gateway", done.replayed),
+            }
+            if !done.refused.is_empty() {
+                println!("refused {} dead letter(s), kept as they are:", done.refused.len());
+            }
+            for refused in &done.refused {
+                println!("  {}: {}", refused.id, refused.reason);
             }
         }
         Command::Purge { ids, all, older_than } => {
@@ -165,12 +178,15 @@ pub fn purge(config: &Config, selection: &Selection) -> Result<u64, ClientError>
 }
 
 /// What a replay did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Replayed {
     /// Dead letters sent through the pipeline.
     pub replayed: u64,
     /// (stopped gateway only) How many became events; the rest are dead letters again.
     pub committed: Option<u64>,
+    /// Dead letters the rights of their original publish keep out, each with why
+    /// ([`crate::pipeline::Replay::of`]); they stay dead letters.
+    pub refused: Vec<ReplayRefused>,
 }
 
 /// Sends dead letters through the pipeline again (e.g. after a config fix). A running
@@ -179,7 +195,7 @@ pub fn replay(config: &Config, selection: &Selection) -> Result<Replayed, Client
     match Client::connect(config) {
         Client::Running(api) => {
             let done: wire::DlqReplayed = api.post("/api/dlq/replay", selection)?;
-            Ok(Replayed { replayed: done.queued, committed: None })
+            Ok(Replayed { replayed: done.queued, committed: None, refused: done.refused })
         }
         Client::Stopped(journal) => replay_offline(config, &journal, selection),
     }
@@ -197,29 +213,34 @@ fn replay_offline(config: &Config, journal: &Journal, selection: &Selection) -> 
                 rows.extend(page);
             }
         } else {
-            for id in &selection.ids {
-                rows.extend(handle.dead_letters(Query::One(*id)).await?);
+            // Each once, oldest first, as the running gateway does (`api::dlq`).
+            let ids: BTreeSet<i64> = selection.ids.iter().copied().collect();
+            for id in ids {
+                rows.extend(handle.dead_letters(Query::One(id)).await?);
             }
         }
         let mut ingest =
             Ingest::new(config.routes.clone(), metrics.clone(), opened.filter_state.clone(), opened.gateway_boot);
         let mut items: Vec<Incoming> = Vec::new();
-        for row in &rows {
+        let (mut replayed, mut refused) = (0, Vec::new());
+        for row in rows {
+            let replay = match Replay::of(row) {
+                Ok(replay) => replay,
+                Err(refusal) => {
+                    refused.push(refusal);
+                    continue;
+                }
+            };
             let forget = handle.clone();
-            let id = row.id;
-            ingest.process(
-                &row.topic,
-                &row.payload,
-                Some(Box::new(move || forget.forget_dead_letters(vec![id]))),
-                &mut items,
-            );
+            let id = replay.id();
+            replay.run(&mut ingest, Some(Box::new(move || forget.forget_dead_letters(vec![id]))), &mut items);
+            replayed += 1;
         }
-        let replayed = rows.len() as u64;
         handle.ingest(items)?;
         // Two round trips: the first returns after the replay's commit (whose `done`s queue
         // the deletions), the second after those deletions.
         handle.dead_letters(Query::Page { after: 0, limit: 1 }).await?;
         handle.dead_letters(Query::Page { after: 0, limit: 1 }).await?;
-        Ok(Replayed { replayed, committed: Some(metrics.store.committed.get()) })
+        Ok(Replayed { replayed, committed: Some(metrics.store.committed.get()), refused })
     })
 }

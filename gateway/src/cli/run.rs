@@ -31,7 +31,7 @@ pub fn run(args: Args, log_format: Option<LogFormatArg>) -> ExitCode {
         Err(code) => return code,
     };
     init_logs(&config.log, log_format);
-    for warning in config.warnings(&path) {
+    for warning in config.warnings(&path).into_iter().chain(crate::api::exposure_warning(&config.http)) {
         tracing::warn!("{warning}");
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

@@ -3,8 +3,10 @@
 //! writer, with the dead letters the device gate made and the dead letters an operator
 //! replays. One per source, on the source's own thread or task.
 //!
-//! Invariant: a group is handed over whole, in arrival order; a replayed dead letter is
-//! deleted only by its `done`, after what it became is committed (docs/architecture.md).
+//! Invariants: a group is handed over whole, in arrival order; a replayed dead letter is
+//! deleted only by its `done`, after what it became is committed (docs/architecture.md);
+//! replays are [`Replay`]s, so only dead letters the rights of their original publish allow
+//! reach ingest again, and a denied publish keeps its publisher into the dead-letter table.
 
 use std::sync::mpsc;
 
@@ -66,12 +68,13 @@ impl Batcher {
         for _ in 0..1000 {
             let Ok(replay) = self.replays.try_recv() else { break };
             let store = self.store.clone();
-            let id = replay.id;
+            let id = replay.id();
             let done: store::Done = Box::new(move || store.forget_dead_letters(vec![id]));
-            self.ingest.process(&replay.topic, &replay.payload, Some(done), &mut self.pending);
+            // A `Replay` exists only when the rights of the original publish allow it.
+            replay.run(&mut self.ingest, Some(done), &mut self.pending);
         }
         while let Some(Ok(denied)) = self.denied.as_ref().map(mpsc::Receiver::try_recv) {
-            let letter = self.ingest.denied(&denied.topic, &denied.payload, denied.reason);
+            let letter = self.ingest.denied(denied.topic, denied.payload, denied.reason, denied.publisher);
             self.pending.push(letter);
         }
         if self.pending.is_empty() {

@@ -4,7 +4,9 @@
 //! Bounded by count (`store.dead_letters_max`) and age (`store.dead_letters_max_age`): the
 //! oldest go first and are counted (`edge_gateway_dead_letters_dropped_total`). A replay
 //! deletes a dead letter only after what the replay produced was committed (see
-//! `devices::Replay`), so a crash in between keeps it.
+//! `pipeline::Replay`), so a crash in between keeps it. A dead letter the device gate made
+//! keeps its publisher, and a replay applies that device's rights again: a denied publish
+//! stays denied (SECURITY.md, "Dead-letter replay").
 
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
@@ -20,6 +22,10 @@ pub struct DeadLetterRow {
     pub topic: String,
     /// Why it was refused.
     pub reason: String,
+    /// The device that published it, when the gate knew (a publish it refused); None for
+    /// every other dead letter and for those kept before the journal recorded publishers.
+    #[serde(default)]
+    pub publisher: Option<String>,
     /// The raw payload (not in the API's JSON, which carries `payload_text`; empty when a
     /// row comes from there).
     #[serde(skip)]
@@ -42,6 +48,7 @@ impl DeadLetterRow {
             received_ms: row.get(1)?,
             topic: row.get(2)?,
             reason: row.get(3)?,
+            publisher: row.get(5)?,
             payload,
             payload_text,
             payload_is_hex,
@@ -74,18 +81,21 @@ pub enum Purge {
     All,
 }
 
-/// Reads dead letters.
+/// Reads dead letters (also from a journal not yet migrated to version 3, through a
+/// read-only connection of the CLI: its rows have no publisher).
 pub fn read(conn: &Connection, query: Query) -> rusqlite::Result<Vec<DeadLetterRow>> {
-    const COLUMNS: &str = "SELECT id, received_ms, topic, reason, payload FROM dead_letters";
+    let publisher = if super::schema::has_column(conn, "dead_letters", "publisher")? { "publisher" } else { "NULL" };
+    let columns = format!("SELECT id, received_ms, topic, reason, payload, {publisher} FROM dead_letters");
+    let columns = columns.as_str();
     match query {
         Query::One(id) => Ok(conn
-            .prepare_cached(&format!("{COLUMNS} WHERE id = ?1"))?
+            .prepare_cached(&format!("{columns} WHERE id = ?1"))?
             .query_row(params![id], DeadLetterRow::from_row)
             .optional()?
             .into_iter()
             .collect()),
         Query::Page { after, limit } => conn
-            .prepare_cached(&format!("{COLUMNS} WHERE id > ?1 ORDER BY id LIMIT ?2"))?
+            .prepare_cached(&format!("{columns} WHERE id > ?1 ORDER BY id LIMIT ?2"))?
             .query_map(params![after, limit as i64], DeadLetterRow::from_row)?
             .collect(),
     }

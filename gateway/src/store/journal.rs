@@ -20,6 +20,9 @@
 //!   `flock`, dropped by the kernel when the process dies, so `kill -9` never leaves it
 //!   stale): two gateways on one journal would each forward every event.
 //! - A marker left by a run that found the file damaged is checked before anything opens it.
+//! - A journal the gateway creates is readable by its owner only (0600, and so are its
+//!   `-wal` and `-shm`); one that others can read is warned about at every open and by
+//!   `check-config` ([`Journal::exposure_warnings`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
@@ -137,8 +140,54 @@ impl Journal {
         Ok(Store { writer: WriterGuard { handle: handle.clone(), thread: Some(thread) }, handle, opened })
     }
 
+    /// Warnings about the journal's files ([`FILE_NAME`] and its `-wal` and `-shm`) that
+    /// users other than the owner can read: they hold every buffered event and the raw
+    /// payloads of dead letters (SECURITY.md). Empty when none exists yet.
+    pub fn exposure_warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        for path in self.files() {
+            if let Some(mode) = crate::config::secret::readable_by_others(&path, false) {
+                warnings.push(format!(
+                    "{} is readable by other users (mode {mode:03o}); it holds buffered events and raw device \
+                     payloads: chmod 600 it (the gateway creates it 600)",
+                    path.display()
+                ));
+            }
+        }
+        warnings
+    }
+
+    /// The SQLite file and its WAL and shared-memory files.
+    fn files(&self) -> [PathBuf; 3] {
+        let with_suffix = |suffix: &str| {
+            let mut name = self.path.as_os_str().to_owned();
+            name.push(suffix);
+            PathBuf::from(name)
+        };
+        [self.path.clone(), with_suffix("-wal"), with_suffix("-shm")]
+    }
+
+    /// Creates the journal file readable and writable by its owner only, unless it exists:
+    /// SQLite would create it 0644 less the umask, and gives the `-wal` and `-shm` files it
+    /// makes the main file's mode, so they are 0600 too.
+    fn create_private(&self) -> Result<(), StoreError> {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        match options.open(&self.path) {
+            Ok(_) => Ok(()),
+            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+            Err(source) => Err(StoreError::DataDir { path: self.path.clone(), source }),
+        }
+    }
+
     /// The writer's connection: the pragmas, then the schema and every migration.
     fn connect_writer(&self, config: &StoreConfig) -> Result<Connection, StoreError> {
+        for warning in self.exposure_warnings() {
+            tracing::warn!("{warning}");
+        }
+        self.create_private()?;
         let path = &self.path;
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(path, flags).map_err(|e| schema::classify(path, e))?;

@@ -147,6 +147,9 @@ pub struct DeadLetter {
     pub reason: String,
     /// Gateway receive time, ms since the Unix epoch.
     pub received_ms: i64,
+    /// The device that published it, when the gate knows (a publish it refused): a replay
+    /// applies that device's rights again (`crate::pipeline::Replay`).
+    pub publisher: Option<String>,
     /// Run after commit.
     pub done: Option<Done>,
 }

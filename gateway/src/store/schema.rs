@@ -11,8 +11,9 @@ use super::StoreError;
 use crate::filters::{DeviceState, StateUpdate};
 
 /// Schema version written to `PRAGMA user_version`. 2: the read model and kept forwarded
-/// events ([`migrate_read_model`]).
-pub const SCHEMA_VERSION: i64 = 2;
+/// events ([`migrate_read_model`]); 3: who published a dead letter
+/// ([`migrate_dead_letter_publisher`]).
+pub const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS routes (
@@ -120,12 +121,32 @@ fn migrate_read_model(conn: &Connection) -> Result<(), rusqlite::Error> {
             payload      BLOB NOT NULL
         );",
     )?;
-    let has_replay: i64 =
-        conn.query_row("SELECT count(*) FROM pragma_table_info('events') WHERE name = 'replay'", [], |r| r.get(0))?;
-    if has_replay == 0 {
+    if !has_column(conn, "events", "replay")? {
         conn.execute_batch("ALTER TABLE events ADD COLUMN replay INTEGER NOT NULL DEFAULT 0")?;
     }
     Ok(())
+}
+
+/// Version 3 (issue 15 item 6), additive and idempotent: `dead_letters.publisher`, the
+/// device the gate authenticated for a publish it refused, so that a replay can apply that
+/// device's rights again (SECURITY.md, "Dead-letter replay"). NULL for every other dead
+/// letter and for those kept before this migration; `ADD COLUMN` without a default does not
+/// rewrite the table.
+fn migrate_dead_letter_publisher(conn: &Connection) -> Result<(), rusqlite::Error> {
+    if !has_column(conn, "dead_letters", "publisher")? {
+        conn.execute_batch("ALTER TABLE dead_letters ADD COLUMN publisher TEXT")?;
+    }
+    Ok(())
+}
+
+/// Whether `table` has `column` (a journal not yet migrated by this version may lack it:
+/// read-only connections never migrate).
+pub(super) fn has_column(conn: &Connection, table: &str, column: &str) -> Result<bool, rusqlite::Error> {
+    let n: i64 =
+        conn.query_row("SELECT count(*) FROM pragma_table_info(?1) WHERE name = ?2", params![table, column], |r| {
+            r.get(0)
+        })?;
+    Ok(n > 0)
 }
 
 /// A configured route as the journal knows it.
@@ -172,12 +193,13 @@ pub fn check_version(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Creates what is missing and runs every migration (events, commands, read model), then
-/// records [`SCHEMA_VERSION`]. Idempotent.
+/// Creates what is missing and runs every migration (events, commands, read model, dead
+/// letter publishers), then records [`SCHEMA_VERSION`]. Idempotent.
 pub fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     conn.execute_batch(SCHEMA).map_err(|e| classify(path, e))?;
     migrate_commands(conn).map_err(|e| classify(path, e))?;
     migrate_read_model(conn).map_err(|e| classify(path, e))?;
+    migrate_dead_letter_publisher(conn).map_err(|e| classify(path, e))?;
     conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}")).map_err(|e| classify(path, e))
 }
 

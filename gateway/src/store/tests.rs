@@ -193,6 +193,7 @@ async fn dead_letters_are_kept_and_bounded() {
                 payload: vec![i],
                 reason: format!("bad {i}"),
                 received_ms: now_ms(),
+                publisher: None,
                 done: None,
             })
         })
@@ -209,6 +210,50 @@ async fn dead_letters_are_kept_and_bounded() {
         .collect::<Result<_, _>>()
         .unwrap();
     assert_eq!(reasons, vec!["bad 2", "bad 3", "bad 4"]);
+}
+
+#[tokio::test]
+async fn dead_letters_from_before_publishers_are_read_migrated_and_their_denials_stay_refused() {
+    use crate::pipeline::Replay;
+    let dir = tempfile::tempdir().unwrap();
+    let path = Journal::new(dir.path()).path().to_owned();
+    // A version 2 journal's dead letters: no publisher column.
+    let old = rusqlite::Connection::open(&path).unwrap();
+    // Received now: older rows would be dropped by `dead_letters_max_age` at open.
+    old.execute_batch(&format!(
+        "CREATE TABLE dead_letters (id INTEGER PRIMARY KEY AUTOINCREMENT, received_ms INTEGER NOT NULL,
+             topic TEXT NOT NULL, reason TEXT NOT NULL, payload BLOB NOT NULL);
+         INSERT INTO dead_letters (received_ms, topic, reason, payload) VALUES
+             ({now}, 'devices/dev2/events', 'device \"dev1\" may not publish on \"devices/dev2/events\": a device publishes only under devices/dev1/ (not on its ack or commands topics); the device was disconnected', x'7b7d'),
+             ({now}, 'devices/dev1/events', 'undecodable payload: unexpected end of input', x'ff');
+         PRAGMA user_version = 2;",
+        now = now_ms()
+    ))
+    .unwrap();
+    // The CLI reads a stopped gateway's journal without migrating it.
+    let rows = dead_letters::read(&old, dead_letters::Query::Page { after: 0, limit: 10 }).unwrap();
+    assert_eq!(rows.iter().map(|r| r.publisher.clone()).collect::<Vec<_>>(), [None, None]);
+    drop(old);
+
+    let store = open_store(dir.path(), &config(1 << 30, WhenFull::DropOldest));
+    let denial = |publisher: &str| DeadLetter {
+        topic: "devices/dev2/events".into(),
+        payload: b"{}".to_vec(),
+        reason: format!("device {publisher:?} may not publish on \"devices/dev2/events\""),
+        received_ms: now_ms(),
+        publisher: Some(publisher.into()),
+        done: None,
+    };
+    store.handle.ingest(vec![Incoming::DeadLetter(denial("dev1"))]).unwrap();
+    let rows = store.handle.dead_letters(dead_letters::Query::Page { after: 0, limit: 10 }).await.unwrap();
+    let publishers: Vec<Option<&str>> = rows.iter().map(|r| r.publisher.as_deref()).collect();
+    assert_eq!(publishers, [None, None, Some("dev1")]);
+    let replays: Vec<Result<i64, String>> =
+        rows.into_iter().map(|row| Replay::of(row).map(|r| r.id()).map_err(|r| r.reason)).collect();
+    assert!(matches!(&replays[0], Err(why) if why.contains("before the journal kept who published")), "{replays:?}");
+    assert_eq!(replays[1], Ok(2), "not a denial: replayed as before");
+    assert!(matches!(&replays[2], Err(why) if why.starts_with("published by device \"dev1\"")), "{replays:?}");
+    close(store);
 }
 
 #[test]

@@ -430,6 +430,13 @@ impl Writer {
         if notify {
             self.committed.notify();
         }
+        // The rows this commit dropped to make room are counted before the commit itself:
+        // whoever sees an event committed also sees the drops it caused, so committed and
+        // dropped always add up (README, guarantees 1 and 5).
+        self.metrics.count_drop(DropReason::Full, group.dropped_full);
+        if group.dropped_full > 0 {
+            self.log_full(group.dropped_full, "dropped the oldest events (when_full = \"drop_oldest\")");
+        }
         self.metrics.store.committed.add(group.committed_events);
         self.metrics.store.replayed.add(group.replayed);
         self.metrics.store.dead_letters.add(group.dead_letters);
@@ -446,10 +453,6 @@ impl Writer {
         }
         for (_, done) in group.done {
             done();
-        }
-        self.metrics.count_drop(DropReason::Full, group.dropped_full);
-        if group.dropped_full > 0 {
-            self.log_full(group.dropped_full, "dropped the oldest events (when_full = \"drop_oldest\")");
         }
         self.refresh_gauges();
         if !group.batches.is_empty() {

@@ -124,15 +124,17 @@ impl GatewayProc {
         let config = dir.path().join("gateway.toml");
         std::fs::write(&config, conf.toml()?).map_err(|e| e.to_string())?;
         let log = std::fs::File::create(dir.path().join("gateway.log")).map_err(|e| e.to_string())?;
+        // The first call builds the binary (or waits for cargo's locks): not start-up time.
+        let program = binary();
         let spawned = Instant::now();
-        let child = Command::new(binary())
+        let child = Command::new(&program)
             .args(["run", "--config"])
             .arg(&config)
             .env("RUST_LOG", "info,rumqttd=off,rumqttc=warn")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", binary().display()))?;
+            .map_err(|e| format!("cannot start {}: {e}", program.display()))?;
         Ok(GatewayProc { conf: conf.clone(), child: Some(child), spawned, dir })
     }
 

@@ -166,7 +166,7 @@ impl Gate {
                      (not on its ack or commands topics); the device was disconnected"
                 );
                 if let Ok((topic, payload)) = mqtt::publish(frame, packet, level) {
-                    let _ = self.denied.try_send(Denied { topic, payload, reason: reason.clone() });
+                    let _ = self.denied.try_send(Denied::by(id, topic, payload, reason.clone()));
                 }
                 (Denial::Publish, reason)
             }

@@ -93,8 +93,10 @@ impl Writer {
         letter: &mut DeadLetter,
     ) -> Result<(), rusqlite::Error> {
         self.conn
-            .prepare_cached("INSERT INTO dead_letters (received_ms, topic, reason, payload) VALUES (?1, ?2, ?3, ?4)")?
-            .execute(params![letter.received_ms, letter.topic, letter.reason, letter.payload])?;
+            .prepare_cached(
+                "INSERT INTO dead_letters (received_ms, topic, reason, payload, publisher) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![letter.received_ms, letter.topic, letter.reason, letter.payload, letter.publisher])?;
         group.dead_letters += 1;
         group.done.extend(letter.done.take().map(|d| (index, d)));
         Ok(())
