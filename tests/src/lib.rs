@@ -7,6 +7,8 @@
 //! - [`clients`]: device publishers and a cloud subscriber that counts by `(device, boot, seq)`.
 //! - [`http`]: a minimal HTTP GET for `/api/status` and `/metrics`.
 //! - [`proxy`]: a TCP proxy that cuts and restores the cloud link.
+//! - [`idle`]: an attacker's idle sockets against the device port, from many source addresses.
+//! - [`paho`]: paho-mqtt (Python) as a real MQTT 3.1.1 and 5 client, installed when missing.
 //! - [`sim`]: the firmware's simulator (`edge-sensor-sim`) as a child process.
 //! - [`bench`]: the benchmark against the alternatives (`--bin bench`, BENCHMARKS.md).
 
@@ -14,16 +16,28 @@ pub mod bench;
 pub mod clients;
 pub mod gateway;
 pub mod http;
+pub mod idle;
 pub mod mosquitto;
+pub mod paho;
 pub mod proxy;
 pub mod sim;
 
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-/// A free TCP port on 127.0.0.1 (bound, then released).
+/// A free TCP port on 127.0.0.1 (bound, then released), below Linux's ephemeral range
+/// (32768-60999). A port the kernel hands out for port 0 is one it also gives the next
+/// outgoing connection, so between the release and the gateway's (or Mosquitto's) bind a
+/// client socket could take it: seen in the pipeline loop as "cannot listen for HTTP ...
+/// Address already in use" and a gateway that never got ready.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("no free port on loopback")
+    for _ in 0..1000 {
+        let port = 20_000 + rand::random::<u16>() % 12_000;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port on loopback between 20000 and 32000")
 }
 
 /// Polls `check` every 10 ms until it returns Some, or panics with `what` after `timeout`.

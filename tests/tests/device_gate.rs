@@ -228,6 +228,7 @@ fn protocol_violations_close_the_connection_counted_and_logged() {
     let mut device = Raw::connect_with(v5, "bad-v5", 5, 0x02, 30);
     device.accepted().unwrap();
     device.send(0x32, &[0, 0, 0, 1, 0, b'x']);
+    assert_eq!(device.read().unwrap(), (0xe0, vec![0x82, 0]), "MQTT 5: DISCONNECT, Protocol Error");
     assert!(device.closed(), "v5 empty topic without alias: the connection must be closed");
     // A reserved CONNECT flag: no CONNACK, closed.
     let mut reserved = Raw::connect_with(port, "reserved", 4, 0x03, 30);

@@ -102,7 +102,7 @@ async fn events_wait_in_the_journal_while_the_cloud_is_down_and_all_arrive_in_or
         publish_all(devices, &device, device_events(&device, 501, 100)).await.unwrap();
     }
     let got = sub.wait_distinct(2400, WAIT);
-    assert_eq!(got.distinct().len(), 2400);
+    assert_eq!(got.distinct().len(), 2400, "{}", state(&gateway));
     got.in_order_per_device().unwrap();
 
     // A second outage in the middle of the flow: the link is cut under the gateway.
@@ -113,7 +113,7 @@ async fn events_wait_in_the_journal_while_the_cloud_is_down_and_all_arrive_in_or
     }
     link.restore();
     let got = sub.wait_distinct(2800, WAIT);
-    assert_eq!(got.distinct().len(), 2800);
+    assert_eq!(got.distinct().len(), 2800, "{}", state(&gateway));
     got.in_order_per_device().unwrap();
     assert!(gateway.status()["cloud_reconnects"].as_u64().unwrap() >= 1);
     wait_until(Duration::from_secs(10), "the queue to empty", || (gateway.queue_depth() == 0).then_some(()));
@@ -206,7 +206,7 @@ async fn retransmits_of_committed_events_are_dropped_and_counted() {
     sub.wait_distinct(50, WAIT);
     publish_all(gateway.setup.devices_port, "d1", device_events("d1", 41, 20)).await.unwrap();
     let got = sub.wait_distinct(60, WAIT);
-    assert_eq!(got.distinct().len(), 60);
+    assert_eq!(got.distinct().len(), 60, "{}", state(&gateway));
     assert_eq!(got.events.len(), 60, "the 10 retransmits never reach the cloud");
     wait_until(Duration::from_secs(10), "10 duplicates counted", || {
         (gateway.status()["dropped"]["duplicate"] == 10).then_some(())
@@ -221,12 +221,18 @@ async fn an_mqtt5_device_is_served_on_its_own_listener() {
     let mut setup = Setup::new(cloud.port, data.path());
     let v5 = edge_tests::free_port();
     setup.devices = format!("listen_v5 = \"127.0.0.1:{v5}\"\n");
-    let _gateway = Gateway::start(&setup);
+    let gateway = Gateway::start(&setup);
     let port = v5.to_string();
     let event = event_json("v5dev", 1, 1);
     let args = ["-V", "5", "-p", &port, "-q", "1", "-t", "devices/v5dev/events", "-m", &event];
     let status = Command::new("mosquitto_pub").args(args).status().unwrap();
-    assert!(status.success());
+    assert!(status.success(), "mosquitto_pub -V 5 failed; the gateway's log:\n{}", gateway.log_text());
     let got = sub.wait_distinct(1, WAIT);
     assert_eq!(got.events, vec![("v5dev".to_owned(), 1, 1)]);
+}
+
+/// The gateway's status and log, for a failure message: where the events stopped.
+fn state(gateway: &Gateway) -> String {
+    let status = edge_tests::http::get(gateway.setup.http_port, "/api/status").map(|(_, body)| body);
+    format!("status: {}\nlog:\n{}", status.unwrap_or_default(), gateway.log_text())
 }

@@ -109,7 +109,12 @@ pub fn start(
             error!(error = %err, "the embedded device broker stopped");
         }
     })?;
-    wait_until_listening(inner, &token)?;
+    // Each rumqttd listener binds on a thread of its own: a device on the MQTT 5 port must
+    // not find its inner listener not there yet (the gate would answer "server busy").
+    wait_until_listening(inner, &token, 4)?;
+    if let Some(inner_v5) = inner_v5 {
+        wait_until_listening(inner_v5, &token, 5)?;
+    }
     if matches!(settings.access, Access::Anonymous) {
         warn!(
             "devices.auth.allow_anonymous = true: any client that reaches {} may connect and publish on any topic; \
@@ -204,15 +209,12 @@ fn broker_config(
     }
 }
 
-/// Waits for the broker to answer an MQTT CONNECT (a bare TCP probe makes it log errors).
-fn wait_until_listening(target: SocketAddr, token: &str) -> Result<(), DevicesError> {
+/// Waits for the broker's listener of MQTT `level` to answer a CONNECT (a bare TCP probe
+/// makes it log errors).
+fn wait_until_listening(target: SocketAddr, token: &str, level: u8) -> Result<(), DevicesError> {
     use std::io::{Read, Write};
-    // CONNECT, MQTT 3.1.1, clean session, keep-alive 10 s, client id "edge-gateway-probe",
-    // with the gate's token as its password.
-    let mut body = vec![0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x02, 0x00, 0x0a, 0x00, 18];
-    body.extend_from_slice(b"edge-gateway-probe");
-    let parsed = super::mqtt::connect(&body).map_err(DevicesError::Broker)?;
-    let connect = super::mqtt::rewrite_connect(&body, &parsed, token);
+    // Clean, keep-alive 10 s, client id "edge-gateway-probe", the gate's token as password.
+    let connect = super::mqtt::v5::clean_connect(level, "edge-gateway-probe", token);
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut last_error = String::new();
     while Instant::now() < deadline {

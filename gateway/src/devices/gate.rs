@@ -6,21 +6,32 @@
 //!
 //! 1. TLS (optional; client certificates required when a client CA is configured), with a
 //!    handshake deadline, on its own task: a silent client never holds up the listener.
-//! 2. The first packet must be a CONNECT within `connection_timeout`; its credentials are
-//!    checked ([`super::auth`]); a refusal gets a CONNACK with the MQTT reason code.
+//! 2. The first packet must be a CONNECT within the pre-login deadline; connections before
+//!    login are bounded per source address and in all, the oldest idle one evicted to make
+//!    room ([`prelogin`]). The CONNECT is checked ([`login`]: protocol level, credentials
+//!    ([`super::auth`]), will topic); a refusal gets a CONNACK with the MQTT reason code.
 //! 3. `max_connections` is enforced here, with a CONNACK "server unavailable".
 //! 4. The CONNECT goes to rumqttd with its password replaced by a per-process token that
 //!    rumqttd's auth hook demands: the loopback port is useless without the gate.
-//! 5. Every packet from the device is delimited; a packet over `max_payload` is counted and
-//!    the device disconnected. For an authenticated device every PUBLISH topic must be
-//!    under `devices/{id}/` (not its `ack` or `commands`), every SUBSCRIBE filter one of its
-//!    own `devices/{id}/ack`, `devices/{id}/commands[/...]`; a refused publish becomes a dead
-//!    letter with the reason, and the device is disconnected (MQTT 3.1.1 §3.3.5 allows
-//!    nothing else: a refused PUBLISH cannot be reported to the client).
+//! 5. MQTT 5: the CONNACK advertises `max_payload` as the Maximum Packet Size; a disconnect
+//!    the gate causes is said with a DISCONNECT reason code (0x95 for a packet too large);
+//!    the device's own Maximum Packet Size is honoured ([`deliver`]); Clean Start and
+//!    Session Expiry are mapped onto rumqttd's single clean flag ([`login::SessionPlan`]).
+//! 6. Every packet from the device is delimited ([`uplink`]); a packet over `max_payload`
+//!    is counted and the device disconnected. For an authenticated device every PUBLISH
+//!    topic must be under `devices/{id}/` (not its `ack` or `commands`), every SUBSCRIBE
+//!    filter one of its own `devices/{id}/ack`, `devices/{id}/commands[/...]`; a refused
+//!    publish becomes a dead letter with the reason, and the device is disconnected (MQTT
+//!    3.1.1 §3.3.5 allows nothing else: a refused PUBLISH cannot be reported to the client).
 //!
 //! Invariant: `edge_gateway_devices_connected` counts connections that rumqttd accepted
 //! (its CONNACK said success) and whose relay still runs; it goes down when either side
 //! closes, whoever closed.
+
+mod deliver;
+mod login;
+pub mod prelogin;
+mod uplink;
 
 use std::net::SocketAddr;
 use std::sync::{mpsc, Arc, Mutex};
@@ -32,19 +43,15 @@ use tokio::sync::Semaphore;
 use tokio_rustls::rustls;
 use tracing::warn;
 
+use self::prelogin::{Admitted, Cut, Eviction, Prelogin};
 use super::auth::{Authenticator, Identity};
-use super::metrics::DeviceDisconnect;
-use super::metrics::{ConnectionRefusal, Denial, DeviceMeters};
-use super::mqtt::{self, Next, Refusal};
+use super::metrics::{ConnectionRefusal, DeviceDisconnect, DeviceMeters};
+use super::mqtt::{self, v5, Next, Refusal};
 use super::relay::{self, Claim, Clients, Held};
 pub use super::rights::{may_publish, may_subscribe};
 use crate::config::{files, DeviceTls};
 use crate::pipeline::Denied;
 use crate::util::RateLimited;
-
-/// Most connections between accept and an authenticated CONNECT at any time; more are
-/// closed at once (counted, reason `limit`).
-const MAX_HANDSHAKING: usize = 256;
 
 /// Builds the device listener's TLS server configuration from the files the config named
 /// (checked at load, read again here at start). `Err` is `(which key under devices, message)`.
@@ -80,7 +87,8 @@ pub struct Settings {
     pub max_connections: usize,
     /// Largest packet body from a device.
     pub max_payload: usize,
-    /// Time for the TLS handshake and the CONNECT.
+    /// Time from accept to a complete CONNECT, TLS handshake included (shortened under
+    /// pressure: [`prelogin`]); also the bound of a password check.
     pub connect_timeout: Duration,
     /// The password the broker behind the gate wants.
     pub token: Arc<str>,
@@ -100,7 +108,11 @@ pub struct Gate {
     /// The journal, for the read model's connection state of authenticated devices.
     store: crate::store::StoreHandle,
     sessions: Arc<Semaphore>,
-    handshaking: Arc<Semaphore>,
+    prelogin: Arc<Prelogin>,
+    /// Places for connections in their probation ([`prelogin::MAX_PROBATION`]).
+    probation: Arc<Semaphore>,
+    /// The Maximum Packet Size an MQTT 5 CONNACK advertises (`max_payload` and a header).
+    max_packet_size: u32,
     refusal_log: Mutex<RateLimited>,
     denial_log: Mutex<RateLimited>,
     disconnect_log: Mutex<RateLimited>,
@@ -119,7 +131,9 @@ impl Gate {
         let acceptor = settings.tls.clone().map(tokio_rustls::TlsAcceptor::from);
         Arc::new(Gate {
             sessions: Arc::new(Semaphore::new(settings.max_connections)),
-            handshaking: Arc::new(Semaphore::new(MAX_HANDSHAKING)),
+            prelogin: Prelogin::new(prelogin::Limits::gate(settings.connect_timeout)),
+            probation: Arc::new(Semaphore::new(prelogin::MAX_PROBATION)),
+            max_packet_size: v5::max_packet_size(settings.max_payload),
             settings,
             acceptor,
             auth,
@@ -171,20 +185,43 @@ impl Gate {
     }
 
     async fn connection(self: Arc<Gate>, stream: TcpStream, peer: SocketAddr) {
-        let Ok(handshaking) = self.handshaking.clone().try_acquire_owned() else {
-            self.refuse(ConnectionRefusal::Limit, peer, "too many connections handshaking at once");
-            return;
+        // Probation (prelogin.rs): a device's first bytes come right after the handshake.
+        let sending = match self.probation.clone().try_acquire_owned() {
+            // A real peek: the socket's readiness alone can be set with nothing to read.
+            Ok(_permit) => {
+                let first = tokio::time::timeout(prelogin::PROBATION, stream.peek(&mut [0u8; 1])).await;
+                matches!(first, Ok(Ok(1..)))
+            }
+            Err(_) => false,
+        };
+        let mut admitted = match self.prelogin.admit(peer.ip(), sending) {
+            Ok(admitted) => admitted,
+            Err(prelogin::Full) => {
+                let detail = "every pre-login place is taken by a connection whose CONNECT is being checked";
+                return self.refuse(ConnectionRefusal::Limit, peer, detail);
+            }
         };
         let _ = stream.set_nodelay(true);
-        let timeout = self.settings.connect_timeout;
         match &self.acceptor {
             // Plain TCP splits into owned halves without a lock between them.
-            None => self.session(stream, peer, handshaking, TcpStream::into_split).await,
-            Some(acceptor) => match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => self.session(tls, peer, handshaking, tokio::io::split).await,
+            None => self.session(stream, peer, admitted, TcpStream::into_split).await,
+            Some(acceptor) => match admitted.within(acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => self.session(tls, peer, admitted, tokio::io::split).await,
                 Ok(Err(err)) => self.refuse(ConnectionRefusal::Tls, peer, &err.to_string()),
-                Err(_) => self.refuse(ConnectionRefusal::Tls, peer, "no TLS handshake in time"),
+                Err(cut) => self.cut(cut, peer, ConnectionRefusal::Tls, "no TLS handshake in time"),
             },
+        }
+    }
+
+    /// Counts and logs a connection the pre-login limits ended: `late` (as `reason`) when
+    /// its own deadline passed in calm times, `evicted` otherwise.
+    fn cut(&self, cut: Cut, peer: SocketAddr, reason: ConnectionRefusal, late: &str) {
+        match cut {
+            Cut::Deadline { pressed: false } => self.refuse(reason, peer, late),
+            Cut::Deadline { pressed: true } => {
+                self.refuse(ConnectionRefusal::Evicted, peer, Eviction::Pressure.detail())
+            }
+            Cut::Evicted(why) => self.refuse(ConnectionRefusal::Evicted, peer, why.detail()),
         }
     }
 
@@ -194,94 +231,52 @@ impl Gate {
         &self,
         mut client: S,
         peer: SocketAddr,
-        handshaking: tokio::sync::OwnedSemaphorePermit,
+        mut admitted: Admitted,
         split: impl FnOnce(S) -> (R, W),
     ) where
         S: AsyncRead + AsyncWrite + Unpin,
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
     {
-        let timeout = self.settings.connect_timeout;
         let mut buf = Vec::with_capacity(1024);
-        let frame = match tokio::time::timeout(timeout, read_frame(&mut client, &mut buf, 64 * 1024)).await {
+        let frame = match admitted.within(read_frame(&mut client, &mut buf, 64 * 1024)).await {
             Ok(Ok(frame)) if frame.kind == mqtt::CONNECT => frame,
             Ok(Ok(_)) => return self.refuse(ConnectionRefusal::Protocol, peer, "the first packet is not a CONNECT"),
             Ok(Err(err)) => return self.refuse(ConnectionRefusal::Protocol, peer, &err),
-            Err(_) => return self.refuse(ConnectionRefusal::Protocol, peer, "no CONNECT in time"),
+            Err(cut) => return self.cut(cut, peer, ConnectionRefusal::Protocol, "no CONNECT in time"),
         };
-        let body = &buf[frame.body..frame.len];
-        if let Some(level) = mqtt::protocol_level(body).filter(|level| *level != self.settings.level) {
-            let served = if self.settings.level == 5 { "MQTT 5" } else { "MQTT 3.1.1" };
-            let detail = format!("a CONNECT of protocol level {level} on a listener for {served} (CONNACK 1)");
-            self.refuse(ConnectionRefusal::Protocol, peer, &detail);
-            let _ = send(&mut client, &mqtt::CONNACK_BAD_PROTOCOL).await;
-            return;
+        if let Err(cut) = admitted.connect_received() {
+            return self.cut(cut, peer, ConnectionRefusal::Protocol, "no CONNECT in time");
         }
-        let connect = match mqtt::connect(body) {
-            Ok(connect) => connect,
-            Err(err) => return self.refuse(ConnectionRefusal::Protocol, peer, &err),
-        };
-        let level = connect.level;
-        let client_id = connect.client_id.to_owned();
-        // Bounded: behind a storm of argon2 checks, a connection waits at most this long.
-        let check = self.auth.check(connect.client_id, connect.username, connect.password);
-        let Ok(checked) = tokio::time::timeout(timeout, check).await else {
-            self.refuse(ConnectionRefusal::Limit, peer, "password checks are backed up");
-            let _ = send(&mut client, &mqtt::connack_refusal(level, Refusal::Busy)).await;
-            return;
-        };
-        let identity = match checked {
-            Ok(identity) => identity,
-            Err(failure) => {
-                self.metrics.devices.count_auth_failure(failure);
-                if let Some(suppressed) = self.refusal_log.lock().ok().and_then(|mut log| log.allow()) {
-                    warn!(
-                        %peer, client_id, user = connect.username.unwrap_or(""), reason = failure.label(), suppressed,
-                        "device login refused"
-                    );
-                }
-                let refusal = match failure {
-                    super::auth::AuthFailure::ClientIdMismatch => Refusal::NotAuthorized,
-                    _ => Refusal::BadCredentials,
-                };
-                let _ = send(&mut client, &mqtt::connack_refusal(level, refusal)).await;
-                return;
-            }
-        };
-        if let (Identity::Device(id), Some(will)) = (&identity, connect.will_topic) {
-            if !may_publish(id, will) {
-                self.refuse(ConnectionRefusal::Acl, peer, &format!("device {id:?} may not have a will on {will:?}"));
-                let _ = send(&mut client, &mqtt::connack_refusal(level, Refusal::NotAuthorized)).await;
-                return;
-            }
-        }
-        let Ok(session) = self.sessions.clone().try_acquire_owned() else {
-            self.refuse(ConnectionRefusal::Limit, peer, "devices.max_connections reached");
-            let _ = send(&mut client, &mqtt::connack_refusal(level, Refusal::Busy)).await;
-            return;
-        };
-        let forwarded = mqtt::rewrite_connect(body, &connect, &self.settings.token);
+        let Some(login) = self.login(&mut client, peer, &buf[frame.body..frame.len]).await else { return };
         buf.drain(..frame.len);
-        drop(handshaking);
+        drop(admitted);
+        let client_id = login.client_id.as_str();
         // One relay per client id at the broker: an older one is closed first (relay.rs).
-        let (slot, claim) = self.settings.clients.claim(&client_id).await;
-        let _held = Held(&self.settings.clients, &client_id, &slot);
+        let (slot, claim) = self.settings.clients.claim(client_id).await;
+        let _held = Held(&self.settings.clients, client_id, &slot);
         match claim {
             Ok(_) => {}
             Err(Claim::TakenOver) => {
                 let detail = "a newer connection with the same client id came before this one was served";
-                return self.disconnect(DeviceDisconnect::Takeover, peer, &client_id, detail);
+                return self.disconnect(DeviceDisconnect::Takeover, peer, client_id, detail);
             }
             Err(Claim::Stuck) => warn!(
                 %peer, client_id,
                 "the embedded broker did not close the older connection with this client id in time; connecting anyway"
             ),
         }
+        let Some((plan, forwarded)) = self.forwarded_connect(&login) else { return };
+        if plan.discard_first && !self.discard_session(client_id).await {
+            warn!(%peer, client_id, "could not discard the kept session for a Clean Start; it is resumed");
+        }
+        let level = login.level;
+        let refuse_busy = || mqtt::connack_refusal(level, Refusal::Busy);
         let mut broker = match TcpStream::connect(self.settings.broker).await {
             Ok(broker) => broker,
             Err(err) => {
                 tracing::error!(error = %err, "cannot reach the embedded broker behind the device gate");
-                let _ = send(&mut client, &mqtt::connack_refusal(level, Refusal::Busy)).await;
+                let _ = send(&mut client, &refuse_busy()).await;
                 return;
             }
         };
@@ -291,18 +286,49 @@ impl Gate {
         }
         // The broker's CONNACK: the device counts as connected only when it says success.
         let mut from_broker = Vec::with_capacity(64);
-        let accepted = match tokio::time::timeout(timeout, read_frame(&mut broker, &mut from_broker, 1024)).await {
-            Ok(Ok(frame)) => frame.kind == 2 && from_broker.get(frame.body + 1) == Some(&0),
-            _ => false,
+        let read =
+            tokio::time::timeout(self.settings.connect_timeout, read_frame(&mut broker, &mut from_broker, 1024)).await;
+        let connack = match &read {
+            Ok(Ok(frame)) if frame.kind == 2 => Some(*frame),
+            _ => None,
         };
-        if send(&mut client, &from_broker).await.is_err() || !accepted {
+        if connack.is_none() {
+            let why = match read {
+                Ok(Ok(frame)) => format!("packet type {} instead of a CONNACK", frame.kind),
+                Ok(Err(err)) => err,
+                Err(_) => "no CONNACK in time".into(),
+            };
+            warn!(%peer, client_id, why, "the embedded broker did not answer the CONNECT; the device is told: server busy");
+        }
+        let accepted = connack.is_some_and(|frame| from_broker.get(frame.body + 1) == Some(&0));
+        let mut to_client = match connack {
+            // MQTT 5: the gate's own packet limit is the device's to know [MQTT-3.2.2.3.6].
+            Some(frame) if level == 5 => {
+                v5::connack_with_max_packet_size(&from_broker[frame.body..frame.len], self.max_packet_size)
+                    .unwrap_or_else(|_| from_broker[..frame.len].to_vec())
+            }
+            Some(frame) => from_broker[..frame.len].to_vec(),
+            None => Vec::new(),
+        };
+        let pending = from_broker.split_off(connack.map_or(from_broker.len(), |frame| frame.len));
+        if !accepted {
+            if to_client.is_empty() {
+                to_client = refuse_busy();
+            }
+            let _ = send(&mut client, &to_client).await;
             let (broker_read, broker_write) = broker.into_split();
-            relay::close_broker(broker_write, false, relay::downlink(broker_read, tokio::io::sink())).await;
+            relay::close_broker(broker_write, false, relay::drain(broker_read)).await;
+            return;
+        }
+        if send(&mut client, &to_client).await.is_err() {
+            let (broker_read, broker_write) = broker.into_split();
+            relay::close_broker(broker_write, false, relay::drain(broker_read)).await;
+            self.session_ended(&login, plan, None, false).await;
             return;
         }
         // Only an authenticated connection says which device it is (an anonymous client id
         // is not an identity): the read model's `connected` stays unknown for the others.
-        let device = match &identity {
+        let device = match &login.identity {
             Identity::Device(id) => Some((self.store.clone(), id.clone())),
             Identity::Anonymous => None,
         };
@@ -310,173 +336,77 @@ impl Gate {
         tracing::debug!(%peer, client_id, "device connected");
         let (client_read, client_write) = split(client);
         let (broker_read, mut broker_write) = broker.into_split();
-        let downlink = relay::downlink(broker_read, client_write);
+        let (owed_tx, mut owed) = tokio::sync::mpsc::unbounded_channel();
+        let bound = login.v5.max_packet_size.map(|max| deliver::Bound { max: max as usize, owed: owed_tx });
+        let downlink =
+            deliver::downlink(broker_read, client_write, pending, bound, |bytes| self.not_delivered(client_id, bytes));
         tokio::pin!(downlink);
-        let mut said_disconnect = false;
-        let relay = Relay { identity: &identity, level, client_id: &client_id };
-        let ended = tokio::select! {
-            ended = self.uplink(client_read, &mut broker_write, buf, &relay, &mut said_disconnect) => ended,
-            () = slot.taken_over() => Ended::ByGate(DeviceDisconnect::Takeover, "a newer connection with the same client id".into()),
-            () = &mut downlink => Ended::Broker,
+        let mut farewell = uplink::Farewell::default();
+        let relay = Relay { identity: &login.identity, level, client_id, session_expiry: login.v5.session_expiry };
+        let (ended, device) = tokio::select! {
+            ended = self.uplink(client_read, &mut broker_write, buf, &relay, &mut farewell, &mut owed) => (ended, None),
+            () = slot.taken_over() => {
+                (Ended::ByGate(DeviceDisconnect::Takeover, "a newer connection with the same client id".into()), None)
+            }
+            device = &mut downlink => (Ended::Broker, Some(device)),
         };
-        let closed =
-            matches!(ended, Ended::Broker) || relay::close_broker(broker_write, said_disconnect, downlink).await;
+        let device = match device {
+            Some(device) => Some(device),
+            None => relay::close_broker(broker_write, farewell.said_disconnect, downlink).await,
+        };
         match &ended {
-            Ended::ByGate(reason, detail) => self.disconnect(*reason, peer, &client_id, detail),
-            Ended::Broker if !said_disconnect => {
+            Ended::ByGate(reason, detail) => self.disconnect(*reason, peer, client_id, detail),
+            Ended::Broker if !farewell.said_disconnect => {
                 let detail =
                     "the embedded broker closed the connection (keep-alive expired, or an MQTT error it found)";
-                self.disconnect(DeviceDisconnect::Broker, peer, &client_id, detail);
+                self.disconnect(DeviceDisconnect::Broker, peer, client_id, detail);
             }
             _ => {}
         }
-        if !closed {
-            warn!(%peer, client_id, "the embedded broker did not close an ended device connection in time");
+        match device {
+            Some(device) => goodbye(device, level, &ended).await,
+            None => warn!(%peer, client_id, "the embedded broker did not close an ended device connection in time"),
         }
         drop(connected);
-        drop(session);
+        let taken_over = matches!(ended, Ended::ByGate(DeviceDisconnect::Takeover, _));
+        self.session_ended(&login, plan, farewell.session_expiry, taken_over).await;
+        drop(login.permit);
         tracing::debug!(%peer, client_id, ?ended, "device disconnected");
     }
 
-    /// Device -> broker, packet by packet, checking sizes and rights. Returns why it ended.
-    async fn uplink(
-        &self,
-        mut client: impl AsyncRead + Unpin,
-        broker: &mut (impl AsyncWrite + Unpin),
-        mut buf: Vec<u8>,
-        relay: &Relay<'_>,
-        said_disconnect: &mut bool,
-    ) -> Ended {
-        let Relay { identity, level, client_id } = *relay;
-        let max = self.settings.max_payload;
-        let inflow = &self.settings.inflow;
-        loop {
-            let mut ok = 0;
-            let mut stop = None;
-            let (mut publishes, mut publish_bytes) = (0u64, 0u64);
-            loop {
-                match mqtt::next(&buf[ok..], max) {
-                    Next::Packet(frame) => {
-                        if let Some(why) = mqtt::violation(&frame, &buf[ok..], level) {
-                            stop = Some(Ended::ByGate(DeviceDisconnect::Protocol, why));
-                            break;
-                        }
-                        if let Identity::Device(id) = identity {
-                            if let Err((reason, why)) = self.check(id, &frame, &buf[ok..], level) {
-                                stop = Some(Ended::ByGate(reason, why));
-                                break;
-                            }
-                        }
-                        if frame.kind == mqtt::DISCONNECT {
-                            // Nothing after it goes to the broker (relay.rs, rule 1).
-                            ok += frame.len;
-                            stop = Some(Ended::Disconnect);
-                            break;
-                        }
-                        if frame.kind == mqtt::PUBLISH {
-                            publishes += 1;
-                            publish_bytes += frame.len as u64;
-                        }
-                        ok += frame.len;
-                    }
-                    Next::Incomplete => break,
-                    Next::TooLarge { kind, remaining } => {
-                        self.metrics.devices.too_large.add(1);
-                        if let Some(suppressed) = self.denial_log.lock().ok().and_then(|mut log| log.allow()) {
-                            warn!(
-                                client_id,
-                                packet_type = kind,
-                                bytes = remaining,
-                                max_payload = max,
-                                suppressed,
-                                "device packet over devices.max_payload; device disconnected"
-                            );
-                        }
-                        let why = format!("a packet of {remaining} bytes, over devices.max_payload");
-                        stop = Some(Ended::ByGate(DeviceDisconnect::TooLarge, why));
-                        break;
-                    }
-                    Next::Malformed => {
-                        stop = Some(Ended::ByGate(DeviceDisconnect::Protocol, "malformed MQTT".into()));
-                        break;
-                    }
-                }
-            }
-            if ok > 0 {
-                // The journal is behind and the broker holds a lot unread: hold this device
-                // back (its TCP and inflight windows fill) rather than let the broker
-                // overwrite unread events.
-                if publishes > 0 && inflow.wait_for_room().await {
-                    self.metrics.devices.backpressure.add(1);
-                }
-                if broker.write_all(&buf[..ok]).await.is_err() {
-                    return Ended::Broker;
-                }
-                *said_disconnect = matches!(stop, Some(Ended::Disconnect));
-                inflow.forwarded(publishes, publish_bytes);
-                buf.drain(..ok);
-            }
-            if let Some(why) = stop {
-                return why;
-            }
-            // Small reads keep the per-connection buffer small (a thousand idle devices must
-            // not cost a thousand large buffers); it grows only for a packet that needs it
-            // and gives the room back once that packet has gone.
-            if buf.is_empty() && buf.capacity() > 32 * 1024 {
-                buf.shrink_to(8 * 1024);
-            }
-            if buf.capacity() - buf.len() < 2 * 1024 {
-                buf.reserve(8 * 1024);
-            }
-            match client.read_buf(&mut buf).await {
-                Ok(0) => return Ended::DeviceClosed,
-                Ok(_) => {}
-                Err(err) => {
-                    tracing::debug!(client_id, error = %err, "device read error");
-                    return Ended::DeviceClosed;
-                }
-            }
-        }
-    }
-
-    /// Whether device `id` may send this packet; a refusal is counted, logged and (for a
-    /// publish) handed over as a dead letter.
-    fn check(&self, id: &str, frame: &mqtt::Frame, packet: &[u8], level: u8) -> Result<(), (DeviceDisconnect, String)> {
-        let malformed = |why: String| (DeviceDisconnect::Protocol, why);
-        let (denial, reason) = match frame.kind {
-            mqtt::PUBLISH => {
-                let topic = mqtt::publish_topic(frame, packet).map_err(malformed)?;
-                // An MQTT 5 publish by topic alias: the alias was set by an earlier publish
-                // on this connection, whose topic passed this check.
-                if may_publish(id, topic) || (topic.is_empty() && level == 5) {
-                    return Ok(());
-                }
-                let reason = format!(
-                    "device {id:?} may not publish on {topic:?}: a device publishes only under devices/{id}/ \
-                     (not on its ack or commands topics); the device was disconnected"
-                );
-                if let Ok((topic, payload)) = mqtt::publish(frame, packet, level) {
-                    let _ = self.denied.try_send(Denied::by(id, topic, payload, reason.clone()));
-                }
-                (Denial::Publish, reason)
-            }
-            mqtt::SUBSCRIBE => {
-                let filters = mqtt::subscribe_filters(frame, packet, level).map_err(malformed)?;
-                let Some(bad) = filters.iter().find(|f| !may_subscribe(id, f)) else { return Ok(()) };
-                let reason = format!(
-                    "device {id:?} may not subscribe to {bad:?}: only devices/{id}/ack and devices/{id}/commands; \
-                     the device was disconnected"
-                );
-                (Denial::Subscribe, reason)
-            }
-            _ => return Ok(()),
-        };
-        self.metrics.devices.denied[denial as usize].add(1);
+    /// Counts and logs (rate-limited) a publish not delivered because it is larger than the
+    /// device's own Maximum Packet Size.
+    fn not_delivered(&self, client_id: &str, bytes: usize) {
+        self.metrics.devices.not_delivered.add(1);
         if let Some(suppressed) = self.denial_log.lock().ok().and_then(|mut log| log.allow()) {
-            warn!(device = id, action = denial.label(), %reason, suppressed, "device denied");
+            warn!(
+                client_id,
+                bytes,
+                suppressed,
+                "a publish larger than the device's Maximum Packet Size was not delivered to it [MQTT-3.1.2-25]"
+            );
         }
-        Err((DeviceDisconnect::Denied, reason))
     }
+}
+
+/// Closes the device's side; on MQTT 5, a disconnect the gateway caused is first said with
+/// its reason code (MQTT 5 §3.14.2.1; a packet over the limit: 0x95).
+async fn goodbye(device: Option<impl AsyncWrite + Unpin>, level: u8, ended: &Ended) {
+    let Some(mut device) = device else { return };
+    if let (5, Ended::ByGate(reason, why)) = (level, ended) {
+        let code = match reason {
+            DeviceDisconnect::Denied => v5::reason::NOT_AUTHORIZED,
+            DeviceDisconnect::TooLarge => v5::reason::PACKET_TOO_LARGE,
+            DeviceDisconnect::Protocol if why.starts_with("malformed") => v5::reason::MALFORMED,
+            DeviceDisconnect::Protocol => v5::reason::PROTOCOL_ERROR,
+            DeviceDisconnect::Takeover => v5::reason::SESSION_TAKEN_OVER,
+            DeviceDisconnect::Broker => 0,
+        };
+        if code != 0 {
+            let _ = device.write_all(&v5::disconnect(code)).await;
+        }
+    }
+    let _ = device.shutdown().await;
 }
 
 /// Writes and flushes (a TLS stream may hold what was written until flushed).
@@ -486,10 +416,13 @@ async fn send(stream: &mut (impl AsyncWrite + Unpin), bytes: &[u8]) -> std::io::
 }
 
 /// What a relay is for: who the device is and how it speaks.
+#[derive(Clone, Copy)]
 struct Relay<'a> {
     identity: &'a Identity,
     level: u8,
     client_id: &'a str,
+    /// The Session Expiry Interval of its MQTT 5 CONNECT.
+    session_expiry: u32,
 }
 
 /// How a relay ended.

@@ -1,6 +1,7 @@
 //! The device side's metrics: connections (open, refused by reason, refused logins by
-//! reason), connections the gateway closed (by reason), denied publishes and subscriptions, oversized packets, and back-pressure. The
-//! device gate is their only writer; they only report.
+//! reason), connections the gateway closed (by reason), denied publishes and subscriptions,
+//! oversized packets (from devices, and publishes too large for a device), and
+//! back-pressure. The device gate is their only writer; they only report.
 //!
 //! Adding a metric: a field here, and a line in [`DeviceMetrics::render`].
 
@@ -13,7 +14,8 @@ use crate::meter::{Counter, Exposition, Gauge, Render};
 pub enum ConnectionRefusal {
     /// Credentials refused (see `edge_gateway_device_auth_failures_total` for why).
     Auth,
-    /// `devices.max_connections` reached, or too many connections still handshaking.
+    /// `devices.max_connections` reached, or every pre-login place taken by a connection
+    /// whose CONNECT is being checked.
     Limit,
     /// The TLS handshake failed (e.g. no valid client certificate).
     Tls,
@@ -21,11 +23,15 @@ pub enum ConnectionRefusal {
     Protocol,
     /// A will on a topic the device may not publish on.
     Acl,
+    /// Closed while waiting for its CONNECT to make room for newer connections (the
+    /// pre-login limits: SECURITY.md).
+    Evicted,
 }
 
 impl ConnectionRefusal {
     /// Every reason, in label order (index = `reason as usize`).
-    pub const ALL: [ConnectionRefusal; 5] = [Self::Auth, Self::Limit, Self::Tls, Self::Protocol, Self::Acl];
+    pub const ALL: [ConnectionRefusal; 6] =
+        [Self::Auth, Self::Limit, Self::Tls, Self::Protocol, Self::Acl, Self::Evicted];
 
     /// The `reason` label value.
     pub fn label(self) -> &'static str {
@@ -35,6 +41,7 @@ impl ConnectionRefusal {
             Self::Tls => "tls",
             Self::Protocol => "protocol",
             Self::Acl => "acl",
+            Self::Evicted => "evicted",
         }
     }
 }
@@ -102,11 +109,14 @@ pub struct DeviceMetrics {
     /// Refused credentials, by [`AuthFailure`] (index = `failure as usize`).
     pub auth_failures: [Counter; 4],
     /// Connections closed before being served, by [`ConnectionRefusal`].
-    pub refused: [Counter; 5],
+    pub refused: [Counter; 6],
     /// Publishes / subscriptions denied, by [`Denial`].
     pub denied: [Counter; 2],
     /// Packets larger than `devices.max_payload` (the device is disconnected).
     pub too_large: Counter,
+    /// Publishes not delivered to an MQTT 5 device because they were larger than the
+    /// Maximum Packet Size it set.
+    pub not_delivered: Counter,
     /// Times the gate held a device back because the journal was behind (back-pressure).
     pub backpressure: Counter,
     /// Accepted connections the gateway closed, by [`DeviceDisconnect`].
@@ -156,6 +166,13 @@ impl Render for DeviceMetrics {
         out.single("edge_gateway_devices_connected", "gauge", "Device clients connected now.", self.connected.get());
         let help = "Device packets over devices.max_payload (device disconnected).";
         out.single("edge_gateway_device_packets_too_large_total", "counter", help, self.too_large.get());
+        let help = "Publishes not delivered to a device because they exceed the Maximum Packet Size it set (MQTT 5).";
+        out.single(
+            "edge_gateway_device_publishes_too_large_for_device_total",
+            "counter",
+            help,
+            self.not_delivered.get(),
+        );
         let help = "Times the device gate held devices back because the journal was behind.";
         out.single("edge_gateway_device_backpressure_total", "counter", help, self.backpressure.get());
     }

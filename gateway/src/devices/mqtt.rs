@@ -1,8 +1,10 @@
 //! Just enough MQTT (3.1.1 and 5) for the device gate: frame boundaries, the fields of
 //! CONNECT, PUBLISH and SUBSCRIBE that decide rights, CONNACK refusals, and rewriting a
-//! CONNECT's credentials for the broker behind the gate.
+//! CONNECT's credentials for the broker behind the gate. MQTT 5 properties: [`v5`].
 //!
 //! Invariant: nothing here panics on any input; a malformed packet is an `Err` with a reason.
+
+pub mod v5;
 
 /// CONNECT.
 pub const CONNECT: u8 = 1;
@@ -10,6 +12,10 @@ pub const CONNECT: u8 = 1;
 pub const PUBLISH: u8 = 3;
 /// SUBSCRIBE.
 pub const SUBSCRIBE: u8 = 8;
+/// PUBACK.
+pub const PUBACK: u8 = 4;
+/// PUBREL.
+pub const PUBREL: u8 = 6;
 /// DISCONNECT.
 pub const DISCONNECT: u8 = 14;
 
@@ -112,10 +118,10 @@ impl<'a> Reader<'a> {
         Err("bad variable byte integer".into())
     }
 
-    /// Skips MQTT 5 properties.
-    fn properties(&mut self) -> Result<(), String> {
+    /// An MQTT 5 property block (its length, then the block returned).
+    fn properties(&mut self) -> Result<&'a [u8], String> {
         let len = self.varint()?;
-        self.bytes(len).map(|_| ())
+        self.bytes(len)
     }
 }
 
@@ -126,6 +132,11 @@ pub struct Connect<'a> {
     pub level: u8,
     /// Keep-alive in seconds; 0 turns it off (MQTT 3.1.1 §3.1.2.10).
     pub keep_alive: u16,
+    /// Clean Session (3.1.1) / Clean Start (5) as the broker gets it; the gate may change it
+    /// before [`rewrite_connect`].
+    pub clean: bool,
+    /// MQTT 5 properties the gate acts on (defaults for 3.1.1).
+    pub v5: v5::ConnectProperties,
     /// Client id.
     pub client_id: &'a str,
     /// Topic of the will, when there is one.
@@ -138,6 +149,8 @@ pub struct Connect<'a> {
     flags_at: usize,
     /// Offset in the body where the user name (or the end) starts.
     credentials_at: usize,
+    /// MQTT 5: where the property block's length starts and the block ends.
+    properties_at: Option<(usize, usize)>,
 }
 
 /// Parses a CONNECT body.
@@ -154,8 +167,11 @@ pub fn connect(body: &[u8]) -> Result<Connect<'_>, String> {
         return Err("the reserved CONNECT flag is set [MQTT-3.1.2-3]".into());
     }
     let keep_alive = r.u16()? as u16;
+    let (mut properties_at, mut properties) = (None, v5::ConnectProperties::default());
     if level == 5 {
-        r.properties()?;
+        let start = r.at;
+        properties = v5::connect_properties(r.properties()?)?;
+        properties_at = Some((start, r.at));
     }
     let client_id = r.string()?;
     let mut will_topic = None;
@@ -169,7 +185,19 @@ pub fn connect(body: &[u8]) -> Result<Connect<'_>, String> {
     let credentials_at = r.at;
     let username = if flags & 0x80 != 0 { Some(r.string()?) } else { None };
     let password = if flags & 0x40 != 0 { Some(r.binary()?) } else { None };
-    Ok(Connect { level, keep_alive, client_id, will_topic, username, password, flags_at, credentials_at })
+    Ok(Connect {
+        level,
+        keep_alive,
+        clean: flags & 0x02 != 0,
+        v5: properties,
+        client_id,
+        will_topic,
+        username,
+        password,
+        flags_at,
+        credentials_at,
+        properties_at,
+    })
 }
 
 /// The keep-alive the gate gives the broker for a device that turned keep-alive off: the
@@ -191,12 +219,30 @@ pub fn protocol_level(body: &[u8]) -> Option<u8> {
 pub const CONNACK_BAD_PROTOCOL: [u8; 4] = [0x20, 0x02, 0x00, 0x01];
 
 /// The CONNECT packet sent on to the broker: the same, but with `password` (and the user
-/// name, or an empty one) as its credentials, and keep-alive 0 replaced by
-/// [`KEEP_ALIVE_FOR_OFF`].
+/// name, or an empty one) as its credentials, `connect.clean` as its clean flag, keep-alive
+/// 0 replaced by [`KEEP_ALIVE_FOR_OFF`], and, when an MQTT 5 client set a Maximum Packet
+/// Size, without its Topic Alias Maximum: the gate may have to drop a publish to that
+/// client, and a dropped publish must not be the one that set an alias the broker then
+/// uses (docs/operations.md, "MQTT conformance").
 pub fn rewrite_connect(body: &[u8], connect: &Connect<'_>, password: &str) -> Vec<u8> {
     let mut new_body = Vec::with_capacity(body.len() + password.len() + 4);
-    new_body.extend_from_slice(&body[..connect.credentials_at]);
-    new_body[connect.flags_at] |= 0xc0;
+    let rebuilt = match connect.properties_at {
+        Some((start, end)) if connect.v5.max_packet_size.is_some() => {
+            let block = Reader { buf: body, at: start }.properties().unwrap_or(&[]);
+            v5::without(block, &[v5::TOPIC_ALIAS_MAX]).ok().map(|block| (start, end, block))
+        }
+        _ => None,
+    };
+    match rebuilt {
+        Some((start, end, block)) => {
+            new_body.extend_from_slice(&body[..start]);
+            v5::put_varint(&mut new_body, block.len());
+            new_body.extend_from_slice(&block);
+            new_body.extend_from_slice(&body[end..connect.credentials_at]);
+        }
+        None => new_body.extend_from_slice(&body[..connect.credentials_at]),
+    }
+    new_body[connect.flags_at] = (new_body[connect.flags_at] & !0x02) | 0xc0 | if connect.clean { 0x02 } else { 0 };
     if connect.keep_alive == 0 {
         new_body[connect.flags_at + 1..connect.flags_at + 3].copy_from_slice(&KEEP_ALIVE_FOR_OFF.to_be_bytes());
     }
@@ -206,16 +252,7 @@ pub fn rewrite_connect(body: &[u8], connect: &Connect<'_>, password: &str) -> Ve
         new_body.extend_from_slice(field);
     }
     let mut packet = vec![CONNECT << 4];
-    let mut len = new_body.len();
-    loop {
-        let byte = (len & 0x7f) as u8;
-        len >>= 7;
-        if len == 0 {
-            packet.push(byte);
-            break;
-        }
-        packet.push(byte | 0x80);
-    }
+    v5::put_varint(&mut packet, new_body.len());
     packet.extend_from_slice(&new_body);
     packet
 }
@@ -314,29 +351,21 @@ fn publish_violation(frame: &Frame, packet: &[u8], level: u8) -> Result<(), Stri
     if qos > 0 {
         r.u16()?;
     }
-    if publish_has_topic_alias(&mut r)? {
+    if v5::has_topic_alias(r.properties()?)? {
         Ok(())
     } else {
         Err("an MQTT 5 PUBLISH with an empty topic and no topic alias [MQTT-3.3.2-8]".into())
     }
 }
 
-/// Whether the properties of an MQTT 5 PUBLISH (at `r`) hold a topic alias.
-fn publish_has_topic_alias(r: &mut Reader<'_>) -> Result<bool, String> {
-    let len = r.varint()?;
-    let mut props = Reader { buf: r.bytes(len)?, at: 0 };
-    while props.at < props.buf.len() {
-        match props.varint()? {
-            0x23 => return Ok(true),
-            0x01 => props.bytes(1).map(|_| ())?,
-            0x02 => props.bytes(4).map(|_| ())?,
-            0x0b => props.varint().map(|_| ())?,
-            0x03 | 0x08 | 0x09 => props.binary().map(|_| ())?,
-            0x26 => props.binary().and_then(|_| props.binary()).map(|_| ())?,
-            id => return Err(format!("property {id:#04x} is not a PUBLISH property")),
-        }
+/// The packet id of a PUBLISH of QoS 1 or 2 (None for QoS 0 or a body cut short).
+pub fn publish_packet_id(frame: &Frame, packet: &[u8]) -> Option<u16> {
+    if (frame.first >> 1) & 0x03 == 0 {
+        return None;
     }
-    Ok(false)
+    let mut r = Reader { buf: &packet[frame.body..frame.len], at: 0 };
+    r.binary().ok()?;
+    r.u16().ok().map(|id| id as u16)
 }
 
 /// Only the topic of a PUBLISH.
@@ -360,180 +389,4 @@ pub fn subscribe_filters<'a>(frame: &Frame, packet: &'a [u8], level: u8) -> Resu
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// CONNECT 3.1.1 with client id, will, user name and password.
-    fn connect_v4(with_will: bool, user: Option<&str>, pass: Option<&[u8]>) -> Vec<u8> {
-        let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 4];
-        let flags = 0x02
-            | if with_will { 0x04 } else { 0 }
-            | if user.is_some() { 0x80 } else { 0 }
-            | if pass.is_some() { 0x40 } else { 0 };
-        body.extend([flags, 0, 30]);
-        let mut field = |b: &[u8]| {
-            body.extend((b.len() as u16).to_be_bytes());
-            body.extend(b);
-        };
-        field(b"dev-1");
-        if with_will {
-            field(b"devices/dev-1/status");
-            field(b"gone");
-        }
-        if let Some(user) = user {
-            field(user.as_bytes());
-        }
-        if let Some(pass) = pass {
-            field(pass);
-        }
-        let mut packet = vec![0x10, body.len() as u8];
-        packet.extend(body);
-        packet
-    }
-
-    #[test]
-    fn connect_fields_and_rewrite() {
-        let packet = connect_v4(true, Some("dev-1"), Some(b"pw"));
-        let Next::Packet(frame) = next(&packet, 1024) else { panic!() };
-        assert_eq!((frame.kind, frame.len), (CONNECT, packet.len()));
-        let parsed = connect(&packet[frame.body..]).unwrap();
-        assert_eq!(parsed.client_id, "dev-1");
-        assert_eq!(parsed.will_topic, Some("devices/dev-1/status"));
-        assert_eq!((parsed.username, parsed.password), (Some("dev-1"), Some(&b"pw"[..])));
-        let rewritten = rewrite_connect(&packet[frame.body..], &parsed, "token");
-        let Next::Packet(frame) = next(&rewritten, 1024) else { panic!() };
-        let again = connect(&rewritten[frame.body..]).unwrap();
-        assert_eq!((again.username, again.password), (Some("dev-1"), Some(&b"token"[..])));
-        assert_eq!(again.will_topic, Some("devices/dev-1/status"));
-
-        let anonymous = connect_v4(false, None, None);
-        let parsed = connect(&anonymous[2..]).unwrap();
-        assert_eq!((parsed.username, parsed.password), (None, None));
-        let rewritten = rewrite_connect(&anonymous[2..], &parsed, "token");
-        let again = connect(&rewritten[2..]).unwrap();
-        assert_eq!((again.username, again.password), (Some(""), Some(&b"token"[..])));
-    }
-
-    #[test]
-    fn frames_are_delimited_and_bounded() {
-        assert_eq!(next(&[0x30], 10), Next::Incomplete);
-        assert_eq!(next(&[0x30, 0x80, 0x01], 100), Next::TooLarge { kind: PUBLISH, remaining: 128 });
-        assert_eq!(next(&[0x30, 0xff, 0xff, 0xff, 0xff], 100), Next::Malformed);
-        let publish_packet = [0x32, 9, 0, 3, b'a', b'/', b'b', 0, 1, b'h', b'i'];
-        let Next::Packet(frame) = next(&publish_packet, 100) else { panic!() };
-        assert_eq!(publish(&frame, &publish_packet, 4).unwrap(), ("a/b".to_owned(), b"hi".to_vec()));
-        assert_eq!(publish_topic(&frame, &publish_packet).unwrap(), "a/b");
-        let subscribe = [0x82, 12, 0, 1, 0, 3, b'a', b'/', b'b', 1, 0, 1, b'#', 0];
-        let Next::Packet(frame) = next(&subscribe, 100) else { panic!() };
-        assert_eq!(subscribe_filters(&frame, &subscribe, 4).unwrap(), vec!["a/b", "#"]);
-    }
-
-    #[test]
-    fn mqtt5_properties_are_skipped_and_refusals_use_reason_codes() {
-        // CONNECT v5: session expiry property, will with a property, user name, password.
-        let mut body = vec![0, 4, b'M', b'Q', b'T', b'T', 5, 0xc6, 0, 30, 5, 0x11, 0, 0, 0, 10];
-        body.extend([0, 2, b'd', b'5']); // client id
-        body.extend([2, 0x01, 1]); // will properties: payload format indicator
-        for field in [&b"devices/d5/status"[..], b"bye", b"d5", b"pw"] {
-            body.extend((field.len() as u16).to_be_bytes());
-            body.extend(field);
-        }
-        let parsed = connect(&body).unwrap();
-        assert_eq!(parsed.level, 5);
-        assert_eq!((parsed.client_id, parsed.will_topic), ("d5", Some("devices/d5/status")));
-        assert_eq!((parsed.username, parsed.password), (Some("d5"), Some(&b"pw"[..])));
-        let rewritten = rewrite_connect(&body, &parsed, "t");
-        let Next::Packet(frame) = next(&rewritten, 1024) else { panic!() };
-        let again = connect(&rewritten[frame.body..]).unwrap();
-        assert_eq!((again.level, again.will_topic, again.password), (5, Some("devices/d5/status"), Some(&b"t"[..])));
-
-        // PUBLISH v5, QoS 1, with a topic alias property.
-        let publish_packet = [0x32, 12, 0, 3, b'a', b'/', b'b', 0, 7, 3, 0x23, 0, 1, b'h', b'i'];
-        let publish_packet = {
-            let mut p = publish_packet.to_vec();
-            p[1] = (p.len() - 2) as u8;
-            p
-        };
-        let Next::Packet(frame) = next(&publish_packet, 100) else { panic!() };
-        assert_eq!(publish(&frame, &publish_packet, 5).unwrap(), ("a/b".to_owned(), b"hi".to_vec()));
-        assert_eq!(connack_refusal(5, Refusal::BadCredentials), [0x20, 3, 0, 0x86, 0]);
-        assert_eq!(connack_refusal(4, Refusal::NotAuthorized), [0x20, 2, 0, 5]);
-    }
-
-    fn frame_of(packet: &[u8]) -> Frame {
-        let Next::Packet(frame) = next(packet, 1024) else { panic!("not a packet: {packet:?}") };
-        frame
-    }
-
-    #[test]
-    fn protocol_violations_are_named_and_correct_packets_pass() {
-        let violation_of = |packet: &[u8], level| violation(&frame_of(packet), packet, level);
-        for (packet, level) in [
-            (&[0x10, 0x00][..], 4),                     // a second CONNECT
-            (&[0x20, 0x02, 0x00, 0x00], 4),             // CONNACK from a client
-            (&[0xd0, 0x00], 4),                         // PINGRESP from a client
-            (&[0xf0, 0x00], 4),                         // AUTH is reserved in 3.1.1
-            (&[0x80, 0x06, 0, 1, 0, 1, b'a', 0], 4),    // SUBSCRIBE with flags 0
-            (&[0xc1, 0x00], 4),                         // PINGREQ with a flag
-            (&[0x36, 0x05, 0, 1, b'a', 0, 1], 4),       // QoS 3
-            (&[0x30, 0x05, 0, 3, b'a', b'/', b'+'], 4), // wildcard +
-            (&[0x30, 0x05, 0, 3, b'a', b'/', b'#'], 4), // wildcard #
-            (&[0x30, 0x05, 0, 3, b'a', 0, b'b'], 4),    // U+0000
-            (&[0x30, 0x03, 0, 0, b'x'], 4),             // empty topic in 3.1.1
-            (&[0x30, 0x04, 0, 0, 0, b'x'], 5),          // v5, empty topic, no alias
-            (&[0x30, 0x06, 0, 0, 2, 0x01, 1, b'x'], 5), // v5, empty topic, other property
-        ] {
-            assert!(violation_of(packet, level).is_some(), "{packet:x?}");
-        }
-        for (packet, level) in [
-            (&[0x82, 0x06, 0, 1, 0, 1, b'a', 1][..], 4),      // SUBSCRIBE
-            (&[0xc0, 0x00], 4),                               // PINGREQ
-            (&[0xe0, 0x00], 4),                               // DISCONNECT
-            (&[0x62, 0x02, 0, 1], 4),                         // PUBREL
-            (&[0x32, 0x07, 0, 3, b'a', b'/', b'b', 0, 1], 4), // QoS 1 PUBLISH
-            (&[0x30, 0x07, 0, 0, 3, 0x23, 0, 1, b'x'], 5),    // v5, empty topic with an alias
-            (&[0xf0, 0x00], 5),                               // AUTH in MQTT 5
-        ] {
-            assert_eq!(violation_of(packet, level), None, "{packet:x?}");
-        }
-    }
-
-    #[test]
-    fn connect_levels_reserved_flag_and_keep_alive_off() {
-        let v4 = connect_v4(false, None, None);
-        assert_eq!(protocol_level(&v4[2..]), Some(4));
-        assert_eq!(protocol_level(&[0, 6, b'M', b'Q', b'I', b's', b'd', b'p', 3]), Some(3));
-        assert_eq!(protocol_level(&[0, 4, b'H', b'T', b'T', b'P', 1]), None);
-        let mut reserved = v4.clone();
-        reserved[9] |= 0x01;
-        assert!(connect(&reserved[2..]).unwrap_err().contains("reserved"));
-        let mut off = v4;
-        off[10..12].copy_from_slice(&[0, 0]);
-        let parsed = connect(&off[2..]).unwrap();
-        assert_eq!(parsed.keep_alive, 0);
-        let rewritten = rewrite_connect(&off[2..], &parsed, "t");
-        assert_eq!(
-            connect(&rewritten[2..]).unwrap().keep_alive,
-            KEEP_ALIVE_FOR_OFF,
-            "the broker gets the gate's keep-alive"
-        );
-    }
-
-    proptest::proptest! {
-        /// Whatever a device sends, the parser answers without panicking.
-        #[test]
-        fn no_input_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300), level in 4u8..=5) {
-            let _ = connect(&bytes);
-            if let Next::Packet(frame) = next(&bytes, 1 << 20) {
-                let _ = publish(&frame, &bytes, level);
-                let _ = publish_topic(&frame, &bytes);
-                let _ = subscribe_filters(&frame, &bytes, level);
-                let _ = violation(&frame, &bytes, level);
-                let _ = protocol_level(&bytes[frame.body..frame.len]);
-                if let Ok(parsed) = connect(&bytes[frame.body..frame.len]) {
-                    let _ = rewrite_connect(&bytes[frame.body..frame.len], &parsed, "t");
-                }
-            }
-        }
-    }
-}
+mod tests;

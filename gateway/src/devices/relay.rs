@@ -25,7 +25,7 @@
 //! Invariant: a client id has at most one relay connected to the broker, and a relay holds
 //! its [`Clients`] entry until the broker has closed its socket.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -35,10 +35,13 @@ use tokio::sync::{watch, Notify};
 /// How long the gate waits for the broker to close a connection that is ending.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The relays by client id, shared by every device listener of one broker.
+/// The relays by client id, shared by every device listener of one broker, and the client
+/// ids whose session the broker keeps after their connection (a connection that was not
+/// clean), so that the gate can give MQTT 5 session expiry its meaning (gate.rs, step 5).
 #[derive(Default)]
 pub struct Clients {
     by_id: Mutex<HashMap<String, Arc<Slot>>>,
+    kept: Mutex<HashSet<String>>,
 }
 
 /// One relay's place in [`Clients`].
@@ -88,6 +91,23 @@ impl Clients {
         (slot, outcome)
     }
 
+    /// Whether the broker keeps a session for `client_id` (from a connection that was not
+    /// clean and whose session the gate did not discard).
+    pub fn has_session(&self, client_id: &str) -> bool {
+        self.kept.lock().is_ok_and(|kept| kept.contains(client_id))
+    }
+
+    /// Notes whether the broker now keeps a session for `client_id`.
+    pub fn session_kept(&self, client_id: &str, kept: bool) {
+        if let Ok(mut set) = self.kept.lock() {
+            if kept {
+                set.insert(client_id.to_owned());
+            } else {
+                set.remove(client_id);
+            }
+        }
+    }
+
     /// Gives the client id back (unless a newer connection holds it) and tells a newer
     /// connection waiting for it that this relay is closed.
     pub fn release(&self, client_id: &str, slot: &Arc<Slot>) {
@@ -109,37 +129,27 @@ impl Drop for Held<'_> {
     }
 }
 
-/// Broker -> device, bytes as they come, until the broker closes its side. A device that
-/// is gone does not end it: the broker's side is read to its end (rule 1 and 2 above).
-pub async fn downlink(mut broker: impl AsyncRead + Unpin, mut client: impl AsyncWrite + Unpin) {
-    let mut buf = vec![0u8; 8 * 1024];
-    let mut device_gone = false;
-    loop {
-        match broker.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) if !device_gone => device_gone = client.write_all(&buf[..n]).await.is_err(),
-            Ok(_) => {}
-        }
-    }
-    if !device_gone {
-        let _ = client.shutdown().await;
-    }
-}
-
 /// Ends the broker side of a relay: unless the device said DISCONNECT (rule 1), the write
-/// side is shut; then `downlink` runs until the broker closes. False if it did not close
-/// within [`CLOSE_TIMEOUT`].
-pub async fn close_broker(
+/// side is shut; then `downlink` (which reads the broker's side to its end) runs until the
+/// broker closes. None if it did not close within [`CLOSE_TIMEOUT`].
+pub async fn close_broker<T>(
     mut broker_write: impl AsyncWrite + Unpin,
     said_disconnect: bool,
-    downlink: impl std::future::Future<Output = ()>,
-) -> bool {
+    downlink: impl std::future::Future<Output = T>,
+) -> Option<T> {
     if !said_disconnect {
         let _ = broker_write.shutdown().await;
     }
-    let closed = tokio::time::timeout(CLOSE_TIMEOUT, downlink).await.is_ok();
+    let closed = tokio::time::timeout(CLOSE_TIMEOUT, downlink).await.ok();
     drop(broker_write);
     closed
+}
+
+/// Reads a broker socket to its end (the broker closed it), at most [`CLOSE_TIMEOUT`].
+pub async fn drain(mut broker: impl AsyncRead + Unpin) -> bool {
+    let mut buf = [0u8; 512];
+    let to_end = async { while let Ok(1..) = broker.read(&mut buf).await {} };
+    tokio::time::timeout(CLOSE_TIMEOUT, to_end).await.is_ok()
 }
 
 #[cfg(test)]
