@@ -315,11 +315,10 @@ impl Writer {
                 }
             }
         };
+        // A purge in `purged` committed, possibly with a part of a group that then met the
+        // full disk: its deletions stand whatever happened to the rest.
         for (reply, deleted) in work.purged {
-            let _ = reply.send(match &failure {
-                None => Ok(deleted),
-                Some(err) => Err(StoreError::Failed(err.clone())),
-            });
+            let _ = reply.send(Ok(deleted));
         }
         for (_, reply) in work.purges {
             if let (Some(reply), Some(err)) = (reply, &failure) {
