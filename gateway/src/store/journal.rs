@@ -102,6 +102,33 @@ impl Journal {
         acks: Option<mpsc::Sender<Vec<DeviceAck>>>,
         read_model: bool,
     ) -> Result<Store, StoreError> {
+        self.open_inner(config, routes, metrics, acks, read_model, None)
+    }
+
+    /// [`Journal::open`] on a "disk" with room for only `room_pages` more pages: the
+    /// writer's file may not grow beyond that (`PRAGMA max_page_count`), and a commit that
+    /// needs more fails with `SQLITE_FULL`, as on a full file system.
+    #[cfg(test)]
+    pub(super) fn open_with_room(
+        &self,
+        config: &StoreConfig,
+        routes: &[RouteSpec],
+        metrics: StoreMeters,
+        acks: Option<mpsc::Sender<Vec<DeviceAck>>>,
+        room_pages: u64,
+    ) -> Result<Store, StoreError> {
+        self.open_inner(config, routes, metrics, acks, true, Some(room_pages))
+    }
+
+    fn open_inner(
+        &self,
+        config: &StoreConfig,
+        routes: &[RouteSpec],
+        metrics: StoreMeters,
+        acks: Option<mpsc::Sender<Vec<DeviceAck>>>,
+        read_model: bool,
+        room_pages: Option<u64>,
+    ) -> Result<Store, StoreError> {
         let data_dir = &self.data_dir;
         std::fs::create_dir_all(data_dir)
             .map_err(|source| StoreError::DataDir { path: data_dir.to_owned(), source })?;
@@ -113,6 +140,10 @@ impl Journal {
         let route_names: Vec<String> = routes.iter().map(|r| r.name.clone()).collect();
         let route_max_age = routes.iter().map(|r| r.max_age).collect();
         let conn = self.connect_writer(config)?;
+        if let Some(room) = room_pages {
+            let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+            conn.pragma_update(None, "max_page_count", pages + room as i64)?;
+        }
         let mut state = schema::read_state(&conn, &self.path, &route_names)?;
         let committed = Arc::new(Queues::new(route_names.len()));
         let opened = Opened {

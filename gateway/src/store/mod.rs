@@ -49,12 +49,25 @@
 //!
 //! - **Full disk** (`SQLITE_FULL`): nothing committed is touched (the failed transaction is
 //!   rolled back). The writer keeps the group and applies `store.when_full`: `drop_oldest`
-//!   deletes the oldest rows and tries again; when that cannot make room (on a really full
-//!   file system SQLite cannot record a deletion either), or with `reject_new`, the group is
-//!   committed without its events, which are counted as dropped (`full`). Acknowledgements
-//!   that could not be written are retried with the next group. While the disk stays full,
-//!   events are tried once a second (no busy retrying); `edge_gateway_store_disk_full` and
-//!   `/api/status` say so until events fit again.
+//!   deletes the oldest rows and tries again whole. When that cannot make room (on a really
+//!   full file system SQLite cannot record a deletion either), or with `reject_new`, the
+//!   group is stored *as far as it fits*, oldest first: its first half is tried, then half
+//!   of that, each part that commits is kept, down to a single event that does not fit;
+//!   the rest is committed without its events, which are counted as dropped (`full`).
+//!   So what a device keeps is its events up to the one where the disk filled, one run
+//!   without holes, however large the group was (a group grows with load, to about
+//!   `store.commit_max_events`: refusing it whole used to leave room that later events
+//!   took, after refused ones — holes whose number grew with machine load).
+//!   Acknowledgements that could not be written are retried with the next group.
+//! - **While the disk stays full**, events are refused without touching the disk, except
+//!   that once a second the waiting group is tried as a *probe*, whole or not at all (a
+//!   probe needs at least the room of one event, which the last refused one did not find;
+//!   so while nothing frees space, no probe stores anything). A probe that commits ends the
+//!   full state (`journal: space is available again` in the log): from then on events are
+//!   stored as they fit again, and a device's events refused in between stay a counted
+//!   hole before them (docs/operations.md, "The disk is full").
+//!   `edge_gateway_store_disk_full` and `/api/status` say "full" from
+//!   the first failed commit until a probe commits.
 //! - **Damaged file** (`SQLITE_CORRUPT`, `SQLITE_NOTADB`, at open or on any later
 //!   statement): never worked around. The process stops with exit code 1 and leaves a
 //!   `.damaged` marker beside the file ([`damaged_marker`]), so that later starts refuse it at once

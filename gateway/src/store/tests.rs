@@ -382,3 +382,50 @@ async fn events_within_the_commit_window_share_one_commit_and_their_acks_follow_
     assert_eq!(sync(&store).await.len(), 3);
     close(store);
 }
+
+/// A full disk (here a file that may grow by 256 more 1 KiB pages, `Journal::open_with_room`)
+/// in the middle of one large group: the oldest events that fit are stored and the rest
+/// refused, so a device keeps one run from its first event, whatever the size of the
+/// group that met the full disk; and while the disk stays full, a probe cannot slip later
+/// events into room the refused ones left (a hole, and a device ack past refused events).
+#[tokio::test]
+async fn a_full_disk_keeps_the_oldest_events_that_fit_and_a_probe_leaves_no_hole() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = Arc::new(Metrics::new(&["r".into()]));
+    let (tx, acks) = mpsc::channel();
+    let routes = [RouteSpec { name: "r".into(), max_age: None }];
+    let cfg = config(1 << 30, WhenFull::RejectNew);
+    let Store { handle, opened, writer } =
+        Journal::new(dir.path()).open_with_room(&cfg, &routes, (&*metrics).into(), Some(tx), 256).unwrap();
+    let store = Open { handle, opened, writer, metrics, acks };
+    let mark = |store: &Open| store.acks.try_iter().flatten().filter(|a| a.device == "d1").map(|a| a.seq).last();
+    let disk_full_errors = |store: &Open| store.metrics.store.errors[metrics::StoreErrorKind::DiskFull as usize].get();
+
+    // One group of 2,000 events of 300 bytes: more than twice the 256 KiB of room.
+    store.handle.ingest((1..=2000).map(|seq| event("d1", 1, seq, 300)).collect()).unwrap();
+    let rows = sync(&store).await;
+    let kept = rows.len() as u32;
+    assert!(kept > 200, "the oldest events that fit are stored: {kept} of 2000");
+    assert_eq!(edge_seq(&rows), rows.len(), "one run of ids");
+    assert_eq!(mark(&store), Some(kept), "rows are seqs 1..={kept}: the device's mark is the last of them");
+    assert_eq!(store.metrics.dropped(DropReason::Full), u64::from(2000 - kept), "the rest is refused and counted");
+    assert_eq!(store.metrics.store.disk_full.get(), 1);
+
+    // Later events, one at a time, until a probe (once a second) has tried one: refused.
+    let errors = disk_full_errors(&store);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut seq = 2000;
+    let mut rows = rows.len();
+    while disk_full_errors(&store) == errors && rows == kept as usize {
+        assert!(std::time::Instant::now() < deadline, "no probe within 10 s");
+        seq += 1;
+        store.handle.ingest(vec![event("d1", 1, seq, 300)]).unwrap();
+        rows = sync(&store).await.len();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(rows as u32, kept, "nothing stored after the refused events (up to seq {seq})");
+    assert_eq!(mark(&store), None, "the mark did not move");
+    assert_eq!(store.metrics.dropped(DropReason::Full), u64::from(seq - kept));
+    assert_eq!(store.metrics.store.disk_full.get(), 1, "still full");
+    close(store);
+}

@@ -9,7 +9,7 @@ mod retention;
 mod rows;
 mod window;
 
-use failures::{is_disk_full, DISK_FULL_PROBE_EVERY};
+use failures::{is_disk_full, Attempt, DISK_FULL_PROBE_EVERY};
 
 use std::collections::HashMap;
 use std::sync::{mpsc, Arc};
@@ -193,10 +193,12 @@ impl Writer {
     ///
     /// A full disk (`SQLITE_FULL`) is not the end of the group: the policy is applied and the
     /// group is tried again. `drop_oldest` deletes the oldest rows and retries it whole;
-    /// `reject_new` (or `drop_oldest` with nothing left to delete) retries it without its
-    /// events, which are counted as dropped (`full`). Acknowledgements that still could not
-    /// be written are kept and retried with the next group, so acknowledged rows never
-    /// linger until a restart and a row is never deleted without its ack.
+    /// then (or at once with `reject_new`) the group is stored as far as it fits, oldest
+    /// first, in halves, and the rest is retried without its events, which are counted as
+    /// dropped (`full`); a probe on a disk already full is tried whole or not at all
+    /// (failures.rs, `Attempt`). Acknowledgements that still could not be written are kept
+    /// and retried with the next group, so acknowledged rows never linger until a restart
+    /// and a row is never deleted without its ack.
     fn apply(&mut self, commands: Vec<Command>) -> bool {
         let mut work = Work { acks: std::mem::take(&mut self.pending_acks), ..Work::default() };
         let mut reads = Vec::new();
@@ -224,21 +226,29 @@ impl Writer {
         // now and then that finds out whether space has come back: no busy retrying.
         // `drop_oldest` keeps trying for as long as deleting the oldest rows makes room.
         let skipping = self.when_full_gave_up || self.config.when_full == WhenFull::RejectNew;
-        let mut with_events =
+        let with_events =
             !(self.disk_full && skipping && self.last_probe.is_some_and(|t| t.elapsed() < DISK_FULL_PROBE_EVERY));
         if self.disk_full && with_events {
             self.last_probe = Some(Instant::now());
         }
-        let mut freed = false;
+        let mut attempt = Attempt::new(with_events, self.disk_full, work.items.len());
         let failure = loop {
             let mut group = Group::default();
-            let result = self.transact(&mut group, &mut work, with_events);
+            let result = self.transact(&mut group, &mut work, attempt.with_events, attempt.limit);
             match result {
+                Ok(()) if attempt.with_events && attempt.limit < work.items.len() => {
+                    // The oldest part of a group that filled the disk is stored: the rest
+                    // goes on in smaller parts (failures.rs, `Attempt`).
+                    self.after_commit(group, true);
+                    work.items.drain(..attempt.limit);
+                    work.acks.clear();
+                    attempt.stored_part(work.items.len());
+                }
                 Ok(()) => {
-                    if !with_events {
+                    if !attempt.with_events {
                         self.refuse_events(&mut work.items);
                     }
-                    self.after_commit(group);
+                    self.after_commit(group, false);
                     break None;
                 }
                 Err(err) => {
@@ -253,16 +263,8 @@ impl Writer {
                     }
                     let full = is_disk_full(&err);
                     self.after_failure(group, &err);
-                    if full && with_events && !work.items.is_empty() {
-                        if self.config.when_full == WhenFull::DropOldest && !freed && self.free_oldest(work.items.len())
-                        {
-                            freed = true;
-                        } else {
-                            // Nothing (more) to delete, or deleting did not help: refuse, and
-                            // only probe now and then until a commit stores events again.
-                            self.when_full_gave_up = true;
-                            with_events = false;
-                        }
+                    if full && attempt.with_events && !work.items.is_empty() {
+                        self.after_full(&mut attempt, work.items.len());
                         continue;
                     }
                     // The acknowledgements could not be written: keep them for the next group.
@@ -274,11 +276,10 @@ impl Writer {
                 }
             }
         };
+        // A purge in `purged` committed, possibly with a part of a group that then met the
+        // full disk: its deletions stand whatever happened to the rest.
         for (reply, deleted) in work.purged {
-            let _ = reply.send(match &failure {
-                None => Ok(deleted),
-                Some(err) => Err(StoreError::Failed(err.clone())),
-            });
+            let _ = reply.send(Ok(deleted));
         }
         for (_, reply) in work.purges {
             if let (Some(reply), Some(err)) = (reply, &failure) {
@@ -308,9 +309,15 @@ impl Writer {
         stop
     }
 
-    /// One transaction over `work` (its events only if `with_events`). On success the purge
-    /// replies move to `work.purged`.
-    fn transact(&mut self, group: &mut Group, work: &mut Work, with_events: bool) -> Result<(), rusqlite::Error> {
+    /// One transaction over `work` and its first `limit` items (their events only if
+    /// `with_events`). On success the purge replies move to `work.purged`.
+    fn transact(
+        &mut self,
+        group: &mut Group,
+        work: &mut Work,
+        with_events: bool,
+        limit: usize,
+    ) -> Result<(), rusqlite::Error> {
         self.conn.execute_batch("BEGIN IMMEDIATE")?;
         for &(route, first, last, batch) in &work.acks {
             self.delete_acked(group, route, first, last, batch)?;
@@ -326,7 +333,7 @@ impl Writer {
         for &((route, since_ms, until_ms, after), _) in &work.replays {
             steps.push(self.replay_step(group, route, since_ms, until_ms, after)?);
         }
-        for (index, item) in work.items.iter_mut().enumerate() {
+        for (index, item) in work.items.iter_mut().enumerate().take(limit) {
             match item {
                 Incoming::Event(event) if with_events => self.insert_event(group, index, event)?,
                 Incoming::Event(_) => {}
@@ -360,7 +367,9 @@ impl Writer {
         Ok(())
     }
 
-    fn after_commit(&mut self, mut group: Group) {
+    /// Applies a committed group to memory. `part`: the oldest part of a group that filled
+    /// the disk, whose rest does not fit; the disk stays full.
+    fn after_commit(&mut self, mut group: Group, part: bool) {
         self.metrics.store.ok.set(1);
         let view = std::mem::take(&mut group.view);
         if group.view_written {
@@ -369,10 +378,10 @@ impl Writer {
         } else {
             self.view.absorb(view);
         }
-        if !group.inserted.is_empty() {
+        if !part && !group.inserted.is_empty() {
             self.when_full_gave_up = false;
         }
-        if self.disk_full && (!group.inserted.is_empty() || group.dead_letters > 0) {
+        if !part && self.disk_full && (!group.inserted.is_empty() || group.dead_letters > 0) {
             self.disk_full = false;
             self.metrics.store.disk_full.set(0);
             info!("journal: space is available again; events are stored");
@@ -439,15 +448,6 @@ impl Writer {
             .collect();
         if !marks.is_empty() {
             let _ = acks.send(marks);
-        }
-    }
-
-    /// `reject_new` accepts again once deletions (acks, TTL) brought usage under 95%.
-    /// Only deletions end it: an estimate that was too cautious must not let a later event
-    /// in after an earlier one was refused.
-    fn maybe_stop_rejecting(&mut self) {
-        if self.rejecting && self.used_bytes < self.config.max_bytes.bytes() / 100 * 95 {
-            self.rejecting = false;
         }
     }
 

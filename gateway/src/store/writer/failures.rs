@@ -1,7 +1,8 @@
 //! What the writer does when a commit fails: a full disk (`SQLITE_FULL`) applies
-//! `store.when_full` and is retried without busy looping; a damaged file stops the process
-//! and leaves a marker; other errors are counted and logged, rate-limited. The invariants
-//! are in the `store` module's essay ("Failures").
+//! `store.when_full`, stores what still fits of the group, oldest first, and is then probed
+//! once a second without busy looping ([`Attempt`]); a damaged file stops the process and
+//! leaves a marker; other errors are counted and logged, rate-limited. The invariants are
+//! in the `store` module's essay ("Failures").
 
 use std::time::{Duration, Instant};
 
@@ -9,6 +10,7 @@ use rusqlite::params;
 use tracing::{error, warn};
 
 use super::{Group, Writer, RETENTION_CHUNK};
+use crate::config::WhenFull;
 use crate::meter::DropReason;
 use crate::store::metrics::StoreErrorKind;
 use crate::store::Incoming;
@@ -24,7 +26,63 @@ pub(super) fn is_disk_full(err: &rusqlite::Error) -> bool {
     err.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull)
 }
 
+/// How the writer tries one group, and again after each full-disk failure.
+///
+/// A group that meets a full disk is stored as far as it fits, oldest first: its first
+/// `limit` items are tried, `limit` halving after every try, and each part that commits
+/// is kept, until a try of one item fails; the rest is refused. Refusing the whole group
+/// instead would leave the room it did not fill (up to a group's worth, and a group grows
+/// with load, to about `store.commit_max_events`) to whatever events come next, stored after
+/// the refused ones: holes in a device's run that depend on timing. A probe (the disk was
+/// already full) is tried whole or not at all, so it cannot slip events into the little
+/// room a refused single event left.
+pub(super) struct Attempt {
+    /// Write the events (false: only the rest of the work; the events are refused).
+    pub(super) with_events: bool,
+    /// How many of the group's items, oldest first, this try writes.
+    pub(super) limit: usize,
+    /// The disk was full before this group: a probe.
+    probe: bool,
+    /// `drop_oldest` has tried deleting the oldest rows for this group.
+    tried_freeing: bool,
+}
+
+impl Attempt {
+    /// The first try: the whole group of `items`.
+    pub(super) fn new(with_events: bool, probe: bool, items: usize) -> Attempt {
+        Attempt { with_events, limit: items, probe, tried_freeing: false }
+    }
+
+    /// The first `limit` items committed and `left` remain: the room left is less than
+    /// what just committed, so the next part is half as large.
+    pub(super) fn stored_part(&mut self, left: usize) {
+        self.limit = (self.limit / 2).max(1).min(left);
+    }
+}
+
 impl Writer {
+    /// A try of `attempt` failed for lack of space, with `items` in the group: choose the
+    /// next one. `drop_oldest` first deletes the oldest rows and tries again whole; then
+    /// (or at once with `reject_new`) the group is halved, unless it is a probe; when a
+    /// single item did not fit, the events are refused and a probe once a second follows.
+    pub(super) fn after_full(&mut self, attempt: &mut Attempt, items: usize) {
+        if self.config.when_full == WhenFull::DropOldest && !attempt.tried_freeing {
+            attempt.tried_freeing = true;
+            if self.free_oldest(items) {
+                return;
+            }
+        }
+        if !attempt.probe && attempt.limit > 1 {
+            attempt.limit /= 2;
+            return;
+        }
+        // Nothing (more) fits: refuse, and only probe now and then until a commit stores
+        // events again.
+        self.when_full_gave_up = true;
+        attempt.with_events = false;
+        attempt.limit = items;
+    }
+
     /// The disk is full and `items` could not be stored: count their events as dropped
     /// (`full`); their `done` is not run (an external broker redelivers them later).
     pub(super) fn refuse_events(&mut self, items: &mut Vec<Incoming>) {

@@ -221,6 +221,15 @@ impl Writer {
 }
 
 impl Writer {
+    /// `reject_new` accepts again once deletions (acks, TTL) brought usage under 95%.
+    /// Only deletions end it: an estimate that was too cautious must not let a later event
+    /// in after an earlier one was refused.
+    pub(super) fn maybe_stop_rejecting(&mut self) {
+        if self.rejecting && self.used_bytes < self.config.max_bytes.bytes() / 100 * 95 {
+            self.rejecting = false;
+        }
+    }
+
     /// `reject_new`: deletes kept forwarded events (oldest first, inside the group's
     /// transaction) until usage is under 95% of `max_bytes` or none is left. Only a deletion
     /// ends `rejecting` (as in [`Writer::maybe_stop_rejecting`]).
