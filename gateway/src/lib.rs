@@ -21,7 +21,7 @@
 //! credentials of the links the gateway dials), [`config`] (the TOML file, validated into
 //! plain values; it imports no stage), [`metrics`] (the registry of every stage's metrics,
 //! built from [`meter`]); [`cli`] holds the terminal commands (one file per subcommand; one
-//! client that asks the running gateway's API or reads its journal). Leaves: [`time`]
+//! client that asks the running gateway's API or reads its journal). Leaves: [`rights`] (which topics a device may publish and subscribe to: the gate and dead-letter replays ask it), [`time`]
 //! (RFC 3339 and the civil-date algorithm), [`util`] (constant-time compare, rate-limited
 //! logging). docs/architecture.md has the data flow, the threads and each stage's
 //! invariants.
@@ -41,6 +41,7 @@ pub mod link;
 pub mod meter;
 pub mod metrics;
 pub mod pipeline;
+pub mod rights;
 pub mod routes;
 pub mod store;
 pub mod time;

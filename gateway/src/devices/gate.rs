@@ -48,9 +48,9 @@ use super::auth::{Authenticator, Identity};
 use super::metrics::{ConnectionRefusal, DeviceDisconnect, DeviceMeters};
 use super::mqtt::{self, v5, Next, Refusal};
 use super::relay::{self, Claim, Clients, Held};
-pub use super::rights::{may_publish, may_subscribe};
 use crate::config::{files, DeviceTls};
 use crate::pipeline::Denied;
+pub use crate::rights::{may_publish, may_subscribe};
 use crate::util::RateLimited;
 
 /// Builds the device listener's TLS server configuration from the files the config named

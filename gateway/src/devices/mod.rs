@@ -21,7 +21,6 @@ pub mod inflow;
 pub mod metrics;
 pub mod mqtt;
 pub mod relay;
-pub mod rights;
 
 use tokio_util::sync::CancellationToken;
 

@@ -24,8 +24,8 @@ pub use stages::{Running, Stages};
 
 use serde::{Deserialize, Serialize};
 
-use crate::devices::rights::may_publish;
 use crate::ingest::Ingest;
+use crate::rights::may_publish;
 use crate::store::{DeadLetterRow, DeviceAck, Done, Incoming, StoreHandle};
 
 /// What a device source is started with.

@@ -1,6 +1,7 @@
 //! Topic rights of an authenticated device: it publishes only under `devices/{id}/` and
 //! subscribes only to its own ack and commands topics (docs/operations.md, "Device
-//! security"). Pure functions; the gate checks them on every PUBLISH and SUBSCRIBE.
+//! security"). Pure functions, a leaf module: the device gate checks them on every PUBLISH and
+//! SUBSCRIBE, and a dead-letter replay applies the same rights (`crate::pipeline::Replay`).
 
 /// Whether device `id` may publish on `topic`: under `devices/{id}/`, not its ack or
 /// commands topics (those are the gateway's), except `devices/{id}/commands/status`, where
