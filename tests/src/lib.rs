@@ -30,10 +30,15 @@ use std::time::{Duration, Instant};
 /// outgoing connection, so between the release and the gateway's (or Mosquitto's) bind a
 /// client socket could take it: seen in the pipeline loop as "cannot listen for HTTP ...
 /// Address already in use" and a gateway that never got ready.
+/// A port is handed out once per test process: released ports are free again at once, and
+/// a gateway got the same port for devices and HTTP.
 pub fn free_port() -> u16 {
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     for _ in 0..1000 {
         let port = 20_000 + rand::random::<u16>() % 12_000;
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        if !given.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.push(port);
             return port;
         }
     }
