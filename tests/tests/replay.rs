@@ -182,8 +182,12 @@ async fn replay_resends_exactly_the_window_marked_and_kept_events_expire() {
     let (replayed, again) = split(&events[25..]);
     assert_eq!(replayed, (11..=20).collect::<Vec<_>>(), "exactly [since, until), in order, marked");
     assert!(again.is_empty(), "{again:?}");
-    let status = edge_tests::http::status(setup.http_port);
-    assert_eq!(status["routes"][0]["queue_depth"], 0, "{status}");
+    // The copies' rows are deleted by the commit after their PUBACK, which may wait up to
+    // `store.commit_window` for company (docs/architecture.md, "The commit window").
+    wait_until(WAIT, "the replayed copies deleted after their PUBACK", || {
+        let status = edge_tests::http::status(setup.http_port);
+        (status["routes"][0]["queue_depth"] == 0).then_some(())
+    });
     let metric = edge_tests::http::metric(setup.http_port, "edge_gateway_events_replayed_total");
     assert_eq!(metric, Some(10.0));
 

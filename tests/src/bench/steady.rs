@@ -245,7 +245,10 @@ pub async fn steady(r: &mut Results, system: System, o: &Options) -> Result<(), 
         _ => None,
     };
     let syncs = SyncCounter::start(pid);
-    let (cpu0, disk0, t0) = (cpu_ms(pid), write_bytes(pid), Instant::now());
+    // CPU in nanoseconds per thread (schedstat): at smoke size a system may spend less than
+    // one 10 ms clock tick, which `/proc/PID/stat` would report as 0. The gateway's and
+    // Mosquitto's threads live for the whole window.
+    let (cpu0, disk0, t0) = (thread_cpu_ms(pid), write_bytes(pid), Instant::now());
     load::run(sut.devices_port, load, log).await?;
     let tally = sut.counter.wait(load.total(), STALL, LIMIT).await;
     if let Some(acks) = &acks {
@@ -254,7 +257,7 @@ pub async fn steady(r: &mut Results, system: System, o: &Options) -> Result<(), 
     if let Some(gateway) = &sut.gateway {
         poll(Duration::from_secs(10), || gateway.queue_depth() == Some(0)).await;
     }
-    let (cpu1, disk1, secs) = (cpu_ms(pid), write_bytes(pid), t0.elapsed().as_secs_f64());
+    let (cpu1, disk1, secs) = (thread_cpu_ms(pid), write_bytes(pid), t0.elapsed().as_secs_f64());
     let calls = syncs.and_then(SyncCounter::stop);
 
     let n = load.total() as f64;
