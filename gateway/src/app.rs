@@ -43,13 +43,13 @@ pub enum RunError {
 /// Runs the gateway until `shutdown` resolves.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
     let started = Instant::now();
-    if let Some(listen) = config.http.listen {
-        // A taken port is a start-up error before anything runs, not a log line later.
-        drop(std::net::TcpListener::bind(listen).map_err(|e| http_error(listen, e))?);
-    }
+    // The HTTP port is bound first and held until the API serves on it: a taken port is a
+    // start-up error before anything runs, and nothing can take it in between.
+    let http = config.http.listen.map(|listen| std::net::TcpListener::bind(listen).map_err(|e| http_error(listen, e)));
+    let http = http.transpose()?;
     let metrics = Arc::new(Metrics::of(&config));
     let mut stages = Stages::new();
-    let status = match start(&config, &metrics, started, &mut stages).await {
+    let status = match start(&config, &metrics, started, http, &mut stages).await {
         Ok(status) => status,
         Err(err) => {
             stages.stop().await;
@@ -71,6 +71,7 @@ async fn start(
     config: &Config,
     metrics: &Arc<Metrics>,
     started: Instant,
+    http: Option<std::net::TcpListener>,
     stages: &mut Stages,
 ) -> Result<Arc<Status>, RunError> {
     let (acks_tx, acks) = mpsc::channel();
@@ -110,10 +111,10 @@ async fn start(
         replay: replay_tx,
         token: config.http.token.clone(),
     });
-    if let Some(listen) = config.http.listen {
+    if let Some(listener) = http {
         let (serving, stop) = (status.clone(), stages.token());
         let task = tokio::spawn(async move {
-            if let Err(err) = api::serve(listen, serving, stop).await {
+            if let Err(err) = api::serve_on(listener, serving, stop).await {
                 error!(error = %err, "HTTP endpoints stopped");
             }
         });

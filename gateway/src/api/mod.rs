@@ -77,9 +77,22 @@ pub(crate) type Shared = State<Arc<Status>>;
 /// Binds `listen` (the error names the address) and serves until `shutdown`, with the
 /// limits of [`server`].
 pub async fn serve(listen: SocketAddr, status: Arc<Status>, shutdown: CancellationToken) -> Result<(), std::io::Error> {
-    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
+    let listener = std::net::TcpListener::bind(listen).map_err(|e| {
         std::io::Error::new(e.kind(), format!("cannot listen for HTTP on {listen}: {e} (change [http].listen)"))
     })?;
+    serve_on(listener, status, shutdown).await
+}
+
+/// Serves on a listener bound earlier (so that the port is held from start-up on) until
+/// `shutdown`.
+pub async fn serve_on(
+    listener: std::net::TcpListener,
+    status: Arc<Status>,
+    shutdown: CancellationToken,
+) -> Result<(), std::io::Error> {
+    let listen = listener.local_addr()?;
+    listener.set_nonblocking(true)?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
     tracing::info!(%listen, "HTTP endpoints listening");
     server::run(listener, router(status, listen), shutdown).await;
     Ok(())
