@@ -74,15 +74,6 @@ pub struct Status {
 /// The state as handlers receive it.
 pub(crate) type Shared = State<Arc<Status>>;
 
-/// Binds `listen` (the error names the address) and serves until `shutdown`, with the
-/// limits of [`server`].
-pub async fn serve(listen: SocketAddr, status: Arc<Status>, shutdown: CancellationToken) -> Result<(), std::io::Error> {
-    let listener = std::net::TcpListener::bind(listen).map_err(|e| {
-        std::io::Error::new(e.kind(), format!("cannot listen for HTTP on {listen}: {e} (change [http].listen)"))
-    })?;
-    serve_on(listener, status, shutdown).await
-}
-
 /// Serves on a listener bound earlier (so that the port is held from start-up on) until
 /// `shutdown`.
 pub async fn serve_on(
