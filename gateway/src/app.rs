@@ -23,7 +23,7 @@ use crate::api::{self, Status};
 use crate::config::{Config, Unrouted};
 use crate::ingest::Ingest;
 use crate::metrics::Metrics;
-use crate::pipeline::{Running, Source, Stages};
+use crate::pipeline::{RouteControl, Running, Source, Stages};
 use crate::{devices, downlink, forward, store};
 
 /// Why the gateway could not run.
@@ -49,8 +49,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let http = http.transpose()?;
     let metrics = Arc::new(Metrics::of(&config));
     let mut stages = Stages::new();
-    let status = match start(&config, &metrics, started, http, &mut stages).await {
-        Ok(status) => status,
+    let (status, _routes) = match start(&config, &metrics, started, http, &mut stages).await {
+        Ok(started) => started,
         Err(err) => {
             stages.stop().await;
             return Err(err);
@@ -66,20 +66,23 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     Ok(())
 }
 
-/// Starts every stage into `stages`, in order; returns the state the API serves.
+/// Starts every stage into `stages`, in order; returns the state the API serves and what a
+/// reload calls to change the routes and cloud credentials (docs/architecture.md, "Live
+/// reload").
 async fn start(
     config: &Config,
     metrics: &Arc<Metrics>,
     started: Instant,
     http: Option<std::net::TcpListener>,
     stages: &mut Stages,
-) -> Result<Arc<Status>, RunError> {
+) -> Result<(Arc<Status>, RouteControl), RunError> {
     let (acks_tx, acks) = mpsc::channel();
     let (replay_tx, replays) = mpsc::channel();
     let store::Store { handle: store, opened, writer } = store::start(config, metrics.clone(), Some(acks_tx))?;
     let backlog: u64 = opened.depth.iter().sum();
     info!(backlog, took_ms = started.elapsed().as_millis() as u64, "journal open");
     stages.vital("journal writer", Running::Journal(writer));
+    let (routes, wiring) = RouteControl::new(store.clone(), &config.routes, &config.cloud);
 
     let forwarder = forward::Setup {
         gateway_id: config.gateway.id.clone(),
@@ -88,16 +91,20 @@ async fn start(
         last_batch: opened.last_batch.clone(),
         store: store.clone(),
         metrics: metrics.as_ref().into(),
+        changes: wiring.forwarder,
+        security: wiring.security.clone(),
     };
     stages.vital("forwarder", Running::Task(tokio::spawn(forward::run(forwarder, stages.token()))));
 
     let ingest = Ingest::new(config.routes.clone(), metrics.clone(), opened.filter_state.clone(), opened.gateway_boot)
-        .keep_unrouted(config.devices.unrouted == Unrouted::DeadLetter);
+        .keep_unrouted(config.devices.unrouted == Unrouted::DeadLetter)
+        .with_updates(wiring.ingest);
     let source = Source { ingest, store: store.clone(), acks, replays };
     let device_side = devices::start(&config.devices, source, metrics.as_ref().into(), stages.token()).await?;
     stages.vital("device ingest", device_side.running);
 
-    if let Some(task) = downlink::spawn(config, device_side.embedded, metrics.clone(), stages.token())? {
+    if let Some(task) = downlink::spawn(config, wiring.security, device_side.embedded, metrics.clone(), stages.token())?
+    {
         stages.auxiliary("downlink", Running::Task(task));
     }
 
@@ -120,7 +127,7 @@ async fn start(
         });
         stages.auxiliary("http", Running::Task(task));
     }
-    Ok(status)
+    Ok((status, routes))
 }
 
 fn http_error(listen: std::net::SocketAddr, e: std::io::Error) -> std::io::Error {

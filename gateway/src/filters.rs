@@ -84,7 +84,7 @@ impl Refusal {
 }
 
 /// The filter rules of one route (all optional).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct FilterRules {
     /// Device names or globs; empty = all.
     pub devices: Vec<Glob>,
@@ -154,6 +154,25 @@ impl RouteFilter {
     /// A filter with no state yet.
     pub fn new(rules: FilterRules) -> RouteFilter {
         RouteFilter { rules, state: HashMap::new(), held: HashMap::new() }
+    }
+
+    /// New rules from a reload (docs/architecture.md, "Live reload"). The per-device state
+    /// is kept: when a device's last event was forwarded, and its deadband values, stay
+    /// true whatever the rules (a restart restores it the same way). Events held for
+    /// `keep_last` stay held only if the new rules still hold them and refuse the same
+    /// devices, types and ranges; otherwise they stay refused.
+    pub fn set_rules(&mut self, rules: FilterRules) {
+        let same_stateless = (&rules.devices, &rules.types, &rules.min, &rules.max)
+            == (&self.rules.devices, &self.rules.types, &self.rules.min, &self.rules.max);
+        if !(rules.keep_last && same_stateless) {
+            self.held.clear();
+        }
+        self.rules = rules;
+    }
+
+    /// Forgets the events held for `keep_last` (the route was removed by a reload).
+    pub fn drop_held(&mut self) {
+        self.held.clear();
     }
 
     /// Restores a device's state (from the journal at start-up).

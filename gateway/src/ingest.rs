@@ -15,13 +15,18 @@ use crate::filters::{RouteFilter, StateUpdate};
 use crate::meter::DropReason;
 use crate::store::{now_ms, DeadLetter, Done, Incoming, NewEvent};
 use crate::util::RateLimited;
+pub use live::RouteUpdate;
 pub use metrics::{IngestMeters, IngestMetrics};
 
+mod live;
 pub mod metrics;
 
 /// Decodes, validates, routes and filters device publishes.
 pub struct Ingest {
-    routes: Vec<RouteConfig>,
+    /// By route slot (`store::RouteIndex`); None: removed by a reload (the slot stays).
+    routes: Vec<Option<RouteConfig>>,
+    /// New route sets from reloads ([`live`]), taken before the next publish.
+    updates: Option<std::sync::mpsc::Receiver<RouteUpdate>>,
     /// Boot id of events the gateway numbers itself (json-fields).
     gateway_boot: u32,
     /// Last seq given per device (json-fields).
@@ -52,7 +57,8 @@ impl Ingest {
             }
         }
         Ingest {
-            routes,
+            routes: routes.into_iter().map(Some).collect(),
+            updates: None,
             gateway_boot,
             seqs: HashMap::new(),
             keep_unrouted: false,
@@ -94,7 +100,7 @@ impl Ingest {
 
     /// The MQTT filters to subscribe to on the device side, one per route, deduplicated.
     pub fn filters(&self) -> Vec<String> {
-        let mut filters: Vec<String> = self.routes.iter().map(|r| r.from.mqtt_filter()).collect();
+        let mut filters: Vec<String> = self.routes.iter().flatten().map(|r| r.from.mqtt_filter()).collect();
         filters.sort();
         filters.dedup();
         filters
@@ -120,11 +126,12 @@ impl Ingest {
         out: &mut Vec<Incoming>,
         received_ms: i64,
     ) {
+        self.take_updates();
         self.metrics.ingest.received.add(1);
         let mut device_level = None;
         let mut edge_routes = Vec::with_capacity(1);
         let mut field_routes = Vec::new();
-        for (index, route) in self.routes.iter().enumerate() {
+        for (index, route) in self.routes.iter().enumerate().filter_map(|(i, r)| Some((i, r.as_ref()?))) {
             if let Some(level) = route.from.matches(topic) {
                 match route.input {
                     Input::EdgeEvent => {
@@ -195,14 +202,14 @@ impl Ingest {
     }
 
     fn json_fields(&mut self, topic: &str, payload: &[u8], index: usize, device: &str, received_ms: i64) -> Incoming {
-        let Input::JsonFields { event_type, map } = &self.routes[index].input else {
+        let Some(Input::JsonFields { event_type, map }) = self.routes[index].as_ref().map(|r| &r.input) else {
             return self.dead_letter(topic, payload, "internal: route is not json-fields".into(), received_ms);
         };
         let seq = self.seqs.get(device).copied().unwrap_or(0).wrapping_add(1);
         let event = match fields::decode(payload, map, device, event_type, self.gateway_boot, seq, received_ms) {
             Ok(event) => event,
             Err(reason) => {
-                let reason = format!("route {:?} (json-fields): {reason}", self.routes[index].name);
+                let reason = format!("route {:?} (json-fields): {reason}", self.route_name(index));
                 return self.dead_letter(topic, payload, reason, received_ms);
             }
         };
@@ -228,9 +235,13 @@ impl Ingest {
             match self.filters[index].check(event, received_ms) {
                 Ok(update) => {
                     routes.push(index);
-                    filter_state.extend(update.map(|u| StateUpdate { route: self.routes[index].name.clone(), ..u }));
+                    filter_state.extend(update.map(|u| StateUpdate { route: self.route_name(index), ..u }));
                 }
-                Err(refusal) => self.metrics.ingest.routes[index].count_filtered(refusal),
+                Err(refusal) => {
+                    if let Some(route) = self.metrics.ingest.routes.get(index) {
+                        route.count_filtered(refusal);
+                    }
+                }
             }
         }
         if routes.is_empty() {
@@ -244,11 +255,15 @@ impl Ingest {
 
     /// Events held by `keep_last` filters whose interval has ended: forwarded now.
     pub fn flush_held(&mut self) -> Vec<Incoming> {
+        self.take_updates();
         let now = now_ms();
         let mut out = Vec::new();
         for index in 0..self.filters.len() {
+            if self.routes.get(index).is_none_or(Option::is_none) {
+                continue;
+            }
             for (event, update) in self.filters[index].flush_due(now) {
-                let update = StateUpdate { route: self.routes[index].name.clone(), ..update };
+                let update = StateUpdate { route: self.route_name(index), ..update };
                 if let Ok(item) = self.new_event(&event, vec![index], now, vec![update], true) {
                     out.push(item);
                 }

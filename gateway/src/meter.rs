@@ -13,7 +13,7 @@
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, RwLock};
 
 /// A value that only goes up.
 #[derive(Debug, Default)]
@@ -27,6 +27,38 @@ impl Counter {
     /// The current value.
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Per-route metrics, indexed by route slot, that grow when a reload adds a route
+/// (docs/architecture.md, "Live reload"): append-only, so a slot's metrics never move and a
+/// removed route's series stay. Reading one is a read lock and an `Arc` clone, on the
+/// per-commit or per-batch path, never per event.
+#[derive(Debug, Default)]
+pub struct Slots<T>(RwLock<Vec<Arc<T>>>);
+
+impl<T> Slots<T> {
+    /// Slots holding `items`, in order.
+    pub fn new(items: impl IntoIterator<Item = T>) -> Slots<T> {
+        Slots(RwLock::new(items.into_iter().map(Arc::new).collect()))
+    }
+
+    /// The metrics of `slot`, if it exists.
+    pub fn get(&self, slot: usize) -> Option<Arc<T>> {
+        self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(slot).cloned()
+    }
+
+    /// Every slot's metrics, in slot order.
+    pub fn all(&self) -> Vec<Arc<T>> {
+        self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// Makes sure `slot` exists, appending `make()` for each missing slot up to it.
+    pub fn ensure(&self, slot: usize, make: impl Fn() -> T) {
+        let mut slots = self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        while slots.len() <= slot {
+            slots.push(Arc::new(make()));
+        }
     }
 }
 

@@ -80,8 +80,9 @@ async fn api_status(State(status): Shared) -> Json<serde_json::Value> {
         routes: m
             .store
             .routes
+            .all()
             .iter()
-            .zip(&m.forward.routes)
+            .zip(&m.forward.routes.all())
             .map(|(queue, sent)| wire::RouteStatus {
                 name: queue.name.clone(),
                 queue_depth: queue.depth.get(),

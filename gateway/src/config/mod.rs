@@ -219,7 +219,7 @@ pub struct CloudConfig {
 
 /// How a link the gateway dials is secured: TLS (with `mqtts://` URLs) and MQTT credentials.
 /// `Debug` never shows the password ([`Secret`]); key files are only named, never read here.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LinkSecurity {
     /// The config section the keys come from (`cloud`, `devices`), for messages.
     pub section: &'static str,
@@ -325,7 +325,7 @@ pub enum Input {
 }
 
 /// When a batch is sent: whichever bound is reached first.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchConfig {
     /// Most events per batch.
     pub max_events: usize,

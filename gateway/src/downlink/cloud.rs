@@ -30,6 +30,7 @@ const STATUS_INFLIGHT: usize = 50;
 pub(super) async fn run(
     config: Arc<CommandsConfig>,
     cloud: CloudConfig,
+    security: tokio::sync::watch::Receiver<crate::config::LinkSecurity>,
     store: CommandStore,
     wake: Arc<Wake>,
     metrics: CommandMeters,
@@ -39,6 +40,8 @@ pub(super) async fn run(
     let mut failures = RateLimited::new(Duration::from_secs(30));
     loop {
         let mut session = Session { config: &config, store: &store, wake: &wake, metrics: &metrics, connected: false };
+        // The credentials as of this connect: a reload's apply from the next one.
+        let cloud = CloudConfig { security: security.borrow().clone(), ..cloud.clone() };
         let end = session.run(&cloud, &shutdown).await;
         metrics.commands.link_up.set(0);
         match end {

@@ -84,6 +84,7 @@ pub struct DeviceBroker {
 pub async fn run(
     config: CommandsConfig,
     cloud: CloudConfig,
+    security: tokio::sync::watch::Receiver<crate::config::LinkSecurity>,
     broker: DeviceBroker,
     store: CommandStore,
     metrics: metrics::CommandMeters,
@@ -91,8 +92,15 @@ pub async fn run(
 ) {
     let config = Arc::new(config);
     let wake = Arc::new(Wake::default());
-    let cloud_side =
-        tokio::spawn(cloud::run(config.clone(), cloud, store.clone(), wake.clone(), metrics.clone(), shutdown.clone()));
+    let cloud_side = tokio::spawn(cloud::run(
+        config.clone(),
+        cloud,
+        security,
+        store.clone(),
+        wake.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
     let device_side = tokio::spawn(devices::run(config, broker, store, wake, metrics, shutdown));
     for (side, task) in [("cloud", cloud_side), ("device", device_side)] {
         if let Err(err) = task.await {
@@ -110,9 +118,11 @@ pub(crate) fn now_ms() -> i64 {
 /// up and the journal, with the command tables, is open); its task ends after `shutdown`.
 /// `embedded` is the broker behind the device gate (address and token), in embedded mode:
 /// the command sender publishes on `devices/{id}/commands`, which the gate allows no
-/// client, so it talks to the broker directly.
+/// client, so it talks to the broker directly. `cloud_security`: the cloud credentials to use at
+/// each connect (a reload changes them: docs/architecture.md, "Live reload").
 pub fn spawn(
     config: &crate::Config,
+    cloud_security: tokio::sync::watch::Receiver<crate::config::LinkSecurity>,
     embedded: Option<(std::net::SocketAddr, Arc<str>)>,
     metrics: impl Into<metrics::CommandMeters>,
     shutdown: CancellationToken,
@@ -143,5 +153,13 @@ pub fn spawn(
         client_id = %config.commands.client_id,
         "cloud-to-device commands enabled"
     );
-    Ok(Some(tokio::spawn(run(config.commands.clone(), config.cloud.clone(), broker, store, metrics.into(), shutdown))))
+    Ok(Some(tokio::spawn(run(
+        config.commands.clone(),
+        config.cloud.clone(),
+        cloud_security,
+        broker,
+        store,
+        metrics.into(),
+        shutdown,
+    ))))
 }

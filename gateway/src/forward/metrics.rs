@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use crate::meter::{Counter, DropReason, Drops, Exposition, Gauge, Histogram, LastError, Render};
+use crate::meter::{Counter, DropReason, Drops, Exposition, Gauge, Histogram, LastError, Render, Slots};
 
 const LATENCY_BOUNDS: &[f64] =
     &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0, 600.0, 3600.0];
@@ -26,6 +26,18 @@ pub struct RouteForwarded {
     pub batch_size: Histogram,
 }
 
+impl RouteForwarded {
+    /// Zeroed figures for route `name`.
+    fn named(name: &str) -> RouteForwarded {
+        RouteForwarded {
+            name: name.to_owned(),
+            forwarded: Counter::default(),
+            batches: Counter::default(),
+            batch_size: Histogram::new(BATCH_BOUNDS),
+        }
+    }
+}
+
 /// Everything the forwarder reports.
 #[derive(Debug)]
 pub struct ForwardMetrics {
@@ -37,8 +49,8 @@ pub struct ForwardMetrics {
     pub reconnects: Counter,
     /// Receive-to-PUBACK latency of forwarded events, seconds.
     pub latency: Histogram,
-    /// Per route, in config order.
-    pub routes: Vec<RouteForwarded>,
+    /// Per route slot (config order at start, then routes added by reloads).
+    pub routes: Slots<RouteForwarded>,
 }
 
 impl ForwardMetrics {
@@ -49,21 +61,18 @@ impl ForwardMetrics {
             link_changed_ms: Gauge::default(),
             reconnects: Counter::default(),
             latency: Histogram::new(LATENCY_BOUNDS),
-            routes: route_names
-                .iter()
-                .map(|name| RouteForwarded {
-                    name: name.clone(),
-                    forwarded: Counter::default(),
-                    batches: Counter::default(),
-                    batch_size: Histogram::new(BATCH_BOUNDS),
-                })
-                .collect(),
+            routes: Slots::new(route_names.iter().map(|name| RouteForwarded::named(name))),
         }
+    }
+
+    /// Makes sure route slot `slot` (named `name`) has its metrics.
+    pub fn add_route(&self, slot: usize, name: &str) {
+        self.routes.ensure(slot, || RouteForwarded::named(name));
     }
 
     /// Events acknowledged by the cloud, all routes.
     pub fn forwarded(&self) -> u64 {
-        self.routes.iter().map(|r| r.forwarded.get()).sum()
+        self.routes.all().iter().map(|r| r.forwarded.get()).sum()
     }
 
     /// Records the cloud link going up or down at `now_ms`.
@@ -78,19 +87,20 @@ impl ForwardMetrics {
 
 impl Render for ForwardMetrics {
     fn render(&self, out: &mut Exposition) {
+        let routes = self.routes.all();
         out.single("edge_gateway_cloud_link_up", "gauge", "1 while connected to the cloud broker.", self.link_up.get());
         out.single("edge_gateway_cloud_reconnects_total", "counter", "Cloud reconnections.", self.reconnects.get());
         let mut forwarded =
             out.family("edge_gateway_events_forwarded_total", "counter", "Events acknowledged by the cloud.");
-        for route in &self.routes {
+        for route in &routes {
             forwarded.sample(&format!("route=\"{}\"", route.name), route.forwarded.get());
         }
         let mut batches =
             out.family("edge_gateway_batches_sent_total", "counter", "Batches acknowledged by the cloud.");
-        for route in &self.routes {
+        for route in &routes {
             batches.sample(&format!("route=\"{}\"", route.name), route.batches.get());
         }
-        for route in &self.routes {
+        for route in &routes {
             let labels = format!("route=\"{}\"", route.name);
             out.histogram(
                 "edge_gateway_batch_size_events",

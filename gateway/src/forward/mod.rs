@@ -29,22 +29,24 @@
 //! starves.
 
 pub mod batch;
+mod live;
 pub mod metrics;
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, ConnectionError, Event, Outgoing, Packet, QoS};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::config::{CloudConfig, RouteConfig};
+use crate::config::{CloudConfig, LinkSecurity, RouteConfig};
 use crate::link::{self, Backoff, OnError};
 use crate::meter::DropReason;
 use crate::store::{now_ms, StoreError, StoreHandle};
 use crate::util::RateLimited;
+pub use live::RouteSlot;
 pub use metrics::{ForwardMeters, ForwardMetrics};
 
 /// How often an idle route looks at the journal even without a commit notification.
@@ -53,6 +55,8 @@ const SWEEP_EVERY: Duration = Duration::from_secs(2);
 /// A route's forwarding state within one connection.
 struct RouteState {
     config: RouteConfig,
+    /// False once a reload removed the route: nothing more is sent (its rows stay).
+    active: bool,
     /// Highest row id already published in this connection.
     cursor: i64,
     /// Rows believed to wait beyond the cursor (a hint: a short read resets it).
@@ -97,17 +101,23 @@ pub struct Setup {
     pub store: StoreHandle,
     /// What it reports to.
     pub metrics: ForwardMeters,
+    /// Route slots added, changed or removed by reloads ([`RouteSlot`]).
+    pub changes: mpsc::UnboundedReceiver<RouteSlot>,
+    /// The cloud link's credentials and certificates, read at each connect (a reload sends
+    /// new ones; the connection up keeps its own).
+    pub security: watch::Receiver<LinkSecurity>,
 }
 
 /// Forwards every route to the cloud until `shutdown`; then waits up to
 /// `cloud.shutdown_timeout` for the acks of batches in flight.
 pub async fn run(setup: Setup, shutdown: CancellationToken) {
-    let Setup { gateway_id, cloud, routes, last_batch, store, metrics } = setup;
+    let Setup { gateway_id, cloud, routes, last_batch, store, metrics, mut changes, security } = setup;
     let mut states: Vec<RouteState> = routes
         .into_iter()
         .zip(last_batch)
         .map(|(config, last)| RouteState {
             config,
+            active: true,
             cursor: 0,
             ahead: 0,
             seen: 0,
@@ -123,9 +133,11 @@ pub async fn run(setup: Setup, shutdown: CancellationToken) {
         let mut session = Session {
             gateway_id: &gateway_id,
             cloud: &cloud,
+            security: security.borrow().clone(),
             store: &store,
             metrics: &metrics,
             routes: &mut states,
+            changes: &mut changes,
             turn: 0,
         };
         let end = session.run(&shutdown, &mut backoff, &mut connected_before).await;
@@ -139,9 +151,14 @@ pub async fn run(setup: Setup, shutdown: CancellationToken) {
                 }
             }
         }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(backoff.next_delay()) => {}
+        let retry = tokio::time::sleep(backoff.next_delay());
+        tokio::pin!(retry);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = &mut retry => break,
+                Some(change) = changes.recv() => live::apply(&mut states, change, None, &metrics),
+            }
         }
     }
 }
@@ -149,9 +166,12 @@ pub async fn run(setup: Setup, shutdown: CancellationToken) {
 struct Session<'a> {
     gateway_id: &'a str,
     cloud: &'a CloudConfig,
+    /// The credentials of this connection (a reload's apply to the next one).
+    security: LinkSecurity,
     store: &'a StoreHandle,
     metrics: &'a ForwardMeters,
     routes: &'a mut Vec<RouteState>,
+    changes: &'a mut mpsc::UnboundedReceiver<RouteSlot>,
     /// Whose turn it is (index modulo the number of routes).
     turn: usize,
 }
@@ -159,7 +179,7 @@ struct Session<'a> {
 impl Session<'_> {
     async fn run(&mut self, shutdown: &CancellationToken, backoff: &mut Backoff, connected_before: &mut bool) -> End {
         // Built per connection: certificate files are read again, so renewed ones are used.
-        let mut options = match crate::tls::mqtt_options(&self.cloud.client_id, &self.cloud.url, &self.cloud.security) {
+        let mut options = match crate::tls::mqtt_options(&self.cloud.client_id, &self.cloud.url, &self.security) {
             Ok(options) => options,
             Err(err) => return End::Lost(format!("cannot set up TLS: {err}")),
         };
@@ -199,7 +219,7 @@ impl Session<'_> {
         }
         *connected_before = true;
         info!(cloud = %self.cloud.url, "cloud link up");
-        if self.cloud.security.tls.as_ref().is_some_and(|t| t.insecure_skip_verify) {
+        if self.security.tls.as_ref().is_some_and(|t| t.insecure_skip_verify) {
             warn!(cloud = %self.cloud.url, "cloud.insecure_skip_verify: connected WITHOUT verifying the cloud's certificate (lab use only)");
         }
 
@@ -212,7 +232,7 @@ impl Session<'_> {
 
     /// A link error as a sentence naming the setting or file involved (never a secret).
     fn describe(&self, err: &ConnectionError) -> String {
-        crate::tls::describe(err, "the cloud broker", &self.cloud.security)
+        crate::tls::describe(err, "the cloud broker", &self.security)
     }
 
     /// Publishes and acknowledges until the link is lost or shutdown completes.
@@ -291,6 +311,9 @@ impl Session<'_> {
                         }
                     }
                 }
+                Some(change) = self.changes.recv() => {
+                    live::apply(self.routes, change, Some(&committed), self.metrics);
+                }
                 _ = sweep.tick() => {
                     for (index, route) in self.routes.iter_mut().enumerate() {
                         if route.ahead == 0 && committed.depth(index) > 0 {
@@ -311,7 +334,7 @@ impl Session<'_> {
         }
         self.routes
             .iter()
-            .filter(|r| r.ahead > 0)
+            .filter(|r| r.active && r.ahead > 0)
             .filter_map(|r| r.waiting_since.map(|t| t + r.config.batch.max_delay))
             .min()
     }
@@ -362,8 +385,9 @@ impl Session<'_> {
         let now = Instant::now();
         let route = &self.routes[index];
         let batch_cfg = route.config.batch;
-        let due = route.ahead >= batch_cfg.max_events as u64
-            || (route.ahead > 0 && route.waiting_since.is_some_and(|t| now >= t + batch_cfg.max_delay));
+        let due = route.active
+            && (route.ahead >= batch_cfg.max_events as u64
+                || (route.ahead > 0 && route.waiting_since.is_some_and(|t| now >= t + batch_cfg.max_delay)));
         if !due {
             return Ok(false);
         }

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use crate::filters::Refusal;
-use crate::meter::{Counter, DropReason, Drops, Exposition, LastError, Render};
+use crate::meter::{Counter, DropReason, Drops, Exposition, LastError, Render, Slots};
 
 /// One route's filter refusals.
 #[derive(Debug)]
@@ -18,6 +18,11 @@ pub struct RouteFiltered {
 }
 
 impl RouteFiltered {
+    /// Zeroed counters for route `name`.
+    fn named(name: &str) -> RouteFiltered {
+        RouteFiltered { name: name.to_owned(), filtered: Default::default() }
+    }
+
     /// Counts one event refused by `refusal`.
     pub fn count_filtered(&self, refusal: Refusal) {
         self.filtered[refusal as usize].add(1);
@@ -29,8 +34,8 @@ impl RouteFiltered {
 pub struct IngestMetrics {
     /// Device publishes taken from the broker.
     pub received: Counter,
-    /// Per route, in config order.
-    pub routes: Vec<RouteFiltered>,
+    /// Per route slot (config order at start, then routes added by reloads).
+    pub routes: Slots<RouteFiltered>,
 }
 
 impl IngestMetrics {
@@ -38,11 +43,13 @@ impl IngestMetrics {
     pub fn new(route_names: &[String]) -> IngestMetrics {
         IngestMetrics {
             received: Counter::default(),
-            routes: route_names
-                .iter()
-                .map(|name| RouteFiltered { name: name.clone(), filtered: Default::default() })
-                .collect(),
+            routes: Slots::new(route_names.iter().map(|name| RouteFiltered::named(name))),
         }
+    }
+
+    /// Makes sure route slot `slot` (named `name`) has its metrics.
+    pub fn add_route(&self, slot: usize, name: &str) {
+        self.routes.ensure(slot, || RouteFiltered::named(name));
     }
 }
 
@@ -51,7 +58,7 @@ impl Render for IngestMetrics {
         out.single("edge_gateway_events_received_total", "counter", "Device publishes received.", self.received.get());
         let help = "Events a route's rules refused, by rule.";
         let mut filtered = out.family("edge_gateway_filtered_total", "counter", help);
-        for route in &self.routes {
+        for route in self.routes.all() {
             for (refusal, counter) in Refusal::ALL.iter().zip(&route.filtered) {
                 filtered.sample(&format!("route=\"{}\",filter=\"{}\"", route.name, refusal.label()), counter.get());
             }

@@ -18,7 +18,7 @@ fn every_drop_reason_is_listed_at_its_own_index() {
 fn rendered_metrics_carry_route_labels_and_drop_reasons() {
     let metrics = Metrics::new(&["telemetry".into()]);
     metrics.drops.count(DropReason::Duplicate, 3);
-    metrics.store.routes[0].depth.set(7);
+    metrics.store.routes.all()[0].depth.set(7);
     metrics.forward.latency.observe_n(0.004, 2);
     let text = metrics.render(0);
     assert!(text.contains("edge_gateway_events_dropped_total{reason=\"duplicate\"} 3"));
@@ -49,7 +49,7 @@ fn the_exposition_is_the_same_text_as_before_the_per_stage_split_plus_device_dis
     for (i, r) in DropReason::ALL.iter().enumerate() {
         m.drops.count(*r, i as u64 + 1);
     }
-    let (f, s, ing) = (&m.forward.routes, &m.store.routes, &m.ingest.routes);
+    let (f, s, ing) = (m.forward.routes.all(), m.store.routes.all(), m.ingest.routes.all());
     f[0].forwarded.add(8);
     f[1].forwarded.add(9);
     f[0].batches.add(2);

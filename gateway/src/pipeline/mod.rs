@@ -11,15 +11,19 @@
 //!   their original publish allow), and publishes the device gate refused on their way to
 //!   the dead-letter table, with the device that sent them.
 //! - [`stages`]: [`Stages`], the started stages in start order; stopped in reverse.
+//! - [`routes`]: [`RouteControl`], which a reload calls to change the routes and the cloud
+//!   credentials of the running stages, in an order that loses nothing.
 //!
 //! Nothing here decides anything about an event: ingest decides, the journal keeps.
 
 pub mod batcher;
+pub mod routes;
 pub mod stages;
 
 use std::sync::mpsc;
 
 pub use batcher::{Batcher, TICK};
+pub use routes::{RouteControl, Wiring};
 pub use stages::{Running, Stages};
 
 use serde::{Deserialize, Serialize};

@@ -4,11 +4,14 @@
 //! nothing here touches the file.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Condvar, Mutex};
+use std::sync::{mpsc, Arc, Condvar, Mutex, RwLock};
 
 use tokio::sync::{oneshot, Notify};
 
-use super::{dead_letters, forwarded, read_model, DeadLetterRow, DeviceDetail, Incoming, RouteIndex, Row, StoreError};
+use super::{
+    dead_letters, forwarded, read_model, DeadLetterRow, DeviceDetail, Incoming, RouteIndex, RouteSpec, Row, SlotState,
+    StoreError,
+};
 
 pub(super) enum Command {
     Ingest(Vec<Incoming>),
@@ -48,6 +51,12 @@ pub(super) enum Command {
         after: i64,
         reply: oneshot::Sender<Result<forwarded::Step, StoreError>>,
     },
+    /// A route slot added or updated by a reload (docs/architecture.md, "Live reload").
+    Route {
+        spec: RouteSpec,
+        active: bool,
+        reply: oneshot::Sender<Result<SlotState, StoreError>>,
+    },
     Shutdown,
 }
 
@@ -66,8 +75,12 @@ pub struct Queues {
     pub(super) notify: Notify,
 }
 
+/// Route slots a process can add by reloads beyond those configured at start (a slot is
+/// never reused for another name: docs/architecture.md, "Live reload").
+pub const SPARE_ROUTE_SLOTS: usize = 256;
+
 impl Queues {
-    /// Zeroed figures for `routes` routes.
+    /// Zeroed figures for `routes` route slots.
     pub(super) fn new(routes: usize) -> Queues {
         Queues {
             counts: (0..routes).map(|_| AtomicU64::new(0)).collect(),
@@ -179,8 +192,9 @@ pub struct StoreHandle {
     pub(super) tx: mpsc::Sender<Command>,
     pub(super) committed: Arc<Queues>,
     pub(super) queued: Arc<Queued>,
-    /// Route names, in config order (index = [`RouteIndex`]).
-    pub(super) routes: Arc<[String]>,
+    /// Route names by slot: config order at start, then the routes reloads added
+    /// (index = [`RouteIndex`]). Appended by the writer only.
+    pub(super) routes: Arc<RwLock<Vec<String>>>,
 }
 
 impl StoreHandle {
@@ -264,12 +278,22 @@ impl StoreHandle {
 
     /// The index of the route called `name`, as the journal knows the routes.
     pub fn route(&self, name: &str) -> Option<RouteIndex> {
-        self.routes.iter().position(|r| r == name)
+        self.route_names().iter().position(|r| r == name)
     }
 
-    /// The route names, in config order (index = [`RouteIndex`]).
-    pub fn route_names(&self) -> &[String] {
-        &self.routes
+    /// The route names by slot (index = [`RouteIndex`]): config order, then the routes
+    /// reloads added (a removed route keeps its slot).
+    pub fn route_names(&self) -> Vec<String> {
+        self.routes.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// The slot of route `spec.name`, added (its `routes` row made, by the writer) when the
+    /// journal has none yet in this process; `active` false marks a removed route, whose
+    /// rows are kept and no longer expire. Answered at once, not after the commit window.
+    pub async fn route_slot(&self, spec: RouteSpec, active: bool) -> Result<SlotState, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Command::Route { spec, active, reply }).map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
     }
 
     /// The per-route queue figures: rows committed since start, rows waiting.

@@ -145,7 +145,8 @@ impl Journal {
             conn.pragma_update(None, "max_page_count", pages + room as i64)?;
         }
         let mut state = schema::read_state(&conn, &self.path, &route_names)?;
-        let committed = Arc::new(Queues::new(route_names.len()));
+        let committed = Arc::new(Queues::new(route_names.len() + super::SPARE_ROUTE_SLOTS));
+        let names = Arc::new(std::sync::RwLock::new(route_names));
         let opened = Opened {
             depth: state.routes.iter().map(|r| r.depth).collect(),
             last_batch: state.routes.iter().map(|r| r.last_batch).collect(),
@@ -154,7 +155,8 @@ impl Journal {
         };
         let (tx, rx) = mpsc::channel();
         let queued = Arc::new(Queued { state: Mutex::default(), taken: Condvar::new(), limit: INGEST_QUEUE_EVENTS });
-        let parts = writer::Parts { journal: self.clone(), config: config.clone(), route_max_age, state };
+        let parts =
+            writer::Parts { journal: self.clone(), config: config.clone(), route_max_age, state, names: names.clone() };
         let mut writer = writer::Writer::new(conn, parts, metrics, committed.clone(), acks);
         writer.read_model = read_model;
         let taken = queued.clone();
@@ -167,7 +169,7 @@ impl Journal {
                 drop(lock);
             })
             .map_err(|source| StoreError::DataDir { path: data_dir.to_owned(), source })?;
-        let handle = StoreHandle { tx, committed, queued, routes: route_names.into() };
+        let handle = StoreHandle { tx, committed, queued, routes: names };
         Ok(Store { writer: WriterGuard { handle: handle.clone(), thread: Some(thread) }, handle, opened })
     }
 

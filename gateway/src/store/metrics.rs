@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use crate::meter::{Counter, DropReason, Drops, Exposition, Gauge, LastError, Render};
+use crate::meter::{Counter, DropReason, Drops, Exposition, Gauge, LastError, Render, Slots};
 
 /// Why a journal write failed (the `kind` label of `edge_gateway_store_errors_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +47,18 @@ pub struct QueueMetrics {
     pub oldest_ms: Gauge,
 }
 
+impl QueueMetrics {
+    /// Zeroed gauges for route `name`.
+    fn named(name: &str) -> QueueMetrics {
+        QueueMetrics {
+            name: name.to_owned(),
+            depth: Gauge::default(),
+            bytes: Gauge::default(),
+            oldest_ms: Gauge::default(),
+        }
+    }
+}
+
 /// Everything the journal reports.
 #[derive(Debug)]
 pub struct StoreMetrics {
@@ -68,8 +80,9 @@ pub struct StoreMetrics {
     pub commit_failures: Counter,
     /// Failed journal writes by kind (index = position in [`StoreErrorKind::ALL`]).
     pub errors: [Counter; 3],
-    /// Per route, in config order.
-    pub routes: Vec<QueueMetrics>,
+    /// Per route slot (config order at start, then routes added by reloads; a removed
+    /// route keeps its series: its rows stay in the journal).
+    pub routes: Slots<QueueMetrics>,
 }
 
 impl StoreMetrics {
@@ -85,16 +98,13 @@ impl StoreMetrics {
             disk_full: Gauge::default(),
             commit_failures: Counter::default(),
             errors: Default::default(),
-            routes: route_names
-                .iter()
-                .map(|name| QueueMetrics {
-                    name: name.clone(),
-                    depth: Gauge::default(),
-                    bytes: Gauge::default(),
-                    oldest_ms: Gauge::default(),
-                })
-                .collect(),
+            routes: Slots::new(route_names.iter().map(|name| QueueMetrics::named(name))),
         }
+    }
+
+    /// Makes sure route slot `slot` (named `name`) has its metrics.
+    pub fn add_route(&self, slot: usize, name: &str) {
+        self.routes.ensure(slot, || QueueMetrics::named(name));
     }
 
     /// Counts one failed journal write of `kind`.
@@ -163,9 +173,10 @@ impl Render for StoreMetrics {
                 }
             }),
         ];
+        let routes = self.routes.all();
         for (name, help, value) in per_route {
             let mut family = out.family(name, "gauge", help);
-            for route in &self.routes {
+            for route in &routes {
                 family.sample(&format!("route=\"{}\"", route.name), value(route, now));
             }
         }

@@ -114,7 +114,7 @@ mod writer;
 use std::path::PathBuf;
 
 pub use dead_letters::DeadLetterRow;
-pub use handle::{Queues, StoreHandle, INGEST_QUEUE_EVENTS};
+pub use handle::{Queues, StoreHandle, INGEST_QUEUE_EVENTS, SPARE_ROUTE_SLOTS};
 pub use journal::{damaged_marker, start, Journal, OfflineConnection, Store, WriterGuard, FILE_NAME};
 pub use metrics::{StoreMeters, StoreMetrics};
 pub use read_model::{DeviceDetail, DeviceSummary, LatestReading};
@@ -122,8 +122,21 @@ pub use read_model::{DeviceDetail, DeviceSummary, LatestReading};
 use crate::config::Config;
 use crate::filters::StateUpdate;
 
-/// Index of a route in the config's `[[routes]]` list.
+/// A route's slot: its index in the config's `[[routes]]` list at start; a route a reload
+/// adds gets the next free slot. Stable for the life of the process (docs/architecture.md,
+/// "Live reload").
 pub type RouteIndex = usize;
+
+/// A route slot as the writer holds it ([`StoreHandle::route_slot`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlotState {
+    /// The slot.
+    pub slot: RouteIndex,
+    /// Rows waiting (kept from earlier runs or from before a removal).
+    pub depth: u64,
+    /// Last batch number the cloud acknowledged.
+    pub last_batch: u64,
+}
 
 /// Called once the event (or dead letter) it came with is committed or deliberately
 /// dropped: the external-broker mode acknowledges the device's publish here.

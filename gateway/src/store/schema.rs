@@ -203,24 +203,26 @@ pub fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}")).map_err(|e| classify(path, e))
 }
 
+/// The `routes` row of route `name` (made when missing: a route configured for the first
+/// time, at start or by a reload), with its counters.
+pub fn route_state(conn: &Connection, name: &str) -> Result<RouteState, rusqlite::Error> {
+    conn.execute("INSERT INTO routes (name) VALUES (?1) ON CONFLICT(name) DO NOTHING", params![name])?;
+    conn.query_row("SELECT id, depth, bytes, last_batch FROM routes WHERE name = ?1", params![name], |r| {
+        Ok(RouteState {
+            db_id: r.get(0)?,
+            depth: r.get::<_, i64>(1)?.max(0) as u64,
+            bytes: r.get::<_, i64>(2)?.max(0) as u64,
+            last_batch: r.get::<_, i64>(3)?.max(0) as u64,
+        })
+    })
+}
+
 /// Reads what start-up needs (per-route counters, device marks, filter state) and counts
 /// this start in `meta.gateway_boot`; never the queue itself.
 pub fn read_state(conn: &Connection, path: &Path, route_names: &[String]) -> Result<State, StoreError> {
     let mut routes = Vec::with_capacity(route_names.len());
     for name in route_names {
-        conn.execute("INSERT INTO routes (name) VALUES (?1) ON CONFLICT(name) DO NOTHING", params![name])
-            .map_err(|e| classify(path, e))?;
-        let route = conn
-            .query_row("SELECT id, depth, bytes, last_batch FROM routes WHERE name = ?1", params![name], |r| {
-                Ok(RouteState {
-                    db_id: r.get(0)?,
-                    depth: r.get::<_, i64>(1)?.max(0) as u64,
-                    bytes: r.get::<_, i64>(2)?.max(0) as u64,
-                    last_batch: r.get::<_, i64>(3)?.max(0) as u64,
-                })
-            })
-            .map_err(|e| classify(path, e))?;
-        routes.push(route);
+        routes.push(route_state(conn, name).map_err(|e| classify(path, e))?);
     }
     let orphans: Vec<(String, i64)> = conn
         .prepare("SELECT name, depth FROM routes WHERE depth > 0")

@@ -6,6 +6,7 @@
 
 mod failures;
 mod retention;
+mod routes;
 mod rows;
 mod window;
 
@@ -42,6 +43,8 @@ pub struct Parts {
     pub route_max_age: Vec<Option<Duration>>,
     /// What start-up read.
     pub state: State,
+    /// Route names by slot, shared with the handles (the writer appends).
+    pub names: Arc<std::sync::RwLock<Vec<String>>>,
 }
 
 pub struct Writer {
@@ -51,6 +54,11 @@ pub struct Writer {
     /// Per route (config order): its own `max_age`, overriding the store's.
     route_max_age: Vec<Option<Duration>>,
     routes: Vec<RouteState>,
+    /// Per route slot: false once a reload removed the route (its rows are kept and do not
+    /// expire, as for a route missing from the config at start).
+    route_active: Vec<bool>,
+    /// Route names by slot, shared with the handles.
+    names: Arc<std::sync::RwLock<Vec<String>>>,
     /// route db id -> config index.
     route_index: HashMap<i64, usize>,
     devices: HashMap<String, (u32, u32)>,
@@ -157,7 +165,7 @@ impl Writer {
         committed: Arc<Queues>,
         acks: Option<mpsc::Sender<Vec<DeviceAck>>>,
     ) -> Writer {
-        let Parts { journal, config, route_max_age, state } = parts;
+        let Parts { journal, config, route_max_age, state, names } = parts;
         let page_size = conn.query_row("PRAGMA page_size", [], |r| r.get::<_, i64>(0)).unwrap_or(4096).max(512) as u64;
         let route_index = state.routes.iter().enumerate().map(|(i, r)| (r.db_id, i)).collect();
         let mut writer = Writer {
@@ -165,6 +173,8 @@ impl Writer {
             journal,
             config,
             route_max_age,
+            route_active: vec![true; state.routes.len()],
+            names,
             routes: state.routes,
             route_index,
             devices: state.devices,
@@ -217,6 +227,9 @@ impl Writer {
                 Command::Connection { device, connected, at_ms } => work.connections.push((device, connected, at_ms)),
                 Command::Replay { route, since_ms, until_ms, after, reply } => {
                     work.replays.push(((route, since_ms, until_ms, after), reply))
+                }
+                Command::Route { spec, active, reply } => {
+                    let _ = reply.send(self.route_slot(spec, active));
                 }
                 Command::Shutdown => stop = true,
             }
@@ -457,7 +470,7 @@ impl Writer {
             self.used_bytes = used;
         }
         self.metrics.store.bytes.set(self.used_bytes);
-        for (route, (state, metrics)) in self.routes.iter().zip(&self.metrics.store.routes).enumerate() {
+        for (route, (state, metrics)) in self.routes.iter().zip(self.metrics.store.routes.all()).enumerate() {
             self.committed.set_depth(route, state.depth);
             metrics.depth.set(state.depth);
             metrics.bytes.set(state.bytes);

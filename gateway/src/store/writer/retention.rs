@@ -135,6 +135,9 @@ impl Writer {
     pub(super) fn expire(&mut self) -> Result<(), rusqlite::Error> {
         let now = crate::store::now_ms();
         for index in 0..self.routes.len() {
+            if !self.route_active.get(index).copied().unwrap_or(true) {
+                continue;
+            }
             let max_age = self.route_max_age.get(index).copied().flatten().unwrap_or(self.config.max_age);
             let cutoff = now - max_age.as_millis() as i64;
             let db_id = self.routes[index].db_id;

@@ -114,6 +114,11 @@ impl Writer {
                 let _ = reply.send(rows.map_err(crate::store::StoreError::from));
                 return;
             }
+            // A reload waits for it, and no held event can name a slot it adds.
+            Command::Route { spec, active, reply } => {
+                let _ = reply.send(self.route_slot(spec, active));
+                return;
+            }
             Command::Ingest(ref items) => {
                 pending.events += items.len();
                 // A `done` means a sender waits for this commit before it sends more (an
