@@ -120,10 +120,12 @@ impl RouteControl {
                         }
                     });
                 }
-                _ => return Err(format!(
+                _ => {
+                    return Err(format!(
                     "internal: the journal gave route {:?} slot {}, not the one expected; the routes did not change",
                     route.name, state.slot
-                )),
+                ))
+                }
             }
             next[state.slot] = Slot { route: route.clone(), active: true };
             ready.push(RouteSlot {
@@ -233,3 +235,7 @@ fn changed_keys(old: &RouteConfig, new: &RouteConfig) -> Vec<&'static str> {
     ];
     checks.into_iter().filter(|(_, differs)| *differs).map(|(key, _)| key).collect()
 }
+
+#[cfg(test)]
+#[path = "routes_tests.rs"]
+mod tests;
