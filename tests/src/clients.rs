@@ -23,6 +23,8 @@ pub struct Received {
     pub at: Vec<Instant>,
     /// Distinct events (kept as they arrive, so waiting on a count is cheap).
     pub seen: std::collections::HashSet<EventId>,
+    /// The route of the batch that carried each event (its `"route"`), in arrival order.
+    pub routes: Vec<String>,
 }
 
 impl Received {
@@ -34,6 +36,11 @@ impl Received {
     /// Events received more than once.
     pub fn duplicates(&self) -> usize {
         self.events.len() - self.distinct().len()
+    }
+
+    /// The events route `route` carried, in arrival order.
+    pub fn of_route(&self, route: &str) -> Vec<EventId> {
+        self.events.iter().zip(&self.routes).filter(|(_, r)| *r == route).map(|(id, _)| id.clone()).collect()
     }
 
     /// True when, per device, first arrivals are in increasing (boot order kept, seq) order.
@@ -88,6 +95,7 @@ impl CloudSubscriber {
                         let (lock, cvar) = &*shared;
                         let mut r = lock.lock().expect("lock");
                         r.batches += 1;
+                        let route = batch["route"].as_str().unwrap_or_default().to_owned();
                         for event in batch["events"].as_array().expect("events array") {
                             let id = (
                                 event["device"].as_str().expect("device").to_owned(),
@@ -96,6 +104,7 @@ impl CloudSubscriber {
                             );
                             r.seen.insert(id.clone());
                             r.events.push(id);
+                            r.routes.push(route.clone());
                             r.raw.push(event.clone());
                             r.at.push(now);
                         }
@@ -133,6 +142,7 @@ impl CloudSubscriber {
             batches: r.batches,
             at: r.at.clone(),
             seen: r.seen.clone(),
+            routes: r.routes.clone(),
         }
     }
 
