@@ -82,7 +82,7 @@ async fn start(
     let backlog: u64 = opened.depth.iter().sum();
     info!(backlog, took_ms = started.elapsed().as_millis() as u64, "journal open");
     stages.vital("journal writer", Running::Journal(writer));
-    let (routes, wiring) = RouteControl::new(store.clone(), &config.routes, &config.cloud);
+    let (routes, wiring) = RouteControl::new(store.clone(), &config.routes, &config.cloud, metrics.as_ref().into());
 
     let forwarder = forward::Setup {
         gateway_id: config.gateway.id.clone(),

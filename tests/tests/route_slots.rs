@@ -67,7 +67,7 @@ async fn the_forwarder_sends_a_route_added_live_stops_a_removed_one_and_resumes_
     let store_config = start.store.clone();
     let Store { handle, opened, writer } =
         Journal::new(dir.path()).open(&store_config, &RouteSpec::of(&start), metrics.clone(), None).unwrap();
-    let (control, wiring) = RouteControl::new(handle.clone(), &start.routes, &start.cloud);
+    let (control, wiring) = RouteControl::new(handle.clone(), &start.routes, &start.cloud, metrics.as_ref().into());
     let stop = CancellationToken::new();
     let setup = forward::Setup {
         gateway_id: "gw".into(),
@@ -164,7 +164,7 @@ async fn new_cloud_credentials_are_used_from_the_next_connection_without_a_resta
     let metrics = Arc::new(Metrics::of(&wrong));
     let Store { handle, opened, writer } =
         Journal::new(dir.path()).open(&wrong.store, &RouteSpec::of(&wrong), metrics.clone(), None).unwrap();
-    let (control, wiring) = RouteControl::new(handle.clone(), &wrong.routes, &wrong.cloud);
+    let (control, wiring) = RouteControl::new(handle.clone(), &wrong.routes, &wrong.cloud, metrics.as_ref().into());
     let stop = CancellationToken::new();
     let setup = forward::Setup {
         gateway_id: "gw".into(),

@@ -23,7 +23,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch, Mutex};
 
 use crate::config::{CloudConfig, LinkSecurity, RouteConfig, Unrouted};
-use crate::forward::RouteSlot;
+use crate::forward::{ForwardMeters, RouteSlot};
 use crate::ingest::RouteUpdate;
 use crate::store::{RouteSpec, StoreHandle};
 
@@ -38,6 +38,9 @@ pub struct RouteControl {
     forwarder: mpsc::UnboundedSender<RouteSlot>,
     ingest: std_mpsc::Sender<RouteUpdate>,
     security: watch::Sender<LinkSecurity>,
+    /// The forwarder's metrics: a new route's series appear with the route, not when the
+    /// forwarder (perhaps busy connecting) takes it.
+    forward_metrics: ForwardMeters,
     /// The slots as the last reload left them (index = slot).
     slots: Mutex<Vec<Slot>>,
 }
@@ -63,13 +66,18 @@ pub struct Wiring {
 
 impl RouteControl {
     /// A control for the stages started with `routes` (slot = position) and `cloud`, with
-    /// the ends to give them.
-    pub fn new(store: StoreHandle, routes: &[RouteConfig], cloud: &CloudConfig) -> (RouteControl, Wiring) {
+    /// the ends to give them; `forward_metrics` are the forwarder's.
+    pub fn new(
+        store: StoreHandle,
+        routes: &[RouteConfig],
+        cloud: &CloudConfig,
+        forward_metrics: ForwardMeters,
+    ) -> (RouteControl, Wiring) {
         let (forwarder, forwarder_rx) = mpsc::unbounded_channel();
         let (ingest, ingest_rx) = std_mpsc::channel();
         let (security, security_rx) = watch::channel(cloud.security.clone());
         let slots = routes.iter().map(|route| Slot { route: route.clone(), active: true }).collect();
-        let control = RouteControl { store, forwarder, ingest, security, slots: Mutex::new(slots) };
+        let control = RouteControl { store, forwarder, ingest, security, forward_metrics, slots: Mutex::new(slots) };
         (control, Wiring { ingest: ingest_rx, forwarder: forwarder_rx, security: security_rx })
     }
 
@@ -143,6 +151,7 @@ impl RouteControl {
         }
         // 2. The forwarder: new and changed slots.
         for change in ready {
+            self.forward_metrics.forward.add_route(change.slot, &change.route.name);
             self.forwarder.send(change).map_err(|_| "the forwarder has stopped; restart the gateway".to_owned())?;
         }
         // 3. Ingest: the whole set, and wait until it follows it.

@@ -54,7 +54,8 @@ fn rig(config_text: &str, window: Duration) -> Rig {
     let store_config = StoreConfig { commit_window: window, ..crate::store::test_config::store_config() };
     let specs = RouteSpec::of(&config);
     let store = Journal::new(dir.path()).open(&store_config, &specs, metrics.clone(), None).unwrap();
-    let (control, wiring) = RouteControl::new(store.handle.clone(), &config.routes, &config.cloud);
+    let (control, wiring) =
+        RouteControl::new(store.handle.clone(), &config.routes, &config.cloud, metrics.as_ref().into());
     let ingest = Ingest::new(config.routes.clone(), metrics.clone(), Vec::new(), 1)
         .keep_unrouted(config.devices.unrouted == Unrouted::DeadLetter)
         .with_updates(wiring.ingest);
@@ -154,9 +155,11 @@ async fn a_route_added_at_run_time_gets_its_rows_its_journal_row_and_its_metrics
     assert_eq!(rig.seqs(0).await, vec![1, 2, 3]);
     assert_eq!(rig.seqs(1).await, vec![2, 3], "the new route takes the events published after the reload");
     let text = rig.metrics.render(0);
-    for series in
-        ["edge_gateway_queue_depth{route=\"b\"} 2", "edge_gateway_filtered_total{route=\"b\",filter=\"devices\"} 0"]
-    {
+    for series in [
+        "edge_gateway_queue_depth{route=\"b\"} 2",
+        "edge_gateway_filtered_total{route=\"b\",filter=\"devices\"} 0",
+        "edge_gateway_events_forwarded_total{route=\"b\"} 0",
+    ] {
         assert!(text.contains(series), "{series} in\n{text}");
     }
     rig.stop();
