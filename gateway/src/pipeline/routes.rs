@@ -91,58 +91,14 @@ impl RouteControl {
         let mut next = slots.clone();
         let mut lines = Vec::new();
         // 1. The journal: slots for new names, max_age of the others.
-        let mut ready = Vec::new();
-        for route in routes {
-            let known = next.iter().position(|s| s.route.name == route.name);
-            let spec = RouteSpec { name: route.name.clone(), max_age: route.max_age };
-            let state = match self.store.route_slot(spec, true).await {
-                Ok(state) => state,
-                Err(err) => {
-                    self.undo_store(&next, &slots).await;
-                    *slots = inactive_news(&next, &slots);
-                    return Err(format!(
-                        "journal: cannot keep route {:?}: {err}; the routes did not change",
-                        route.name
-                    ));
-                }
-            };
-            match known {
-                Some(slot) if slot == state.slot => {
-                    let line = match (next[slot].active, changed_keys(&next[slot].route, route)) {
-                        (false, _) if state.depth > 0 => format!(
-                            "route {:?} added: its {} events kept in the journal are forwarded again",
-                            route.name, state.depth
-                        ),
-                        (false, _) => format!("route {:?} added", route.name),
-                        (true, keys) if keys.is_empty() => continue,
-                        (true, keys) => format!("route {:?} changed: {}", route.name, keys.join(", ")),
-                    };
-                    lines.push(line);
-                }
-                None if state.slot == next.len() => {
-                    next.push(Slot { route: route.clone(), active: false });
-                    lines.push(match state.depth {
-                        0 => format!("route {:?} added", route.name),
-                        kept => {
-                            format!("route {:?} added: its {kept} events kept in the journal are forwarded", route.name)
-                        }
-                    });
-                }
-                _ => {
-                    return Err(format!(
-                    "internal: the journal gave route {:?} slot {}, not the one expected; the routes did not change",
-                    route.name, state.slot
-                ))
-                }
+        let ready = match self.journal_slots(routes, &mut next, &mut lines).await {
+            Ok(ready) => ready,
+            Err(err) => {
+                self.undo_journal(&next, &slots).await;
+                *slots = inactive_news(&next, &slots);
+                return Err(err);
             }
-            next[state.slot] = Slot { route: route.clone(), active: true };
-            ready.push(RouteSlot {
-                slot: state.slot,
-                route: route.clone(),
-                active: true,
-                last_batch: state.last_batch,
-            });
-        }
+        };
         let removed: Vec<usize> = (0..next.len())
             .filter(|&slot| next[slot].active && !routes.iter().any(|r| r.name == next[slot].route.name))
             .collect();
@@ -155,34 +111,16 @@ impl RouteControl {
             self.forwarder.send(change).map_err(|_| "the forwarder has stopped; restart the gateway".to_owned())?;
         }
         // 3. Ingest: the whole set, and wait until it follows it.
-        let (applied, taken) = oneshot::channel();
-        let update = RouteUpdate {
-            routes: next.iter().map(|s| s.active.then(|| s.route.clone())).collect(),
-            keep_unrouted: unrouted == Unrouted::DeadLetter,
-            applied,
-        };
-        if self.ingest.send(update).is_err() {
+        if let Err(err) = self.hand_to_ingest(&next, unrouted, &mut lines).await {
             *slots = inactive_news(&next, &slots);
-            return Err("device ingest has stopped: the routes did not change for it; restart the gateway".into());
-        }
-        match tokio::time::timeout(INGEST_TAKES_ROUTES, taken).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => {
-                *slots = inactive_news(&next, &slots);
-                return Err("device ingest stopped before it took the new routes; restart the gateway".into());
-            }
-            Err(_) => lines.push(format!(
-                "device ingest was busy for {INGEST_TAKES_ROUTES:?}: it follows the new routes from its next publish \
-                 (events it takes until then for a removed route are kept in the journal)"
-            )),
+            return Err(err);
         }
         // 4. Removed slots: the forwarder stops sending them, the journal keeps their rows.
         for &slot in &removed {
             let route = next[slot].route.clone();
             let name = route.name.clone();
-            let change = RouteSlot { slot, route, active: false, last_batch: 0 };
-            let _ = self.forwarder.send(change);
-            let spec = RouteSpec { name: name.clone(), max_age: next[slot].route.max_age };
+            let spec = RouteSpec { name: name.clone(), max_age: route.max_age };
+            let _ = self.forwarder.send(RouteSlot { slot, route, active: false, last_batch: 0 });
             let kept = match self.store.route_slot(spec, false).await {
                 Ok(state) => state.depth,
                 Err(_) => self.store.committed().depth(slot),
@@ -193,6 +131,82 @@ impl RouteControl {
         }
         *slots = next;
         Ok(lines)
+    }
+
+    /// Step 1: the journal's slot of every route in `routes` (made for a new name), set
+    /// active in `next`; a line per added or changed route; what the forwarder is to take.
+    async fn journal_slots(
+        &self,
+        routes: &[RouteConfig],
+        next: &mut Vec<Slot>,
+        lines: &mut Vec<String>,
+    ) -> Result<Vec<RouteSlot>, String> {
+        let mut ready = Vec::new();
+        for route in routes {
+            let known = next.iter().position(|s| s.route.name == route.name);
+            let spec = RouteSpec { name: route.name.clone(), max_age: route.max_age };
+            let state = self.store.route_slot(spec, true).await.map_err(|err| {
+                format!("journal: cannot keep route {:?}: {err}; the routes did not change", route.name)
+            })?;
+            let name = &route.name;
+            let line = match known {
+                Some(slot) if slot == state.slot => match (next[slot].active, changed_keys(&next[slot].route, route)) {
+                    (false, _) if state.depth > 0 => {
+                        format!(
+                            "route {name:?} added: its {} events kept in the journal are forwarded again",
+                            state.depth
+                        )
+                    }
+                    (false, _) => format!("route {name:?} added"),
+                    (true, keys) if keys.is_empty() => continue,
+                    (true, keys) => format!("route {name:?} changed: {}", keys.join(", ")),
+                },
+                None if state.slot == next.len() => {
+                    next.push(Slot { route: route.clone(), active: false });
+                    match state.depth {
+                        0 => format!("route {name:?} added"),
+                        kept => format!("route {name:?} added: its {kept} events kept in the journal are forwarded"),
+                    }
+                }
+                _ => {
+                    return Err(format!(
+                        "internal: the journal gave route {name:?} slot {}, not the one expected; the routes did not \
+                         change",
+                        state.slot
+                    ))
+                }
+            };
+            lines.push(line);
+            next[state.slot] = Slot { route: route.clone(), active: true };
+            let last_batch = state.last_batch;
+            ready.push(RouteSlot { slot: state.slot, route: route.clone(), active: true, last_batch });
+        }
+        Ok(ready)
+    }
+
+    /// Step 3: hands ingest the route set of `next` and waits until it follows it. A busy
+    /// ingest is not an error: it takes the set before its next publish (a line says so).
+    async fn hand_to_ingest(&self, next: &[Slot], unrouted: Unrouted, lines: &mut Vec<String>) -> Result<(), String> {
+        let (applied, taken) = oneshot::channel();
+        let update = RouteUpdate {
+            routes: next.iter().map(|s| s.active.then(|| s.route.clone())).collect(),
+            keep_unrouted: unrouted == Unrouted::DeadLetter,
+            applied,
+        };
+        if self.ingest.send(update).is_err() {
+            return Err("device ingest has stopped: the routes did not change for it; restart the gateway".into());
+        }
+        match tokio::time::timeout(INGEST_TAKES_ROUTES, taken).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err("device ingest stopped before it took the new routes; restart the gateway".into()),
+            Err(_) => {
+                lines.push(format!(
+                    "device ingest was busy for {INGEST_TAKES_ROUTES:?}: it follows the new routes from its next \
+                     publish (events it takes until then for a removed route are kept in the journal)"
+                ));
+                Ok(())
+            }
+        }
     }
 
     /// Gives every cloud connection (the forwarder's, the downlink's) `cloud`'s user name,
@@ -214,7 +228,7 @@ impl RouteControl {
 
     /// After a failed journal step: the journal's slots go back to `before` (its `max_age`
     /// and active flags); slots it made for new names stay, inactive.
-    async fn undo_store(&self, next: &[Slot], before: &[Slot]) {
+    async fn undo_journal(&self, next: &[Slot], before: &[Slot]) {
         for slot in inactive_news(next, before) {
             let spec = RouteSpec { name: slot.route.name.clone(), max_age: slot.route.max_age };
             let _ = self.store.route_slot(spec, slot.active).await;

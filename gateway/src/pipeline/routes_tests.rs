@@ -276,3 +276,27 @@ async fn new_cloud_credentials_are_handed_to_the_next_connection() {
     assert_eq!(rig.security.borrow().password.as_ref().map(|p| p.expose().to_owned()), Some("two".to_owned()));
     rig.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_the_journal_cannot_take_changes_nothing_and_the_next_one_works() {
+    let mut rig = rig(A, Duration::ZERO);
+    let many: String = (0..=crate::store::SPARE_ROUTE_SLOTS)
+        .map(|i| format!("[[routes]]\nname = \"r{i}\"\nfrom = \"other/{i}/+\"\nto = \"up/r{i}\"\n"))
+        .collect();
+    let err = rig.control.apply_routes(&routes(&format!("{A}{many}")), Unrouted::Count).await.unwrap_err();
+    assert!(err.contains("no route slot left") && err.contains("the routes did not change"), "{err}");
+    assert!(rig.forwarder_saw().is_empty(), "the forwarder was not told");
+    rig.publish([1]);
+    rig.committed(0, 1).await;
+
+    // The slots the journal made stay known: r0 is added in its slot, and takes events.
+    let r0 = "[[routes]]\nname = \"r0\"\nfrom = \"devices/+/events\"\nto = \"up/r0\"\n";
+    let lines = rig.control.apply_routes(&routes(&format!("{A}{r0}")), Unrouted::Count).await.unwrap();
+    assert_eq!(lines, vec![r#"route "r0" added"#]);
+    assert_eq!(rig.forwarder_saw(), vec![(1, "r0".to_owned(), true)]);
+    rig.publish([2]);
+    rig.committed(1, 1).await;
+    assert_eq!(rig.seqs(1).await, vec![2]);
+    assert_eq!(rig.seqs(0).await, vec![1, 2]);
+    rig.stop();
+}
