@@ -13,17 +13,19 @@
 //! handed and closes. docs/architecture.md has the data flow and each stage's invariants.
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use tracing::{error, info};
 
 use crate::api::{self, Status};
-use crate::config::{Config, Unrouted};
+use crate::config::{Config, Secret, Unrouted};
 use crate::ingest::Ingest;
 use crate::metrics::Metrics;
 use crate::pipeline::{Running, Source, Stages};
+use crate::reload::{self, Part, Reloader};
 use crate::{devices, downlink, forward, store};
 
 /// Why the gateway could not run.
@@ -40,8 +42,22 @@ pub enum RunError {
     Http(#[from] std::io::Error),
 }
 
+/// What `run` needs besides the config: where the config came from (a reload re-reads
+/// it) and how to change the log filter live.
+#[derive(Default)]
+pub struct Options {
+    /// The config file (None: no reload; `SIGHUP` is then ignored).
+    pub config_path: Option<PathBuf>,
+    /// Sets the log filter (`[log].filter`) of the running process: one line saying what
+    /// changed, or why it could not.
+    pub log_filter: Option<LogFilter>,
+}
+
+/// Sets the log filter of the running process ([`Options::log_filter`]).
+pub type LogFilter = Box<dyn Fn(&str) -> Result<String, String> + Send + Sync>;
+
 /// Runs the gateway until `shutdown` resolves.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+pub async fn run(config: Config, options: Options, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
     let started = Instant::now();
     // The HTTP port is bound first and held until the API serves on it: a taken port is a
     // start-up error before anything runs, and nothing can take it in between.
@@ -49,7 +65,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let http = http.transpose()?;
     let metrics = Arc::new(Metrics::of(&config));
     let mut stages = Stages::new();
-    let status = match start(&config, &metrics, started, http, &mut stages).await {
+    let status = match start(&config, options, &metrics, started, http, &mut stages).await {
         Ok(status) => status,
         Err(err) => {
             stages.stop().await;
@@ -69,6 +85,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
 /// Starts every stage into `stages`, in order; returns the state the API serves.
 async fn start(
     config: &Config,
+    options: Options,
     metrics: &Arc<Metrics>,
     started: Instant,
     http: Option<std::net::TcpListener>,
@@ -101,6 +118,17 @@ async fn start(
         stages.auxiliary("downlink", Running::Task(task));
     }
 
+    let token = Arc::new(RwLock::new(config.http.token.clone()));
+    let reload = match options.config_path {
+        Some(path) => {
+            let parts = reload_parts(options.log_filter, token.clone());
+            let reloader = Reloader::new(path, config, parts, metrics.reload.clone());
+            let (handle, task) = reload::spawn(reloader, stages.token())?;
+            stages.auxiliary("reload", Running::Task(task));
+            Some(handle)
+        }
+        None => None,
+    };
     let status = Arc::new(Status {
         gateway_id: config.gateway.id.clone(),
         metrics: metrics.clone(),
@@ -109,7 +137,8 @@ async fn start(
         started,
         store,
         replay: replay_tx,
-        token: config.http.token.clone(),
+        token,
+        reload,
     });
     if let Some(listener) = http {
         let (serving, stop) = (status.clone(), stages.token());
@@ -121,6 +150,33 @@ async fn start(
         stages.auxiliary("http", Running::Task(task));
     }
     Ok(status)
+}
+
+/// What a reload applies live, one part per stage that can change without a restart
+/// (docs/architecture.md, "Live reload"); every other changed key needs a restart.
+fn reload_parts(log_filter: Option<LogFilter>, token: Arc<RwLock<Option<Secret>>>) -> Vec<Part> {
+    let mut parts = Vec::new();
+    if let Some(set_filter) = log_filter {
+        parts.push(Part {
+            name: "log filter",
+            keys: &["log.filter"],
+            apply: Box::new(move |config: &Config| set_filter(&config.log.filter).map(|line| vec![line])),
+        });
+    }
+    parts.push(Part {
+        name: "HTTP token",
+        keys: &["http.token", "http.token_file"],
+        apply: Box::new(move |config: &Config| {
+            let new = config.http.token.clone();
+            let line = match &new {
+                Some(_) => "http.token: the API wants the new token from now on",
+                None => "http.token: removed; the API no longer wants a token",
+            };
+            *token.write().unwrap_or_else(PoisonError::into_inner) = new;
+            Ok(vec![line.to_owned()])
+        }),
+    });
+    parts
 }
 
 fn http_error(listen: std::net::SocketAddr, e: std::io::Error) -> std::io::Error {

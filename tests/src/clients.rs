@@ -19,6 +19,8 @@ pub struct Received {
     pub raw: Vec<serde_json::Value>,
     /// Batches received.
     pub batches: u64,
+    /// The topic of each batch, in arrival order.
+    pub topics: Vec<String>,
     /// Receive instant of each event, for latency.
     pub at: Vec<Instant>,
     /// Distinct events (kept as they arrive, so waiting on a count is cheap).
@@ -88,6 +90,7 @@ impl CloudSubscriber {
                         let (lock, cvar) = &*shared;
                         let mut r = lock.lock().expect("lock");
                         r.batches += 1;
+                        r.topics.push(publish.topic.clone());
                         for event in batch["events"].as_array().expect("events array") {
                             let id = (
                                 event["device"].as_str().expect("device").to_owned(),
@@ -131,6 +134,7 @@ impl CloudSubscriber {
             events: r.events.clone(),
             raw: r.raw.clone(),
             batches: r.batches,
+            topics: r.topics.clone(),
             at: r.at.clone(),
             seen: r.seen.clone(),
         }

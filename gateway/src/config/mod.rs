@@ -17,6 +17,7 @@ pub mod commands;
 pub mod files;
 mod raw;
 pub mod secret;
+pub mod settings;
 pub mod units;
 mod url;
 mod validate;
@@ -29,6 +30,7 @@ use std::time::Duration;
 pub use access::{Access, Users};
 pub use commands::CommandsConfig;
 pub use secret::Secret;
+pub use settings::{Change, Settings};
 pub use units::ByteSize;
 pub use url::BrokerUrl;
 
@@ -62,6 +64,9 @@ pub struct Config {
     /// Keys whose secrets are written in the config file itself (`cloud.password`,
     /// `http.token`, `devices.auth.users`...): the file must then be private too.
     pub inline_secrets: Vec<&'static str>,
+    /// The file's settings, key by key, for comparing two configs (a reload,
+    /// `check-config --diff`).
+    pub settings: Settings,
 }
 
 /// A file named by the config that holds a secret.
