@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use tracing::{error, info};
 
 use crate::api::{self, Status};
-use crate::config::{Config, Secret, Unrouted};
+use crate::config::{Config, RemoteDocument, Secret, Unrouted};
 use crate::ingest::Ingest;
 use crate::metrics::Metrics;
 use crate::pipeline::{Running, Source, Stages};
@@ -63,9 +63,12 @@ pub async fn run(config: Config, options: Options, shutdown: impl Future<Output 
     // start-up error before anything runs, and nothing can take it in between.
     let http = config.http.listen.map(|listen| std::net::TcpListener::bind(listen).map_err(|e| http_error(listen, e)));
     let http = http.transpose()?;
+    // The cloud's config document of an earlier run goes over the file before anything
+    // starts ([remote_config]): a restart with the cloud down runs what it last applied.
+    let (config, remote) = reload::remote::at_start(config, options.config_path.as_deref());
     let metrics = Arc::new(Metrics::of(&config));
     let mut stages = Stages::new();
-    let status = match start(&config, options, &metrics, started, http, &mut stages).await {
+    let status = match start(&config, (options, remote), &metrics, started, http, &mut stages).await {
         Ok(status) => status,
         Err(err) => {
             stages.stop().await;
@@ -85,7 +88,7 @@ pub async fn run(config: Config, options: Options, shutdown: impl Future<Output 
 /// Starts every stage into `stages`, in order; returns the state the API serves.
 async fn start(
     config: &Config,
-    options: Options,
+    (options, remote): (Options, Option<RemoteDocument>),
     metrics: &Arc<Metrics>,
     started: Instant,
     http: Option<std::net::TcpListener>,
@@ -122,9 +125,21 @@ async fn start(
     let reload = match options.config_path {
         Some(path) => {
             let parts = reload_parts(options.log_filter, token.clone());
-            let reloader = Reloader::new(path, config, parts, metrics.reload.clone());
+            let reloader = Reloader::new(path, config, remote.clone(), parts, metrics.reload.clone());
             let (handle, task) = reload::spawn(reloader, stages.token())?;
             stages.auxiliary("reload", Running::Task(task));
+            if config.remote.enabled {
+                let session = reload::remote::Session {
+                    remote: config.remote.clone(),
+                    cloud: config.cloud.clone(),
+                    gateway_id: config.gateway.id.clone(),
+                    reload: handle.clone(),
+                    store: store.clone(),
+                    in_effect: remote,
+                };
+                let task = tokio::spawn(reload::remote::run(session, stages.token()));
+                stages.auxiliary("remote config", Running::Task(task));
+            }
             Some(handle)
         }
         None => None,

@@ -83,6 +83,9 @@ impl CloudSubscriber {
                             let _ = tx.send(());
                         }
                     }
+                    // The gateway's config document and its status are not batches.
+                    Ok(Event::Incoming(Packet::Publish(publish)))
+                        if publish.topic.ends_with("/config") || publish.topic.ends_with("/config/status") => {}
                     Ok(Event::Incoming(Packet::Publish(publish))) => {
                         let batch: serde_json::Value =
                             serde_json::from_slice(&publish.payload).expect("a batch is JSON");

@@ -16,6 +16,7 @@ mod access;
 pub mod commands;
 pub mod files;
 mod raw;
+pub mod remote;
 pub mod secret;
 pub mod settings;
 pub mod units;
@@ -29,6 +30,7 @@ use std::time::Duration;
 
 pub use access::{Access, Users};
 pub use commands::CommandsConfig;
+pub use remote::{RemoteConfig, RemoteDocument};
 pub use secret::Secret;
 pub use settings::{Change, Settings};
 pub use units::ByteSize;
@@ -58,6 +60,8 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// `[commands]`: cloud-to-device commands (the downlink stage).
     pub commands: CommandsConfig,
+    /// `[remote_config]`: configuration from the cloud (the remote stage).
+    pub remote: RemoteConfig,
     /// Files the config names that hold secrets (password and token files, private keys),
     /// for the start-up check of who else can read them.
     pub secret_files: Vec<SecretFile>,

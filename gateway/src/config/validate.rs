@@ -184,6 +184,10 @@ pub(super) fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
     for (path, message) in command_errors {
         errors.push(path, message);
     }
+    let (remote, remote_errors) = remote::validate(table.remove("remote_config"), &gateway.id, &cloud.client_id);
+    for (path, message) in remote_errors {
+        errors.push(path, message);
+    }
     let filter = log.filter.unwrap_or_else(|| DEFAULT_LOG_FILTER.into());
     if let Err(err) = tracing_subscriber::EnvFilter::try_new(&filter) {
         errors.push(
@@ -208,6 +212,7 @@ pub(super) fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
             log,
             routes,
             commands,
+            remote,
             secret_files,
             inline_secrets,
             settings,

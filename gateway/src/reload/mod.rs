@@ -28,6 +28,7 @@
 //!   own that (each documents what it keeps).
 
 pub mod metrics;
+pub mod remote;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -35,7 +36,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
-use crate::config::{Config, LoadError, Settings};
+use crate::config::{Config, RemoteDocument, Settings};
 pub use metrics::{ReloadMetrics, ReloadResult};
 
 /// A stage's apply function: handed the new, valid config; answers one line per change
@@ -69,6 +70,10 @@ pub struct Outcome {
     pub needs_restart: Vec<String>,
     /// Why the file was refused (every error, with its key path) or which part failed.
     pub errors: Vec<String>,
+    /// The `version` of the cloud's config document in effect after this reload (None:
+    /// none is; `[remote_config]`).
+    #[serde(default)]
+    pub remote_version: Option<String>,
 }
 
 /// One key of a [`Preview`].
@@ -89,19 +94,65 @@ pub struct Preview {
     pub changes: Vec<PreviewChange>,
 }
 
-/// The reloader: the running settings, the parts, the last outcome.
+/// The reloader: the running settings, the parts, the cloud's document in effect, the last
+/// outcome.
 pub struct Reloader {
     path: PathBuf,
     running: Mutex<Settings>,
     parts: Vec<Part>,
     metrics: Arc<ReloadMetrics>,
     last: Mutex<Option<Outcome>>,
+    /// The sections a cloud document may replace (`remote_config.sections` at start).
+    remote_sections: Vec<String>,
+    /// The cloud's document in effect: merged over the file by every reload.
+    remote: Mutex<Option<RemoteDocument>>,
+}
+
+/// What a reload loads: the file, and the cloud's document over it.
+enum Source<'a> {
+    /// The document in effect (a reload of the file).
+    Current,
+    /// A new document from the cloud (None: the cloud cleared it).
+    Remote(&'a Option<RemoteDocument>),
 }
 
 impl Reloader {
-    /// A reloader for the gateway started from `path` with `config`.
-    pub fn new(path: PathBuf, config: &Config, parts: Vec<Part>, metrics: Arc<ReloadMetrics>) -> Reloader {
-        Reloader { path, running: Mutex::new(config.settings.clone()), parts, metrics, last: Mutex::new(None) }
+    /// A reloader for the gateway started from `path` with `config` (which already has
+    /// `remote`, the cloud's document kept from an earlier run, merged in).
+    pub fn new(
+        path: PathBuf,
+        config: &Config,
+        remote: Option<RemoteDocument>,
+        parts: Vec<Part>,
+        metrics: Arc<ReloadMetrics>,
+    ) -> Reloader {
+        Reloader {
+            path,
+            running: Mutex::new(config.settings.clone()),
+            parts,
+            metrics,
+            last: Mutex::new(None),
+            remote_sections: config.remote.sections.clone(),
+            remote: Mutex::new(remote),
+        }
+    }
+
+    fn remote(&self) -> std::sync::MutexGuard<'_, Option<RemoteDocument>> {
+        self.remote.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The file's text with `document` merged over it, validated.
+    fn load(&self, text: Option<&str>, document: Option<&RemoteDocument>) -> Result<Config, Vec<String>> {
+        let text = match text {
+            Some(text) => text.to_owned(),
+            None => std::fs::read_to_string(&self.path)
+                .map_err(|e| vec![format!("cannot read {}: {e}", self.path.display())])?,
+        };
+        let text = match document {
+            Some(document) => document.merge(&text, &self.remote_sections)?,
+            None => text,
+        };
+        Config::parse(&text).map_err(|errors| errors.iter().map(ToString::to_string).collect())
     }
 
     /// The last reload's outcome (None before the first).
@@ -121,24 +172,53 @@ impl Reloader {
     /// Re-reads the file and applies it (blocking: it may read files and wait for the
     /// stages; call it off the async runtime).
     pub fn reload(&self, trigger: &str) -> Outcome {
-        let outcome = match Config::load(&self.path) {
-            Ok(config) => self.apply(&config, trigger),
-            Err(err) => {
-                let errors = load_errors(err);
-                error!(
-                    trigger,
-                    "config reload refused, nothing changed (the old config keeps running):\n  {}",
-                    errors.join("\n  ")
-                );
-                self.outcome(trigger, ReloadResult::Refused, Vec::new(), Vec::new(), errors)
-            }
+        self.run(trigger, Source::Current)
+    }
+
+    /// Applies a config document from the cloud over the file (None: the cloud cleared it,
+    /// back to the file alone); `Err` is a document that could not be read. A document
+    /// that is refused changes nothing; the one in effect stays.
+    pub fn apply_remote(&self, document: Result<Option<RemoteDocument>, String>) -> Outcome {
+        match document {
+            Ok(document) => self.run("remote", Source::Remote(&document)),
+            Err(err) => self.finish(self.refused("remote", vec![err])),
+        }
+    }
+
+    fn run(&self, trigger: &str, source: Source<'_>) -> Outcome {
+        let current = self.remote().clone();
+        let candidate = match source {
+            Source::Current => &current,
+            Source::Remote(document) => document,
         };
+        let outcome = match self.load(None, candidate.as_ref()) {
+            Ok(config) => {
+                let outcome = self.apply(&config, trigger, candidate);
+                *self.remote() = candidate.clone();
+                outcome
+            }
+            Err(errors) => self.refused(trigger, errors),
+        };
+        self.finish(outcome)
+    }
+
+    fn refused(&self, trigger: &str, errors: Vec<String>) -> Outcome {
+        error!(
+            trigger,
+            "config reload refused, nothing changed (the old config keeps running):\n  {}",
+            errors.join("\n  ")
+        );
+        let remote = self.remote().as_ref().map(|d| d.version.clone());
+        self.outcome(trigger, ReloadResult::Refused, Vec::new(), Vec::new(), errors, remote)
+    }
+
+    fn finish(&self, outcome: Outcome) -> Outcome {
         self.metrics.count(outcome.result, outcome.at_ms / 1000);
         *self.last.lock().unwrap_or_else(PoisonError::into_inner) = Some(outcome.clone());
         outcome
     }
 
-    fn apply(&self, config: &Config, trigger: &str) -> Outcome {
+    fn apply(&self, config: &Config, trigger: &str, remote: &Option<RemoteDocument>) -> Outcome {
         let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
         let changes = running.diff(&config.settings);
         let mut applied = Vec::new();
@@ -179,7 +259,8 @@ impl Reloader {
             error!(trigger, "config reload: some changes could not be applied:\n  {}", errors.join("\n  "));
             ReloadResult::Failed
         };
-        self.outcome(trigger, result, applied, needs_restart, errors)
+        let version = remote.as_ref().map(|d| d.version.clone());
+        self.outcome(trigger, result, applied, needs_restart, errors, version)
     }
 
     fn outcome(
@@ -189,15 +270,18 @@ impl Reloader {
         applied: Vec<String>,
         needs_restart: Vec<String>,
         errors: Vec<String>,
+        remote_version: Option<String>,
     ) -> Outcome {
         let at_ms = crate::store::now_ms().max(0) as u64;
-        Outcome { at_ms, trigger: trigger.to_owned(), result, applied, needs_restart, errors }
+        Outcome { at_ms, trigger: trigger.to_owned(), result, applied, needs_restart, errors, remote_version }
     }
 
-    /// What reloading `text` would do, without doing it (`check-config --diff`).
+    /// What reloading `text` would do, without doing it (`check-config --diff`): the
+    /// cloud's document in effect is merged over it, as a reload would.
     pub fn preview(&self, text: &str) -> Preview {
-        match Config::parse(text) {
-            Err(errors) => Preview { errors: errors.iter().map(ToString::to_string).collect(), changes: Vec::new() },
+        let current = self.remote().clone();
+        match self.load(Some(text), current.as_ref()) {
+            Err(errors) => Preview { errors, changes: Vec::new() },
             Ok(config) => {
                 let running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
                 let changes = running
@@ -213,12 +297,20 @@ impl Reloader {
 
 /// A request to reload, and where its outcome goes.
 struct Request {
-    trigger: &'static str,
+    what: What,
     reply: Option<tokio::sync::oneshot::Sender<Outcome>>,
 }
 
-/// What the API holds: asks the reload task for a reload, reads the last outcome, previews
-/// a file.
+/// What a request reloads.
+enum What {
+    /// The file (with the cloud's document in effect); the trigger's name.
+    File(&'static str),
+    /// A new document from the cloud.
+    Remote(Result<Option<RemoteDocument>, String>),
+}
+
+/// What the API and the remote session hold: asks the reload task for a reload, reads the
+/// last outcome, previews a file.
 #[derive(Clone)]
 pub struct Handle {
     /// The reloader (last outcome, preview).
@@ -230,14 +322,23 @@ impl Handle {
     /// Reloads (queued behind a reload in progress) and answers its outcome; None when
     /// the gateway is stopping.
     pub async fn reload(&self, trigger: &'static str) -> Option<Outcome> {
+        self.ask(What::File(trigger)).await
+    }
+
+    /// Applies a document from the cloud ([`Reloader::apply_remote`]), queued like a reload.
+    pub async fn apply_remote(&self, document: Result<Option<RemoteDocument>, String>) -> Option<Outcome> {
+        self.ask(What::Remote(document)).await
+    }
+
+    async fn ask(&self, what: What) -> Option<Outcome> {
         let (reply, outcome) = tokio::sync::oneshot::channel();
-        self.requests.send(Request { trigger, reply: Some(reply) }).await.ok()?;
+        self.requests.send(Request { what, reply: Some(reply) }).await.ok()?;
         outcome.await.ok()
     }
 }
 
-/// Starts the reload task: reloads on `SIGHUP` and on [`Handle::reload`], one at a time,
-/// until `stop`. Answers the handle the API uses.
+/// Starts the reload task: reloads on `SIGHUP`, [`Handle::reload`] and
+/// [`Handle::apply_remote`], one at a time, until `stop`. Answers the handle.
 pub fn spawn(
     reloader: Reloader,
     stop: tokio_util::sync::CancellationToken,
@@ -251,15 +352,19 @@ pub fn spawn(
         loop {
             let request = tokio::select! {
                 _ = stop.cancelled() => return,
-                _ = hangup.recv() => Request { trigger: "SIGHUP", reply: None },
+                _ = hangup.recv() => Request { what: What::File("SIGHUP"), reply: None },
                 request = queue.recv() => match request {
                     Some(request) => request,
                     None => return,
                 },
             };
             let reloader = task_reloader.clone();
-            let trigger = request.trigger;
-            match tokio::task::spawn_blocking(move || reloader.reload(trigger)).await {
+            let what = request.what;
+            let done = tokio::task::spawn_blocking(move || match what {
+                What::File(trigger) => reloader.reload(trigger),
+                What::Remote(document) => reloader.apply_remote(document),
+            });
+            match done.await {
                 Ok(outcome) => {
                     if let Some(reply) = request.reply {
                         let _ = reply.send(outcome);
@@ -270,13 +375,6 @@ pub fn spawn(
         }
     });
     Ok((Handle { reloader, requests }, task))
-}
-
-fn load_errors(err: LoadError) -> Vec<String> {
-    match err {
-        LoadError::Invalid { errors, .. } => errors.iter().map(ToString::to_string).collect(),
-        other => vec![other.to_string()],
-    }
 }
 
 #[cfg(test)]

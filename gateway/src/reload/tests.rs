@@ -46,7 +46,7 @@ fn rig(fail_log: bool) -> Rig {
         }),
     }];
     let metrics = Arc::new(ReloadMetrics::started(1));
-    let reloader = Reloader::new(path.clone(), &config, parts, metrics.clone());
+    let reloader = Reloader::new(path.clone(), &config, None, parts, metrics.clone());
     Rig { _dir: dir, path, reloader, metrics, log_calls }
 }
 
@@ -111,4 +111,55 @@ fn a_part_that_fails_keeps_its_keys_different_and_is_reported() {
     let preview = rig.reloader.preview(&std::fs::read_to_string(&rig.path).unwrap());
     assert_eq!(preview.changes.len(), 1);
     assert!(preview.changes[0].live);
+}
+
+fn rig_remote() -> Rig {
+    let rig = rig(false);
+    edit(&rig, "[log]", "[remote_config]\nenabled = true\nsections = [\"log\"]\n[log]");
+    let config = Config::load(&rig.path).unwrap();
+    let calls = rig.log_calls.clone();
+    let parts = vec![Part {
+        name: "log filter",
+        keys: &["log.filter"],
+        apply: Box::new(move |config: &Config| {
+            calls.fetch_add(1, Ordering::Relaxed);
+            Ok(vec![format!("log.filter = {:?}", config.log.filter)])
+        }),
+    }];
+    let reloader = Reloader::new(rig.path.clone(), &config, None, parts, rig.metrics.clone());
+    Rig { reloader, ..rig }
+}
+
+#[test]
+fn a_cloud_document_is_merged_over_the_file_and_stays_in_effect_across_reloads_of_the_file() {
+    let rig = rig_remote();
+    let document = RemoteDocument::parse(b"version = \"v1\"\n[log]\nfilter = \"debug\"\n").unwrap();
+    let outcome = rig.reloader.apply_remote(Ok(Some(document)));
+    assert_eq!(outcome.result, ReloadResult::Applied, "{outcome:?}");
+    assert_eq!(outcome.applied, vec!["log.filter = \"debug\"".to_owned()]);
+    assert_eq!(outcome.remote_version.as_deref(), Some("v1"));
+    // A reload of the file keeps the document over it: nothing to change.
+    let again = rig.reloader.reload("SIGHUP");
+    assert!(again.applied.is_empty() && again.needs_restart.is_empty(), "{again:?}");
+    assert_eq!(again.remote_version.as_deref(), Some("v1"));
+    // The cloud clears it: back to the file's filter.
+    let cleared = rig.reloader.apply_remote(Ok(None));
+    assert_eq!(cleared.applied, vec!["log.filter = \"info\"".to_owned()], "{cleared:?}");
+    assert_eq!(cleared.remote_version, None);
+}
+
+#[test]
+fn a_cloud_document_outside_the_allowed_sections_or_unreadable_is_refused_and_changes_nothing() {
+    let rig = rig_remote();
+    let good = RemoteDocument::parse(b"version = \"v1\"\n[log]\nfilter = \"debug\"\n").unwrap();
+    rig.reloader.apply_remote(Ok(Some(good)));
+    let bad = RemoteDocument::parse(b"version = \"v2\"\n[log]\nfilter = \"warn\"\n[http]\nlisten = \"0.0.0.0:1\"\n");
+    let outcome = rig.reloader.apply_remote(Ok(Some(bad.unwrap())));
+    assert_eq!(outcome.result, ReloadResult::Refused);
+    assert_eq!(outcome.remote_version.as_deref(), Some("v1"), "v1 stays in effect");
+    assert!(outcome.errors[0].starts_with("http: this section cannot be managed remotely"), "{outcome:?}");
+    let unreadable = rig.reloader.apply_remote(Err("not valid TOML".into()));
+    assert_eq!(unreadable.result, ReloadResult::Refused);
+    assert_eq!(rig.log_calls.load(Ordering::Relaxed), 1, "only v1 was applied");
+    assert_eq!(rig.metrics.reloads[ReloadResult::Refused as usize].get(), 2);
 }
