@@ -13,17 +13,19 @@
 //! handed and closes. docs/architecture.md has the data flow and each stage's invariants.
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use tracing::{error, info};
 
 use crate::api::{self, Status};
-use crate::config::{Config, Unrouted};
+use crate::config::{Config, RemoteDocument, Secret, Unrouted};
 use crate::ingest::Ingest;
 use crate::metrics::Metrics;
 use crate::pipeline::{RouteControl, Running, Source, Stages};
+use crate::reload::{self, Part, Reloader};
 use crate::{devices, downlink, forward, store};
 
 /// Why the gateway could not run.
@@ -40,17 +42,34 @@ pub enum RunError {
     Http(#[from] std::io::Error),
 }
 
+/// What `run` needs besides the config: where the config came from (a reload re-reads
+/// it) and how to change the log filter live.
+#[derive(Default)]
+pub struct Options {
+    /// The config file (None: no reload; `SIGHUP` is then ignored).
+    pub config_path: Option<PathBuf>,
+    /// Sets the log filter (`[log].filter`) of the running process: one line saying what
+    /// changed, or why it could not.
+    pub log_filter: Option<LogFilter>,
+}
+
+/// Sets the log filter of the running process ([`Options::log_filter`]).
+pub type LogFilter = Box<dyn Fn(&str) -> Result<String, String> + Send + Sync>;
+
 /// Runs the gateway until `shutdown` resolves.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+pub async fn run(config: Config, options: Options, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
     let started = Instant::now();
     // The HTTP port is bound first and held until the API serves on it: a taken port is a
     // start-up error before anything runs, and nothing can take it in between.
     let http = config.http.listen.map(|listen| std::net::TcpListener::bind(listen).map_err(|e| http_error(listen, e)));
     let http = http.transpose()?;
+    // The cloud's config document of an earlier run goes over the file before anything
+    // starts ([remote_config]): a restart with the cloud down runs what it last applied.
+    let (config, remote) = reload::remote::at_start(config, options.config_path.as_deref());
     let metrics = Arc::new(Metrics::of(&config));
     let mut stages = Stages::new();
-    let (status, _routes) = match start(&config, &metrics, started, http, &mut stages).await {
-        Ok(started) => started,
+    let status = match start(&config, (options, remote), &metrics, started, http, &mut stages).await {
+        Ok(status) => status,
         Err(err) => {
             stages.stop().await;
             return Err(err);
@@ -66,22 +85,22 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     Ok(())
 }
 
-/// Starts every stage into `stages`, in order; returns the state the API serves and what a
-/// reload calls to change the routes and cloud credentials (docs/architecture.md, "Live
-/// reload").
+/// Starts every stage into `stages`, in order; returns the state the API serves.
 async fn start(
     config: &Config,
+    (options, remote): (Options, Option<RemoteDocument>),
     metrics: &Arc<Metrics>,
     started: Instant,
     http: Option<std::net::TcpListener>,
     stages: &mut Stages,
-) -> Result<(Arc<Status>, RouteControl), RunError> {
+) -> Result<Arc<Status>, RunError> {
     let (acks_tx, acks) = mpsc::channel();
     let (replay_tx, replays) = mpsc::channel();
     let store::Store { handle: store, opened, writer } = store::start(config, metrics.clone(), Some(acks_tx))?;
     let backlog: u64 = opened.depth.iter().sum();
     info!(backlog, took_ms = started.elapsed().as_millis() as u64, "journal open");
     stages.vital("journal writer", Running::Journal(writer));
+    // What a reload calls to change the routes and the cloud credentials of the stages.
     let (routes, wiring) = RouteControl::new(store.clone(), &config.routes, &config.cloud, metrics.as_ref().into());
 
     let forwarder = forward::Setup {
@@ -108,6 +127,29 @@ async fn start(
         stages.auxiliary("downlink", Running::Task(task));
     }
 
+    let token = Arc::new(RwLock::new(config.http.token.clone()));
+    let reload = match options.config_path {
+        Some(path) => {
+            let parts = reload_parts(options.log_filter, token.clone(), Arc::new(routes));
+            let reloader = Reloader::new(path, config, remote.clone(), parts, metrics.reload.clone());
+            let (handle, task) = reload::spawn(reloader, stages.token())?;
+            stages.auxiliary("reload", Running::Task(task));
+            if config.remote.enabled {
+                let session = reload::remote::Session {
+                    remote: config.remote.clone(),
+                    cloud: config.cloud.clone(),
+                    gateway_id: config.gateway.id.clone(),
+                    reload: handle.clone(),
+                    store: store.clone(),
+                    in_effect: remote,
+                };
+                let task = tokio::spawn(reload::remote::run(session, stages.token()));
+                stages.auxiliary("remote config", Running::Task(task));
+            }
+            Some(handle)
+        }
+        None => None,
+    };
     let status = Arc::new(Status {
         gateway_id: config.gateway.id.clone(),
         metrics: metrics.clone(),
@@ -116,7 +158,8 @@ async fn start(
         started,
         store,
         replay: replay_tx,
-        token: config.http.token.clone(),
+        token,
+        reload,
     });
     if let Some(listener) = http {
         let (serving, stop) = (status.clone(), stages.token());
@@ -127,7 +170,53 @@ async fn start(
         });
         stages.auxiliary("http", Running::Task(task));
     }
-    Ok((status, routes))
+    Ok(status)
+}
+
+/// What a reload applies live, one part per stage that can change without a restart
+/// (docs/architecture.md, "Live reload"); every other changed key needs a restart.
+fn reload_parts(
+    log_filter: Option<LogFilter>,
+    token: Arc<RwLock<Option<Secret>>>,
+    routes: Arc<RouteControl>,
+) -> Vec<Part> {
+    let mut parts = Vec::new();
+    // Reloads run off the runtime (reload::spawn); the route changes wait on the stages.
+    let runtime = tokio::runtime::Handle::current();
+    let control = routes.clone();
+    parts.push(Part {
+        name: "routes",
+        keys: &["routes", "devices.unrouted"],
+        apply: Box::new(move |config: &Config| {
+            runtime.block_on(control.apply_routes(&config.routes, config.devices.unrouted))
+        }),
+    });
+    parts.push(Part {
+        name: "cloud credentials",
+        keys: &["cloud.username", "cloud.password", "cloud.ca_file", "cloud.cert_file", "cloud.key_file"],
+        apply: Box::new(move |config: &Config| Ok(routes.apply_cloud(&config.cloud))),
+    });
+    if let Some(set_filter) = log_filter {
+        parts.push(Part {
+            name: "log filter",
+            keys: &["log.filter"],
+            apply: Box::new(move |config: &Config| set_filter(&config.log.filter).map(|line| vec![line])),
+        });
+    }
+    parts.push(Part {
+        name: "HTTP token",
+        keys: &["http.token", "http.token_file"],
+        apply: Box::new(move |config: &Config| {
+            let new = config.http.token.clone();
+            let line = match &new {
+                Some(_) => "http.token: the API wants the new token from now on",
+                None => "http.token: removed; the API no longer wants a token",
+            };
+            *token.write().unwrap_or_else(PoisonError::into_inner) = new;
+            Ok(vec![line.to_owned()])
+        }),
+    });
+    parts
 }
 
 fn http_error(listen: std::net::SocketAddr, e: std::io::Error) -> std::io::Error {

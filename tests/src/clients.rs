@@ -19,6 +19,8 @@ pub struct Received {
     pub raw: Vec<serde_json::Value>,
     /// Batches received.
     pub batches: u64,
+    /// The topic of each batch, in arrival order.
+    pub topics: Vec<String>,
     /// Receive instant of each event, for latency.
     pub at: Vec<Instant>,
     /// Distinct events (kept as they arrive, so waiting on a count is cheap).
@@ -88,6 +90,9 @@ impl CloudSubscriber {
                             let _ = tx.send(());
                         }
                     }
+                    // The gateway's config document and its status are not batches.
+                    Ok(Event::Incoming(Packet::Publish(publish)))
+                        if publish.topic.ends_with("/config") || publish.topic.ends_with("/config/status") => {}
                     Ok(Event::Incoming(Packet::Publish(publish))) => {
                         let batch: serde_json::Value =
                             serde_json::from_slice(&publish.payload).expect("a batch is JSON");
@@ -95,6 +100,7 @@ impl CloudSubscriber {
                         let (lock, cvar) = &*shared;
                         let mut r = lock.lock().expect("lock");
                         r.batches += 1;
+                        r.topics.push(publish.topic.clone());
                         let route = batch["route"].as_str().unwrap_or_default().to_owned();
                         for event in batch["events"].as_array().expect("events array") {
                             let id = (
@@ -140,6 +146,7 @@ impl CloudSubscriber {
             events: r.events.clone(),
             raw: r.raw.clone(),
             batches: r.batches,
+            topics: r.topics.clone(),
             at: r.at.clone(),
             seen: r.seen.clone(),
             routes: r.routes.clone(),

@@ -210,13 +210,20 @@ impl RouteControl {
     }
 
     /// Gives every cloud connection (the forwarder's, the downlink's) `cloud`'s user name,
-    /// password and TLS files for its next connect; the connections up keep theirs.
+    /// password and TLS files (CA, client certificate and key) for its next connect; the
+    /// connections up keep theirs. Every other `[cloud]` key, TLS ones included (`alpn`,
+    /// `server_name`, `insecure_skip_verify`), keeps its running value: it needs a restart.
     pub fn apply_cloud(&self, cloud: &CloudConfig) -> Vec<String> {
         let changed = self.security.send_if_modified(|current| {
-            let differs = *current != cloud.security;
-            if differs {
-                *current = cloud.security.clone();
+            let mut next = current.clone();
+            next.username.clone_from(&cloud.security.username);
+            next.password.clone_from(&cloud.security.password);
+            if let (Some(tls), Some(new)) = (next.tls.as_mut(), cloud.security.tls.as_ref()) {
+                tls.ca_file.clone_from(&new.ca_file);
+                tls.client.clone_from(&new.client);
             }
+            let differs = next != *current;
+            *current = next;
             differs
         });
         if changed {

@@ -57,6 +57,10 @@ pub(super) enum Command {
         active: bool,
         reply: oneshot::Sender<Result<SlotState, StoreError>>,
     },
+    RemoteConfig {
+        document: Option<crate::config::RemoteDocument>,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
     Shutdown,
 }
 
