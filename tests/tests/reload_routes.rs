@@ -159,3 +159,40 @@ async fn a_route_added_and_one_removed_by_sighup_while_devices_publish_lose_noth
         assert_eq!(kept[id][run..], (back..=last).collect::<Vec<_>>(), "{id}: kept after its return");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_cloud_password_is_used_from_the_next_connection_after_sighup() {
+    let dir = tempfile::tempdir().unwrap();
+    let passwords = dir.path().join("passwords");
+    let made = std::process::Command::new("mosquitto_passwd")
+        .arg("-c")
+        .arg("-b")
+        .arg(&passwords)
+        .args(["gw", "the-right-one"])
+        .status();
+    assert!(made.unwrap().success(), "mosquitto_passwd failed");
+    // Per-listener security: the plain listener (the test's subscriber) stays anonymous.
+    let secured = edge_tests::free_port();
+    let listener =
+        format!("listener {secured} 127.0.0.1\nallow_anonymous false\npassword_file {}\n", passwords.display());
+    let cloud = Mosquitto::start_with(edge_tests::free_port(), "per_listener_settings true", &listener);
+    let sub = CloudSubscriber::connect(cloud.port).await;
+    let mut setup = Setup::new(cloud.port, dir.path());
+    setup.cloud_url = format!("mqtt://127.0.0.1:{secured}");
+    setup.cloud += "username = \"gw\"\npassword = \"a-wrong-one\"\n";
+    let gateway = Gateway::start(&setup);
+    edge_tests::clients::publish_all(setup.devices_port, "d1", edge_tests::clients::device_events("d1", 1, 10))
+        .await
+        .unwrap();
+    wait_until(WAIT, "10 events kept while the cloud refuses the gateway", || {
+        (gateway.queue_depth() == 10).then_some(())
+    });
+
+    gateway.edit_config("a-wrong-one", "the-right-one");
+    let outcome = gateway.reload();
+    assert_eq!(outcome["result"], "applied", "{outcome}");
+    assert_eq!(outcome["applied"][0], "cloud credentials: used from the next connection", "{outcome}");
+    assert!(!outcome.to_string().contains("the-right-one"), "the secret never shows: {outcome}");
+    let got = sub.wait_distinct(10, WAIT);
+    assert_eq!(got.of_route("telemetry").len(), 10);
+}
