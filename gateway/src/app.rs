@@ -49,8 +49,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let http = http.transpose()?;
     let metrics = Arc::new(Metrics::of(&config));
     let mut stages = Stages::new();
-    let status = match start(&config, &metrics, started, http, &mut stages).await {
-        Ok(status) => status,
+    // The device side's reload handle (devices::Control), for the reload module.
+    let (status, _devices) = match start(&config, &metrics, started, http, &mut stages).await {
+        Ok(started) => started,
         Err(err) => {
             stages.stop().await;
             return Err(err);
@@ -66,14 +67,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     Ok(())
 }
 
-/// Starts every stage into `stages`, in order; returns the state the API serves.
+/// Starts every stage into `stages`, in order; returns the state the API serves and the
+/// device side's reload handle.
 async fn start(
     config: &Config,
     metrics: &Arc<Metrics>,
     started: Instant,
     http: Option<std::net::TcpListener>,
     stages: &mut Stages,
-) -> Result<Arc<Status>, RunError> {
+) -> Result<(Arc<Status>, devices::Control), RunError> {
     let (acks_tx, acks) = mpsc::channel();
     let (replay_tx, replays) = mpsc::channel();
     let store::Store { handle: store, opened, writer } = store::start(config, metrics.clone(), Some(acks_tx))?;
@@ -120,7 +122,7 @@ async fn start(
         });
         stages.auxiliary("http", Running::Task(task));
     }
-    Ok(status)
+    Ok((status, device_side.control))
 }
 
 fn http_error(listen: std::net::SocketAddr, e: std::io::Error) -> std::io::Error {
