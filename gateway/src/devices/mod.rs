@@ -128,3 +128,7 @@ pub async fn start(
         }
     }
 }
+
+#[cfg(test)]
+#[path = "reload_tests.rs"]
+mod reload_tests;
