@@ -53,12 +53,17 @@ async fn broker(listener: TcpListener, received: Arc<Received>) {
         tokio::spawn(async move {
             let mut head = [0u8; 2];
             stream.read_exact(&mut head).await.unwrap();
-            stream.read_exact(&mut vec![0; usize::from(head[1])]).await.unwrap();
-            stream.write_all(&[0x20, 2, 0, 0]).await.unwrap();
+            let mut connect = vec![0; usize::from(head[1])];
+            stream.read_exact(&mut connect).await.unwrap();
+            // MQTT 5 (protocol level 5): a CONNACK with an empty property block.
+            let connack: &[u8] = if connect[6] == 5 { &[0x20, 3, 0, 0, 0] } else { &[0x20, 2, 0, 0] };
+            stream.write_all(connack).await.unwrap();
             let mut buf = [0u8; 1024];
             loop {
                 match stream.read(&mut buf).await {
                     Ok(0) | Err(_) => return,
+                    // A DISCONNECT: the broker closes (relay.rs, rule 1).
+                    Ok(_) if buf[0] == 0xe0 => return,
                     Ok(n) => {
                         if buf[..n] == [0xc0, 0] {
                             let _ = stream.write_all(&[0xd0, 0]).await;
@@ -74,6 +79,9 @@ async fn broker(listener: TcpListener, received: Arc<Received>) {
 
 struct Rig {
     port: u16,
+    /// The gate's MQTT 5 listener (same live state).
+    port_v5: u16,
+    live: Arc<Live>,
     control: Control,
     metrics: Arc<Metrics>,
     received: Arc<Received>,
@@ -83,6 +91,12 @@ struct Rig {
 fn devices(users: &[(&str, &str)]) -> crate::config::DevicesConfig {
     let entries: Vec<String> = users.iter().map(|(name, hash)| format!("\"{name}\" = \"{hash}\"")).collect();
     let text = format!("[devices.auth]\nusers = {{ {} }}\n{ROUTE}", entries.join(", "));
+    Config::parse(&text).unwrap().devices
+}
+
+/// Anonymous access with these `[devices]` lines.
+fn anonymous(lines: &str) -> crate::config::DevicesConfig {
+    let text = format!("[devices]\n{lines}\n[devices.auth]\nallow_anonymous = true\n{ROUTE}");
     Config::parse(&text).unwrap().devices
 }
 
@@ -96,23 +110,27 @@ async fn rig(devices: &crate::config::DevicesConfig) -> Rig {
     let routes = [RouteSpec { name: "r".into(), max_age: None }];
     let opened =
         Journal::new(dir.path()).open(&store::test_config::store_config(), &routes, metrics.clone(), None).unwrap();
-    let settings = Settings {
-        broker: broker_addr,
-        level: 4,
-        connect_timeout: WAIT,
-        token: "token".into(),
-        inflow: Arc::new(Inflow::new(1 << 20)),
-        clients: Arc::default(),
-    };
     let crate::config::DevicesMode::Embedded { access, max_connections, .. } = &devices.mode else { panic!() };
     let live = Live::new(access.clone(), *max_connections, devices.max_payload.bytes() as usize, None);
     let (denied, _) = mpsc::sync_channel(10);
-    let gate = Gate::new(settings, live.clone(), metrics.as_ref().into(), denied, opened.handle.clone());
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(gate.serve(listener));
-    let control = Control::new(devices, Some(live));
-    Rig { port, control, metrics, received, _store: (opened, dir) }
+    let clients = Arc::default();
+    let mut ports = Vec::new();
+    for level in [4, 5] {
+        let settings = Settings {
+            broker: broker_addr,
+            level,
+            connect_timeout: WAIT,
+            token: "token".into(),
+            inflow: Arc::new(Inflow::new(1 << 20)),
+            clients: Arc::clone(&clients),
+        };
+        let gate = Gate::new(settings, live.clone(), metrics.as_ref().into(), denied.clone(), opened.handle.clone());
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        ports.push(listener.local_addr().unwrap().port());
+        tokio::spawn(gate.serve(listener));
+    }
+    let control = Control::new(devices, Some(live.clone()));
+    Rig { port: ports[0], port_v5: ports[1], live, control, metrics, received, _store: (opened, dir) }
 }
 
 /// A device on rumqttc: its client, and how its connection went (Ok at the CONNACK, then
@@ -175,4 +193,57 @@ async fn a_reload_admits_added_users_and_closes_and_refuses_removed_ones_while_o
     rig.received.wait_for(b"devices/d3/eventsnew").await;
     assert!(d1_state.try_recv().is_err(), "d1 was never disconnected");
     assert_eq!(rig.metrics.devices.connected.get(), 2, "d1 and d3");
+}
+
+/// Polls until `live` holds `n` places (a place is given back when its relay has ended,
+/// which nothing outside the gate can await).
+async fn held(live: &Live, n: usize) {
+    let given_back = async {
+        while live.places.held() != n {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(WAIT, given_back).await.expect("places given back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_lowered_by_a_reload_hold_for_new_connections_and_close_none() {
+    let rig = rig(&anonymous("max_connections = 3\nmax_payload = \"1KiB\"")).await;
+    let (a, mut a_state) = device(rig.port, "a", "-").await;
+    let (b, mut b_state) = device(rig.port, "b", "-").await;
+    assert_eq!(next(&mut a_state).await, Ok(()));
+    assert_eq!(next(&mut b_state).await, Ok(()));
+    let lines = rig.control.apply(&anonymous("max_connections = 1\nmax_payload = \"512B\"")).unwrap();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(lines[1].starts_with("devices.max_connections: 3 -> 1 (2 connected now: none is closed"), "{lines:?}");
+    let (_c, mut c_state) = device(rig.port, "c", "-").await;
+    assert!(next(&mut c_state).await.unwrap_err().starts_with("refused"), "over the new limit");
+    // a connected under 1KiB and keeps it.
+    a.publish("big/a", QoS::AtMostOnce, false, vec![b'x'; 800]).await.unwrap();
+    rig.received.wait_for(&[b'x'; 800]).await;
+    b.disconnect().await.unwrap();
+    held(&rig.live, 1).await;
+    let (_c, mut c_state) = device(rig.port, "c", "-").await;
+    assert!(next(&mut c_state).await.unwrap_err().starts_with("refused"), "refused until fewer than 1");
+    a.disconnect().await.unwrap();
+    held(&rig.live, 0).await;
+
+    // A new MQTT 5 connection is told the new limit, and held to it.
+    let mut v5 = tokio::net::TcpStream::connect(("127.0.0.1", rig.port_v5)).await.unwrap();
+    let mut connect = vec![0x10, 16, 0, 4, b'M', b'Q', b'T', b'T', 5, 0x02, 0, 30, 0, 0, 3];
+    connect.extend(b"v5d");
+    v5.write_all(&connect).await.unwrap();
+    let mut connack = [0u8; 10];
+    v5.read_exact(&mut connack).await.unwrap();
+    let max = crate::devices::mqtt::v5::max_packet_size(512).to_be_bytes();
+    assert_eq!(connack, [0x20, 8, 0, 0, 5, 0x27, max[0], max[1], max[2], max[3]], "Maximum Packet Size 515");
+    let mut publish = vec![0x30];
+    crate::devices::mqtt::v5::put_varint(&mut publish, 2 + 3 + 1 + 600);
+    publish.extend([0, 3, b'b', b'i', b'g', 0]);
+    publish.extend([b'y'; 600]);
+    v5.write_all(&publish).await.unwrap();
+    let mut disconnect = [0u8; 4];
+    tokio::time::timeout(WAIT, v5.read_exact(&mut disconnect)).await.unwrap().unwrap();
+    assert_eq!(disconnect, crate::devices::mqtt::v5::disconnect(0x95), "a packet too large for the new limit");
+    assert_eq!(rig.metrics.devices.disconnects[DeviceDisconnect::TooLarge as usize].get(), 1);
 }
