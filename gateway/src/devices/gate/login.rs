@@ -130,6 +130,10 @@ impl Gate {
             // Checked against a users table that a reload replaced meanwhile.
             Err(Refused::Stale(failure)) => {
                 self.metrics.devices.count_auth_failure(failure);
+                if let Some(suppressed) = self.refusal_log.lock().ok().and_then(|mut log| log.allow()) {
+                    let reason = failure.label();
+                    warn!(%peer, client_id = connect.client_id, reason, suppressed, "device login refused after a reload");
+                }
                 let _ = send(client, &mqtt::connack_refusal(level, Refusal::BadCredentials)).await;
                 return None;
             }
