@@ -154,6 +154,20 @@ impl Control {
         if *access != old_access {
             let (change, revoked) = live.places.revise(&live.auth, || live.auth.replace(access));
             lines.extend(users_lines(&change, &revoked));
+            // The same warnings as at start (devices/embedded.rs).
+            match access {
+                Access::Users(users) if users.is_empty() => lines.push(
+                    "devices.auth: no users are listed and allow_anonymous is not set: every device connection is \
+                     refused from now on"
+                        .into(),
+                ),
+                Access::Anonymous => lines.push(
+                    "devices.auth.allow_anonymous = true: any client that reaches the device port may connect and \
+                     publish on any topic"
+                        .into(),
+                ),
+                Access::Users(_) => {}
+            }
         }
         if let Some((acceptor, digest)) = tls_swap {
             *live.tls.write().unwrap_or_else(PoisonError::into_inner) = Some(acceptor);

@@ -50,7 +50,15 @@ async fn users_added_removed_and_rotated_are_applied_and_their_connections_close
     assert_eq!(control.apply(&new).unwrap(), Vec::<String>::new(), "applying the same config again changes nothing");
     // Anonymous access on, then off again: its connections are closed.
     let lines = control.apply(&devices("[devices.auth]\nallow_anonymous = true\n")).unwrap();
-    assert_eq!(lines, ["devices.auth.allow_anonymous: false -> true", "device users: 3 removed (d1, d2, d4)"]);
+    assert_eq!(
+        lines,
+        [
+            "devices.auth.allow_anonymous: false -> true",
+            "device users: 3 removed (d1, d2, d4)",
+            "devices.auth.allow_anonymous = true: any client that reaches the device port may connect and publish on \
+             any topic"
+        ]
+    );
     let mut anonymous = live.places.take(Grant::anonymous(), &live.auth).unwrap();
     let lines = control.apply(&new).unwrap();
     assert_eq!(
@@ -61,6 +69,8 @@ async fn users_added_removed_and_rotated_are_applied_and_their_connections_close
         ]
     );
     assert_eq!(anonymous.revoked().await, AuthFailure::Anonymous);
+    let lines = control.apply(&devices("[devices.auth]\n")).unwrap();
+    assert_eq!(lines[1], "devices.auth: no users are listed and allow_anonymous is not set: every device connection is refused from now on");
 }
 
 #[test]
