@@ -13,17 +13,19 @@
 //! handed and closes. docs/architecture.md has the data flow and each stage's invariants.
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use tracing::{error, info};
 
 use crate::api::{self, Status};
-use crate::config::{Config, Unrouted};
+use crate::config::{Config, RemoteDocument, Secret, Unrouted};
 use crate::ingest::Ingest;
 use crate::metrics::Metrics;
 use crate::pipeline::{Running, Source, Stages};
+use crate::reload::{self, Part, Reloader};
 use crate::{devices, downlink, forward, store};
 
 /// Why the gateway could not run.
@@ -40,18 +42,34 @@ pub enum RunError {
     Http(#[from] std::io::Error),
 }
 
+/// What `run` needs besides the config: where the config came from (a reload re-reads
+/// it) and how to change the log filter live.
+#[derive(Default)]
+pub struct Options {
+    /// The config file (None: no reload; `SIGHUP` is then ignored).
+    pub config_path: Option<PathBuf>,
+    /// Sets the log filter (`[log].filter`) of the running process: one line saying what
+    /// changed, or why it could not.
+    pub log_filter: Option<LogFilter>,
+}
+
+/// Sets the log filter of the running process ([`Options::log_filter`]).
+pub type LogFilter = Box<dyn Fn(&str) -> Result<String, String> + Send + Sync>;
+
 /// Runs the gateway until `shutdown` resolves.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+pub async fn run(config: Config, options: Options, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
     let started = Instant::now();
     // The HTTP port is bound first and held until the API serves on it: a taken port is a
     // start-up error before anything runs, and nothing can take it in between.
     let http = config.http.listen.map(|listen| std::net::TcpListener::bind(listen).map_err(|e| http_error(listen, e)));
     let http = http.transpose()?;
+    // The cloud's config document of an earlier run goes over the file before anything
+    // starts ([remote_config]): a restart with the cloud down runs what it last applied.
+    let (config, remote) = reload::remote::at_start(config, options.config_path.as_deref());
     let metrics = Arc::new(Metrics::of(&config));
     let mut stages = Stages::new();
-    // The device side's reload handle (devices::Control), for the reload module.
-    let (status, _devices) = match start(&config, &metrics, started, http, &mut stages).await {
-        Ok(started) => started,
+    let status = match start(&config, (options, remote), &metrics, started, http, &mut stages).await {
+        Ok(status) => status,
         Err(err) => {
             stages.stop().await;
             return Err(err);
@@ -67,15 +85,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     Ok(())
 }
 
-/// Starts every stage into `stages`, in order; returns the state the API serves and the
-/// device side's reload handle.
+/// Starts every stage into `stages`, in order; returns the state the API serves.
 async fn start(
     config: &Config,
+    (options, remote): (Options, Option<RemoteDocument>),
     metrics: &Arc<Metrics>,
     started: Instant,
     http: Option<std::net::TcpListener>,
     stages: &mut Stages,
-) -> Result<(Arc<Status>, devices::Control), RunError> {
+) -> Result<Arc<Status>, RunError> {
     let (acks_tx, acks) = mpsc::channel();
     let (replay_tx, replays) = mpsc::channel();
     let store::Store { handle: store, opened, writer } = store::start(config, metrics.clone(), Some(acks_tx))?;
@@ -103,6 +121,29 @@ async fn start(
         stages.auxiliary("downlink", Running::Task(task));
     }
 
+    let token = Arc::new(RwLock::new(config.http.token.clone()));
+    let reload = match options.config_path {
+        Some(path) => {
+            let parts = reload_parts(options.log_filter, token.clone(), device_side.control.clone());
+            let reloader = Reloader::new(path, config, remote.clone(), parts, metrics.reload.clone());
+            let (handle, task) = reload::spawn(reloader, stages.token())?;
+            stages.auxiliary("reload", Running::Task(task));
+            if config.remote.enabled {
+                let session = reload::remote::Session {
+                    remote: config.remote.clone(),
+                    cloud: config.cloud.clone(),
+                    gateway_id: config.gateway.id.clone(),
+                    reload: handle.clone(),
+                    store: store.clone(),
+                    in_effect: remote,
+                };
+                let task = tokio::spawn(reload::remote::run(session, stages.token()));
+                stages.auxiliary("remote config", Running::Task(task));
+            }
+            Some(handle)
+        }
+        None => None,
+    };
     let status = Arc::new(Status {
         gateway_id: config.gateway.id.clone(),
         metrics: metrics.clone(),
@@ -111,7 +152,8 @@ async fn start(
         started,
         store,
         replay: replay_tx,
-        token: config.http.token.clone(),
+        token,
+        reload,
     });
     if let Some(listener) = http {
         let (serving, stop) = (status.clone(), stages.token());
@@ -122,7 +164,61 @@ async fn start(
         });
         stages.auxiliary("http", Running::Task(task));
     }
-    Ok((status, device_side.control))
+    Ok(status)
+}
+
+/// What a reload applies live, one part per stage that can change without a restart
+/// (docs/architecture.md, "Live reload"); every other changed key needs a restart.
+fn reload_parts(
+    log_filter: Option<LogFilter>,
+    token: Arc<RwLock<Option<Secret>>>,
+    devices: devices::Control,
+) -> Vec<Part> {
+    let mut parts = devices_parts(devices);
+    if let Some(set_filter) = log_filter {
+        parts.push(Part {
+            name: "log filter",
+            keys: &["log.filter"],
+            apply: Box::new(move |config: &Config| set_filter(&config.log.filter).map(|line| vec![line])),
+        });
+    }
+    parts.push(Part {
+        name: "HTTP token",
+        keys: &["http.token", "http.token_file"],
+        apply: Box::new(move |config: &Config| {
+            let new = config.http.token.clone();
+            let line = match &new {
+                Some(_) => "http.token: the API wants the new token from now on",
+                None => "http.token: removed; the API no longer wants a token",
+            };
+            *token.write().unwrap_or_else(PoisonError::into_inner) = new;
+            Ok(vec![line.to_owned()])
+        }),
+    });
+    parts
+}
+
+/// The device side's parts (devices/control.rs): users, limits and TLS each apply or fail
+/// on their own; the rest of `[devices]` needs a restart.
+fn devices_parts(control: devices::Control) -> Vec<Part> {
+    let (users, limits, tls) = (control.clone(), control.clone(), control);
+    vec![
+        Part {
+            name: "device users",
+            keys: &["devices.auth"],
+            apply: Box::new(move |config: &Config| users.apply_users(&config.devices)),
+        },
+        Part {
+            name: "device limits",
+            keys: &["devices.max_connections", "devices.max_payload"],
+            apply: Box::new(move |config: &Config| limits.apply_limits(&config.devices)),
+        },
+        Part {
+            name: "device TLS",
+            keys: &["devices.tls_cert_file", "devices.tls_key_file", "devices.tls_client_ca_file"],
+            apply: Box::new(move |config: &Config| tls.apply_tls(&config.devices)),
+        },
+    ]
 }
 
 fn http_error(listen: std::net::SocketAddr, e: std::io::Error) -> std::io::Error {

@@ -16,7 +16,8 @@
 //!
 //! Around them: [`pipeline`] (the ingest batcher, what a device source is started with,
 //! replayed and denied dead letters, and [`pipeline::Stages`], which stops the stages in
-//! reverse start order), [`app::run`] (the gateway as a list of stages), [`link`] (the MQTT
+//! reverse start order), [`app::run`] (the gateway as a list of stages), [`reload`] (`SIGHUP`:
+//! re-read the config, apply what can change live, name what needs a restart), [`link`] (the MQTT
 //! event-loop poller and reconnect backoff every client link uses), [`tls`] (TLS and
 //! credentials of the links the gateway dials), [`config`] (the TOML file, validated into
 //! plain values; it imports no stage), [`metrics`] (the registry of every stage's metrics,
@@ -41,6 +42,7 @@ pub mod link;
 pub mod meter;
 pub mod metrics;
 pub mod pipeline;
+pub mod reload;
 pub mod rights;
 pub mod routes;
 pub mod store;
@@ -48,5 +50,5 @@ pub mod time;
 pub mod tls;
 pub mod util;
 
-pub use app::{run, RunError};
+pub use app::{run, Options, RunError};
 pub use config::Config;

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use edge_gateway::cli::{check_config, devices, dlq, hash_password, replay, run, status};
+use edge_gateway::cli::{check_config, devices, dlq, hash_password, reload, replay, run, status};
 
 /// IoT edge gateway: keeps device events in a local journal and forwards them to the cloud.
 #[derive(Parser)]
@@ -39,6 +39,9 @@ enum Command {
     /// Send forwarded events of a route again (kept for `[store].keep_forwarded`), marked as
     /// replays: those the gateway received in [--since, --until).
     Replay(replay::Args),
+    /// Re-read the running gateway's config file and apply what can change live (like
+    /// SIGHUP); prints what was applied, what needs a restart, or why the file was refused.
+    Reload(reload::Args),
 }
 
 fn main() -> ExitCode {
@@ -51,5 +54,6 @@ fn main() -> ExitCode {
         Command::Dlq(args) => dlq::run(args),
         Command::Devices(args) => devices::run(args),
         Command::Replay(args) => replay::run(args),
+        Command::Reload(args) => reload::run(args),
     }
 }

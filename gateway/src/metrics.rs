@@ -9,6 +9,7 @@
 //! | forwarder | `forward::metrics` | cloud link, reconnects, forwarded, batches, batch size, latency |
 //! | downlink | `downlink::metrics` | command statuses, open, pending, command link |
 //! | device side | `devices::metrics` | connections, refused logins/connections, denials, too large, back-pressure |
+//! | reload | `reload::metrics` | config reloads by result, last successful load |
 //! | several | [`crate::meter::Drops`] | events dropped by reason |
 //!
 //! Each stage gets a small handle on its part (`StoreMeters`, `ForwardMeters`, ...; built
@@ -28,6 +29,7 @@ use crate::forward::metrics::{ForwardMeters, ForwardMetrics};
 use crate::ingest::metrics::{IngestMeters, IngestMetrics};
 pub use crate::meter::{Counter, DropReason, Gauge, Histogram};
 use crate::meter::{Drops, Exposition, LastError, Render};
+use crate::reload::ReloadMetrics;
 pub use crate::store::metrics::StoreErrorKind;
 use crate::store::metrics::{StoreMeters, StoreMetrics};
 
@@ -81,6 +83,8 @@ pub struct Metrics {
     pub commands: Arc<CommandMetrics>,
     /// The device side's.
     pub devices: Arc<DeviceMetrics>,
+    /// Config reloads'.
+    pub reload: Arc<ReloadMetrics>,
     /// Events dropped, by reason (fed by ingest, the journal and the forwarder).
     pub drops: Arc<Drops>,
     /// The last error worth a person's attention, for `/api/status`.
@@ -104,6 +108,7 @@ impl Metrics {
             forward,
             commands: Arc::default(),
             devices: Arc::default(),
+            reload: Arc::new(ReloadMetrics::started(crate::store::now_ms().max(0) as u64 / 1000)),
             drops: Arc::default(),
             last_error: Arc::default(),
             rate_in: Gauge::default(),
@@ -130,8 +135,8 @@ impl Metrics {
     /// Prometheus text exposition format, ages as of `now_ms`.
     pub fn render(&self, now_ms: u64) -> String {
         let mut out = Exposition::new(now_ms);
-        let parts: [&dyn Render; 6] =
-            [&*self.ingest, &*self.store, &*self.forward, &*self.drops, &*self.commands, &*self.devices];
+        let parts: [&dyn Render; 7] =
+            [&*self.ingest, &*self.store, &*self.forward, &*self.drops, &*self.commands, &*self.devices, &*self.reload];
         for part in parts {
             part.render(&mut out);
         }

@@ -19,6 +19,8 @@ pub struct Received {
     pub raw: Vec<serde_json::Value>,
     /// Batches received.
     pub batches: u64,
+    /// The topic of each batch, in arrival order.
+    pub topics: Vec<String>,
     /// Receive instant of each event, for latency.
     pub at: Vec<Instant>,
     /// Distinct events (kept as they arrive, so waiting on a count is cheap).
@@ -81,6 +83,9 @@ impl CloudSubscriber {
                             let _ = tx.send(());
                         }
                     }
+                    // The gateway's config document and its status are not batches.
+                    Ok(Event::Incoming(Packet::Publish(publish)))
+                        if publish.topic.ends_with("/config") || publish.topic.ends_with("/config/status") => {}
                     Ok(Event::Incoming(Packet::Publish(publish))) => {
                         let batch: serde_json::Value =
                             serde_json::from_slice(&publish.payload).expect("a batch is JSON");
@@ -88,6 +93,7 @@ impl CloudSubscriber {
                         let (lock, cvar) = &*shared;
                         let mut r = lock.lock().expect("lock");
                         r.batches += 1;
+                        r.topics.push(publish.topic.clone());
                         for event in batch["events"].as_array().expect("events array") {
                             let id = (
                                 event["device"].as_str().expect("device").to_owned(),
@@ -131,6 +137,7 @@ impl CloudSubscriber {
             events: r.events.clone(),
             raw: r.raw.clone(),
             batches: r.batches,
+            topics: r.topics.clone(),
             at: r.at.clone(),
             seen: r.seen.clone(),
         }

@@ -79,6 +79,9 @@ pub struct Setup {
     pub batch: String,
     /// When not empty, replaces the default `[[routes]]` entry (TOML text).
     pub routes: String,
+    /// Extra lines for `[log]`; the process then runs without `RUST_LOG`, so that
+    /// `[log].filter` is what filters (by default the tests set `RUST_LOG`).
+    pub log: Option<String>,
 }
 
 impl Setup {
@@ -97,6 +100,7 @@ impl Setup {
             devices_auth: "allow_anonymous = true\n".into(),
             batch: "{ max_events = 500, max_bytes = \"64KiB\", max_delay = \"20ms\" }".into(),
             routes: String::new(),
+            log: None,
         }
     }
 
@@ -121,7 +125,7 @@ impl Setup {
         };
         format!(
             "[gateway]\nid = \"gw-test\"\ndata_dir = \"{data}\"\n\n[devices]\n{devices}\n[store]\nsynchronous = \"normal\"\n{store}\n\
-             [cloud]\nurl = \"{cloud_url}\"\n{cloud_extra}\n[http]\nlisten = \"127.0.0.1:{http}\"\n\n{routes}",
+             [cloud]\nurl = \"{cloud_url}\"\n{cloud_extra}\n[http]\nlisten = \"127.0.0.1:{http}\"\n\n{log}{routes}",
             data = self.data_dir.display(),
             store = self.store,
             cloud_url = if self.cloud_url.is_empty() {
@@ -131,6 +135,7 @@ impl Setup {
             },
             cloud_extra = self.cloud,
             http = self.http_port,
+            log = self.log.as_ref().map(|log| format!("[log]\n{log}\n")).unwrap_or_default(),
         )
     }
 }
@@ -171,16 +176,44 @@ impl Gateway {
         std::fs::write(&config, setup.toml()).expect("write config");
         let log = config_dir.path().join("gateway.log");
         let stderr = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(binary())
-            .args(["run", "--config"])
-            .arg(&config)
-            .env("RUST_LOG", std::env::var("EDGE_TEST_LOG").unwrap_or_else(|_| "info,rumqttd=off".into()))
+        let mut command = Command::new(binary());
+        command.args(["run", "--config"]).arg(&config);
+        if setup.log.is_some() {
+            command.env_remove("RUST_LOG");
+        } else {
+            command.env("RUST_LOG", std::env::var("EDGE_TEST_LOG").unwrap_or_else(|_| "info,rumqttd=off".into()));
+        }
+        let child = command
             .envs(setup.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()
             .expect("cannot start edge-gateway");
         Gateway { setup: setup.clone(), child: Some(child), log, _config_dir: config_dir }
+    }
+
+    /// The config file it was started with (a test may edit it, then [`Gateway::reload`]).
+    pub fn config_path(&self) -> PathBuf {
+        self._config_dir.path().join("gateway.toml")
+    }
+
+    /// Replaces `from` with `to` in its config file (which must contain `from`).
+    pub fn edit_config(&self, from: &str, to: &str) {
+        let text = std::fs::read_to_string(self.config_path()).expect("config file");
+        assert!(text.contains(from), "{from:?} is not in the config:\n{text}");
+        std::fs::write(self.config_path(), text.replace(from, to)).expect("write config");
+    }
+
+    /// Sends SIGHUP and waits for the outcome of that reload in `/api/status`
+    /// (`last_reload`, newer than the one before); returns it.
+    pub fn reload(&self) -> serde_json::Value {
+        let before = self.status()["last_reload"]["at_ms"].as_u64();
+        let pid = self.pid().expect("the gateway runs").to_string();
+        assert!(Command::new("kill").args(["-HUP", &pid]).status().expect("kill").success());
+        crate::wait_until(Duration::from_secs(30), "the outcome of the reload in /api/status", || {
+            let last = self.status()["last_reload"].clone();
+            (last["at_ms"].as_u64().is_some() && last["at_ms"].as_u64() != before).then_some(last)
+        })
     }
 
     /// Its log so far.

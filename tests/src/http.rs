@@ -1,4 +1,5 @@
-//! A minimal HTTP/1.1 GET over loopback, enough for `/api/status`, `/readyz`, `/metrics`.
+//! A minimal HTTP/1.1 GET over loopback, enough for `/api/status`, `/readyz`, `/metrics`
+//! (with a bearer token when the gateway wants one).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -6,9 +7,15 @@ use std::time::Duration;
 
 /// `GET path` on `127.0.0.1:port`: `(status code, body)`, or None when nothing answers.
 pub fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    get_with_token(port, path, None)
+}
+
+/// `GET path` with `Authorization: Bearer <token>` when given.
+pub fn get_with_token(port: u16, path: &str, token: Option<&str>) -> Option<(u16, String)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{auth}\r\n").ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
     let status = response.split_whitespace().nth(1)?.parse().ok()?;

@@ -9,6 +9,10 @@ use edge_tests::gateway::binary;
 fn the_systemd_unit_passes_systemd_analyze_verify() {
     let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let unit = std::fs::read_to_string(workspace.join("config/edge-gateway.service")).unwrap();
+    // `systemctl reload` is SIGHUP, which the gateway takes as "re-read the config"; and no
+    // RUST_LOG in the unit, or it would win over [log].filter and its live reload.
+    assert!(unit.lines().any(|l| l == "ExecReload=/bin/kill -HUP $MAINPID"), "no ExecReload= in the unit");
+    assert!(!unit.contains("RUST_LOG"), "the unit sets RUST_LOG, which overrides [log].filter");
     // Point the unit at the binary this test run built (verify checks that it exists).
     let unit = unit.replace("/usr/bin/edge-gateway", &binary().display().to_string());
     let dir = tempfile::tempdir().unwrap();

@@ -67,7 +67,6 @@ fn metric(setup: &Setup, series: &str) -> f64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the reload core (SIGHUP -> devices::Control::apply) from main"]
 async fn a_user_added_by_sighup_connects_and_a_removed_one_is_closed_and_refused_while_others_stay() {
     let cloud = Mosquitto::start();
     let sub = CloudSubscriber::connect(cloud.port).await;

@@ -6,6 +6,7 @@
 //! | [`dlq`]       | `/api/dlq`, `/api/dlq/{id}`, `/api/dlq/replay`, `/api/dlq/purge` |
 //! | [`devices`]   | `/api/devices`, `/api/devices/{id}`                           |
 //! | [`replay`]    | `/api/replay`                                                 |
+//! | [`reload`]    | `/api/reload`, `/api/config/diff`                             |
 //! | [`wire`]      | the JSON bodies, shared with the client                       |
 //! | [`exposure`]  | the `Host` check of a loopback listener; the warning for a network one without a token |
 //! | [`server`]    | connections: cap, header and body timeouts, body size         |
@@ -26,6 +27,7 @@
 pub mod devices;
 pub mod dlq;
 pub mod exposure;
+pub mod reload;
 pub mod replay;
 pub mod server;
 pub mod status;
@@ -35,7 +37,7 @@ pub use exposure::exposure_warning;
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Instant;
 
 use axum::extract::{Request, State};
@@ -67,8 +69,11 @@ pub struct Status {
     pub store: StoreHandle,
     /// Where replayed dead letters go (the device side's ingest).
     pub replay: std::sync::mpsc::Sender<Replay>,
-    /// `[http].token`.
-    pub token: Option<Secret>,
+    /// `[http].token`; a reload may change it (`app` shares the cell with the reload).
+    pub token: Arc<RwLock<Option<Secret>>>,
+    /// The config reload (`/api/reload`, `/api/config/diff`, the last outcome in
+    /// `/api/status`).
+    pub reload: Option<crate::reload::Handle>,
 }
 
 /// The state as handlers receive it.
@@ -97,6 +102,7 @@ fn router(status: Arc<Status>, listen: SocketAddr) -> Router {
         .merge(dlq::routes())
         .merge(devices::routes())
         .merge(replay::routes())
+        .merge(reload::routes())
         .route_layer(middleware::from_fn_with_state(status.clone(), authorize));
     let host_check = Arc::new(exposure::HostCheck::new(listen));
     Router::new()
@@ -109,7 +115,8 @@ fn router(status: Arc<Status>, listen: SocketAddr) -> Router {
 
 /// Refuses a request without the configured bearer token (compared in constant time).
 async fn authorize(State(status): Shared, request: Request, next: Next) -> Response {
-    if let Some(token) = &status.token {
+    let token = status.token.read().unwrap_or_else(PoisonError::into_inner).clone();
+    if let Some(token) = token {
         let given = request
             .headers()
             .get(header::AUTHORIZATION)

@@ -94,6 +94,7 @@ async fn api_status(State(status): Shared) -> Json<serde_json::Value> {
                 batches: sent.batches.get(),
             })
             .collect(),
+        last_reload: status.reload.as_ref().and_then(|r| r.reloader.last()),
     };
     // Through a `Value`: its keys come out sorted, as this endpoint has always sent them.
     Json(serde_json::to_value(body).unwrap_or_default())

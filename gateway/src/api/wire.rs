@@ -58,7 +58,14 @@ pub struct Status {
     pub dropped: BTreeMap<String, u64>,
     /// One entry per configured route, in config order.
     pub routes: Vec<RouteStatus>,
+    /// How the last config reload ended (None: no reload since the start).
+    pub last_reload: Option<ReloadOutcome>,
 }
+
+/// How a config reload ended (`POST /api/reload`, `/api/status`'s `last_reload`).
+pub use crate::reload::Outcome as ReloadOutcome;
+/// What reloading a file would change (`POST /api/config/diff`).
+pub use crate::reload::Preview as ConfigPreview;
 
 /// `last_error` of [`Status`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

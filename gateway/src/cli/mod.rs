@@ -10,6 +10,7 @@
 //! | [`dlq`]            | `dlq list|show|replay|purge`                     |
 //! | [`devices`]        | `devices [ID]`                                   |
 //! | [`replay`]         | `replay --route R --since T [--until T]`         |
+//! | [`reload`]         | `reload` (exit 0 applied, 1 refused, 2 unreachable) |
 //!
 //! Shared: [`client`] (the running gateway's API, or its journal when it is stopped) and
 //! [`table`] (terminal tables). The commands print to stdout, errors to stderr as
@@ -21,6 +22,7 @@ pub mod client;
 pub mod devices;
 pub mod dlq;
 pub mod hash_password;
+pub mod reload;
 pub mod replay;
 pub mod run;
 pub mod status;

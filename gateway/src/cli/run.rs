@@ -1,5 +1,6 @@
 //! `edge-gateway run`: loads the config, starts the logs, and runs the gateway
-//! ([`crate::app::run`]) until SIGTERM or SIGINT.
+//! ([`crate::app::run`]) until SIGTERM or SIGINT; SIGHUP reloads the config
+//! ([`crate::reload`]).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,7 +31,7 @@ pub fn run(args: Args, log_format: Option<LogFormatArg>) -> ExitCode {
         Ok(config) => config,
         Err(code) => return code,
     };
-    init_logs(&config.log, log_format);
+    let log_filter = init_logs(&config.log, log_format);
     for warning in config.warnings(&path).into_iter().chain(crate::api::exposure_warning(&config.http)) {
         tracing::warn!("{warning}");
     }
@@ -41,7 +42,8 @@ pub fn run(args: Args, log_format: Option<LogFormatArg>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(crate::run(config, shutdown_signal())) {
+    let options = crate::Options { config_path: Some(path), log_filter: Some(log_filter) };
+    match runtime.block_on(crate::run(config, options, shutdown_signal())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!("{err}");
@@ -51,20 +53,37 @@ pub fn run(args: Args, log_format: Option<LogFormatArg>) -> ExitCode {
     }
 }
 
-/// Logs as `[log]` says; `RUST_LOG` and `--log-format` win over the config.
-fn init_logs(config: &LogConfig, cli: Option<LogFormatArg>) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.filter));
+/// Logs as `[log]` says; `RUST_LOG` and `--log-format` win over the config. Answers
+/// how a reload sets a new `[log].filter` (not while `RUST_LOG` is set: it keeps winning).
+fn init_logs(config: &LogConfig, cli: Option<LogFormatArg>) -> crate::app::LogFilter {
+    use tracing_subscriber::EnvFilter;
+    let from_env = EnvFilter::try_from_default_env().ok();
+    let env_wins = from_env.is_some();
+    let filter = from_env.unwrap_or_else(|| EnvFilter::new(&config.filter));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let json = match cli {
         Some(format) => matches!(format, LogFormatArg::Json),
         None => config.format == LogFormat::Json,
     };
-    if json {
-        builder.json().init();
-    } else {
+    let set: Box<dyn Fn(EnvFilter) -> Result<(), String> + Send + Sync> = if json {
+        let builder = builder.json().with_filter_reloading();
+        let handle = builder.reload_handle();
         builder.init();
-    }
+        Box::new(move |filter| handle.reload(filter).map_err(|e| e.to_string()))
+    } else {
+        let builder = builder.with_filter_reloading();
+        let handle = builder.reload_handle();
+        builder.init();
+        Box::new(move |filter| handle.reload(filter).map_err(|e| e.to_string()))
+    };
+    Box::new(move |new: &str| {
+        if env_wins {
+            return Ok(format!("log.filter = {new:?} is kept for the next start: RUST_LOG is set and wins"));
+        }
+        let filter = EnvFilter::try_new(new).map_err(|e| format!("not a valid filter: {e}"))?;
+        set(filter)?;
+        Ok(format!("log.filter = {new:?}"))
+    })
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -93,6 +93,18 @@ fn table(status: &wire::Status, healthy: bool) -> String {
     if let Some(problem) = &status.store_error {
         out.push_str(&format!("JOURNAL: {problem}\n"));
     }
+    if let Some(reload) = &status.last_reload {
+        let at = crate::time::format_time(reload.at_ms as i64);
+        let mut line = format!("last reload: {} at {at} ({})", reload.result.label(), reload.trigger);
+        if !reload.errors.is_empty() {
+            line += &format!(": {}", reload.errors.join("; "));
+        }
+        if !reload.needs_restart.is_empty() {
+            line += &format!("; needs a restart: {}", reload.needs_restart.join(", "));
+        }
+        out.push_str(&line);
+        out.push('\n');
+    }
     out.push_str(&format!("{:<20} {:>10} {:>12} {:>10} {:>12}\n", "ROUTE", "QUEUED", "BYTES", "OLDEST", "FORWARDED"));
     for route in &status.routes {
         out.push_str(&format!(

@@ -16,7 +16,9 @@ mod access;
 pub mod commands;
 pub mod files;
 mod raw;
+pub mod remote;
 pub mod secret;
+pub mod settings;
 pub mod units;
 mod url;
 mod validate;
@@ -28,7 +30,9 @@ use std::time::Duration;
 
 pub use access::{Access, Users};
 pub use commands::CommandsConfig;
+pub use remote::{RemoteConfig, RemoteDocument};
 pub use secret::Secret;
+pub use settings::{Change, Settings};
 pub use units::ByteSize;
 pub use url::BrokerUrl;
 
@@ -56,12 +60,17 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// `[commands]`: cloud-to-device commands (the downlink stage).
     pub commands: CommandsConfig,
+    /// `[remote_config]`: configuration from the cloud (the remote stage).
+    pub remote: RemoteConfig,
     /// Files the config names that hold secrets (password and token files, private keys),
     /// for the start-up check of who else can read them.
     pub secret_files: Vec<SecretFile>,
     /// Keys whose secrets are written in the config file itself (`cloud.password`,
     /// `http.token`, `devices.auth.users`...): the file must then be private too.
     pub inline_secrets: Vec<&'static str>,
+    /// The file's settings, key by key, for comparing two configs (a reload,
+    /// `check-config --diff`).
+    pub settings: Settings,
 }
 
 /// A file named by the config that holds a secret.

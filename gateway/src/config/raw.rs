@@ -218,4 +218,5 @@ pub struct Batch {
 }
 
 /// The sections a config file may hold.
-pub const SECTIONS: [&str; 8] = ["gateway", "devices", "store", "cloud", "http", "log", "routes", "commands"];
+pub const SECTIONS: [&str; 9] =
+    ["gateway", "devices", "store", "cloud", "http", "log", "routes", "commands", "remote_config"];

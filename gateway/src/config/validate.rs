@@ -110,6 +110,7 @@ pub(super) fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
             return Err(vec![ConfigError { path: "(file)".into(), message: format!("not valid TOML{at}: {message}") }]);
         }
     };
+    let settings = Settings::of(&table);
     let unknown: Vec<String> = table.keys().filter(|k| !raw::SECTIONS.contains(&k.as_str())).cloned().collect();
     for key in unknown {
         errors.push(key, format!("unknown section; expected one of {}", raw::SECTIONS.join(", ")));
@@ -183,6 +184,10 @@ pub(super) fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
     for (path, message) in command_errors {
         errors.push(path, message);
     }
+    let (remote, remote_errors) = remote::validate(table.remove("remote_config"), &gateway.id, &cloud.client_id);
+    for (path, message) in remote_errors {
+        errors.push(path, message);
+    }
     let filter = log.filter.unwrap_or_else(|| DEFAULT_LOG_FILTER.into());
     if let Err(err) = tracing_subscriber::EnvFilter::try_new(&filter) {
         errors.push(
@@ -198,7 +203,20 @@ pub(super) fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
     );
     let log = LogConfig { filter, format };
     if errors.0.is_empty() {
-        Ok(Config { gateway, devices, store, cloud, http, log, routes, commands, secret_files, inline_secrets })
+        Ok(Config {
+            gateway,
+            devices,
+            store,
+            cloud,
+            http,
+            log,
+            routes,
+            commands,
+            remote,
+            secret_files,
+            inline_secrets,
+            settings,
+        })
     } else {
         Err(errors.0)
     }

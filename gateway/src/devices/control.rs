@@ -6,10 +6,9 @@
 //! `allow_anonymous`) and so each device's rights, which follow from its identity;
 //! `max_connections` and `max_payload` up to what the broker was started with; the device
 //! TLS certificate, key and client CA (new handshakes use them). A revoked login's open
-//! connections are closed ([`super::places`]); nothing else closes a connection. Everything
-//! else is read at start and reported by [`Control::needs_restart`].
+//! connections are closed ([`super::places`]); nothing else closes a connection. Every
+//! other key of `[devices]` is read at start: a reload names it as needing a restart.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
@@ -19,7 +18,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::auth::{AuthFailure, Authenticator, Identity, UsersChange};
 use super::places::{Places, Revoked};
-use crate::config::{Access, ByteSize, DeviceTls, DevicesConfig, DevicesMode, Unrouted};
+use crate::config::{Access, ByteSize, DeviceTls, DevicesConfig, DevicesMode};
 
 /// What the gates of one embedded broker share and a reload changes.
 pub struct Live {
@@ -58,144 +57,179 @@ impl Live {
     }
 }
 
-/// The device side's reload handle (cheap to clone).
+/// The device side's reload handle (cheap to clone). A reload calls one apply function per
+/// group of keys that changed (`app.rs` registers them as reload parts); each answers one
+/// line per change, or Err when it cannot apply the new values live, and then changes
+/// nothing (the keys keep needing a restart, and the reload names them).
 #[derive(Clone)]
-pub struct Control(Arc<Inner>);
+pub struct Control(Arc<Option<Embedded>>);
 
-struct Inner {
-    embedded: Option<Started>,
-    running: Mutex<Running>,
-}
-
-/// `[devices]` as it runs: the config at start with the live keys of each reload.
-struct Running {
-    devices: DevicesConfig,
-    /// Of the device TLS files' contents in use: a certificate renewed in place is seen.
-    tls_digest: Option<[u8; 64]>,
-}
-
-/// What the embedded broker was started with, and its gates' live state.
-struct Started {
+/// The embedded broker's side: what it was started with, its gates' live state, and the
+/// live keys as they run.
+struct Embedded {
     live: Arc<Live>,
     /// rumqttd's own packet limit: `max_payload` above it needs a restart.
     max_payload: ByteSize,
     /// rumqttd's router was sized for this many: `max_connections` above it needs a restart.
     max_connections: usize,
+    running: Mutex<Running>,
+}
+
+/// The live keys as they run.
+struct Running {
+    max_payload: ByteSize,
+    max_connections: usize,
+    access: Access,
+    tls: Option<DeviceTls>,
+    /// Of the TLS files' contents in use: a certificate renewed in place is seen.
+    tls_digest: Option<[u8; 64]>,
+}
+
+/// The parts of a new `[devices]` that can change live.
+struct Wanted<'a> {
+    max_payload: ByteSize,
+    max_connections: usize,
+    access: &'a Access,
+    tls: &'a Option<DeviceTls>,
 }
 
 impl Control {
     /// The handle of a device side started with `devices`; `live` for the embedded broker.
     pub fn new(devices: &DevicesConfig, live: Option<Arc<Live>>) -> Control {
-        let (embedded, tls_digest) = match (&devices.mode, live) {
-            (DevicesMode::Embedded { max_connections, tls, .. }, Some(live)) => {
-                let started = Started { live, max_payload: devices.max_payload, max_connections: *max_connections };
-                (Some(started), tls.as_ref().and_then(|tls| tls_digest(tls).ok()))
-            }
-            _ => (None, None),
-        };
-        let running = Running { devices: devices.clone(), tls_digest };
-        Control(Arc::new(Inner { embedded, running: Mutex::new(running) }))
-    }
-
-    /// Applies what can change live of a new, validated `[devices]`, and returns one line
-    /// per change; keys that need a restart are left as they run ([`Control::needs_restart`]
-    /// names them). Err only when something could not be applied (a TLS file that cannot be
-    /// loaded now): then nothing changed. Call it on every reload: a users file or a
-    /// certificate renewed under the same name is a change too.
-    pub fn apply(&self, new: &DevicesConfig) -> Result<Vec<String>, String> {
-        let mut guard = self.0.running.lock().unwrap_or_else(PoisonError::into_inner);
-        let Running { devices: running, tls_digest: running_digest } = &mut *guard;
-        let Some(started) = &self.0.embedded else { return Ok(Vec::new()) };
-        let live = &started.live;
-        let (
-            DevicesMode::Embedded { max_connections: old_max, access: old_access, tls: old_tls, .. },
-            DevicesMode::Embedded { max_connections, access, tls, .. },
-        ) = (&running.mode, &new.mode)
-        else {
-            return Ok(Vec::new());
-        };
-        // TLS first: the only step that can fail.
-        let tls_swap = match (old_tls, tls) {
-            (Some(old), Some(files)) => {
-                let digest = tls_digest(files)?;
-                if old != files || *running_digest != Some(digest) {
-                    let config = super::gate::server_config(files).map_err(|(key, e)| format!("devices.{key}: {e}"))?;
-                    Some((TlsAcceptor::from(config), digest))
-                } else {
-                    None
-                }
-            }
+        let embedded = match (&devices.mode, live) {
+            (DevicesMode::Embedded { max_connections, access, tls, .. }, Some(live)) => Some(Embedded {
+                live,
+                max_payload: devices.max_payload,
+                max_connections: *max_connections,
+                running: Mutex::new(Running {
+                    max_payload: devices.max_payload,
+                    max_connections: *max_connections,
+                    access: access.clone(),
+                    tls: tls.clone(),
+                    tls_digest: tls.as_ref().and_then(|tls| tls_digest(tls).ok()),
+                }),
+            }),
             _ => None,
         };
+        Control(Arc::new(embedded))
+    }
+
+    /// The embedded side, its running keys and what `new` wants; Err when the device side
+    /// is not the embedded broker, before or after.
+    fn embedded<'a>(
+        &'a self,
+        new: &'a DevicesConfig,
+    ) -> Result<(&'a Embedded, std::sync::MutexGuard<'a, Running>, Wanted<'a>), String> {
+        let Some(embedded) = self.0.as_ref() else {
+            return Err("the device side runs in external mode: [devices] changes need a restart".into());
+        };
+        let DevicesMode::Embedded { max_connections, access, tls, .. } = &new.mode else {
+            return Err("devices.mode changed: needs a restart".into());
+        };
+        let running = embedded.running.lock().unwrap_or_else(PoisonError::into_inner);
+        let wanted = Wanted { max_payload: new.max_payload, max_connections: *max_connections, access, tls };
+        Ok((embedded, running, wanted))
+    }
+
+    /// `[devices.auth]` (`users`, `users_file`, `allow_anonymous`): the new table at once;
+    /// the open connections it no longer admits are closed ([`super::places`]).
+    pub fn apply_users(&self, new: &DevicesConfig) -> Result<Vec<String>, String> {
+        let (embedded, mut running, wanted) = self.embedded(new)?;
+        if *wanted.access == running.access {
+            return Ok(Vec::new());
+        }
+        let live = &embedded.live;
+        let (change, revoked) = live.places.revise(&live.auth, || live.auth.replace(wanted.access));
+        running.access = wanted.access.clone();
+        let mut lines = users_lines(&change, &revoked);
+        // The same warnings as at start (devices/embedded.rs).
+        match wanted.access {
+            Access::Users(users) if users.is_empty() => lines.push(
+                "devices.auth: no users are listed and allow_anonymous is not set: every device connection is \
+                 refused from now on"
+                    .into(),
+            ),
+            Access::Anonymous => lines.push(
+                "devices.auth.allow_anonymous = true: any client that reaches the device port may connect and \
+                 publish on any topic"
+                    .into(),
+            ),
+            Access::Users(_) => {}
+        }
+        Ok(lines)
+    }
+
+    /// `max_connections` and `max_payload`, each up to the value the broker was started
+    /// with; Err (nothing changed) when one is above it.
+    pub fn apply_limits(&self, new: &DevicesConfig) -> Result<Vec<String>, String> {
+        let (embedded, mut running, wanted) = self.embedded(new)?;
+        let mut over = Vec::new();
+        if wanted.max_connections > embedded.max_connections {
+            over.push(format!(
+                "devices.max_connections = {} needs a restart: the embedded broker was started for {} (up to that \
+                 applies live)",
+                wanted.max_connections, embedded.max_connections
+            ));
+        }
+        if wanted.max_payload > embedded.max_payload {
+            over.push(format!(
+                "devices.max_payload = {} needs a restart: the embedded broker was started with {} (up to that \
+                 applies live)",
+                wanted.max_payload, embedded.max_payload
+            ));
+        }
+        if !over.is_empty() {
+            return Err(over.join("; "));
+        }
+        let live = &embedded.live;
         let mut lines = Vec::new();
-        let (old_max, old_access) = (*old_max, old_access.clone());
-        if new.max_payload != running.max_payload && new.max_payload <= started.max_payload {
-            live.max_payload.store(new.max_payload.bytes() as usize, Ordering::Relaxed);
+        if wanted.max_payload != running.max_payload {
+            live.max_payload.store(wanted.max_payload.bytes() as usize, Ordering::Relaxed);
             lines.push(format!(
                 "devices.max_payload: {} -> {} (connections made from now on; open ones keep the limit they \
                  connected with)",
-                running.max_payload, new.max_payload
+                running.max_payload, wanted.max_payload
             ));
-            running.max_payload = new.max_payload;
+            running.max_payload = wanted.max_payload;
         }
-        let mut new_max = old_max;
-        if *max_connections != old_max && *max_connections <= started.max_connections {
-            new_max = *max_connections;
+        if wanted.max_connections != running.max_connections {
+            let (old, new_max) = (running.max_connections, wanted.max_connections);
             live.places.set_max(new_max);
             let held = live.places.held();
-            let mut line = format!("devices.max_connections: {old_max} -> {new_max}");
+            let mut line = format!("devices.max_connections: {old} -> {new_max}");
             if held > new_max {
                 line += &format!(
                     " ({held} connected now: none is closed; new connections are refused until fewer than {new_max})"
                 );
             }
             lines.push(line);
-        }
-        if *access != old_access {
-            let (change, revoked) = live.places.revise(&live.auth, || live.auth.replace(access));
-            lines.extend(users_lines(&change, &revoked));
-            // The same warnings as at start (devices/embedded.rs).
-            match access {
-                Access::Users(users) if users.is_empty() => lines.push(
-                    "devices.auth: no users are listed and allow_anonymous is not set: every device connection is \
-                     refused from now on"
-                        .into(),
-                ),
-                Access::Anonymous => lines.push(
-                    "devices.auth.allow_anonymous = true: any client that reaches the device port may connect and \
-                     publish on any topic"
-                        .into(),
-                ),
-                Access::Users(_) => {}
-            }
-        }
-        if let Some((acceptor, digest)) = tls_swap {
-            *live.tls.write().unwrap_or_else(PoisonError::into_inner) = Some(acceptor);
-            *running_digest = Some(digest);
-            lines.push(
-                "devices TLS: certificate, key and client CA re-read (new handshakes use them; open connections \
-                 stay)"
-                    .into(),
-            );
-        }
-        if let DevicesMode::Embedded { max_connections, access: running_access, tls: running_tls, .. } =
-            &mut running.mode
-        {
-            *max_connections = new_max;
-            *running_access = access.clone();
-            if running_tls.is_some() && tls.is_some() {
-                running_tls.clone_from(tls);
-            }
+            running.max_connections = new_max;
         }
         Ok(lines)
     }
 
-    /// The keys of a new `[devices]` that differ from the running ones and cannot change
-    /// live, one line each ("devices.listen: A -> B needs a restart"). Pure: changes nothing.
-    pub fn needs_restart(&self, new: &DevicesConfig) -> Vec<String> {
-        let running = self.0.running.lock().unwrap_or_else(PoisonError::into_inner);
-        let caps = self.0.embedded.as_ref().map(|s| (s.max_payload, s.max_connections));
-        needs_restart(&running.devices, new, caps)
+    /// `tls_cert_file`, `tls_key_file`, `tls_client_ca_file`: read again, and used for the
+    /// handshakes after this when their contents changed. Err (nothing changed) when a
+    /// file cannot be loaded, or TLS would be turned on or off (a restart).
+    pub fn apply_tls(&self, new: &DevicesConfig) -> Result<Vec<String>, String> {
+        let (embedded, mut running, wanted) = self.embedded(new)?;
+        let files = match (&running.tls, wanted.tls) {
+            (Some(_), Some(files)) => files,
+            (None, None) => return Ok(Vec::new()),
+            (None, Some(_)) => return Err("devices.tls_cert_file: turning TLS on needs a restart".into()),
+            (Some(_), None) => return Err("devices.tls_cert_file: turning TLS off needs a restart".into()),
+        };
+        let digest = tls_digest(files)?;
+        if running.tls.as_ref() == Some(files) && running.tls_digest == Some(digest) {
+            return Ok(Vec::new());
+        }
+        let config = super::gate::server_config(files).map_err(|(key, e)| format!("devices.{key}: {e}"))?;
+        *embedded.live.tls.write().unwrap_or_else(PoisonError::into_inner) = Some(TlsAcceptor::from(config));
+        running.tls = Some(files.clone());
+        running.tls_digest = Some(digest);
+        Ok(vec!["devices TLS: certificate, key and client CA re-read (new handshakes use them; open connections \
+                 stay)"
+            .into()])
     }
 }
 
@@ -256,78 +290,6 @@ fn users_lines(change: &UsersChange, revoked: &[Revoked]) -> Vec<String> {
         lines.push(line);
     }
     lines
-}
-
-/// [`Control::needs_restart`] for a running `[devices]`; `caps` = the embedded broker's
-/// (max_payload, max_connections) at start.
-fn needs_restart(running: &DevicesConfig, new: &DevicesConfig, caps: Option<(ByteSize, usize)>) -> Vec<String> {
-    let mut lines = Vec::new();
-    fn differs(lines: &mut Vec<String>, key: &str, from: String, to: String) {
-        if from != to {
-            lines.push(format!("{key}: {from} -> {to} needs a restart"));
-        }
-    }
-    let addr = |a: &Option<SocketAddr>| a.map_or("none".to_owned(), |a| a.to_string());
-    match (&running.mode, &new.mode, caps) {
-        (
-            DevicesMode::Embedded { listen, listen_v5, broker_memory, tls, .. },
-            DevicesMode::Embedded {
-                listen: new_listen,
-                listen_v5: new_v5,
-                broker_memory: new_memory,
-                tls: new_tls,
-                max_connections,
-                ..
-            },
-            Some((max_payload, most)),
-        ) => {
-            differs(&mut lines, "devices.listen", listen.to_string(), new_listen.to_string());
-            differs(&mut lines, "devices.listen_v5", addr(listen_v5), addr(new_v5));
-            differs(&mut lines, "devices.broker_memory", broker_memory.to_string(), new_memory.to_string());
-            let on = |tls: &Option<DeviceTls>| if tls.is_some() { "TLS" } else { "no TLS" }.to_owned();
-            differs(&mut lines, "devices.tls_cert_file", on(tls), on(new_tls));
-            if *max_connections > most {
-                lines.push(format!(
-                    "devices.max_connections: {max_connections} needs a restart: the embedded broker was started \
-                     for {most} (up to that applies live)"
-                ));
-            }
-            if new.max_payload > max_payload {
-                lines.push(format!(
-                    "devices.max_payload: {} needs a restart: the embedded broker was started with {max_payload} \
-                     (up to that applies live)",
-                    new.max_payload
-                ));
-            }
-        }
-        (
-            DevicesMode::External { url, client_id, security },
-            DevicesMode::External { url: new_url, client_id: new_id, security: new_security },
-            _,
-        ) => {
-            differs(&mut lines, "devices.url", url.to_string(), new_url.to_string());
-            differs(&mut lines, "devices.client_id", client_id.clone(), new_id.clone());
-            // Debug never shows a password: a changed password alone is not seen here.
-            if format!("{security:?}") != format!("{new_security:?}") {
-                lines.push("devices: the external broker's TLS or credentials changed: needs a restart".into());
-            }
-            differs(&mut lines, "devices.max_payload", running.max_payload.to_string(), new.max_payload.to_string());
-        }
-        (old, new_mode, _) => differs(&mut lines, "devices.mode", mode_name(old).into(), mode_name(new_mode).into()),
-    }
-    let unrouted = |u: Unrouted| match u {
-        Unrouted::Count => "count".to_owned(),
-        Unrouted::DeadLetter => "dead_letter".to_owned(),
-    };
-    differs(&mut lines, "devices.unrouted", unrouted(running.unrouted), unrouted(new.unrouted));
-    lines
-}
-
-fn mode_name(mode: &DevicesMode) -> &'static str {
-    match mode {
-        DevicesMode::Embedded { .. } => "embedded",
-        DevicesMode::External { .. } => "external",
-    }
 }
 
 /// A digest of the device TLS files' contents.

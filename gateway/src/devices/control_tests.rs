@@ -36,8 +36,7 @@ async fn users_added_removed_and_rotated_are_applied_and_their_connections_close
     let mut d3 = live.places.take(Grant::device("d3", &h3), &live.auth).unwrap();
     let (h2_new, h4) = (hash_password("p2-new").unwrap(), hash_password("p4").unwrap());
     let new = devices(&users(&[("d1", &h1), ("d2", &h2_new), ("d4", &h4)]));
-    assert_eq!(control.needs_restart(&new), Vec::<String>::new());
-    let lines = control.apply(&new).unwrap();
+    let lines = control.apply_users(&new).unwrap();
     assert_eq!(
         lines,
         ["device users: 1 added (d4), 1 removed (d3), 1 with a new password (d2): 1 open connection of removed \
@@ -47,9 +46,13 @@ async fn users_added_removed_and_rotated_are_applied_and_their_connections_close
     assert_eq!(d2.revoked().await, AuthFailure::BadPassword);
     assert!(live.auth.check("d4", Some("d4"), Some(b"p4")).await.is_ok());
     assert!(live.auth.check("d3", Some("d3"), Some(b"p3")).await.is_err());
-    assert_eq!(control.apply(&new).unwrap(), Vec::<String>::new(), "applying the same config again changes nothing");
+    assert_eq!(
+        control.apply_users(&new).unwrap(),
+        Vec::<String>::new(),
+        "applying the same config again changes nothing"
+    );
     // Anonymous access on, then off again: its connections are closed.
-    let lines = control.apply(&devices("[devices.auth]\nallow_anonymous = true\n")).unwrap();
+    let lines = control.apply_users(&devices("[devices.auth]\nallow_anonymous = true\n")).unwrap();
     assert_eq!(
         lines,
         [
@@ -60,7 +63,7 @@ async fn users_added_removed_and_rotated_are_applied_and_their_connections_close
         ]
     );
     let mut anonymous = live.places.take(Grant::anonymous(), &live.auth).unwrap();
-    let lines = control.apply(&new).unwrap();
+    let lines = control.apply_users(&new).unwrap();
     assert_eq!(
         lines,
         [
@@ -69,7 +72,7 @@ async fn users_added_removed_and_rotated_are_applied_and_their_connections_close
         ]
     );
     assert_eq!(anonymous.revoked().await, AuthFailure::Anonymous);
-    let lines = control.apply(&devices("[devices.auth]\n")).unwrap();
+    let lines = control.apply_users(&devices("[devices.auth]\n")).unwrap();
     assert_eq!(lines[1], "devices.auth: no users are listed and allow_anonymous is not set: every device connection is refused from now on");
 }
 
@@ -81,9 +84,8 @@ fn limits_change_live_up_to_what_the_broker_was_started_with() {
     let held: Vec<_> = (0..3).map(|_| live.places.take(Grant::anonymous(), &live.auth).unwrap()).collect();
     let lower =
         devices("[devices]\nmax_connections = 2\nmax_payload = \"1KiB\"\n[devices.auth]\nallow_anonymous = true\n");
-    assert_eq!(control.needs_restart(&lower), Vec::<String>::new());
     assert_eq!(
-        control.apply(&lower).unwrap(),
+        control.apply_limits(&lower).unwrap(),
         [
             "devices.max_payload: 4KiB -> 1KiB (connections made from now on; open ones keep the limit they connected \
              with)",
@@ -93,45 +95,31 @@ fn limits_change_live_up_to_what_the_broker_was_started_with() {
     );
     assert_eq!((live.max_payload(), live.places.max(), live.places.held()), (1024, 2, 3));
     drop(held);
-    // Above the start values: reported, not applied; the running values stay.
+    // Above the start values: Err, nothing applied (not even the other limit).
     let higher =
-        devices("[devices]\nmax_connections = 9\nmax_payload = \"8KiB\"\n[devices.auth]\nallow_anonymous = true\n");
+        devices("[devices]\nmax_connections = 9\nmax_payload = \"2KiB\"\n[devices.auth]\nallow_anonymous = true\n");
     assert_eq!(
-        control.needs_restart(&higher),
-        [
-            "devices.max_connections: 9 needs a restart: the embedded broker was started for 3 (up to that applies \
-             live)",
-            "devices.max_payload: 8KiB needs a restart: the embedded broker was started with 4KiB (up to that \
-             applies live)"
-        ]
+        control.apply_limits(&higher).unwrap_err(),
+        "devices.max_connections = 9 needs a restart: the embedded broker was started for 3 (up to that applies live)"
     );
-    assert_eq!(control.apply(&higher).unwrap(), Vec::<String>::new());
+    let higher =
+        devices("[devices]\nmax_connections = 3\nmax_payload = \"8KiB\"\n[devices.auth]\nallow_anonymous = true\n");
+    assert!(control.apply_limits(&higher).unwrap_err().starts_with("devices.max_payload = 8KiB needs a restart"));
     assert_eq!((live.max_payload(), live.places.max()), (1024, 2));
-    assert_eq!(control.apply(&old).unwrap().len(), 2, "back to the start values");
+    assert_eq!(control.apply_limits(&old).unwrap().len(), 2, "back to the start values");
     assert_eq!((live.max_payload(), live.places.max()), (4096, 3));
 }
 
 #[test]
-fn keys_read_at_start_are_reported_by_name_and_left_as_they_run() {
-    let old = devices("[devices]\nlisten = \"127.0.0.1:1883\"\n[devices.auth]\nallow_anonymous = true\n");
+fn what_cannot_change_live_is_an_error_that_changes_nothing() {
+    let old = devices("[devices.auth]\nallow_anonymous = true\n");
     let (control, live) = started(&old);
-    let new = devices(
-        "[devices]\nlisten = \"127.0.0.1:1884\"\nlisten_v5 = \"127.0.0.1:1885\"\nbroker_memory = \"4MiB\"\n\
-         unrouted = \"dead_letter\"\n[devices.auth]\nallow_anonymous = true\n",
-    );
-    let expected = [
-        "devices.listen: 127.0.0.1:1883 -> 127.0.0.1:1884 needs a restart",
-        "devices.listen_v5: none -> 127.0.0.1:1885 needs a restart",
-        "devices.broker_memory: 2MiB -> 4MiB needs a restart",
-        "devices.unrouted: count -> dead_letter needs a restart",
-    ];
-    assert_eq!(control.needs_restart(&new), expected);
-    assert_eq!(control.apply(&new).unwrap(), Vec::<String>::new());
-    assert_eq!(control.needs_restart(&new), expected, "still needed: nothing of it was applied");
     let external = devices("[devices]\nmode = \"external\"\nurl = \"mqtt://127.0.0.1:1883\"\n");
-    assert_eq!(control.needs_restart(&external), ["devices.mode: embedded -> external needs a restart"]);
-    assert_eq!(control.apply(&external).unwrap(), Vec::<String>::new());
+    assert_eq!(control.apply_users(&external).unwrap_err(), "devices.mode changed: needs a restart");
+    assert!(control.apply_limits(&external).is_err());
     assert!(!live.auth.checks_identity(), "nothing of an external [devices] reaches the embedded gate");
+    let control = Control::new(&external, None);
+    assert!(control.apply_limits(&external).unwrap_err().contains("external mode"));
 }
 
 fn write_cert(dir: &std::path::Path) {
@@ -155,10 +143,10 @@ fn a_certificate_renewed_in_place_is_taken_and_a_broken_one_changes_nothing() {
     let (control, live) = started(&config);
     let config_of = |live: &Live| live.acceptor().map(|a| Arc::as_ptr(a.config()));
     let first = config_of(&live);
-    assert_eq!(control.apply(&config).unwrap(), Vec::<String>::new(), "same files, same contents");
+    assert_eq!(control.apply_tls(&config).unwrap(), Vec::<String>::new(), "same files, same contents");
     assert_eq!(config_of(&live), first);
     write_cert(dir.path());
-    let lines = control.apply(&config).unwrap();
+    let lines = control.apply_tls(&config).unwrap();
     assert_eq!(
         lines,
         ["devices TLS: certificate, key and client CA re-read (new handshakes use them; open connections stay)"]
@@ -168,6 +156,9 @@ fn a_certificate_renewed_in_place_is_taken_and_a_broken_one_changes_nothing() {
     // A key that no longer matches its certificate: Err, and the renewed config stays.
     let other = rcgen::KeyPair::generate().unwrap();
     std::fs::write(dir.path().join("key.pem"), other.serialize_pem()).unwrap();
-    assert!(control.apply(&config).is_err());
+    assert!(control.apply_tls(&config).is_err());
+    assert_eq!(config_of(&live), renewed);
+    let plain = devices("[devices.auth]\nallow_anonymous = true\n");
+    assert_eq!(control.apply_tls(&plain).unwrap_err(), "devices.tls_cert_file: turning TLS off needs a restart");
     assert_eq!(config_of(&live), renewed);
 }

@@ -175,7 +175,7 @@ async fn a_reload_admits_added_users_and_closes_and_refuses_removed_ones_while_o
     let (_d3, mut d3_state) = device(rig.port, "d3", "p3").await;
     assert!(next(&mut d3_state).await.unwrap_err().starts_with("refused"), "d3 is not a user yet");
 
-    let lines = rig.control.apply(&devices(&[("d1", &h1), ("d3", &h3)])).unwrap();
+    let lines = rig.control.apply_users(&devices(&[("d1", &h1), ("d3", &h3)])).unwrap();
     assert_eq!(lines, ["device users: 1 added (d3), 1 removed (d2): 1 open connection of removed users closed"]);
     assert!(next(&mut d2_state).await.unwrap_err().starts_with("closed"), "d2's open connection is closed");
     assert_eq!(rig.metrics.devices.disconnects[DeviceDisconnect::Revoked as usize].get(), 1);
@@ -213,7 +213,7 @@ async fn limits_lowered_by_a_reload_hold_for_new_connections_and_close_none() {
     let (b, mut b_state) = device(rig.port, "b", "-").await;
     assert_eq!(next(&mut a_state).await, Ok(()));
     assert_eq!(next(&mut b_state).await, Ok(()));
-    let lines = rig.control.apply(&anonymous("max_connections = 1\nmax_payload = \"512B\"")).unwrap();
+    let lines = rig.control.apply_limits(&anonymous("max_connections = 1\nmax_payload = \"512B\"")).unwrap();
     assert_eq!(lines.len(), 2, "{lines:?}");
     assert!(lines[1].starts_with("devices.max_connections: 3 -> 1 (2 connected now: none is closed"), "{lines:?}");
     let (_c, mut c_state) = device(rig.port, "c", "-").await;

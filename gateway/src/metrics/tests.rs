@@ -77,5 +77,7 @@ fn the_exposition_is_the_same_text_as_before_the_per_stage_split_plus_device_dis
     m.devices.denied[Denial::Subscribe as usize].add(1);
     m.devices.too_large.add(1);
     m.devices.backpressure.add(5);
+    m.reload.last_success_s.set(1_700_000_000);
+    m.reload.count(crate::reload::ReloadResult::Refused, 1_700_000_100);
     assert_eq!(m.render(61_000), include_str!("golden.prom"));
 }

@@ -48,6 +48,10 @@ pub(super) enum Command {
         after: i64,
         reply: oneshot::Sender<Result<forwarded::Step, StoreError>>,
     },
+    RemoteConfig {
+        document: Option<crate::config::RemoteDocument>,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
     Shutdown,
 }
 

@@ -107,6 +107,7 @@ mod handle;
 mod journal;
 pub mod metrics;
 pub mod read_model;
+pub mod remote_config;
 mod schema;
 mod skim;
 mod writer;

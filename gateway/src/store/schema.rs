@@ -54,6 +54,14 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     reason      TEXT NOT NULL,
     payload     BLOB NOT NULL
 );
+-- The last config document from the cloud that was applied ([remote_config]); one row.
+-- A new table only: an older gateway ignores it, so no version bump.
+CREATE TABLE IF NOT EXISTS remote_config (
+    id         INTEGER PRIMARY KEY CHECK (id = 1),
+    version    TEXT NOT NULL,
+    document   TEXT NOT NULL,
+    applied_ms INTEGER NOT NULL
+);
 ";
 
 /// Additive migration step for cloud-to-device commands (`crate::downlink::store`): two

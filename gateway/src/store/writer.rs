@@ -204,6 +204,7 @@ impl Writer {
         let mut reads = Vec::new();
         let mut queries = Vec::new();
         let mut device_queries = Vec::new();
+        let mut remote_configs = Vec::new();
         let mut stop = false;
         for command in commands {
             match command {
@@ -218,6 +219,7 @@ impl Writer {
                 Command::Replay { route, since_ms, until_ms, after, reply } => {
                     work.replays.push(((route, since_ms, until_ms, after), reply))
                 }
+                Command::RemoteConfig { document, reply } => remote_configs.push((document, reply)),
                 Command::Shutdown => stop = true,
             }
         }
@@ -292,6 +294,13 @@ impl Writer {
         for (_, reply) in work.replays {
             let err = failure.clone().unwrap_or_else(|| "not run".into());
             let _ = reply.send(Err(StoreError::Failed(err)));
+        }
+        for (document, reply) in remote_configs {
+            let saved = match &document {
+                Some(document) => super::remote_config::save(&self.conn, document, super::now_ms()),
+                None => super::remote_config::clear(&self.conn),
+            };
+            let _ = reply.send(saved.map_err(StoreError::from));
         }
         for (query, reply) in queries {
             let _ = reply.send(super::dead_letters::read(&self.conn, query).map_err(StoreError::from));

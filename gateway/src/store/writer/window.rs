@@ -132,6 +132,7 @@ impl Writer {
             | Command::Purge { .. }
             | Command::Devices { .. }
             | Command::Replay { .. }
+            | Command::RemoteConfig { .. }
             | Command::Shutdown => pending.now = true,
         }
         if window.is_zero() {
