@@ -2,7 +2,8 @@
 //! the file changed, real MQTT clients (rumqttc devices, mosquitto_pub, Mosquitto as the
 //! cloud). A user added can connect; a removed one's open connection is closed (counted
 //! `revoked`) and it is refused from then on; the other device's connection stays up
-//! through the reload and its events still reach the cloud and are acknowledged on it.
+//! through the reload and its events still reach the cloud and are acknowledged on it. A
+//! limit the embedded broker cannot take live fails its own part only.
 
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -124,4 +125,44 @@ async fn a_user_added_by_sighup_connects_and_a_removed_one_is_closed_and_refused
         "{}",
         gateway.log_text()
     );
+}
+
+/// `max_payload` above what the embedded broker was started with cannot apply live: the
+/// reload fails that part (named, with the restart it needs) and still applies the users.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limit_above_the_start_value_fails_its_part_and_the_users_still_reload() {
+    let cloud = Mosquitto::start();
+    let data = tempfile::tempdir().unwrap();
+    let users_file = data.path().join("devices.passwd");
+    let line = |user: &str| format!("{user}:{}\n", hash_password(&format!("pw-{user}")));
+    std::fs::write(&users_file, line("first")).unwrap();
+    let mut setup = Setup::new(cloud.port, data.path());
+    setup.devices = "max_payload = \"4KiB\"\n".into();
+    setup.devices_auth = format!("users_file = \"{}\"\n", users_file.display());
+    let gateway = Gateway::start(&setup);
+    let port = setup.devices_port;
+
+    // The config file the gateway runs from (next to its log), with a larger max_payload.
+    let config = gateway.log.with_file_name("gateway.toml");
+    let text = std::fs::read_to_string(&config).unwrap().replace("max_payload = \"4KiB\"", "max_payload = \"8KiB\"");
+    std::fs::write(&config, text).unwrap();
+    std::fs::write(&users_file, [line("first"), line("second")].concat()).unwrap();
+    let status = Command::new("kill").arg("-HUP").arg(gateway.pid().unwrap().to_string()).status().unwrap();
+    assert!(status.success());
+
+    let reload = wait_until(WAIT, "the reload's outcome", || {
+        let last = gateway.status()["last_reload"].clone();
+        (!last.is_null()).then_some(last)
+    });
+    assert_eq!(reload["result"], "failed", "{reload}");
+    let errors = reload["errors"].to_string();
+    assert!(
+        errors.contains(
+            "device limits: devices.max_payload = 8KiB needs a restart: the embedded broker was started with 4KiB"
+        ),
+        "{reload}"
+    );
+    assert!(reload["applied"].to_string().contains("device users: 1 added (second)"), "{reload}");
+    let out = publish(port, "second", "pw-second", 1);
+    assert!(out.status.success(), "the users part applied: {}", String::from_utf8_lossy(&out.stderr));
 }
