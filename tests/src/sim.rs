@@ -75,6 +75,8 @@ pub struct Sim {
     /// The process.
     pub child: Child,
     output: Arc<Mutex<String>>,
+    /// The threads that copy its stdout and stderr into `output`.
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Sim {
@@ -90,19 +92,20 @@ impl Sim {
         let mut child =
             command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("cannot start the firmware program");
         let output = Arc::new(Mutex::new(String::new()));
+        let mut readers = Vec::new();
         for stream in [
             child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
             child.stderr.take().map(|s| Box::new(s) as _),
         ] {
             let Some(stream) = stream else { continue };
             let output = output.clone();
-            std::thread::spawn(move || {
+            readers.push(std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines().map_while(Result::ok) {
                     output.lock().expect("lock").push_str(&(line + "\n"));
                 }
-            });
+            }));
         }
-        Sim { child, output }
+        Sim { child, output, readers }
     }
 
     /// Everything it printed so far.
@@ -110,9 +113,15 @@ impl Sim {
         self.output.lock().expect("lock").clone()
     }
 
-    /// Waits (up to `limit`) for it to exit by itself.
+    /// Waits (up to `limit`) for it to exit by itself, and for its last lines: the exit
+    /// alone can come before the reader threads have copied them (firmware_storm.rs once
+    /// found no summary line after a successful exit).
     pub fn wait(&mut self, limit: std::time::Duration) -> std::process::ExitStatus {
-        crate::wait_until(limit, "the simulator to exit", || self.child.try_wait().expect("sim status"))
+        let status = crate::wait_until(limit, "the simulator to exit", || self.child.try_wait().expect("sim status"));
+        for reader in self.readers.drain(..) {
+            let _ = reader.join();
+        }
+        status
     }
 
     /// A number from its final summary line, e.g. `resent`.
