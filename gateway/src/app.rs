@@ -130,7 +130,7 @@ async fn start(
     let token = Arc::new(RwLock::new(config.http.token.clone()));
     let reload = match options.config_path {
         Some(path) => {
-            let parts = reload_parts(options.log_filter, token.clone(), Arc::new(routes));
+            let parts = reload_parts(options.log_filter, token.clone(), device_side.control.clone(), Arc::new(routes));
             let reloader = Reloader::new(path, config, remote.clone(), parts, metrics.reload.clone());
             let (handle, task) = reload::spawn(reloader, stages.token())?;
             stages.auxiliary("reload", Running::Task(task));
@@ -178,9 +178,10 @@ async fn start(
 fn reload_parts(
     log_filter: Option<LogFilter>,
     token: Arc<RwLock<Option<Secret>>>,
+    devices: devices::Control,
     routes: Arc<RouteControl>,
 ) -> Vec<Part> {
-    let mut parts = Vec::new();
+    let mut parts = devices_parts(devices);
     // Reloads run off the runtime (reload::spawn); the route changes wait on the stages.
     let runtime = tokio::runtime::Handle::current();
     let control = routes.clone();
@@ -217,6 +218,29 @@ fn reload_parts(
         }),
     });
     parts
+}
+
+/// The device side's parts (devices/control.rs): users, limits and TLS each apply or fail
+/// on their own; the rest of `[devices]` needs a restart.
+fn devices_parts(control: devices::Control) -> Vec<Part> {
+    let (users, limits, tls) = (control.clone(), control.clone(), control);
+    vec![
+        Part {
+            name: "device users",
+            keys: &["devices.auth"],
+            apply: Box::new(move |config: &Config| users.apply_users(&config.devices)),
+        },
+        Part {
+            name: "device limits",
+            keys: &["devices.max_connections", "devices.max_payload"],
+            apply: Box::new(move |config: &Config| limits.apply_limits(&config.devices)),
+        },
+        Part {
+            name: "device TLS",
+            keys: &["devices.tls_cert_file", "devices.tls_key_file", "devices.tls_client_ca_file"],
+            apply: Box::new(move |config: &Config| tls.apply_tls(&config.devices)),
+        },
+    ]
 }
 
 fn http_error(listen: std::net::SocketAddr, e: std::io::Error) -> std::io::Error {

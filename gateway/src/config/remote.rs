@@ -80,10 +80,13 @@ pub fn validate(
             ));
         }
     }
+    // A derived id is as valid as cloud.client_id, whose own check reports it otherwise.
+    let explicit = raw.client_id.is_some();
     let client_id = raw.client_id.unwrap_or_else(|| format!("{cloud_client_id}-config"));
-    if client_id.is_empty()
-        || client_id.len() > 64
-        || !client_id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
+    if explicit
+        && (client_id.is_empty()
+            || client_id.len() > 64
+            || !client_id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c)))
     {
         errors.push((
             "remote_config.client_id".into(),

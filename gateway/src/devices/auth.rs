@@ -1,6 +1,8 @@
 //! Who may connect to the embedded broker: device users with argon2 password hashes (PHC
 //! strings), or anonymous access when the config says so. The config checks the names and
-//! hashes ([`crate::config::Access`]); the [`Authenticator`] builds its table from them at start.
+//! hashes ([`crate::config::Access`]); the [`Authenticator`] builds its table from them at
+//! start, and a reload replaces it ([`Authenticator::replace`]; docs/architecture.md, "Live
+//! reload").
 //!
 //! Invariants:
 //! - A device's identity is its user name, and its MQTT client id must equal it: the
@@ -10,10 +12,14 @@
 //! - Argon2 is slow by design. At most one verification runs at a time, on a blocking
 //!   thread, so a storm of reconnects or wrong passwords uses at most one core; a device
 //!   that reconnects with a password already verified is answered from the cache.
+//! - After a reload, only the new table decides: a cached verification or refusal counts
+//!   only under the hash it was made with, and every open connection the new table would
+//!   not admit (user removed, hash changed, anonymous access off) is closed
+//!   ([`super::places`]).
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
@@ -69,19 +75,80 @@ pub enum Identity {
     Device(String),
 }
 
-/// Checks CONNECT credentials, with a cache and one argon2 verification at a time.
+/// A user's password hash (PHC string) as the table, the caches and the grants share it.
+type Hash = Arc<str>;
+
+/// User name -> hash; None = anonymous access.
+type Table = Option<HashMap<String, Hash>>;
+
+fn table_of(access: &Access) -> Table {
+    match access {
+        Access::Anonymous => None,
+        Access::Users(users) => Some(users.iter().map(|(name, hash)| (name.to_owned(), Hash::from(hash))).collect()),
+    }
+}
+
+/// What a login was granted: the identity, and the hash its password was verified against
+/// (None for anonymous access). A connection holds it for as long as it is open, and is
+/// closed when the table no longer admits it ([`Authenticator::validate`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    /// Who the connection is.
+    pub identity: Identity,
+    hash: Option<Hash>,
+}
+
+impl Grant {
+    /// A grant under anonymous access.
+    pub fn anonymous() -> Grant {
+        Grant { identity: Identity::Anonymous, hash: None }
+    }
+
+    /// A device's grant for `hash` (tests of the users of grants).
+    #[cfg(test)]
+    pub(crate) fn device(id: &str, hash: &str) -> Grant {
+        Grant { identity: Identity::Device(id.to_owned()), hash: Some(hash.into()) }
+    }
+}
+
+/// What [`Authenticator::replace`] changed, by user name (sorted).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct UsersChange {
+    /// Users now listed that were not.
+    pub added: Vec<String>,
+    /// Users no longer listed.
+    pub removed: Vec<String>,
+    /// Users whose password hash changed.
+    pub changed: Vec<String>,
+    /// `Some(new)` when anonymous access was switched on (true) or off (false).
+    pub anonymous: Option<bool>,
+}
+
+impl UsersChange {
+    /// True when nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty() && self.changed.is_empty() && self.anonymous.is_none()
+    }
+}
+
+/// Checks CONNECT credentials, with a cache and one argon2 verification at a time. The
+/// table can be replaced while the gateway runs ([`Authenticator::replace`], on a reload).
+///
+/// Each cache entry remembers the hash its password was checked against and counts only
+/// while that is the user's hash: a verification that raced a replace can never make a
+/// replaced password pass, nor a refusal under the old hash refuse the new password.
 pub struct Authenticator {
-    /// User name -> PHC hash, built from the config's [`Access`] at start; None = anonymous.
-    users: Option<HashMap<String, String>>,
+    table: RwLock<Table>,
     key: [u8; 32],
-    verified: Mutex<HashSet<[u8; 64]>>,
-    refused: Mutex<HashSet<[u8; 64]>>,
+    verified: Mutex<HashMap<[u8; 64], Hash>>,
+    refused: Mutex<HashMap<[u8; 64], Hash>>,
     one_at_a_time: tokio::sync::Semaphore,
 }
 
 impl fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let users = self.users.as_ref().map(|users| users.keys().collect::<std::collections::BTreeSet<_>>());
+        let table = self.table.read().unwrap_or_else(PoisonError::into_inner);
+        let users = table.as_ref().map(|users| users.keys().cloned().collect::<std::collections::BTreeSet<_>>());
         f.debug_struct("Authenticator").field("users", &users).finish_non_exhaustive()
     }
 }
@@ -89,22 +156,18 @@ impl fmt::Debug for Authenticator {
 impl Authenticator {
     /// An authenticator for `access`, with its own lookup table of the users.
     pub fn new(access: Access) -> Arc<Authenticator> {
-        let users = match &access {
-            Access::Anonymous => None,
-            Access::Users(users) => Some(users.iter().map(|(name, hash)| (name.to_owned(), hash.to_owned())).collect()),
-        };
         Arc::new(Authenticator {
-            users,
+            table: RwLock::new(table_of(&access)),
             key: rand::random(),
-            verified: Mutex::new(HashSet::new()),
-            refused: Mutex::new(HashSet::new()),
+            verified: Mutex::new(HashMap::new()),
+            refused: Mutex::new(HashMap::new()),
             one_at_a_time: tokio::sync::Semaphore::new(1),
         })
     }
 
     /// True when identities are checked (named users).
     pub fn checks_identity(&self) -> bool {
-        self.users.is_some()
+        self.table.read().unwrap_or_else(PoisonError::into_inner).is_some()
     }
 
     fn digest(&self, user: &str, password: &[u8]) -> [u8; 64] {
@@ -123,17 +186,34 @@ impl Authenticator {
         username: Option<&str>,
         password: Option<&[u8]>,
     ) -> Result<Identity, AuthFailure> {
-        let Some(users) = &self.users else { return Ok(Identity::Anonymous) };
+        self.grant(client_id, username, password).await.map(|grant| grant.identity)
+    }
+
+    /// Decides on a CONNECT's credentials; a success says against which hash.
+    pub async fn grant(
+        &self,
+        client_id: &str,
+        username: Option<&str>,
+        password: Option<&[u8]>,
+    ) -> Result<Grant, AuthFailure> {
+        let hash = {
+            let table = self.table.read().unwrap_or_else(PoisonError::into_inner);
+            let Some(users) = &*table else { return Ok(Grant::anonymous()) };
+            let Some(user) = username else { return Err(AuthFailure::Anonymous) };
+            let Some(hash) = users.get(user) else { return Err(AuthFailure::UnknownUser) };
+            hash.clone()
+        };
         let Some(user) = username else { return Err(AuthFailure::Anonymous) };
-        let Some(hash) = users.get(user) else { return Err(AuthFailure::UnknownUser) };
         if client_id != user {
             return Err(AuthFailure::ClientIdMismatch);
         }
         let Some(password) = password else { return Err(AuthFailure::BadPassword) };
+        let granted = || Grant { identity: Identity::Device(user.to_owned()), hash: Some(hash.clone()) };
         let digest = self.digest(user, password);
-        let known = |set: &Mutex<HashSet<[u8; 64]>>| set.lock().is_ok_and(|s| s.contains(&digest));
+        let known =
+            |set: &Mutex<HashMap<[u8; 64], Hash>>| set.lock().is_ok_and(|s| s.get(&digest).is_some_and(|h| *h == hash));
         if known(&self.verified) {
-            return Ok(Identity::Device(user.to_owned()));
+            return Ok(granted());
         }
         if known(&self.refused) {
             return Err(AuthFailure::BadPassword);
@@ -142,25 +222,87 @@ impl Authenticator {
             let _turn = self.one_at_a_time.acquire().await.map_err(|_| AuthFailure::BadPassword)?;
             // A connection that queued behind the same password is answered by the cache.
             if known(&self.verified) {
-                return Ok(Identity::Device(user.to_owned()));
+                return Ok(granted());
             }
-            let hash = hash.clone();
+            let phc = hash.clone();
             let password = password.to_vec();
-            tokio::task::spawn_blocking(move || verify(&hash, &password)).await.unwrap_or(false)
+            tokio::task::spawn_blocking(move || verify(&phc, &password)).await.unwrap_or(false)
         };
         let set = if ok { &self.verified } else { &self.refused };
         if let Ok(mut set) = set.lock() {
             if set.len() >= CACHE_MAX {
                 set.clear();
             }
-            set.insert(digest);
+            set.insert(digest, hash.clone());
         }
         if ok {
-            Ok(Identity::Device(user.to_owned()))
+            Ok(granted())
         } else {
             Err(AuthFailure::BadPassword)
         }
     }
+
+    /// Whether the table now admits a connection granted `grant`: anonymous access admits
+    /// every connection; named users admit a device whose user is listed with the hash it
+    /// was verified against. Err says why not (for the log and the revocation count).
+    pub fn validate(&self, grant: &Grant) -> Result<(), AuthFailure> {
+        let table = self.table.read().unwrap_or_else(PoisonError::into_inner);
+        let Some(users) = &*table else { return Ok(()) };
+        let (Identity::Device(id), Some(hash)) = (&grant.identity, &grant.hash) else {
+            return Err(AuthFailure::Anonymous);
+        };
+        match users.get(id) {
+            None => Err(AuthFailure::UnknownUser),
+            Some(current) if current == hash => Ok(()),
+            Some(_) => Err(AuthFailure::BadPassword),
+        }
+    }
+
+    /// Replaces the table with `access` (a reload), and forgets the cached passwords of
+    /// users removed or whose hash changed. Returns what changed.
+    pub fn replace(&self, access: &Access) -> UsersChange {
+        let new = table_of(access);
+        let change = {
+            let mut table = self.table.write().unwrap_or_else(PoisonError::into_inner);
+            let change = diff(&table, &new);
+            *table = new;
+            change
+        };
+        let table = self.table.read().unwrap_or_else(PoisonError::into_inner);
+        let current: HashSet<&str> = table.iter().flat_map(|users| users.values().map(|h| &**h)).collect();
+        for cache in [&self.verified, &self.refused] {
+            if let Ok(mut cache) = cache.lock() {
+                cache.retain(|_, hash| current.contains(&**hash));
+            }
+        }
+        change
+    }
+
+    /// Cached verifications and refusals (tests).
+    #[cfg(test)]
+    fn cached(&self) -> (usize, usize) {
+        let len = |set: &Mutex<HashMap<[u8; 64], Hash>>| set.lock().map(|s| s.len()).unwrap_or(0);
+        (len(&self.verified), len(&self.refused))
+    }
+}
+
+fn diff(old: &Table, new: &Table) -> UsersChange {
+    let empty = HashMap::new();
+    let (old_users, new_users) = (old.as_ref().unwrap_or(&empty), new.as_ref().unwrap_or(&empty));
+    let mut change =
+        UsersChange { anonymous: (old.is_none() != new.is_none()).then_some(new.is_none()), ..UsersChange::default() };
+    for (name, hash) in new_users {
+        match old_users.get(name) {
+            None => change.added.push(name.clone()),
+            Some(old_hash) if old_hash != hash => change.changed.push(name.clone()),
+            Some(_) => {}
+        }
+    }
+    change.removed = old_users.keys().filter(|name| !new_users.contains_key(*name)).cloned().collect();
+    for list in [&mut change.added, &mut change.removed, &mut change.changed] {
+        list.sort();
+    }
+    change
 }
 
 /// Verifies `password` against a PHC string (argon2, constant time in the password).
@@ -217,5 +359,67 @@ mod tests {
         assert!(users.add("d1", &hash).unwrap_err().contains("twice"));
         assert_eq!(format!("{users:?}"), "{\"d1\"}");
         assert!(verify(&hash, b"pw") && !verify(&hash, b"pw2"));
+    }
+
+    #[tokio::test]
+    async fn a_replaced_table_decides_at_once_and_forgets_the_cache_of_removed_and_changed_users() {
+        let old = users(&[("d1", "pw-1"), ("d2", "pw-2"), ("d3", "pw-3")]);
+        let auth = Authenticator::new(Access::Users(old));
+        let g1 = auth.grant("d1", Some("d1"), Some(b"pw-1")).await.unwrap();
+        let g2 = auth.grant("d2", Some("d2"), Some(b"pw-2")).await.unwrap();
+        let g3 = auth.grant("d3", Some("d3"), Some(b"pw-3")).await.unwrap();
+        assert_eq!(auth.grant("d2", Some("d2"), Some(b"new-pw-2")).await, Err(AuthFailure::BadPassword));
+        assert_eq!(auth.cached(), (3, 1));
+        // d1 stays, d2 gets a new password, d3 goes, d4 comes.
+        let mut new = Users::new();
+        let d1_hash = auth.table.read().unwrap().as_ref().unwrap()["d1"].to_string();
+        new.add("d1", &d1_hash).unwrap();
+        new.add("d2", &hash_password("new-pw-2").unwrap()).unwrap();
+        new.add("d4", &hash_password("pw-4").unwrap()).unwrap();
+        let change = auth.replace(&Access::Users(new));
+        let names = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            change,
+            UsersChange { added: names(&["d4"]), removed: names(&["d3"]), changed: names(&["d2"]), anonymous: None }
+        );
+        assert_eq!(auth.cached(), (1, 0), "only d1's verification is kept");
+        assert_eq!(auth.validate(&g1), Ok(()));
+        assert_eq!(auth.validate(&g2), Err(AuthFailure::BadPassword), "verified against the replaced hash");
+        assert_eq!(auth.validate(&g3), Err(AuthFailure::UnknownUser));
+        assert!(auth.check("d1", Some("d1"), Some(b"pw-1")).await.is_ok());
+        assert_eq!(auth.check("d2", Some("d2"), Some(b"pw-2")).await, Err(AuthFailure::BadPassword));
+        // Refused under the old hash, right under the new one.
+        assert!(auth.check("d2", Some("d2"), Some(b"new-pw-2")).await.is_ok());
+        assert_eq!(auth.check("d3", Some("d3"), Some(b"pw-3")).await, Err(AuthFailure::UnknownUser));
+        assert!(auth.check("d4", Some("d4"), Some(b"pw-4")).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_stale_cache_entry_never_passes_a_replaced_password() {
+        // A verification that raced a replace left its entry under the old hash: it must not count.
+        let auth = Authenticator::new(Access::Users(users(&[("d1", "old")])));
+        auth.check("d1", Some("d1"), Some(b"old")).await.unwrap();
+        let old_entries: Vec<_> = auth.verified.lock().unwrap().drain().collect();
+        auth.replace(&Access::Users(users(&[("d1", "new")])));
+        auth.verified.lock().unwrap().extend(old_entries);
+        assert_eq!(auth.check("d1", Some("d1"), Some(b"old")).await, Err(AuthFailure::BadPassword));
+    }
+
+    #[tokio::test]
+    async fn switching_anonymous_access_on_and_off() {
+        let auth = Authenticator::new(Access::Anonymous);
+        let anonymous = auth.grant("c", None, None).await.unwrap();
+        let change = auth.replace(&Access::Users(users(&[("d1", "pw")])));
+        assert_eq!(change.anonymous, Some(false));
+        assert_eq!(change.added, vec!["d1".to_string()]);
+        assert!(auth.checks_identity());
+        assert_eq!(auth.validate(&anonymous), Err(AuthFailure::Anonymous), "anonymous connections go");
+        assert_eq!(auth.check("c", None, None).await, Err(AuthFailure::Anonymous));
+        let device = auth.grant("d1", Some("d1"), Some(b"pw")).await.unwrap();
+        let change = auth.replace(&Access::Anonymous);
+        assert_eq!((change.anonymous, change.removed), (Some(true), vec!["d1".to_string()]));
+        assert_eq!(auth.validate(&device), Ok(()), "anonymous access admits every connection");
+        assert_eq!(auth.cached(), (0, 0));
+        assert!(auth.replace(&Access::Anonymous).is_empty());
     }
 }

@@ -21,7 +21,7 @@ use rumqttd::protocol::{Packet, Publish};
 use rumqttd::{Broker, Config, ConnectionSettings, Notification, RouterConfig, ServerSettings};
 use tracing::{error, info, warn};
 
-use super::auth::Authenticator;
+use super::control::Live;
 use super::gate::Gate;
 use super::metrics::DeviceMeters;
 use super::{ack_message, DevicesError};
@@ -74,6 +74,8 @@ pub struct Embedded {
     /// The broker behind the gate, for the gateway's own MQTT clients (the command sender):
     /// its loopback address and the token its auth hook wants as the password.
     pub inner: (SocketAddr, std::sync::Arc<str>),
+    /// What its gates share and a reload changes ([`super::control`]).
+    pub live: std::sync::Arc<Live>,
     _broker: JoinHandle<()>,
     /// Ends when the link is lost (the broker died).
     pub ingest_thread: JoinHandle<()>,
@@ -128,24 +130,21 @@ pub fn start(
         );
     }
     let (denied_tx, denied_rx) = mpsc::sync_channel(1024);
-    let auth = Authenticator::new(settings.access.clone());
+    let live = Live::new(settings.access.clone(), settings.max_connections, settings.max_payload.bytes() as usize, tls);
     let inflow = std::sync::Arc::new(super::inflow::Inflow::new(settings.memory.bytes()));
     let clients = std::sync::Arc::new(super::relay::Clients::default());
     let gate_settings = |broker, level| super::gate::Settings {
         broker,
         level,
-        tls: tls.clone(),
-        max_connections: settings.max_connections,
-        max_payload: settings.max_payload.bytes() as usize,
         connect_timeout: CONNECT_TIMEOUT,
         token: token.clone(),
         inflow: inflow.clone(),
         clients: clients.clone(),
     };
-    let gate = Gate::new(gate_settings(inner, 4), auth.clone(), metrics.clone(), denied_tx.clone(), store.clone());
+    let gate = Gate::new(gate_settings(inner, 4), live.clone(), metrics.clone(), denied_tx.clone(), store.clone());
     runtime.spawn(gate.serve(public));
     if let (Some(listener), Some(inner_v5), Some(v5)) = (public_v5, inner_v5, settings.listen_v5) {
-        let gate = Gate::new(gate_settings(inner_v5, 5), auth, metrics, denied_tx, store.clone());
+        let gate = Gate::new(gate_settings(inner_v5, 5), live.clone(), metrics, denied_tx, store.clone());
         runtime.spawn(gate.serve(listener));
         info!(listen = %v5, tls = settings.tls.is_some(), "device listener for MQTT 5");
     }
@@ -154,7 +153,7 @@ pub fn start(
         std::thread::Builder::new().name("device-ingest".into()).spawn(move || drain(link_rx, batcher, &inflow))?;
     std::thread::Builder::new().name("device-acks".into()).spawn(move || publish_acks(link_tx, acks, runtime))?;
     info!(listen = %settings.listen, tls = settings.tls.is_some(), "device listener ready (embedded broker)");
-    Ok(Embedded { listen: settings.listen, inner: (inner, token), _broker: broker_thread, ingest_thread })
+    Ok(Embedded { listen: settings.listen, inner: (inner, token), live, _broker: broker_thread, ingest_thread })
 }
 
 fn broker_config(

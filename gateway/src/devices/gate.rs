@@ -10,7 +10,9 @@
 //!    login are bounded per source address and in all, the oldest idle one evicted to make
 //!    room ([`prelogin`]). The CONNECT is checked ([`login`]: protocol level, credentials
 //!    ([`super::auth`]), will topic); a refusal gets a CONNACK with the MQTT reason code.
-//! 3. `max_connections` is enforced here, with a CONNACK "server unavailable".
+//! 3. `max_connections` is enforced here, with a CONNACK "server unavailable"; the
+//!    connection's place remembers its login, and a reload that revokes it closes the
+//!    connection ([`super::places`]).
 //! 4. The CONNECT goes to rumqttd with its password replaced by a per-process token that
 //!    rumqttd's auth hook demands: the loopback port is useless without the gate.
 //! 5. MQTT 5: the CONNACK advertises `max_payload` as the Maximum Packet Size; a disconnect
@@ -44,9 +46,11 @@ use tokio_rustls::rustls;
 use tracing::warn;
 
 use self::prelogin::{Admitted, Cut, Eviction, Prelogin};
-use super::auth::{Authenticator, Identity};
+use super::auth::Identity;
+use super::control::Live;
 use super::metrics::{ConnectionRefusal, DeviceDisconnect, DeviceMeters};
 use super::mqtt::{self, v5, Next, Refusal};
+use super::places;
 use super::relay::{self, Claim, Clients, Held};
 use crate::config::{files, DeviceTls};
 use crate::pipeline::Denied;
@@ -81,12 +85,6 @@ pub struct Settings {
     /// The MQTT protocol level this listener serves: 4 (3.1.1) or 5; a CONNECT of another
     /// level gets CONNACK 1 ([MQTT-3.1.2-2]).
     pub level: u8,
-    /// TLS for devices (built by [`server_config`]).
-    pub tls: Option<Arc<rustls::ServerConfig>>,
-    /// Most authenticated device connections, all listeners together.
-    pub max_connections: usize,
-    /// Largest packet body from a device.
-    pub max_payload: usize,
     /// Time from accept to a complete CONNECT, TLS handshake included (shortened under
     /// pressure: [`prelogin`]); also the bound of a password check.
     pub connect_timeout: Duration,
@@ -101,18 +99,16 @@ pub struct Settings {
 /// What every connection task shares.
 pub struct Gate {
     settings: Settings,
-    acceptor: Option<tokio_rustls::TlsAcceptor>,
-    auth: Arc<Authenticator>,
+    /// Users, `max_connections`, `max_payload` and TLS: shared by the broker's listeners,
+    /// changed by a reload ([`super::control`]).
+    live: Arc<Live>,
     metrics: DeviceMeters,
     denied: mpsc::SyncSender<Denied>,
     /// The journal, for the read model's connection state of authenticated devices.
     store: crate::store::StoreHandle,
-    sessions: Arc<Semaphore>,
     prelogin: Arc<Prelogin>,
     /// Places for connections in their probation ([`prelogin::MAX_PROBATION`]).
     probation: Arc<Semaphore>,
-    /// The Maximum Packet Size an MQTT 5 CONNACK advertises (`max_payload` and a header).
-    max_packet_size: u32,
     refusal_log: Mutex<RateLimited>,
     denial_log: Mutex<RateLimited>,
     disconnect_log: Mutex<RateLimited>,
@@ -123,20 +119,16 @@ impl Gate {
     /// devices go to the read model in `store`.
     pub fn new(
         settings: Settings,
-        auth: Arc<Authenticator>,
+        live: Arc<Live>,
         metrics: DeviceMeters,
         denied: mpsc::SyncSender<Denied>,
         store: crate::store::StoreHandle,
     ) -> Arc<Gate> {
-        let acceptor = settings.tls.clone().map(tokio_rustls::TlsAcceptor::from);
         Arc::new(Gate {
-            sessions: Arc::new(Semaphore::new(settings.max_connections)),
             prelogin: Prelogin::new(prelogin::Limits::gate(settings.connect_timeout)),
             probation: Arc::new(Semaphore::new(prelogin::MAX_PROBATION)),
-            max_packet_size: v5::max_packet_size(settings.max_payload),
             settings,
-            acceptor,
-            auth,
+            live,
             metrics,
             denied,
             store,
@@ -202,7 +194,7 @@ impl Gate {
             }
         };
         let _ = stream.set_nodelay(true);
-        match &self.acceptor {
+        match self.live.acceptor() {
             // Plain TCP splits into owned halves without a lock between them.
             None => self.session(stream, peer, admitted, TcpStream::into_split).await,
             Some(acceptor) => match admitted.within(acceptor.accept(stream)).await {
@@ -248,7 +240,7 @@ impl Gate {
         if let Err(cut) = admitted.connect_received() {
             return self.cut(cut, peer, ConnectionRefusal::Protocol, "no CONNECT in time");
         }
-        let Some(login) = self.login(&mut client, peer, &buf[frame.body..frame.len]).await else { return };
+        let Some(mut login) = self.login(&mut client, peer, &buf[frame.body..frame.len]).await else { return };
         buf.drain(..frame.len);
         drop(admitted);
         let client_id = login.client_id.as_str();
@@ -304,7 +296,8 @@ impl Gate {
         let mut to_client = match connack {
             // MQTT 5: the gate's own packet limit is the device's to know [MQTT-3.2.2.3.6].
             Some(frame) if level == 5 => {
-                v5::connack_with_max_packet_size(&from_broker[frame.body..frame.len], self.max_packet_size)
+                let max = v5::max_packet_size(login.max_payload);
+                v5::connack_with_max_packet_size(&from_broker[frame.body..frame.len], max)
                     .unwrap_or_else(|_| from_broker[..frame.len].to_vec())
             }
             Some(frame) => from_broker[..frame.len].to_vec(),
@@ -328,7 +321,7 @@ impl Gate {
         }
         // Only an authenticated connection says which device it is (an anonymous client id
         // is not an identity): the read model's `connected` stays unknown for the others.
-        let device = match &login.identity {
+        let device = match &login.grant.identity {
             Identity::Device(id) => Some((self.store.clone(), id.clone())),
             Identity::Anonymous => None,
         };
@@ -342,11 +335,20 @@ impl Gate {
             deliver::downlink(broker_read, client_write, pending, bound, |bytes| self.not_delivered(client_id, bytes));
         tokio::pin!(downlink);
         let mut farewell = uplink::Farewell::default();
-        let relay = Relay { identity: &login.identity, level, client_id, session_expiry: login.v5.session_expiry };
+        let relay = Relay {
+            identity: &login.grant.identity,
+            level,
+            client_id,
+            session_expiry: login.v5.session_expiry,
+            max_payload: login.max_payload,
+        };
         let (ended, device) = tokio::select! {
             ended = self.uplink(client_read, &mut broker_write, buf, &relay, &mut farewell, &mut owed) => (ended, None),
             () = slot.taken_over() => {
                 (Ended::ByGate(DeviceDisconnect::Takeover, "a newer connection with the same client id".into()), None)
+            }
+            why = login.place.revoked() => {
+                (Ended::ByGate(DeviceDisconnect::Revoked, places::revocation_detail(why).into()), None)
             }
             device = &mut downlink => (Ended::Broker, Some(device)),
         };
@@ -370,7 +372,7 @@ impl Gate {
         drop(connected);
         let taken_over = matches!(ended, Ended::ByGate(DeviceDisconnect::Takeover, _));
         self.session_ended(&login, plan, farewell.session_expiry, taken_over).await;
-        drop(login.permit);
+        drop(login.place);
         tracing::debug!(%peer, client_id, ?ended, "device disconnected");
     }
 
@@ -395,7 +397,7 @@ async fn goodbye(device: Option<impl AsyncWrite + Unpin>, level: u8, ended: &End
     let Some(mut device) = device else { return };
     if let (5, Ended::ByGate(reason, why)) = (level, ended) {
         let code = match reason {
-            DeviceDisconnect::Denied => v5::reason::NOT_AUTHORIZED,
+            DeviceDisconnect::Denied | DeviceDisconnect::Revoked => v5::reason::NOT_AUTHORIZED,
             DeviceDisconnect::TooLarge => v5::reason::PACKET_TOO_LARGE,
             DeviceDisconnect::Protocol if why.starts_with("malformed") => v5::reason::MALFORMED,
             DeviceDisconnect::Protocol => v5::reason::PROTOCOL_ERROR,
@@ -423,6 +425,8 @@ struct Relay<'a> {
     client_id: &'a str,
     /// The Session Expiry Interval of its MQTT 5 CONNECT.
     session_expiry: u32,
+    /// `devices.max_payload` when it connected (an MQTT 5 device was told it).
+    max_payload: usize,
 }
 
 /// How a relay ended.

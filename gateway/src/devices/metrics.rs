@@ -83,11 +83,15 @@ pub enum DeviceDisconnect {
     Takeover,
     /// The embedded broker closed it (keep-alive expired, or a protocol error it found).
     Broker,
+    /// A reload no longer admits its login: its user was removed, its password hash
+    /// changed, or anonymous access was turned off.
+    Revoked,
 }
 
 impl DeviceDisconnect {
     /// Every reason, in label order (index = `reason as usize`).
-    pub const ALL: [DeviceDisconnect; 5] = [Self::Denied, Self::TooLarge, Self::Protocol, Self::Takeover, Self::Broker];
+    pub const ALL: [DeviceDisconnect; 6] =
+        [Self::Denied, Self::TooLarge, Self::Protocol, Self::Takeover, Self::Broker, Self::Revoked];
 
     /// The `reason` label value.
     pub fn label(self) -> &'static str {
@@ -97,6 +101,7 @@ impl DeviceDisconnect {
             Self::Protocol => "protocol",
             Self::Takeover => "takeover",
             Self::Broker => "broker",
+            Self::Revoked => "revoked",
         }
     }
 }
@@ -120,7 +125,7 @@ pub struct DeviceMetrics {
     /// Times the gate held a device back because the journal was behind (back-pressure).
     pub backpressure: Counter,
     /// Accepted connections the gateway closed, by [`DeviceDisconnect`].
-    pub disconnects: [Counter; 5],
+    pub disconnects: [Counter; 6],
 }
 
 impl DeviceMetrics {

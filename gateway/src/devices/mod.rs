@@ -9,17 +9,20 @@
 //!   when the message is in its memory, before the journal has it; the device ack above
 //!   closes that gap for firmware that waits for it. Devices reach it only through the
 //!   [`gate`] (TLS, [`auth`], limits, per-device topic rights; [`mqtt`] is its parser;
-//!   [`relay`] ends its relays so that the broker never removes a connection twice).
+//!   [`relay`] ends its relays so that the broker never removes a connection twice). A
+//!   reload changes its users, limits and TLS through [`Control`] ([`control`], [`places`]).
 //! - [`external`]: a client of an existing broker (QoS 1, persistent session, manual acks):
 //!   the broker's message is acknowledged only after the journal committed it.
 
 pub mod auth;
+pub mod control;
 pub mod embedded;
 pub mod external;
 pub mod gate;
 pub mod inflow;
 pub mod metrics;
 pub mod mqtt;
+pub mod places;
 pub mod relay;
 
 use tokio_util::sync::CancellationToken;
@@ -27,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{DevicesConfig, DevicesMode};
 use crate::pipeline::{Running, Source};
 use crate::store::DeviceAck;
+pub use control::Control;
 use metrics::DeviceMeters;
 
 /// Errors starting the device side.
@@ -75,6 +79,8 @@ pub struct Started {
     pub running: Running,
     /// The embedded broker's loopback address and token, for the downlink's device side.
     pub embedded: Option<(std::net::SocketAddr, std::sync::Arc<str>)>,
+    /// Applies a reloaded `[devices]` (docs/architecture.md, "Live reload").
+    pub control: Control,
 }
 
 /// Starts the device side `devices` describes, feeding `source`; the external client
@@ -101,7 +107,11 @@ pub async fn start(
             let started = tokio::task::spawn_blocking(move || embedded::start(settings, source, metrics, runtime))
                 .await
                 .map_err(|e| DevicesError::Broker(e.to_string()))??;
-            Ok(Started { running: Running::Thread(started.ingest_thread), embedded: Some(started.inner) })
+            Ok(Started {
+                running: Running::Thread(started.ingest_thread),
+                embedded: Some(started.inner),
+                control: Control::new(devices, Some(started.live)),
+            })
         }
         DevicesMode::External { url, client_id, security } => {
             let broker = external::Broker {
@@ -113,7 +123,12 @@ pub async fn start(
             Ok(Started {
                 running: Running::Task(tokio::spawn(external::run(broker, source, shutdown))),
                 embedded: None,
+                control: Control::new(devices, None),
             })
         }
     }
 }
+
+#[cfg(test)]
+#[path = "reload_tests.rs"]
+mod reload_tests;

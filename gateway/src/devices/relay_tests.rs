@@ -9,7 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::config::Access;
-use crate::devices::auth::Authenticator;
+use crate::devices::control::Live;
 use crate::devices::gate::{Gate, Settings};
 use crate::devices::inflow::Inflow;
 use crate::devices::metrics::DeviceDisconnect;
@@ -39,16 +39,14 @@ async fn rig() -> Rig {
     let settings = Settings {
         broker: broker.local_addr().unwrap(),
         level: 4,
-        tls: None,
-        max_connections: 10,
-        max_payload: 1024,
         connect_timeout: WAIT,
         token: "token".into(),
         inflow: Arc::new(Inflow::new(1 << 20)),
         clients: Arc::default(),
     };
     let (denied, _) = mpsc::sync_channel(10);
-    let gate = Gate::new(settings, Authenticator::new(Access::Anonymous), metrics.as_ref().into(), denied, handle);
+    let live = Live::new(Access::Anonymous, 10, 1024, None);
+    let gate = Gate::new(settings, live, metrics.as_ref().into(), denied, handle);
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let device_port = listener.local_addr().unwrap().port();
     tokio::spawn(gate.serve(listener));

@@ -28,8 +28,11 @@ use super::{DeviceAck, Done, Incoming, Journal, StoreError};
 use crate::config::{StoreConfig, WhenFull};
 use crate::meter::DropReason;
 
-/// How often retention, vacuum and the oldest-age gauges run.
+/// How often retention, vacuum and the oldest-age gauges run while the journal is written.
 const MAINTENANCE_EVERY: Duration = Duration::from_millis(500);
+/// How often they run when nothing was written since the last pass (an idle gateway: its
+/// CPU at rest is mostly this pass; docs/operations.md, "Sizing").
+const MAINTENANCE_IDLE_EVERY: Duration = Duration::from_secs(5);
 /// Rows deleted per retention statement (keeps each transaction short).
 const RETENTION_CHUNK: i64 = 20_000;
 

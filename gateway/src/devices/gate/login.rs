@@ -5,19 +5,19 @@ use std::net::SocketAddr;
 
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::OwnedSemaphorePermit;
 use tracing::warn;
 
 use super::{may_publish, read_frame, send, Gate};
-use crate::devices::auth::{AuthFailure, Identity};
+use crate::devices::auth::{AuthFailure, Grant, Identity};
 use crate::devices::metrics::ConnectionRefusal;
 use crate::devices::mqtt::{self, v5, Refusal};
+use crate::devices::places::{Place, Refused};
 use crate::devices::relay;
 
 /// A CONNECT the gate accepted, ready for the broker.
 pub(super) struct Login {
-    /// Who the device is.
-    pub identity: Identity,
+    /// Who the device is, and the hash its password was verified against.
+    pub grant: Grant,
     /// Its protocol level.
     pub level: u8,
     /// Its client id.
@@ -26,8 +26,10 @@ pub(super) struct Login {
     pub v5: v5::ConnectProperties,
     /// Clean Session / Clean Start as the device sent it.
     pub clean_start: bool,
-    /// One of `devices.max_connections`.
-    pub permit: OwnedSemaphorePermit,
+    /// One of `devices.max_connections`, revoked when a reload no longer admits the login.
+    pub place: Place,
+    /// `devices.max_payload` when it logged in: the connection keeps it.
+    pub max_payload: usize,
     /// The CONNECT's body, rewritten for the broker once the client id is claimed
     /// ([`Gate::forwarded_connect`]).
     pub body: Vec<u8>,
@@ -87,14 +89,14 @@ impl Gate {
         };
         let level = connect.level;
         // Bounded: behind a storm of argon2 checks, a connection waits at most this long.
-        let check = self.auth.check(connect.client_id, connect.username, connect.password);
+        let check = self.live.auth.grant(connect.client_id, connect.username, connect.password);
         let Ok(checked) = tokio::time::timeout(self.settings.connect_timeout, check).await else {
             self.refuse(ConnectionRefusal::Limit, peer, "password checks are backed up");
             let _ = send(client, &mqtt::connack_refusal(level, Refusal::Busy)).await;
             return None;
         };
-        let identity = match checked {
-            Ok(identity) => identity,
+        let grant = match checked {
+            Ok(grant) => grant,
             Err(failure) => {
                 self.metrics.devices.count_auth_failure(failure);
                 if let Some(suppressed) = self.refusal_log.lock().ok().and_then(|mut log| log.allow()) {
@@ -111,25 +113,39 @@ impl Gate {
                 return None;
             }
         };
-        if let (Identity::Device(id), Some(will)) = (&identity, connect.will_topic) {
+        if let (Identity::Device(id), Some(will)) = (&grant.identity, connect.will_topic) {
             if !may_publish(id, will) {
                 self.refuse(ConnectionRefusal::Acl, peer, &format!("device {id:?} may not have a will on {will:?}"));
                 let _ = send(client, &mqtt::connack_refusal(level, Refusal::NotAuthorized)).await;
                 return None;
             }
         }
-        let Ok(permit) = self.sessions.clone().try_acquire_owned() else {
-            self.refuse(ConnectionRefusal::Limit, peer, "devices.max_connections reached");
-            let _ = send(client, &mqtt::connack_refusal(level, Refusal::Busy)).await;
-            return None;
+        let place = match self.live.places.take(grant.clone(), &self.live.auth) {
+            Ok(place) => place,
+            Err(Refused::Full) => {
+                self.refuse(ConnectionRefusal::Limit, peer, "devices.max_connections reached");
+                let _ = send(client, &mqtt::connack_refusal(level, Refusal::Busy)).await;
+                return None;
+            }
+            // Checked against a users table that a reload replaced meanwhile.
+            Err(Refused::Stale(failure)) => {
+                self.metrics.devices.count_auth_failure(failure);
+                if let Some(suppressed) = self.refusal_log.lock().ok().and_then(|mut log| log.allow()) {
+                    let reason = failure.label();
+                    warn!(%peer, client_id = connect.client_id, reason, suppressed, "device login refused after a reload");
+                }
+                let _ = send(client, &mqtt::connack_refusal(level, Refusal::BadCredentials)).await;
+                return None;
+            }
         };
         Some(Login {
-            identity,
+            grant,
             level,
             client_id: connect.client_id.to_owned(),
             v5: connect.v5,
             clean_start: connect.clean,
-            permit,
+            place,
+            max_payload: self.live.max_payload(),
             body: body.to_vec(),
         })
     }

@@ -32,8 +32,7 @@ impl Gate {
         farewell: &mut Farewell,
         owed: &mut mpsc::UnboundedReceiver<[u8; 4]>,
     ) -> Ended {
-        let Relay { identity, level, client_id, session_expiry } = *relay;
-        let max = self.settings.max_payload;
+        let Relay { identity, level, client_id, session_expiry, max_payload: max } = *relay;
         let inflow = &self.settings.inflow;
         loop {
             let mut ok = 0;

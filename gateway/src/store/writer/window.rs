@@ -30,7 +30,7 @@ use std::time::Instant;
 
 use tracing::{error, info, warn};
 
-use super::{Writer, MAINTENANCE_EVERY};
+use super::{Writer, MAINTENANCE_EVERY, MAINTENANCE_IDLE_EVERY};
 use crate::store::handle::Command;
 use crate::store::Incoming;
 
@@ -54,6 +54,7 @@ impl Writer {
         self.publish_marks(known.iter());
         let window = self.config.commit_window;
         let mut next_maintenance = Instant::now();
+        let mut busy = true;
         let mut pending = Pending::default();
         loop {
             let wake = pending.due.map_or(next_maintenance, |due| due.min(next_maintenance));
@@ -80,8 +81,13 @@ impl Writer {
             let due = pending.due.is_some_and(|due| Instant::now() >= due);
             if pending.now || due || closed || pending.events >= self.config.commit_max_events {
                 let group = std::mem::take(&mut pending);
-                if !group.commands.is_empty() && self.apply(group.commands) {
-                    break;
+                if !group.commands.is_empty() {
+                    // Activity: maintenance (retention, gauges) at its busy pace again.
+                    busy = true;
+                    next_maintenance = next_maintenance.min(Instant::now() + MAINTENANCE_EVERY);
+                    if self.apply(group.commands) {
+                        break;
+                    }
                 }
             }
             if closed {
@@ -92,7 +98,12 @@ impl Writer {
                     self.stop_if_damaged(&err);
                     error!(error = %err, "journal maintenance failed; will retry");
                 }
-                next_maintenance = Instant::now() + MAINTENANCE_EVERY;
+                // Nothing was written since the last pass: nothing it looks at changed but
+                // the clock, so an idle journal is looked at 10x less often (retention of
+                // an idle backlog then acts within MAINTENANCE_IDLE_EVERY).
+                let every = if busy { MAINTENANCE_EVERY } else { MAINTENANCE_IDLE_EVERY };
+                busy = false;
+                next_maintenance = Instant::now() + every;
             }
         }
         if let Err(err) = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
