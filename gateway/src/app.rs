@@ -40,13 +40,16 @@ pub enum RunError {
     /// The HTTP endpoints could not start.
     #[error(transparent)]
     Http(#[from] std::io::Error),
+    /// SIGHUP (reload) could not be watched.
+    #[error("cannot watch SIGHUP: {0}")]
+    Signal(std::io::Error),
 }
 
 /// What `run` needs besides the config: where the config came from (a reload re-reads
 /// it) and how to change the log filter live.
 #[derive(Default)]
 pub struct Options {
-    /// The config file (None: no reload; `SIGHUP` is then ignored).
+    /// The config file (None: no reload; `SIGHUP` is then taken and ignored).
     pub config_path: Option<PathBuf>,
     /// Sets the log filter (`[log].filter`) of the running process: one line saying what
     /// changed, or why it could not.
@@ -59,6 +62,12 @@ pub type LogFilter = Box<dyn Fn(&str) -> Result<String, String> + Send + Sync>;
 /// Runs the gateway until `shutdown` resolves.
 pub async fn run(config: Config, options: Options, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
     let started = Instant::now();
+    // SIGHUP is taken from the first moment: its default action ends the process, and a
+    // `systemctl reload` may come while the stages start. One that comes meanwhile is a
+    // reload right after the start (the file may have changed since it was read). Once
+    // taken, it stays taken for the life of the process (tokio never gives it back), so
+    // without a config path a SIGHUP is ignored.
+    let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).map_err(RunError::Signal)?;
     // The HTTP port is bound first and held until the API serves on it: a taken port is a
     // start-up error before anything runs, and nothing can take it in between.
     let http = config.http.listen.map(|listen| std::net::TcpListener::bind(listen).map_err(|e| http_error(listen, e)));
@@ -68,7 +77,8 @@ pub async fn run(config: Config, options: Options, shutdown: impl Future<Output 
     let (config, remote) = reload::remote::at_start(config, options.config_path.as_deref());
     let metrics = Arc::new(Metrics::of(&config));
     let mut stages = Stages::new();
-    let status = match start(&config, (options, remote), &metrics, started, http, &mut stages).await {
+    let reload = (options, remote, hangup);
+    let status = match start(&config, reload, &metrics, started, http, &mut stages).await {
         Ok(status) => status,
         Err(err) => {
             stages.stop().await;
@@ -88,7 +98,7 @@ pub async fn run(config: Config, options: Options, shutdown: impl Future<Output 
 /// Starts every stage into `stages`, in order; returns the state the API serves.
 async fn start(
     config: &Config,
-    (options, remote): (Options, Option<RemoteDocument>),
+    (options, remote, hangup): (Options, Option<RemoteDocument>, tokio::signal::unix::Signal),
     metrics: &Arc<Metrics>,
     started: Instant,
     http: Option<std::net::TcpListener>,
@@ -130,9 +140,12 @@ async fn start(
     let token = Arc::new(RwLock::new(config.http.token.clone()));
     let reload = match options.config_path {
         Some(path) => {
-            let parts = reload_parts(options.log_filter, token.clone(), device_side.control.clone(), Arc::new(routes));
+            let external = matches!(config.devices.mode, crate::config::DevicesMode::External { .. })
+                .then(|| config.routes.iter().map(|r| r.from.mqtt_filter()).collect());
+            let control = device_side.control.clone();
+            let parts = reload_parts(options.log_filter, token.clone(), control, Arc::new(routes), external);
             let reloader = Reloader::new(path, config, remote.clone(), parts, metrics.reload.clone());
-            let (handle, task) = reload::spawn(reloader, stages.token())?;
+            let (handle, task) = reload::spawn(reloader, hangup, stages.token());
             stages.auxiliary("reload", Running::Task(task));
             if config.remote.enabled {
                 let session = reload::remote::Session {
@@ -142,6 +155,7 @@ async fn start(
                     reload: handle.clone(),
                     store: store.clone(),
                     in_effect: remote,
+                    last_payload: None,
                 };
                 let task = tokio::spawn(reload::remote::run(session, stages.token()));
                 stages.auxiliary("remote config", Running::Task(task));
@@ -180,6 +194,7 @@ fn reload_parts(
     token: Arc<RwLock<Option<Secret>>>,
     devices: devices::Control,
     routes: Arc<RouteControl>,
+    external: Option<Vec<String>>,
 ) -> Vec<Part> {
     let mut parts = devices_parts(devices);
     // Reloads run off the runtime (reload::spawn); the route changes wait on the stages.
@@ -189,13 +204,40 @@ fn reload_parts(
         name: "routes",
         keys: &["routes", "devices.unrouted"],
         apply: Box::new(move |config: &Config| {
-            runtime.block_on(control.apply_routes(&config.routes, config.devices.unrouted))
+            let mut lines = runtime.block_on(control.apply_routes(&config.routes, config.devices.unrouted))?;
+            // A client of an existing broker subscribes at connect (devices/external.rs): a
+            // topic filter no subscription covers gets nothing until the next start.
+            if let Some(subscribed) = &external {
+                let new: Vec<String> = config
+                    .routes
+                    .iter()
+                    .map(|r| r.from.mqtt_filter())
+                    .filter(|f| !subscribed.contains(f))
+                    .collect();
+                if !new.is_empty() {
+                    lines.push(format!(
+                        "routes: NOT subscribed before a restart (the device broker's subscriptions are made at start in \
+                         mode = \"external\"): {}",
+                        new.join(", ")
+                    ));
+                }
+            }
+            Ok(lines)
         }),
     });
     parts.push(Part {
         name: "cloud credentials",
         keys: &["cloud.username", "cloud.password", "cloud.ca_file", "cloud.cert_file", "cloud.key_file"],
-        apply: Box::new(move |config: &Config| Ok(routes.apply_cloud(&config.cloud))),
+        apply: Box::new(move |config: &Config| {
+            let lines = routes.apply_cloud(&config.cloud);
+            // Same paths, new content (a certificate renewed in place): the files are read
+            // at each connection anyway.
+            Ok(if lines.is_empty() {
+                vec!["cloud credentials: the files are read again at the next connection".to_owned()]
+            } else {
+                lines
+            })
+        }),
     });
     if let Some(set_filter) = log_filter {
         parts.push(Part {
@@ -214,6 +256,9 @@ fn reload_parts(
                 None => "http.token: removed; the API no longer wants a token",
             };
             *token.write().unwrap_or_else(PoisonError::into_inner) = new;
+            if let Some(warning) = api::exposure_warning(&config.http) {
+                tracing::warn!("{warning}");
+            }
             Ok(vec![line.to_owned()])
         }),
     });

@@ -45,6 +45,13 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // SIGHUP means "reload the config" (`systemctl reload`); until `run` takes it over, catch
+    // it (a flag nobody reads) rather than let its default action end the process
+    // (docs/operations.md, "Changing the config"). Other subcommands keep ignoring it.
+    if let Err(err) = signal_hook::flag::register(signal_hook::consts::SIGHUP, std::sync::Arc::new(Default::default()))
+    {
+        eprintln!("edge-gateway: cannot catch SIGHUP ({err}); a reload during start-up would stop it");
+    }
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => run::run(args, cli.log_format),

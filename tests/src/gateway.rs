@@ -236,6 +236,11 @@ impl Gateway {
         child.wait().ok()
     }
 
+    /// Whether the process has ended (without waiting).
+    pub fn has_exited(&mut self) -> bool {
+        self.child.as_mut().is_none_or(|child| child.try_wait().ok().flatten().is_some())
+    }
+
     /// Waits for the process to exit by itself.
     pub fn wait(&mut self) -> Option<ExitStatus> {
         self.child.take()?.wait().ok()

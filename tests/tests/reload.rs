@@ -136,3 +136,46 @@ async fn the_log_filter_and_the_token_change_live_and_a_listen_address_is_named_
     publish_all(device, "d1", vec![("devices/d1/events".into(), event_json("d1", 1, 1).into_bytes())]).await.unwrap();
     sub.wait_distinct(1, WAIT);
 }
+
+#[test]
+fn a_sighup_while_the_gateway_starts_is_a_reload_not_the_end_of_it() {
+    let data = tempfile::tempdir().unwrap();
+    let setup = Setup::new(edge_tests::free_port(), data.path());
+    let mut gateway = Gateway::spawn(&setup);
+    let pid = gateway.pid().unwrap().to_string();
+    // `systemctl reload` right after `start` (Type=simple): SIGHUPs throughout the start,
+    // from the moment the process has its own signal dispositions (before that it is still
+    // being exec'd: a window of well under a millisecond no program can close).
+    // Polled without a pause: the whole start takes a few tens of milliseconds.
+    let handled = || {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let mask = |name: &str| {
+            status.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        };
+        (mask("SigIgn:").unwrap_or(0) | mask("SigCgt:").unwrap_or(0)) & 1 == 1
+    };
+    let deadline = std::time::Instant::now() + WAIT;
+    while !handled() {
+        assert!(std::time::Instant::now() < deadline, "SIGHUP never caught");
+    }
+    // Taken before the stages start (it used to be taken only once they all had).
+    assert!(!gateway.log_text().contains("journal open"), "SIGHUP was taken late:\n{}", gateway.log_text());
+    let mut sent = 0;
+    // As fast as `kill` can be run (no pause): every moment of the start gets its SIGHUP.
+    // (The log, not /readyz: the HTTP port is bound at once and answers only when ready.)
+    while !gateway.log_text().contains("gateway ready") {
+        assert!(!gateway.has_exited(), "a SIGHUP during the start ended the gateway:\n{}", gateway.log_text());
+        assert!(std::time::Instant::now() < deadline, "not ready in {WAIT:?}:\n{}", gateway.log_text());
+        assert!(Command::new("kill").args(["-HUP", &pid]).status().unwrap().success());
+        sent += 1;
+    }
+    assert!(sent > 1, "no SIGHUP went out before it was ready");
+    assert!(matches!(http::get(setup.http_port, "/readyz"), Some((200, _))));
+    let outcome = wait_until(WAIT, "the reload after the start", || {
+        let last = gateway.status()["last_reload"].clone();
+        (!last.is_null()).then_some(last)
+    });
+    assert_eq!(outcome["trigger"], "SIGHUP", "{outcome}");
+    assert_eq!(outcome["result"], "applied", "{outcome}");
+    assert!(!gateway.has_exited(), "{}", gateway.log_text());
+}

@@ -5,11 +5,13 @@
 //! - A key path is the one errors use (`cloud.keep_alive`, `devices.auth.users_file`), except
 //!   that a route is named by its `name`, not its position (`routes["telemetry"].to`), so
 //!   that reordering routes is no change and a renamed route is one removed and one added.
-//! - A secret (`*password`, `*token`, a user's password hash) never appears in a value: it
-//!   is kept as a fingerprint keyed with a per-process random key, so a change is seen but
-//!   the value cannot be recovered or guessed from it, and it is shown as `(secret)`.
+//! - A secret (`*password*`, `token*`, a private key file, a user's password hash) never
+//!   appears in a value: it is shown as `(secret)`. Every fingerprint is keyed with a
+//!   per-process random key, so a change is seen but nothing can be learnt or guessed from
+//!   a fingerprint, even one shown.
 //! - A key that names a file (`*_file`) carries a fingerprint of the file's content too:
-//!   a renewed certificate or an edited users file under the same name is a change.
+//!   a renewed certificate or an edited users file under the same name is a change. Only a
+//!   regular file of at most 16 MiB is read.
 //! - The values are what the file says; a key left out is absent (not its default).
 
 use std::collections::BTreeMap;
@@ -93,12 +95,16 @@ impl Settings {
             return;
         }
         let leaf = path.rsplit('.').next().unwrap_or(path);
-        let secret = leaf.ends_with("password") || leaf == "token" || path.starts_with("devices.auth.users.");
-        let setting = if secret {
-            Setting { value: fingerprint(value.to_string().as_bytes(), true), secret }
-        } else if let (true, Some(file)) = (leaf.ends_with("_file"), value.as_str()) {
-            let content = std::fs::read(file).map_or_else(|_| "unreadable".to_owned(), |c| fingerprint(&c, false));
+        let secret = leaf.contains("password")
+            || leaf.starts_with("token")
+            || leaf == "key_file"
+            || leaf == "tls_key_file"
+            || path.starts_with("devices.auth.users.");
+        let setting = if let (true, Some(file)) = (leaf.ends_with("_file"), value.as_str()) {
+            let content = read_regular(file).map_or_else(|| "unreadable".to_owned(), |c| fingerprint(&c));
             Setting { value: format!("{value} (content {content})"), secret }
+        } else if secret {
+            Setting { value: fingerprint(value.to_string().as_bytes()), secret }
         } else {
             Setting { value: value.to_string(), secret }
         };
@@ -131,16 +137,53 @@ impl Settings {
     }
 }
 
-/// A short fingerprint of `bytes`; for a secret, keyed with this process's random key.
-fn fingerprint(bytes: &[u8], secret: bool) -> String {
+/// A short fingerprint of `bytes`, keyed with this process's random key: it tells two
+/// values apart within this process and nothing about the value to anyone else.
+fn fingerprint(bytes: &[u8]) -> String {
     static KEYED: OnceLock<std::collections::hash_map::RandomState> = OnceLock::new();
-    let mut hasher = if secret {
-        KEYED.get_or_init(std::collections::hash_map::RandomState::new).build_hasher()
-    } else {
-        std::collections::hash_map::DefaultHasher::new()
-    };
+    let mut hasher = KEYED.get_or_init(std::collections::hash_map::RandomState::new).build_hasher();
     hasher.write(bytes);
     format!("#{:016x}", hasher.finish())
+}
+
+/// The content of `path` if it is a regular file of at most 16 MiB (a config names
+/// certificates, keys, password and users files; never a device or a pipe to read from).
+fn read_regular(path: &str) -> Option<Vec<u8>> {
+    let meta = std::fs::metadata(path).ok()?;
+    (meta.is_file() && meta.len() <= 16 << 20).then(|| std::fs::read(path).ok()).flatten()
+}
+
+/// The keys of `table` that name something other than a regular file (`check-config
+/// --diff` sends a file the gateway validates, which reads what it names: never a device
+/// or a pipe).
+pub fn irregular_files(table: &toml::Table) -> Vec<String> {
+    let mut found = Vec::new();
+    walk(table, "", &mut |path, value| {
+        if let (true, Some(file)) = (path.ends_with("_file"), value.as_str()) {
+            if std::fs::metadata(file).is_ok_and(|m| !m.is_file()) {
+                found.push(format!("{path}: {file} is not a regular file"));
+            }
+        }
+    });
+    found
+}
+
+fn walk(table: &toml::Table, prefix: &str, visit: &mut impl FnMut(&str, &toml::Value)) {
+    for (key, value) in table {
+        let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+        match value {
+            toml::Value::Table(inner) => walk(inner, &path, visit),
+            toml::Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    match item {
+                        toml::Value::Table(inner) => walk(inner, &format!("{path}[{i}]"), visit),
+                        other => visit(&format!("{path}[{i}]"), other),
+                    }
+                }
+            }
+            other => visit(&path, other),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -190,6 +233,19 @@ mod tests {
         let changes = before.diff(&settings(&text));
         assert_eq!(changes.len(), 1);
         assert_eq!(changes[0].key, "devices.auth.users_file");
+    }
+
+    #[test]
+    fn files_that_hold_secrets_are_shown_as_secret_however_their_content_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("password");
+        std::fs::write(&file, "hunter2").unwrap();
+        let text = format!("[cloud]\npassword_file = {:?}\n", file.display().to_string());
+        let before = settings(&text);
+        std::fs::write(&file, "hunter3").unwrap();
+        let changes = before.diff(&settings(&text));
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].to_string(), "cloud.password_file: changed");
     }
 
     #[test]

@@ -106,6 +106,9 @@ pub struct Reloader {
     remote_sections: Vec<String>,
     /// The cloud's document in effect: merged over the file by every reload.
     remote: Mutex<Option<RemoteDocument>>,
+    /// The file's text as last loaded (at start, or by a reload that validated): what a
+    /// cloud document is merged over.
+    file_text: Mutex<String>,
 }
 
 /// What a reload loads: the file, and the cloud's document over it.
@@ -127,13 +130,16 @@ impl Reloader {
         metrics: Arc<ReloadMetrics>,
     ) -> Reloader {
         Reloader {
-            path,
             running: Mutex::new(config.settings.clone()),
             parts,
             metrics,
             last: Mutex::new(None),
             remote_sections: config.remote.sections.clone(),
             remote: Mutex::new(remote),
+            // The file as the gateway read it moments ago; if it cannot be read now, a cloud
+            // document is refused until a reload reads it.
+            file_text: Mutex::new(std::fs::read_to_string(&path).unwrap_or_default()),
+            path,
         }
     }
 
@@ -142,17 +148,17 @@ impl Reloader {
     }
 
     /// The file's text with `document` merged over it, validated.
-    fn load(&self, text: Option<&str>, document: Option<&RemoteDocument>) -> Result<Config, Vec<String>> {
-        let text = match text {
-            Some(text) => text.to_owned(),
-            None => std::fs::read_to_string(&self.path)
-                .map_err(|e| vec![format!("cannot read {}: {e}", self.path.display())])?,
-        };
+    /// `text` (a config file's) with `document` merged over it, validated.
+    fn load(&self, text: &str, document: Option<&RemoteDocument>) -> Result<Config, Vec<String>> {
+        let merged;
         let text = match document {
-            Some(document) => document.merge(&text, &self.remote_sections)?,
+            Some(document) => {
+                merged = document.merge(text, &self.remote_sections)?;
+                &merged
+            }
             None => text,
         };
-        Config::parse(&text).map_err(|errors| errors.iter().map(ToString::to_string).collect())
+        Config::parse(text).map_err(|errors| errors.iter().map(ToString::to_string).collect())
     }
 
     /// The last reload's outcome (None before the first).
@@ -187,19 +193,32 @@ impl Reloader {
 
     fn run(&self, trigger: &str, source: Source<'_>) -> Outcome {
         let current = self.remote().clone();
-        let candidate = match source {
-            Source::Current => &current,
-            Source::Remote(document) => document,
+        // A reload of the file reads it; a cloud document goes over the file as last
+        // loaded, so that edits not reloaded yet are neither applied nor reported by it.
+        let (text, candidate) = match source {
+            Source::Current => match std::fs::read_to_string(&self.path) {
+                Ok(text) => (text, &current),
+                Err(e) => {
+                    let error = format!("cannot read {}: {e}", self.path.display());
+                    return self.finish(self.refused(trigger, vec![error]));
+                }
+            },
+            Source::Remote(document) => (self.file_text().clone(), document),
         };
-        let outcome = match self.load(None, candidate.as_ref()) {
+        let outcome = match self.load(&text, candidate.as_ref()) {
             Ok(config) => {
                 let outcome = self.apply(&config, trigger, candidate);
                 *self.remote() = candidate.clone();
+                *self.file_text() = text;
                 outcome
             }
             Err(errors) => self.refused(trigger, errors),
         };
         self.finish(outcome)
+    }
+
+    fn file_text(&self) -> std::sync::MutexGuard<'_, String> {
+        self.file_text.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn refused(&self, trigger: &str, errors: Vec<String>) -> Outcome {
@@ -279,8 +298,14 @@ impl Reloader {
     /// What reloading `text` would do, without doing it (`check-config --diff`): the
     /// cloud's document in effect is merged over it, as a reload would.
     pub fn preview(&self, text: &str) -> Preview {
+        if let Ok(table) = text.parse::<toml::Table>() {
+            let irregular = crate::config::settings::irregular_files(&table);
+            if !irregular.is_empty() {
+                return Preview { errors: irregular, changes: Vec::new() };
+            }
+        }
         let current = self.remote().clone();
-        match self.load(Some(text), current.as_ref()) {
+        match self.load(text, current.as_ref()) {
             Err(errors) => Preview { errors, changes: Vec::new() },
             Ok(config) => {
                 let running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
@@ -337,14 +362,14 @@ impl Handle {
     }
 }
 
-/// Starts the reload task: reloads on `SIGHUP`, [`Handle::reload`] and
+/// Starts the reload task: reloads on `SIGHUP` (`hangup`, taken by the caller as early as
+/// it can), [`Handle::reload`] and
 /// [`Handle::apply_remote`], one at a time, until `stop`. Answers the handle.
 pub fn spawn(
     reloader: Reloader,
+    mut hangup: tokio::signal::unix::Signal,
     stop: tokio_util::sync::CancellationToken,
-) -> std::io::Result<(Handle, tokio::task::JoinHandle<()>)> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut hangup = signal(SignalKind::hangup())?;
+) -> (Handle, tokio::task::JoinHandle<()>) {
     let reloader = Arc::new(reloader);
     let (requests, mut queue) = tokio::sync::mpsc::channel::<Request>(8);
     let task_reloader = reloader.clone();
@@ -374,7 +399,7 @@ pub fn spawn(
             }
         }
     });
-    Ok((Handle { reloader, requests }, task))
+    (Handle { reloader, requests }, task)
 }
 
 #[cfg(test)]

@@ -12,8 +12,11 @@
 //!   replaced; a document that names any other section is refused whole.
 //! - A document that was applied is kept in the journal before its status is published,
 //!   so a restart with the cloud down runs it again ([`at_start`]).
-//! - The retained document is delivered again on every connection: one that is the same
-//!   text as the last one handled is not applied or reported again.
+//! - The retained document is delivered again on every connection: the same payload as the
+//!   last one handled (applied or refused), or the document in effect, is not applied or
+//!   reported again.
+//! - Only a document applied whole is kept in the journal; the config session uses `[cloud]`
+//!   as it was at start (credentials changed by a reload reach it at the next restart).
 
 use std::path::Path;
 use std::time::Duration;
@@ -77,6 +80,8 @@ pub struct Session {
     pub store: StoreHandle,
     /// The document in effect at start (not applied again when the cloud repeats it).
     pub in_effect: Option<RemoteDocument>,
+    /// The last payload handled, applied or not (not handled again when it comes again).
+    pub last_payload: Option<Vec<u8>>,
 }
 
 /// Runs the session until `shutdown`, reconnecting with a doubling delay.
@@ -150,9 +155,15 @@ impl Session {
         (end, connected)
     }
 
-    /// Applies a document (unless it is the one in effect); the outcome to report, and the
-    /// version of the document received (None: unreadable, or cleared).
+    /// Applies a document (unless it is the one in effect, or the same payload as the last
+    /// one handled: the broker delivers the retained document again on every connection);
+    /// the outcome to report, and the version of the document received (None: unreadable,
+    /// or cleared).
     async fn take(&mut self, payload: &[u8]) -> Option<(Outcome, Option<String>)> {
+        if self.last_payload.as_deref() == Some(payload) {
+            return None;
+        }
+        self.last_payload = Some(payload.to_vec());
         let document = if payload.is_empty() { Ok(None) } else { RemoteDocument::parse(payload).map(Some) };
         let received = document.as_ref().ok().and_then(|d| d.as_ref().map(|d| d.version.clone()));
         if let Ok(document) = &document {
@@ -161,7 +172,9 @@ impl Session {
             }
         }
         let outcome = self.reload.apply_remote(document.clone()).await?;
-        if outcome.result != super::ReloadResult::Refused {
+        // Only a document applied whole is kept: a failed part leaves the one before as what
+        // a restart runs (the status says `failed` and names the part).
+        if outcome.result == super::ReloadResult::Applied {
             let document = document.ok().flatten();
             if let Err(err) = self.store.remember_remote_config(document.clone()).await {
                 warn!(error = %err, "cannot keep the cloud's config document in the journal; a restart runs the file alone");

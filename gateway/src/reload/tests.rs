@@ -163,3 +163,24 @@ fn a_cloud_document_outside_the_allowed_sections_or_unreadable_is_refused_and_ch
     assert_eq!(rig.log_calls.load(Ordering::Relaxed), 1, "only v1 was applied");
     assert_eq!(rig.metrics.reloads[ReloadResult::Refused as usize].get(), 2);
 }
+
+#[test]
+fn a_cloud_document_goes_over_the_file_as_last_loaded_not_over_edits_not_reloaded_yet() {
+    let rig = rig_remote();
+    edit(&rig, "listen = \"127.0.0.1:9464\"", "listen = \"127.0.0.1:9999\"");
+    let document = RemoteDocument::parse(b"version = \"v1\"\n[log]\nfilter = \"debug\"\n").unwrap();
+    let outcome = rig.reloader.apply_remote(Ok(Some(document)));
+    assert_eq!(outcome.result, ReloadResult::Applied, "{outcome:?}");
+    assert!(outcome.needs_restart.is_empty(), "the file's edit leaked into a cloud reload: {outcome:?}");
+    // The next reload of the file is what reads the edit.
+    let reload = rig.reloader.reload("SIGHUP");
+    assert_eq!(reload.needs_restart, vec!["http.listen".to_owned()], "{reload:?}");
+}
+
+#[test]
+fn a_preview_never_reads_a_device_or_a_pipe() {
+    let rig = rig(false);
+    let text = std::fs::read_to_string(&rig.path).unwrap() + "[cloud]\npassword_file = \"/dev/zero\"\n";
+    let preview = rig.reloader.preview(&text);
+    assert_eq!(preview.errors, vec!["cloud.password_file: /dev/zero is not a regular file".to_owned()]);
+}

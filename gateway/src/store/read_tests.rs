@@ -9,8 +9,12 @@ use crate::config::{ByteSize, StoreConfig, WhenFull};
 use crate::metrics::{DropReason, Metrics};
 use std::path::Path;
 
+/// The tests' events are received in 1970 (`received_ms` 1000, 2000...): a century of
+/// `max_age`, or the writer's maintenance pass could expire them between their commit and
+/// the read that checks them (it did, once in ~100 runs under load).
 fn config(keep_forwarded: Option<Duration>) -> StoreConfig {
-    StoreConfig { keep_forwarded, ..super::test_config::store_config() }
+    let max_age = Duration::from_secs(100 * 365 * 86_400);
+    StoreConfig { keep_forwarded, max_age, ..super::test_config::store_config() }
 }
 
 /// A real event (postcard, as ingest stores it).
