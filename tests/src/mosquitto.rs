@@ -39,6 +39,22 @@ impl Mosquitto {
         broker
     }
 
+    /// One whose plain listener (`port`, for the test's subscriber) stays anonymous and
+    /// whose second listener, on the returned port, wants `user` with `password`.
+    pub fn start_with_user(user: &str, password: &str) -> (Mosquitto, u16) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let passwords = dir.path().join("passwords");
+        let made = Command::new("mosquitto_passwd").arg("-c").arg("-b").arg(&passwords).args([user, password]).status();
+        assert!(made.expect("mosquitto_passwd").success(), "mosquitto_passwd failed");
+        let secured = free_port();
+        let extra =
+            format!("listener {secured} 127.0.0.1\nallow_anonymous false\npassword_file {}\n", passwords.display());
+        let head = "per_listener_settings true".to_owned();
+        let mut broker = Mosquitto { port: free_port(), child: None, dir, head, extra };
+        broker.restart();
+        (broker, secured)
+    }
+
     /// Not running yet: a port reserved for a cloud that is down at first.
     pub fn down() -> Mosquitto {
         let dir = tempfile::tempdir().expect("temp dir");

@@ -163,19 +163,7 @@ async fn a_route_added_and_one_removed_by_sighup_while_devices_publish_lose_noth
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_cloud_password_is_used_from_the_next_connection_after_sighup() {
     let dir = tempfile::tempdir().unwrap();
-    let passwords = dir.path().join("passwords");
-    let made = std::process::Command::new("mosquitto_passwd")
-        .arg("-c")
-        .arg("-b")
-        .arg(&passwords)
-        .args(["gw", "the-right-one"])
-        .status();
-    assert!(made.unwrap().success(), "mosquitto_passwd failed");
-    // Per-listener security: the plain listener (the test's subscriber) stays anonymous.
-    let secured = edge_tests::free_port();
-    let listener =
-        format!("listener {secured} 127.0.0.1\nallow_anonymous false\npassword_file {}\n", passwords.display());
-    let cloud = Mosquitto::start_with(edge_tests::free_port(), "per_listener_settings true", &listener);
+    let (cloud, secured) = Mosquitto::start_with_user("gw", "the-right-one");
     let sub = CloudSubscriber::connect(cloud.port).await;
     let mut setup = Setup::new(cloud.port, dir.path());
     setup.cloud_url = format!("mqtt://127.0.0.1:{secured}");

@@ -57,31 +57,57 @@ fn ingest_thread(ingest: Ingest, store: edge_gateway::store::StoreHandle) -> std
     tx
 }
 
+/// The journal, the forwarder and ingest on its thread, started from `config` with the
+/// route control a reload would use.
+struct Pipeline {
+    metrics: Arc<Metrics>,
+    handle: edge_gateway::store::StoreHandle,
+    control: RouteControl,
+    device: std_mpsc::Sender<(String, Vec<u8>)>,
+    stop: CancellationToken,
+    forwarder: tokio::task::JoinHandle<()>,
+    writer: edge_gateway::store::WriterGuard,
+}
+
+impl Pipeline {
+    fn start(dir: &std::path::Path, config: &Config) -> Pipeline {
+        let metrics = Arc::new(Metrics::of(config));
+        let Store { handle, opened, writer } =
+            Journal::new(dir).open(&config.store, &RouteSpec::of(config), metrics.clone(), None).unwrap();
+        let (control, wiring) =
+            RouteControl::new(handle.clone(), &config.routes, &config.cloud, metrics.as_ref().into());
+        let stop = CancellationToken::new();
+        let setup = forward::Setup {
+            gateway_id: "gw".into(),
+            cloud: config.cloud.clone(),
+            routes: config.routes.clone(),
+            last_batch: opened.last_batch.clone(),
+            store: handle.clone(),
+            metrics: metrics.as_ref().into(),
+            changes: wiring.forwarder,
+            security: wiring.security,
+        };
+        let forwarder = tokio::spawn(forward::run(setup, stop.clone()));
+        let ingest = Ingest::new(config.routes.clone(), metrics.clone(), Vec::new(), 1).with_updates(wiring.ingest);
+        let device = ingest_thread(ingest, handle.clone());
+        Pipeline { metrics, handle, control, device, stop, forwarder, writer }
+    }
+
+    async fn stop(self) {
+        drop(self.device);
+        self.stop.cancel();
+        self.forwarder.await.unwrap();
+        self.writer.join();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_forwarder_sends_a_route_added_live_stops_a_removed_one_and_resumes_it_with_its_kept_rows() {
     let cloud = Mosquitto::start();
     let sub = CloudSubscriber::connect(cloud.port).await;
     let dir = tempfile::tempdir().unwrap();
-    let start = config(cloud.port, false, "20ms");
-    let metrics = Arc::new(Metrics::of(&start));
-    let store_config = start.store.clone();
-    let Store { handle, opened, writer } =
-        Journal::new(dir.path()).open(&store_config, &RouteSpec::of(&start), metrics.clone(), None).unwrap();
-    let (control, wiring) = RouteControl::new(handle.clone(), &start.routes, &start.cloud, metrics.as_ref().into());
-    let stop = CancellationToken::new();
-    let setup = forward::Setup {
-        gateway_id: "gw".into(),
-        cloud: start.cloud.clone(),
-        routes: start.routes.clone(),
-        last_batch: opened.last_batch.clone(),
-        store: handle.clone(),
-        metrics: metrics.as_ref().into(),
-        changes: wiring.forwarder,
-        security: wiring.security,
-    };
-    let forwarder = tokio::spawn(forward::run(setup, stop.clone()));
-    let ingest = Ingest::new(start.routes.clone(), metrics.clone(), Vec::new(), 1).with_updates(wiring.ingest);
-    let device = ingest_thread(ingest, handle.clone());
+    let pipeline = Pipeline::start(dir.path(), &config(cloud.port, false, "20ms"));
+    let Pipeline { metrics, handle, control, device, .. } = &pipeline;
     let publish = |first: u32, count: u32| {
         for event in device_events("d1", first, count) {
             device.send(event).unwrap();
@@ -127,29 +153,13 @@ async fn the_forwarder_sends_a_route_added_live_stops_a_removed_one_and_resumes_
     publish(61, 10);
     carried("b", seqs(&mut (21..=50).chain(61..=70)));
     carried("a", seqs(&mut (1..=70)));
-
-    drop(device);
-    stop.cancel();
-    forwarder.await.unwrap();
-    writer.join();
+    pipeline.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_cloud_credentials_are_used_from_the_next_connection_without_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let passwords = dir.path().join("passwords");
-    let made = std::process::Command::new("mosquitto_passwd")
-        .arg("-c")
-        .arg("-b")
-        .arg(&passwords)
-        .args(["gw", "the-right-one"])
-        .status();
-    assert!(made.unwrap().success(), "mosquitto_passwd failed");
-    // Per-listener security: the plain listener (the test's subscriber) stays anonymous.
-    let secured = edge_tests::free_port();
-    let listener =
-        format!("listener {secured} 127.0.0.1\nallow_anonymous false\npassword_file {}\n", passwords.display());
-    let cloud = Mosquitto::start_with(edge_tests::free_port(), "per_listener_settings true", &listener);
+    let (cloud, secured) = Mosquitto::start_with_user("gw", "the-right-one");
     let sub = CloudSubscriber::connect(cloud.port).await;
     let with_password = |password: &str| {
         let text = format!(
@@ -161,23 +171,8 @@ async fn new_cloud_credentials_are_used_from_the_next_connection_without_a_resta
         Config::parse(&text).unwrap()
     };
     let wrong = with_password("a-wrong-one");
-    let metrics = Arc::new(Metrics::of(&wrong));
-    let Store { handle, opened, writer } =
-        Journal::new(dir.path()).open(&wrong.store, &RouteSpec::of(&wrong), metrics.clone(), None).unwrap();
-    let (control, wiring) = RouteControl::new(handle.clone(), &wrong.routes, &wrong.cloud, metrics.as_ref().into());
-    let stop = CancellationToken::new();
-    let setup = forward::Setup {
-        gateway_id: "gw".into(),
-        cloud: wrong.cloud.clone(),
-        routes: wrong.routes.clone(),
-        last_batch: opened.last_batch.clone(),
-        store: handle.clone(),
-        metrics: metrics.as_ref().into(),
-        changes: wiring.forwarder,
-        security: wiring.security,
-    };
-    let forwarder = tokio::spawn(forward::run(setup, stop.clone()));
-    let device = ingest_thread(Ingest::new(wrong.routes.clone(), metrics.clone(), Vec::new(), 1), handle.clone());
+    let pipeline = Pipeline::start(dir.path(), &wrong);
+    let Pipeline { metrics, handle, control, device, .. } = &pipeline;
     for event in device_events("d1", 1, 10) {
         device.send(event).unwrap();
     }
@@ -193,9 +188,5 @@ async fn new_cloud_credentials_are_used_from_the_next_connection_without_a_resta
     assert_eq!(lines, vec!["cloud credentials: used from the next connection"]);
     let got = sub.wait_distinct(10, WAIT);
     assert_eq!(got.of_route("a").len(), 10);
-
-    drop(device);
-    stop.cancel();
-    forwarder.await.unwrap();
-    writer.join();
+    pipeline.stop().await;
 }

@@ -217,6 +217,16 @@ pub struct Batch {
     pub max_delay: Option<RawUnit>,
 }
 
+/// `[remote_config]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteConfig {
+    pub enabled: Option<bool>,
+    pub topic: Option<String>,
+    pub sections: Option<Vec<String>>,
+    pub client_id: Option<String>,
+}
+
 /// The sections a config file may hold.
 pub const SECTIONS: [&str; 9] =
     ["gateway", "devices", "store", "cloud", "http", "log", "routes", "commands", "remote_config"];

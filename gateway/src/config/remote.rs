@@ -1,28 +1,16 @@
 //! `[remote_config]`: configuration from the cloud (off by default; the `remote` stage uses
 //! it). The section says whether the gateway takes a config document from a retained
 //! message on its cloud topic, and which sections of the file that document may replace.
-//! Parsed on its own from the raw TOML section; errors carry their key path
+//! Validated with the other sections (`validate/remote.rs`); errors carry their key path
 //! (`remote_config.sections[1]: ...`).
 //!
 //! Invariant: only [`MANAGEABLE`] sections can ever be managed remotely; credentials,
 //! listen addresses, the journal and this section itself never are, whatever the file says.
 
-use serde::Deserialize;
-
 /// Sections a remote document may replace, if the local file allows them.
 pub const MANAGEABLE: [&str; 2] = ["routes", "log"];
 /// The default topic of the document (retained).
 pub const DEFAULT_TOPIC: &str = "gateways/{gateway}/config";
-
-/// `[remote_config]` as written.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Raw {
-    enabled: Option<bool>,
-    topic: Option<String>,
-    sections: Option<Vec<String>>,
-    client_id: Option<String>,
-}
 
 /// The validated `[remote_config]` section.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,64 +25,6 @@ pub struct RemoteConfig {
     pub sections: Vec<String>,
     /// Client id of the config session on the cloud broker.
     pub client_id: String,
-}
-
-/// Validates `[remote_config]`; returns the section and every error as `(key path, message)`.
-pub fn validate(
-    value: Option<toml::Value>,
-    gateway_id: &str,
-    cloud_client_id: &str,
-) -> (RemoteConfig, Vec<(String, String)>) {
-    let mut errors = Vec::new();
-    let raw: Raw = match value.map(serde_path_to_error::deserialize::<_, Raw>) {
-        None => Raw::default(),
-        Some(Ok(raw)) => raw,
-        Some(Err(err)) => {
-            let inner = err.path().to_string();
-            let path = if inner == "." || inner.is_empty() {
-                "remote_config".into()
-            } else {
-                format!("remote_config.{inner}")
-            };
-            errors.push((path, err.into_inner().message().to_owned()));
-            Raw::default()
-        }
-    };
-    let topic = raw.topic.unwrap_or_else(|| DEFAULT_TOPIC.into()).replace("{gateway}", gateway_id);
-    if topic.is_empty() || topic.contains(['+', '#', '{', '}']) || topic.split('/').any(str::is_empty) {
-        errors.push((
-            "remote_config.topic".into(),
-            format!("expected a topic without wildcards, like \"{DEFAULT_TOPIC}\", found {topic:?}"),
-        ));
-    }
-    let sections = raw.sections.unwrap_or_else(|| vec!["routes".into()]);
-    for (i, section) in sections.iter().enumerate() {
-        if !MANAGEABLE.contains(&section.as_str()) {
-            errors.push((
-                format!("remote_config.sections[{i}]"),
-                format!(
-                    "{section:?} cannot be managed remotely; expected one of {} (credentials, listen addresses, the \
-                     journal and remote_config itself never are)",
-                    MANAGEABLE.join(", ")
-                ),
-            ));
-        }
-    }
-    // A derived id is as valid as cloud.client_id, whose own check reports it otherwise.
-    let explicit = raw.client_id.is_some();
-    let client_id = raw.client_id.unwrap_or_else(|| format!("{cloud_client_id}-config"));
-    if explicit
-        && (client_id.is_empty()
-            || client_id.len() > 64
-            || !client_id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c)))
-    {
-        errors.push((
-            "remote_config.client_id".into(),
-            format!("expected 1-64 characters of A-Z a-z 0-9 - _ . :, found {client_id:?}"),
-        ));
-    }
-    let status_topic = format!("{topic}/status");
-    (RemoteConfig { enabled: raw.enabled.unwrap_or(false), topic, status_topic, sections, client_id }, errors)
 }
 
 /// A config document from the cloud: TOML with an optional top-level `version` and the
@@ -151,16 +81,6 @@ impl RemoteDocument {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_manageable_sections_may_be_allowed() {
-        let value: toml::Value = toml::from_str("enabled = true\nsections = [\"routes\", \"cloud\"]").unwrap();
-        let (config, errors) = validate(Some(value), "gw-01", "gw-01");
-        assert_eq!(config.topic, "gateways/gw-01/config");
-        assert_eq!(config.status_topic, "gateways/gw-01/config/status");
-        assert_eq!(errors.len(), 1, "{errors:?}");
-        assert_eq!(errors[0].0, "remote_config.sections[1]");
-    }
 
     #[test]
     fn a_document_replaces_allowed_sections_only_and_is_refused_whole_otherwise() {

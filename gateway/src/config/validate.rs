@@ -184,10 +184,7 @@ pub(super) fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
     for (path, message) in command_errors {
         errors.push(path, message);
     }
-    let (remote, remote_errors) = remote::validate(table.remove("remote_config"), &gateway.id, &cloud.client_id);
-    for (path, message) in remote_errors {
-        errors.push(path, message);
-    }
+    let remote = remote::validate_remote(&mut errors, table.remove("remote_config"), &gateway.id, &cloud.client_id);
     let filter = log.filter.unwrap_or_else(|| DEFAULT_LOG_FILTER.into());
     if let Err(err) = tracing_subscriber::EnvFilter::try_new(&filter) {
         errors.push(
@@ -284,6 +281,7 @@ fn validate_store(errors: &mut Errors, raw: raw::Store) -> StoreConfig {
 
 mod devices;
 mod links;
+mod remote;
 mod routes;
 
 #[cfg(test)]
