@@ -6,9 +6,10 @@
 //! only the gate knows. rumqttd cannot be stopped and only logs a port already in use, so:
 //! the device ports are bound by the gateway itself (a clear error instead of silently
 //! sharing another broker), the broker runs on its own thread for the life of the process,
-//! and readiness is probed with a real MQTT CONNECT. Its in-process link is QoS 0 and skips a reader that falls behind its
-//! in-memory segments, so the link thread does nothing but decode and hand over: the store
-//! commits far faster than rumqttd can accept publishes (see BENCHMARKS.md).
+//! and readiness is probed with a real MQTT CONNECT. Named devices' event publishes do not
+//! pass rumqttd at all: the gate hands them to the ingest thread itself; the in-process link
+//! (QoS 0; rumqttd skips a reader that falls behind its in-memory segments) brings the rest,
+//! and its thread does nothing but decode and queue ([`super::arrivals`]).
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
@@ -16,9 +17,9 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use rumqttd::local::{LinkError, LinkRx, LinkTx};
+use rumqttd::local::LinkTx;
 use rumqttd::protocol::{Packet, Publish};
-use rumqttd::{Broker, Config, ConnectionSettings, Notification, RouterConfig, ServerSettings};
+use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings};
 use tracing::{error, info, warn};
 
 use super::control::Live;
@@ -133,6 +134,7 @@ pub fn start(
     let live = Live::new(settings.access.clone(), settings.max_connections, settings.max_payload.bytes() as usize, tls);
     let inflow = std::sync::Arc::new(super::inflow::Inflow::new(settings.memory.bytes()));
     let clients = std::sync::Arc::new(super::relay::Clients::default());
+    let (queue, arrivals) = mpsc::channel();
     let gate_settings = |broker, level| super::gate::Settings {
         broker,
         level,
@@ -140,6 +142,7 @@ pub fn start(
         token: token.clone(),
         inflow: inflow.clone(),
         clients: clients.clone(),
+        queue: queue.clone(),
     };
     let gate = Gate::new(gate_settings(inner, 4), live.clone(), metrics.clone(), denied_tx.clone(), store.clone());
     runtime.spawn(gate.serve(public));
@@ -149,8 +152,12 @@ pub fn start(
         info!(listen = %v5, tls = settings.tls.is_some(), "device listener for MQTT 5");
     }
     let batcher = Batcher::new(ingest, store, replays).with_denied(denied_rx).bounded();
-    let ingest_thread =
-        std::thread::Builder::new().name("device-ingest".into()).spawn(move || drain(link_rx, batcher, &inflow))?;
+    let ingest_thread = std::thread::Builder::new()
+        .name("device-ingest".into())
+        .spawn(move || super::arrivals::take(arrivals, batcher, &inflow))?;
+    std::thread::Builder::new()
+        .name("device-link".into())
+        .spawn(move || super::arrivals::follow_link(link_rx, queue))?;
     std::thread::Builder::new().name("device-acks".into()).spawn(move || publish_acks(link_tx, acks, runtime))?;
     info!(listen = %settings.listen, tls = settings.tls.is_some(), "device listener ready (embedded broker)");
     Ok(Embedded { listen: settings.listen, inner: (inner, token), live, _broker: broker_thread, ingest_thread })
@@ -237,76 +244,6 @@ fn wait_until_listening(target: SocketAddr, token: &str, level: u8) -> Result<()
         std::thread::sleep(Duration::from_millis(20));
     }
     Err(DevicesError::Broker(format!("no MQTT answer on {target} within 10 s ({last_error})")))
-}
-
-/// The ingest thread: takes everything the link has, hands it to the store in groups.
-fn drain(mut link_rx: LinkRx, mut batcher: Batcher, inflow: &super::inflow::Inflow) {
-    // rumqttd numbers the messages of a filter's log consecutively; a gap between two
-    // forwards is messages it overwrote before we read them (it skips a slow reader).
-    let mut last_offset: Option<u64> = None;
-    let mut overruns = crate::util::RateLimited::new(Duration::from_secs(10));
-    // A deadline already past: "take what is there, do not wait", without reading the
-    // clock once per publish.
-    let past = Instant::now();
-    loop {
-        // Drain without waiting while a group is pending; otherwise wait up to a tick.
-        let deadline = if batcher.has_pending() { past } else { Instant::now() + crate::pipeline::TICK };
-        let next = link_rx.recv_deadline(deadline);
-        match next {
-            Ok(Some(Notification::Forward(forward))) => {
-                if let Some((_, offset)) = forward.cursor {
-                    if let Some(lost) = last_offset.and_then(|last| offset.checked_sub(last + 1)).filter(|n| *n > 0) {
-                        batcher.overrun(lost);
-                        if let Some(suppressed) = overruns.allow() {
-                            error!(
-                                lost,
-                                suppressed,
-                                "the device broker overwrote publishes before the gateway could take them \
-                                 (a burst beyond devices.broker_memory); counted as dropped, reason overrun"
-                            );
-                        }
-                    }
-                    last_offset = Some(offset);
-                }
-                let Ok(topic) = std::str::from_utf8(&forward.publish.topic) else {
-                    warn!("device publish with a topic that is not UTF-8 ignored");
-                    inflow.taken(1);
-                    continue;
-                };
-                if super::inflow::through_gate(topic) {
-                    inflow.taken(1);
-                }
-                if super::is_gateway_to_device(topic) {
-                    continue;
-                }
-                if batcher.push(topic, &forward.publish.payload, None).is_err() {
-                    break;
-                }
-            }
-            Ok(Some(Notification::Unschedule)) => {
-                if link_rx.ready().is_err() {
-                    break;
-                }
-            }
-            Ok(_) => {}
-            Err(LinkError::RecvTimeout(_)) => {
-                let idle = !batcher.has_pending();
-                if idle && deadline > past {
-                    // A whole tick without a publish: nothing waits in the broker.
-                    inflow.idle();
-                }
-                let result = if idle { batcher.tick() } else { batcher.flush() };
-                if result.is_err() {
-                    break;
-                }
-            }
-            Err(err) => {
-                error!(error = %err, "lost the link to the embedded broker; no more device events will be taken");
-                break;
-            }
-        }
-    }
-    let _ = batcher.flush();
 }
 
 /// Publishes each device's committed mark, retained, so a reconnecting device learns it.

@@ -25,6 +25,8 @@
 //!    filter one of its own `devices/{id}/ack`, `devices/{id}/commands[/...]`; a refused
 //!    publish becomes a dead letter with the reason, and the device is disconnected (MQTT
 //!    3.1.1 §3.3.5 allows nothing else: a refused PUBLISH cannot be reported to the client).
+//! 7. A named device's QoS 0 and 1 event publishes are not relayed: the gate queues them for
+//!    ingest and sends their PUBACKs itself ([`super::arrivals`]; [`uplink`], [`deliver`]).
 //!
 //! Invariant: `edge_gateway_devices_connected` counts connections that rumqttd accepted
 //! (its CONNACK said success) and whose relay still runs; it goes down when either side
@@ -36,6 +38,7 @@ pub mod prelogin;
 mod uplink;
 
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicU32;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
@@ -94,6 +97,9 @@ pub struct Settings {
     pub inflow: Arc<super::inflow::Inflow>,
     /// The relays by client id, shared by every listener of the broker ([`relay`]).
     pub clients: Arc<Clients>,
+    /// The ingest thread's queue, for the publishes the gate takes itself
+    /// ([`super::arrivals`]).
+    pub queue: super::arrivals::Queue,
 }
 
 /// What every connection task shares.
@@ -259,6 +265,8 @@ impl Gate {
             ),
         }
         let Some((plan, forwarded)) = self.forwarded_connect(&login) else { return };
+        let keep_alive =
+            mqtt::connect(&login.body).map_or(mqtt::KEEP_ALIVE_FOR_OFF, |c| mqtt::broker_keep_alive(c.keep_alive));
         if plan.discard_first && !self.discard_session(client_id).await {
             warn!(%peer, client_id, "could not discard the kept session for a Clean Start; it is resumed");
         }
@@ -331,8 +339,12 @@ impl Gate {
         let (broker_read, mut broker_write) = broker.into_split();
         let (owed_tx, mut owed) = tokio::sync::mpsc::unbounded_channel();
         let bound = login.v5.max_packet_size.map(|max| deliver::Bound { max: max as usize, owed: owed_tx });
-        let downlink =
-            deliver::downlink(broker_read, client_write, pending, bound, |bytes| self.not_delivered(client_id, bytes));
+        let (to_device, packets) = tokio::sync::mpsc::unbounded_channel();
+        let pings = AtomicU32::new(0);
+        let from_gate = deliver::FromGate { packets, pings: &pings };
+        let downlink = deliver::downlink(broker_read, client_write, pending, bound, from_gate, |bytes| {
+            self.not_delivered(client_id, bytes)
+        });
         tokio::pin!(downlink);
         let mut farewell = uplink::Farewell::default();
         let relay = Relay {
@@ -341,6 +353,9 @@ impl Gate {
             client_id,
             session_expiry: login.v5.session_expiry,
             max_payload: login.max_payload,
+            keep_alive,
+            pings: &pings,
+            to_device: &to_device,
         };
         let (ended, device) = tokio::select! {
             ended = self.uplink(client_read, &mut broker_write, buf, &relay, &mut farewell, &mut owed) => (ended, None),
@@ -427,6 +442,12 @@ struct Relay<'a> {
     session_expiry: u32,
     /// `devices.max_payload` when it connected (an MQTT 5 device was told it).
     max_payload: usize,
+    /// The keep-alive the broker enforces, in seconds (uplink.rs pings it at half).
+    keep_alive: u16,
+    /// PINGREQs the gate sent for the device whose PINGRESP the downlink keeps.
+    pings: &'a AtomicU32,
+    /// Packets the gate owes the device (PUBACKs), sent by the downlink.
+    to_device: &'a tokio::sync::mpsc::UnboundedSender<Vec<u8>>,
 }
 
 /// How a relay ended.

@@ -8,19 +8,20 @@
 //! so the device's TCP window and its MQTT inflight window fill up and it slows down,
 //! instead of its events being overwritten.
 //!
-//! Accounting: the gate counts the publishes it hands to the broker (and their bytes);
-//! the ingest link counts the publishes it takes from the broker (device topics only: the
-//! gateway's own acks and commands do not pass the gate). Their difference is what waits
-//! in the broker. The gate waits while that, at the gate's average packet size (larger
-//! than what rumqttd counts, so the estimate errs on the safe side), is over half of
-//! `devices.broker_memory`.
+//! Accounting: the gate counts the publishes it hands on (and their bytes): to the broker,
+//! or straight into the ingest thread's queue for a named device's events
+//! ([`super::arrivals`]); the ingest thread counts the publishes it takes (device topics
+//! only: the gateway's own acks and commands do not pass the gate). Their difference is
+//! what waits in the broker and the queue. The gate waits while that, at the gate's average
+//! packet size (larger than what rumqttd counts, so the estimate errs on the safe side), is
+//! over half of `devices.broker_memory`.
 //!
 //! While a device is held back, nothing of it is relayed, pings included: a hold longer than
 //! 1.5x its keep-alive makes the broker drop the connection (the device reconnects and
 //! re-sends what was not acknowledged). The journal would have to stall that long first.
 //!
 //! Invariant: the count can only drift when a publish the gate forwarded never reaches the
-//! link (a connection cut mid-packet); the ingest link resynchronises whenever it has been
+//! link (a connection cut mid-packet); the ingest thread resynchronises whenever it has been
 //! idle for a tick (nothing unread then), so a drift can never stop the gate for good.
 
 use std::pin::pin;

@@ -14,6 +14,7 @@
 //! - [`external`]: a client of an existing broker (QoS 1, persistent session, manual acks):
 //!   the broker's message is acknowledged only after the journal committed it.
 
+pub mod arrivals;
 pub mod auth;
 pub mod control;
 pub mod embedded;

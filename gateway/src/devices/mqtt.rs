@@ -18,6 +18,10 @@ pub const PUBACK: u8 = 4;
 pub const PUBREL: u8 = 6;
 /// DISCONNECT.
 pub const DISCONNECT: u8 = 14;
+/// PINGREQ packet type.
+pub const PINGREQ: u8 = 12;
+/// PINGRESP packet type.
+pub const PINGRESP: u8 = 13;
 
 /// A complete packet at the start of a buffer: its type, first byte, where its body starts
 /// and its total length.
@@ -205,6 +209,15 @@ pub fn connect(body: &[u8]) -> Result<Connect<'_>, String> {
 /// is disconnected by the broker.
 pub const KEEP_ALIVE_FOR_OFF: u16 = u16::MAX;
 
+/// The keep-alive the broker gets for a device's: its own, or [`KEEP_ALIVE_FOR_OFF`] for 0.
+pub fn broker_keep_alive(keep_alive: u16) -> u16 {
+    if keep_alive == 0 {
+        KEEP_ALIVE_FOR_OFF
+    } else {
+        keep_alive
+    }
+}
+
 /// Protocol level of a CONNECT body whose protocol name is MQTT's ("MQTT", or "MQIsdp" of
 /// MQTT 3.1), whatever the level; None for anything else.
 pub fn protocol_level(body: &[u8]) -> Option<u8> {
@@ -243,9 +256,8 @@ pub fn rewrite_connect(body: &[u8], connect: &Connect<'_>, password: &str) -> Ve
         None => new_body.extend_from_slice(&body[..connect.credentials_at]),
     }
     new_body[connect.flags_at] = (new_body[connect.flags_at] & !0x02) | 0xc0 | if connect.clean { 0x02 } else { 0 };
-    if connect.keep_alive == 0 {
-        new_body[connect.flags_at + 1..connect.flags_at + 3].copy_from_slice(&KEEP_ALIVE_FOR_OFF.to_be_bytes());
-    }
+    let keep_alive = broker_keep_alive(connect.keep_alive);
+    new_body[connect.flags_at + 1..connect.flags_at + 3].copy_from_slice(&keep_alive.to_be_bytes());
     let username = connect.username.unwrap_or("");
     for field in [username.as_bytes(), password.as_bytes()] {
         new_body.extend_from_slice(&(field.len() as u16).to_be_bytes());
@@ -300,6 +312,51 @@ pub fn publish(frame: &Frame, packet: &[u8], level: u8) -> Result<(String, Vec<u
     Ok((topic, r.buf[r.at..].to_vec()))
 }
 
+/// The parts of a PUBLISH the gate takes itself (docs/architecture.md, "The device gate").
+#[derive(Debug, PartialEq, Eq)]
+pub struct PublishView<'a> {
+    /// QoS 0, 1 or 2.
+    pub qos: u8,
+    /// The topic as sent: empty for an MQTT 5 publish by topic alias.
+    pub topic: &'a str,
+    /// The packet id (QoS 1 and 2).
+    pub packet_id: Option<u16>,
+    /// MQTT 5: the Topic Alias property, if set.
+    pub topic_alias: Option<u16>,
+    /// The payload.
+    pub payload: &'a [u8],
+}
+
+/// Reads a PUBLISH (at protocol `level`) without copying it.
+pub fn publish_view<'a>(frame: &Frame, packet: &'a [u8], level: u8) -> Result<PublishView<'a>, String> {
+    let mut r = Reader { buf: &packet[frame.body..frame.len], at: 0 };
+    let qos = (frame.first >> 1) & 0x03;
+    let topic = r.string()?;
+    let packet_id = if qos > 0 { Some(r.u16()? as u16) } else { None };
+    let mut topic_alias = None;
+    if level == 5 {
+        if let Some(alias) = v5::properties(r.properties()?)?.iter().find(|p| p.id == v5::TOPIC_ALIAS) {
+            topic_alias = Some(u16::from_be_bytes([alias.value[0], alias.value[1]]));
+        }
+    }
+    Ok(PublishView { qos, topic, packet_id, topic_alias, payload: &r.buf[r.at..] })
+}
+
+/// The same PUBLISH with `topic` in place of its empty one (an MQTT 5 publish by topic alias
+/// whose alias the broker behind the gate may not know: the gate took the publish that set it).
+pub fn publish_with_topic(frame: &Frame, packet: &[u8], topic: &str) -> Vec<u8> {
+    // An empty topic is its two length bytes: what follows them is kept as it is.
+    let rest = &packet[frame.body + 2..frame.len];
+    let mut body = Vec::with_capacity(rest.len() + topic.len() + 2);
+    body.extend_from_slice(&(topic.len() as u16).to_be_bytes());
+    body.extend_from_slice(topic.as_bytes());
+    body.extend_from_slice(rest);
+    let mut out = vec![frame.first];
+    v5::put_varint(&mut out, body.len());
+    out.extend_from_slice(&body);
+    out
+}
+
 /// Why a packet a client sent after its CONNECT breaks MQTT (at protocol `level`), if it
 /// does: a second CONNECT, a packet only a server sends, fixed-header flags the packet type
 /// does not allow, a PUBLISH with QoS 3 or whose topic has a wildcard, U+0000 or, without
@@ -309,7 +366,6 @@ pub fn violation(frame: &Frame, packet: &[u8], level: u8) -> Option<String> {
     const CONNACK: u8 = 2;
     const SUBACK: u8 = 9;
     const UNSUBACK: u8 = 11;
-    const PINGRESP: u8 = 13;
     const AUTH: u8 = 15;
     let flags = frame.first & 0x0f;
     match frame.kind {

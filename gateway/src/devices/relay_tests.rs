@@ -43,6 +43,8 @@ async fn rig() -> Rig {
         token: "token".into(),
         inflow: Arc::new(Inflow::new(1 << 20)),
         clients: Arc::default(),
+        // Anonymous devices: every publish goes to the broker, nothing is queued.
+        queue: mpsc::channel().0,
     };
     let (denied, _) = mpsc::sync_channel(10);
     let live = Live::new(Access::Anonymous, 10, 1024, None);

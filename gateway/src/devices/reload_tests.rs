@@ -1,5 +1,5 @@
 //! A reload of `[devices.auth]` at the gate, with real MQTT clients (rumqttc) as devices and
-//! a stand-in for the broker behind the gate: a user added can connect, a removed one's open
+//! a stand-in for the broker behind the gate (and the ingest queue): a user added can connect, a removed one's open
 //! connection is closed (counted as `revoked`) and it is refused from then on, and the other
 //! devices' connections stay up. The real binary through SIGHUP: tests/tests/reload_devices.rs.
 
@@ -114,6 +114,24 @@ async fn rig(devices: &crate::config::DevicesConfig) -> Rig {
     let live = Live::new(access.clone(), *max_connections, devices.max_payload.bytes() as usize, None);
     let (denied, _) = mpsc::sync_channel(10);
     let clients = Arc::default();
+    // Named devices' event publishes go to the ingest queue, not the broker (arrivals.rs):
+    // what arrives there is kept with what the broker received.
+    let (queue, arrivals) = mpsc::channel();
+    std::thread::spawn({
+        let received = received.clone();
+        move || {
+            while let Ok(arrival) = arrivals.recv() {
+                if let crate::devices::arrivals::Arrival::Direct(publishes) = arrival {
+                    for publish in publishes {
+                        let mut bytes = received.bytes.lock().unwrap();
+                        bytes.extend_from_slice(publish.topic.as_bytes());
+                        bytes.extend_from_slice(&publish.payload);
+                    }
+                    received.more.notify_waiters();
+                }
+            }
+        }
+    });
     let mut ports = Vec::new();
     for level in [4, 5] {
         let settings = Settings {
@@ -123,6 +141,7 @@ async fn rig(devices: &crate::config::DevicesConfig) -> Rig {
             token: "token".into(),
             inflow: Arc::new(Inflow::new(1 << 20)),
             clients: Arc::clone(&clients),
+            queue: queue.clone(),
         };
         let gate = Gate::new(settings, live.clone(), metrics.as_ref().into(), denied.clone(), opened.handle.clone());
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -64,6 +64,29 @@ pub(super) enum Command {
     Shutdown,
 }
 
+impl Command {
+    /// Whether the writer must act on it before the commit window ends: a read or a request
+    /// someone waits for, and events whose sender waits for their commit (`done`). Events
+    /// without one, the cloud's acknowledgements and connection changes wait for the window.
+    pub(super) fn urgent(&self) -> bool {
+        match self {
+            Command::Ingest(items) => items.iter().any(|item| match item {
+                Incoming::Event(event) => event.done.is_some(),
+                Incoming::DeadLetter(letter) => letter.done.is_some(),
+            }),
+            Command::Ack { .. } | Command::Connection { .. } | Command::Purge { reply: None, .. } => false,
+            Command::Read { .. }
+            | Command::DeadLetters { .. }
+            | Command::Purge { .. }
+            | Command::Devices { .. }
+            | Command::Replay { .. }
+            | Command::Route { .. }
+            | Command::RemoteConfig { .. }
+            | Command::Shutdown => true,
+        }
+    }
+}
+
 /// Per-route queue figures the forwarder decides from, kept by the writer: rows committed
 /// since start (a counter that only grows, with a wake-up after each commit that added
 /// rows) and rows waiting. The metrics gauges only report the same numbers.
@@ -139,6 +162,12 @@ pub(super) struct Queued {
     pub(super) state: Mutex<QueuedState>,
     pub(super) taken: Condvar,
     pub(super) limit: usize,
+    /// The writer thread, which sleeps through an open commit window unless woken
+    /// (`writer/window.rs`): set by the writer itself before its first wait.
+    pub(super) writer: std::sync::OnceLock<std::thread::Thread>,
+    /// Events queued from which the writer is woken to commit a full group
+    /// (`store.commit_max_events`).
+    pub(super) wake_at: usize,
 }
 
 #[derive(Debug, Default)]
@@ -148,17 +177,40 @@ pub(super) struct QueuedState {
 }
 
 impl Queued {
+    /// A bound of `limit` events, the writer woken when `wake_at` wait.
+    pub(super) fn new(limit: usize, wake_at: usize) -> Queued {
+        Queued {
+            state: Mutex::default(),
+            taken: Condvar::new(),
+            limit,
+            writer: std::sync::OnceLock::new(),
+            wake_at: wake_at.max(1),
+        }
+    }
+
     pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, QueuedState> {
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Counts `n` events in, first waiting for room when `wait`.
+    /// Counts `n` events in, first waiting for room when `wait`; wakes the writer when a
+    /// full group waits, or before this sender waits.
     pub(super) fn add(&self, n: usize, wait: bool) {
         let mut state = self.lock();
         while wait && !state.closed && state.events > 0 && state.events + n > self.limit {
+            self.wake_writer();
             state = self.taken.wait(state).unwrap_or_else(std::sync::PoisonError::into_inner);
         }
         state.events += n;
+        if state.events >= self.wake_at {
+            self.wake_writer();
+        }
+    }
+
+    /// Ends the writer's sleep through a commit window (a no-op before it first waits).
+    pub(super) fn wake_writer(&self) {
+        if let Some(writer) = self.writer.get() {
+            writer.unpark();
+        }
     }
 
     /// The writer took `n` events out of the channel.
@@ -202,10 +254,21 @@ pub struct StoreHandle {
 }
 
 impl StoreHandle {
+    /// Sends `command` to the writer, waking it from a commit window when the command
+    /// cannot wait for the window's end ([`Command::urgent`]).
+    pub(super) fn send(&self, command: Command) -> Result<(), StoreError> {
+        let urgent = command.urgent();
+        self.tx.send(command).map_err(|_| StoreError::Closed)?;
+        if urgent {
+            self.queued.wake_writer();
+        }
+        Ok(())
+    }
+
     /// Hands events and dead letters to the writer (committed in the next group).
     pub fn ingest(&self, items: Vec<Incoming>) -> Result<(), StoreError> {
         self.queued.add(items.len(), false);
-        self.tx.send(Command::Ingest(items)).map_err(|_| StoreError::Closed)
+        self.send(Command::Ingest(items))
     }
 
     /// [`StoreHandle::ingest`], but first waits while the writer has more than
@@ -213,44 +276,44 @@ impl StoreHandle {
     /// own, never an async task).
     pub fn ingest_bounded(&self, items: Vec<Incoming>) -> Result<(), StoreError> {
         self.queued.add(items.len(), true);
-        self.tx.send(Command::Ingest(items)).map_err(|_| StoreError::Closed)
+        self.send(Command::Ingest(items))
     }
 
     /// Up to `limit` rows of `route` with ids above `after`, oldest first.
     pub async fn read(&self, route: RouteIndex, after: i64, limit: usize) -> Result<Vec<Row>, StoreError> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Command::Read { route, after, limit, reply }).map_err(|_| StoreError::Closed)?;
+        self.send(Command::Read { route, after, limit, reply })?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
     /// The cloud acknowledged batch `batch` of `route`, rows `first..=last`: delete them.
     pub fn ack(&self, route: RouteIndex, first: i64, last: i64, batch: u64) -> Result<(), StoreError> {
-        self.tx.send(Command::Ack { route, first, last, batch }).map_err(|_| StoreError::Closed)
+        self.send(Command::Ack { route, first, last, batch })
     }
 
     /// Reads dead letters.
     pub async fn dead_letters(&self, query: dead_letters::Query) -> Result<Vec<DeadLetterRow>, StoreError> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Command::DeadLetters { query, reply }).map_err(|_| StoreError::Closed)?;
+        self.send(Command::DeadLetters { query, reply })?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
     /// Deletes dead letters; returns how many.
     pub async fn purge_dead_letters(&self, purge: dead_letters::Purge) -> Result<u64, StoreError> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Command::Purge { purge, reply: Some(reply) }).map_err(|_| StoreError::Closed)?;
+        self.send(Command::Purge { purge, reply: Some(reply) })?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
     /// Deletes dead letters without waiting (a replay's `done`, run on the writer thread).
     pub fn forget_dead_letters(&self, ids: Vec<i64>) {
-        let _ = self.tx.send(Command::Purge { purge: dead_letters::Purge::Ids(ids), reply: None });
+        let _ = self.send(Command::Purge { purge: dead_letters::Purge::Ids(ids), reply: None });
     }
 
     /// The read model: every device (with its latest readings when asked), or one.
     pub async fn devices(&self, query: read_model::Query) -> Result<Vec<DeviceDetail>, StoreError> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Command::Devices { query, reply }).map_err(|_| StoreError::Closed)?;
+        self.send(Command::Devices { query, reply })?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -258,7 +321,7 @@ impl StoreHandle {
     /// Recorded in the read model's `connected` column with the next commit group; until a
     /// device side calls it, `connected` stays unknown (NULL).
     pub fn device_connection(&self, device: &str, connected: bool, at_ms: i64) {
-        let _ = self.tx.send(Command::Connection { device: device.to_owned(), connected, at_ms });
+        let _ = self.send(Command::Connection { device: device.to_owned(), connected, at_ms });
     }
 
     /// Queues again, marked as replays, the kept forwarded events of `route` received in
@@ -268,9 +331,7 @@ impl StoreHandle {
         let mut total = 0;
         loop {
             let (reply, rx) = oneshot::channel();
-            self.tx
-                .send(Command::Replay { route, since_ms, until_ms, after, reply })
-                .map_err(|_| StoreError::Closed)?;
+            self.send(Command::Replay { route, since_ms, until_ms, after, reply })?;
             let step = rx.await.map_err(|_| StoreError::Closed)??;
             total += step.rows.max(0) as u64;
             match step.next {
@@ -296,7 +357,7 @@ impl StoreHandle {
     /// rows are kept and no longer expire. Answered at once, not after the commit window.
     pub async fn route_slot(&self, spec: RouteSpec, active: bool) -> Result<SlotState, StoreError> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Command::Route { spec, active, reply }).map_err(|_| StoreError::Closed)?;
+        self.send(Command::Route { spec, active, reply })?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -307,6 +368,6 @@ impl StoreHandle {
 
     /// Asks the writer to commit what it has and stop; join its thread to wait.
     pub fn shutdown(&self) {
-        let _ = self.tx.send(Command::Shutdown);
+        let _ = self.send(Command::Shutdown);
     }
 }

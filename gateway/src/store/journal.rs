@@ -25,7 +25,7 @@
 //!   `check-config` ([`Journal::exposure_warnings`]).
 
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Arc, Condvar, Mutex};
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -154,7 +154,7 @@ impl Journal {
             gateway_boot: state.gateway_boot,
         };
         let (tx, rx) = mpsc::channel();
-        let queued = Arc::new(Queued { state: Mutex::default(), taken: Condvar::new(), limit: INGEST_QUEUE_EVENTS });
+        let queued = Arc::new(Queued::new(INGEST_QUEUE_EVENTS, config.commit_max_events));
         let parts =
             writer::Parts { journal: self.clone(), config: config.clone(), route_max_age, state, names: names.clone() };
         let mut writer = writer::Writer::new(conn, parts, metrics, committed.clone(), acks);
@@ -164,6 +164,7 @@ impl Journal {
             .name("store-writer".into())
             .spawn(move || {
                 let _close = CloseOnDrop(taken.clone());
+                let _ = taken.writer.set(std::thread::current());
                 writer.run(rx, |n| taken.take(n));
                 // The lock is released when the writer has committed its last group and closed.
                 drop(lock);

@@ -48,7 +48,7 @@ impl StoreHandle {
     /// it is durable.
     pub async fn remember_remote_config(&self, document: Option<RemoteDocument>) -> Result<(), StoreError> {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        self.tx.send(super::handle::Command::RemoteConfig { document, reply }).map_err(|_| StoreError::Closed)?;
+        self.send(super::handle::Command::RemoteConfig { document, reply })?;
         answer.await.map_err(|_| StoreError::Closed)?
     }
 }

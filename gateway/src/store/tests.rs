@@ -320,7 +320,7 @@ async fn the_forwarder_is_told_of_every_inserted_row_even_when_acks_delete_in_th
 
 #[test]
 fn a_bounded_sender_waits_for_the_writer_to_take_events_and_never_on_a_stopped_writer() {
-    let queued = Arc::new(Queued { state: std::sync::Mutex::default(), taken: std::sync::Condvar::new(), limit: 10 });
+    let queued = Arc::new(Queued::new(10, 10));
     queued.add(8, true);
     let (done_tx, done_rx) = mpsc::channel();
     let sender = queued.clone();

@@ -1,14 +1,18 @@
-//! Broker -> device. Bytes as they come, or, for an MQTT 5 client that set a Maximum Packet
-//! Size, packet by packet: a PUBLISH larger than that is not sent, and the gate behaves as
-//! if it had been delivered [MQTT-3.1.2-25]: it acknowledges it to the broker itself
-//! (PUBACK for QoS 1; PUBREC, then PUBCOMP for the broker's PUBREL, for QoS 2), so the
-//! broker's inflight window does not fill with messages that will never be acknowledged.
+//! Broker -> device, packet by packet: the gate's own packets for the device (the PUBACKs of
+//! publishes it took itself, [`super::uplink`]) go between whole packets of the broker's; a
+//! PINGRESP answering a PINGREQ the gate sent on the device's behalf is not passed on; and
+//! for an MQTT 5 client that set a Maximum Packet Size, a PUBLISH larger than that is not
+//! sent, and the gate behaves as if it had been delivered [MQTT-3.1.2-25]: it acknowledges
+//! it to the broker itself (PUBACK for QoS 1; PUBREC, then PUBCOMP for the broker's PUBREL,
+//! for QoS 2), so the broker's inflight window does not fill with messages that will never
+//! be acknowledged.
 //!
 //! Either way the broker's side is read to its end, also when the device is gone (relay.rs,
 //! rules 1 and 2); the device's writer is handed back (unless the device is gone) so the
 //! gate can send an MQTT 5 DISCONNECT before it closes the device.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -26,14 +30,24 @@ pub(super) struct Bound {
     pub owed: mpsc::UnboundedSender<[u8; 4]>,
 }
 
-/// Relays the broker's bytes (`pending` first: what came with its CONNACK) to the device
-/// until the broker closes; `dropped(bytes)` is called for each publish not delivered.
-/// Returns the device's writer, or None when the device is gone.
+/// What the uplink sends the device through the downlink.
+pub(super) struct FromGate<'a> {
+    /// Whole packets for the device (PUBACKs), in the order the uplink owes them. Unbounded,
+    /// but what waits is bounded by the device's own inflight window.
+    pub packets: mpsc::UnboundedReceiver<Vec<u8>>,
+    /// PINGREQs the gate sent the broker for the device whose PINGRESP has not come yet.
+    pub pings: &'a AtomicU32,
+}
+
+/// Relays the broker's packets (`pending` first: what came with its CONNACK) and the gate's
+/// to the device until the broker closes; `dropped(bytes)` is called for each publish not
+/// delivered. Returns the device's writer, or None when the device is gone.
 pub(super) async fn downlink<W: AsyncWrite + Unpin>(
     mut broker: impl AsyncRead + Unpin,
     mut client: W,
     pending: Vec<u8>,
     bound: Option<Bound>,
+    mut gate: FromGate<'_>,
     dropped: impl Fn(usize),
 ) -> Option<W> {
     let mut device_gone = false;
@@ -41,37 +55,70 @@ pub(super) async fn downlink<W: AsyncWrite + Unpin>(
     let mut pubrel_owed = HashSet::new();
     loop {
         if !device_gone && !buf.is_empty() {
-            device_gone = match &bound {
-                None => client.write_all(&buf).await.is_err(),
-                Some(bound) => {
-                    let send = bounded(&mut buf, bound, &mut pubrel_owed, &dropped);
-                    client.write_all(&send).await.is_err()
+            if bound.is_none() && gate.pings.load(Ordering::Acquire) == 0 {
+                // The common case: every whole packet goes as it is, without a copy.
+                let at = whole_packets(&buf);
+                if at > 0 {
+                    device_gone = client.write_all(&buf[..at]).await.is_err();
+                    buf.drain(..at);
                 }
-            };
+            } else {
+                let send = filtered(&mut buf, bound.as_ref(), gate.pings, &mut pubrel_owed, &dropped);
+                if !send.is_empty() {
+                    device_gone = client.write_all(&send).await.is_err();
+                }
+            }
         }
-        if bound.is_none() || device_gone {
+        if device_gone {
             buf.clear();
         }
         if buf.capacity() - buf.len() < 4 * 1024 {
             buf.reserve(8 * 1024);
         }
-        match broker.read_buf(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
+        // Both are cancel-safe: a read that loses the race has read nothing, and a packet of
+        // the gate's is taken only when its branch runs.
+        tokio::select! {
+            read = broker.read_buf(&mut buf) => match read {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            },
+            Some(packets) = gate.packets.recv(), if !device_gone => {
+                device_gone = client.write_all(&packets).await.is_err();
+            }
         }
     }
     (!device_gone).then_some(client)
 }
 
+/// The length of the whole packets at the start of `buf` (the broker sends only well-formed
+/// packets; anything else waits, as an incomplete packet does).
+fn whole_packets(buf: &[u8]) -> usize {
+    let mut at = 0;
+    while let Next::Packet(frame) = mqtt::next(&buf[at..], usize::MAX) {
+        at += frame.len;
+    }
+    at
+}
+
 /// Takes the complete packets at the start of `buf` and returns what may be sent to the
 /// client; an incomplete packet stays in `buf`.
-fn bounded(buf: &mut Vec<u8>, bound: &Bound, pubrel_owed: &mut HashSet<u16>, dropped: &impl Fn(usize)) -> Vec<u8> {
+fn filtered(
+    buf: &mut Vec<u8>,
+    bound: Option<&Bound>,
+    pings: &AtomicU32,
+    pubrel_owed: &mut HashSet<u16>,
+    dropped: &impl Fn(usize),
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(buf.len());
     let mut at = 0;
     while let Next::Packet(frame) = mqtt::next(&buf[at..], usize::MAX) {
         let packet = &buf[at..at + frame.len];
         let mut keep = true;
-        if frame.kind == mqtt::PUBLISH && frame.len > bound.max {
+        if frame.kind == mqtt::PINGRESP && pings.load(Ordering::Acquire) > 0 {
+            // The answer to the gate's own PINGREQ (uplink.rs): the device did not ask.
+            pings.fetch_sub(1, Ordering::AcqRel);
+            keep = false;
+        } else if let (true, Some(bound)) = (frame.kind == mqtt::PUBLISH, bound.filter(|b| frame.len > b.max)) {
             keep = false;
             dropped(frame.len);
             let qos = (frame.first >> 1) & 0x03;
@@ -84,7 +131,7 @@ fn bounded(buf: &mut Vec<u8>, bound: &Bound, pubrel_owed: &mut HashSet<u16>, dro
                     let _ = bound.owed.send([0x40, 0x02, hi, lo]);
                 }
             }
-        } else if frame.kind == mqtt::PUBREL && frame.len >= 4 {
+        } else if let (true, Some(bound)) = (frame.kind == mqtt::PUBREL && frame.len >= 4, bound) {
             let id = u16::from_be_bytes([packet[frame.body], packet[frame.body + 1]]);
             if pubrel_owed.remove(&id) {
                 keep = false;
@@ -129,7 +176,8 @@ mod tests {
         buf.extend_from_slice(&small[..5]);
         let count = std::cell::Cell::new(0);
         let mut owed_pubrel = HashSet::new();
-        let out = bounded(&mut buf, &bound, &mut owed_pubrel, &|_| count.set(count.get() + 1));
+        let none_owed = AtomicU32::new(0);
+        let out = filtered(&mut buf, Some(&bound), &none_owed, &mut owed_pubrel, &|_| count.set(count.get() + 1));
         assert_eq!(out, [small.clone(), vec![0xd0, 0]].concat(), "the small publish and the PINGRESP");
         assert_eq!(buf, small[..5], "an incomplete packet waits");
         assert_eq!(count.get(), 3);
@@ -137,8 +185,27 @@ mod tests {
         assert_eq!(acks.try_recv().unwrap(), [0x50, 2, 0, 9], "PUBREC for the QoS 2 publish");
         assert!(acks.try_recv().is_err(), "nothing for QoS 0");
         let mut pubrels = vec![0x62, 2, 0, 9, 0x62, 2, 0, 3];
-        let out = bounded(&mut pubrels, &bound, &mut owed_pubrel, &|_| ());
+        let out = filtered(&mut pubrels, Some(&bound), &none_owed, &mut owed_pubrel, &|_| ());
         assert_eq!(out, [0x62, 2, 0, 3], "only the PUBREL of a delivered publish reaches the client");
         assert_eq!(acks.try_recv().unwrap(), [0x70, 2, 0, 9], "PUBCOMP for the dropped one");
+    }
+
+    #[test]
+    fn only_as_many_pingresps_as_the_gate_asked_for_are_kept_from_the_device() {
+        let pings = AtomicU32::new(1);
+        let small = publish(0, 0, 3);
+        let mut buf = [vec![0xd0, 0], small.clone(), vec![0xd0, 0]].concat();
+        let out = filtered(&mut buf, None, &pings, &mut HashSet::new(), &|_| ());
+        assert_eq!(out, [small, vec![0xd0, 0]].concat(), "the gate's PINGRESP is taken, the device's passes");
+        assert_eq!(pings.load(Ordering::Acquire), 0);
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn only_whole_packets_go_to_the_device() {
+        let packet = publish(1, 7, 10);
+        let buf = [packet.clone(), packet[..4].to_vec()].concat();
+        assert_eq!(whole_packets(&buf), packet.len());
+        assert_eq!(whole_packets(&packet[..4]), 0);
     }
 }

@@ -32,7 +32,6 @@ use tracing::{error, info, warn};
 
 use super::{Writer, MAINTENANCE_EVERY, MAINTENANCE_IDLE_EVERY};
 use crate::store::handle::Command;
-use crate::store::Incoming;
 
 /// Commands held for the next commit, and when that commit is due.
 #[derive(Default)]
@@ -59,24 +58,44 @@ impl Writer {
         loop {
             let wake = pending.due.map_or(next_maintenance, |due| due.min(next_maintenance));
             let mut closed = false;
-            match rx.recv_timeout(wake.saturating_duration_since(Instant::now())) {
-                Ok(command) => {
-                    let before = pending.events;
-                    self.hold(command, &mut pending, window);
-                    while pending.events < self.config.commit_max_events {
-                        match rx.try_recv() {
-                            Ok(command) => self.hold(command, &mut pending, window),
-                            Err(mpsc::TryRecvError::Empty) => break,
-                            Err(mpsc::TryRecvError::Disconnected) => {
-                                closed = true;
-                                break;
-                            }
+            // In an open window the writer sleeps: plain events do not wake it, only an
+            // urgent command, a full group or the window's end do (`Queued::wake_writer`);
+            // at a modest load that is one wake-up per group instead of one per arrival.
+            // Otherwise it waits on the channel, and the first write opens a window.
+            let first = if pending.due.is_some() && !pending.now {
+                std::thread::park_timeout(wake.saturating_duration_since(Instant::now()));
+                match rx.try_recv() {
+                    Ok(command) => Some(command),
+                    Err(mpsc::TryRecvError::Empty) => None,
+                    Err(mpsc::TryRecvError::Disconnected) => {
+                        closed = true;
+                        None
+                    }
+                }
+            } else {
+                match rx.recv_timeout(wake.saturating_duration_since(Instant::now())) {
+                    Ok(command) => Some(command),
+                    Err(mpsc::RecvTimeoutError::Timeout) => None,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => {
+                        closed = true;
+                        None
+                    }
+                }
+            };
+            if let Some(command) = first {
+                let before = pending.events;
+                self.hold(command, &mut pending, window);
+                while pending.events < self.config.commit_max_events {
+                    match rx.try_recv() {
+                        Ok(command) => self.hold(command, &mut pending, window),
+                        Err(mpsc::TryRecvError::Empty) => break,
+                        Err(mpsc::TryRecvError::Disconnected) => {
+                            closed = true;
+                            break;
                         }
                     }
-                    taken(pending.events - before);
                 }
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => closed = true,
+                taken(pending.events - before);
             }
             let due = pending.due.is_some_and(|due| Instant::now() >= due);
             if pending.now || due || closed || pending.events >= self.config.commit_max_events {
@@ -130,26 +149,14 @@ impl Writer {
                 let _ = reply.send(self.route_slot(spec, active));
                 return;
             }
-            Command::Ingest(ref items) => {
-                pending.events += items.len();
-                // A `done` means a sender waits for this commit before it sends more (an
-                // external broker's unacknowledged window, a replayed dead letter): holding
-                // it would throttle that sender to its window per commit_window.
-                if items.iter().any(|item| match item {
-                    Incoming::Event(event) => event.done.is_some(),
-                    Incoming::DeadLetter(letter) => letter.done.is_some(),
-                }) {
-                    pending.now = true;
-                }
-            }
-            Command::Ack { .. } | Command::Connection { .. } | Command::Purge { reply: None, .. } => {}
-            Command::Read { .. } => pending.now = true,
-            Command::DeadLetters { .. }
-            | Command::Purge { .. }
-            | Command::Devices { .. }
-            | Command::Replay { .. }
-            | Command::RemoteConfig { .. }
-            | Command::Shutdown => pending.now = true,
+            Command::Ingest(ref items) => pending.events += items.len(),
+            _ => {}
+        }
+        // A `done` means a sender waits for this commit before it sends more (an external
+        // broker's unacknowledged window, a replayed dead letter): holding it would throttle
+        // that sender to its window per commit_window. So does a request someone waits for.
+        if command.urgent() {
+            pending.now = true;
         }
         if window.is_zero() {
             pending.now = true;
