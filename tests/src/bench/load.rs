@@ -123,13 +123,48 @@ pub struct Sent {
     pub acked: Instant,
 }
 
+/// The password of every device user of a named load ([`run_named`]).
+pub const DEVICE_PASSWORD: &str = "bench-device-password";
+
+/// Where the devices of a named load ([`run_named`]) hand the publishes they get on their
+/// own `devices/{id}/ack`, and whether a device has had every ack it waits for.
+pub trait Acks: Send + Sync {
+    /// A publish device `index` got.
+    fn receive(&self, topic: &str, payload: &[u8]);
+    /// Whether device `index` has been acknowledged up to its last event.
+    fn covered(&self, index: usize) -> bool;
+}
+
+/// [`Acks`] for a named load that does not wait for its device acks (a warm-up).
+pub struct NoAcks;
+
+impl Acks for NoAcks {
+    fn receive(&self, _topic: &str, _payload: &[u8]) {}
+
+    fn covered(&self, _index: usize) -> bool {
+        true
+    }
+}
+
 /// Runs `load` against the broker on `port` until every publish is acknowledged.
 pub async fn run(port: u16, load: Load, log: Arc<SendLog>) -> Result<Sent, String> {
+    run_with(port, load, log, None).await
+}
+
+/// [`run`] as named devices, the way firmware runs: each device logs in as its own user
+/// (client id = user name = [`device`], password [`DEVICE_PASSWORD`]), subscribes to its own
+/// `devices/{id}/ack` and stays connected until `acks` says it is covered (at most 10 s
+/// after its last PUBACK).
+pub async fn run_named(port: u16, load: Load, log: Arc<SendLog>, acks: Arc<dyn Acks>) -> Result<Sent, String> {
+    run_with(port, load, log, Some(acks)).await
+}
+
+async fn run_with(port: u16, load: Load, log: Arc<SendLog>, acks: Option<Arc<dyn Acks>>) -> Result<Sent, String> {
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(load.publishers);
     for index in 0..load.publishers {
         let log = log.clone();
-        tasks.push(tokio::spawn(publish_device(port, index, load, log, started)));
+        tasks.push(tokio::spawn(publish_device(port, index, load, log, started, acks.clone())));
     }
     let mut errors = Vec::new();
     let mut acked = started;
@@ -155,11 +190,21 @@ async fn publish_device(
     load: Load,
     log: Arc<SendLog>,
     started: Instant,
+    acks: Option<Arc<dyn Acks>>,
 ) -> Result<Instant, String> {
     let device = device(index);
-    let mut options = MqttOptions::new(format!("bench-{}-{device}", load.boot), "127.0.0.1", port);
+    let client_id = if acks.is_some() { device.clone() } else { format!("bench-{}-{device}", load.boot) };
+    let mut options = MqttOptions::new(client_id, "127.0.0.1", port);
     options.set_keep_alive(Duration::from_secs(30)).set_inflight(INFLIGHT).set_max_packet_size(1 << 20, 1 << 20);
+    if acks.is_some() {
+        options.set_credentials(device.as_str(), DEVICE_PASSWORD);
+    }
     let (client, mut eventloop) = AsyncClient::new(options, 2 * INFLIGHT as usize);
+    if acks.is_some() {
+        // Queued before the first publish: the SUBSCRIBE goes first.
+        let ack_topic = format!("devices/{device}/ack");
+        client.subscribe(ack_topic, QoS::AtLeastOnce).await.map_err(|e| format!("{device}: {e}"))?;
+    }
     let topic = format!("devices/{device}/events");
     let total = load.per_publisher;
     // Spread the devices over one interval so that the paced load is even.
@@ -183,10 +228,15 @@ async fn publish_device(
         })
     };
     let mut acked = 0u32;
+    let receive = |event: &Event| {
+        if let (Event::Incoming(Packet::Publish(p)), Some(acks)) = (event, &acks) {
+            acks.receive(&p.topic, &p.payload);
+        }
+    };
     while acked < total {
         match tokio::time::timeout(STALL, eventloop.poll()).await {
             Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => acked += 1,
-            Ok(Ok(_)) => {}
+            Ok(Ok(event)) => receive(&event),
             Ok(Err(err)) => {
                 sender.abort();
                 return Err(format!("{device}: {err} after {acked}/{total} acks"));
@@ -198,6 +248,17 @@ async fn publish_device(
         }
     }
     let last_ack = Instant::now();
+    if let Some(acks) = &acks {
+        // The device ack follows the commit: stay until it covers the last event.
+        let until = Instant::now() + Duration::from_secs(10);
+        while !acks.covered(index) && Instant::now() < until {
+            match tokio::time::timeout_at(until.into(), eventloop.poll()).await {
+                Ok(Ok(event)) => receive(&event),
+                Ok(Err(err)) => return Err(format!("{device}: {err} while waiting for its device ack")),
+                Err(_) => break,
+            }
+        }
+    }
     let client = sender.await.map_err(|e| e.to_string())?;
     let _ = client.disconnect().await;
     let _ = tokio::time::timeout(Duration::from_secs(1), eventloop.poll()).await;

@@ -249,6 +249,7 @@ impl Options {
             proxy,
             max_delay: max_delay.map(str::to_owned).or(self.max_delay.clone()),
             rumqttd_exe: self.rumqttd_exe.clone(),
+            named_devices: None,
         }
     }
 

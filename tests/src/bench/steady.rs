@@ -12,10 +12,12 @@
 //! - fsync-type calls: `perf stat` counting the `fsync`, `fdatasync`, `sync_file_range` and
 //!   `msync` syscall tracepoints of the process (no ptrace: the counted process is not
 //!   slowed), per second; "–" when `perf` cannot attach;
-//! - device-ack latency (gateway only: a Mosquitto bridge has no durable ack): a subscriber
-//!   on `devices/+/ack` of the gateway's device port; each retained `{"boot":B,"seq":S}`
+//! - device-ack latency (gateway only: a Mosquitto bridge has no durable ack): the gateway's
+//!   devices log in as named users (`devices.auth.users`, the production set-up) and each
+//!   subscribes to its own `devices/{id}/ack`, as firmware does; each `{"boot":B,"seq":S}`
 //!   covers every event of that device and boot up to S, and each event's latency is its
-//!   publish call -> the first ack that covers it;
+//!   publish call -> the first ack that covers it. The bridge's devices publish the same
+//!   events anonymously (Mosquitto checks a password at connect only);
 //! - RSS at the end, and idle CPU: the CPU time of its threads (`/proc/PID/task/*/schedstat`,
 //!   nanoseconds) over `idle_secs` without traffic, after the warm-up and before the load.
 
@@ -23,7 +25,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
 use super::load::{self, device_index, Load, SendLog};
 use super::report::{Metric, Results};
@@ -123,11 +124,10 @@ impl SyncCounter {
     }
 }
 
-/// A subscriber on the gateway's `devices/+/ack`: for each event of the load, when the
-/// first ack covering it arrived.
+/// The devices' own acks (each device subscribes to its `devices/{id}/ack`, as firmware
+/// does): for each event of the load, when the first ack covering it arrived.
 struct AckWatch {
-    shared: Arc<Mutex<AckState>>,
-    task: tokio::task::JoinHandle<()>,
+    shared: Mutex<AckState>,
 }
 
 struct AckState {
@@ -139,43 +139,18 @@ struct AckState {
 }
 
 impl AckWatch {
-    async fn connect(port: u16, load: Load, log: Arc<SendLog>) -> Result<AckWatch, String> {
-        let mut options = MqttOptions::new(format!("bench-acks-{}", rand::random::<u32>()), "127.0.0.1", port);
-        options.set_keep_alive(Duration::from_secs(30));
-        let (client, mut eventloop) = AsyncClient::new(options, 16);
-        client.subscribe("devices/+/ack", QoS::AtMostOnce).await.map_err(|e| e.to_string())?;
-        loop {
-            match tokio::time::timeout(Duration::from_secs(10), eventloop.poll()).await {
-                Ok(Ok(Event::Incoming(Packet::SubAck(_)))) => break,
-                Ok(Ok(_)) => {}
-                Ok(Err(err)) => return Err(format!("ack subscriber: {err}")),
-                Err(_) => return Err("ack subscriber: no SUBACK".into()),
-            }
-        }
-        let shared = Arc::new(Mutex::new(AckState {
+    fn new(load: Load, log: Arc<SendLog>) -> AckWatch {
+        let state = AckState {
             load,
             log,
             covered: vec![0; load.publishers],
             latencies_us: Vec::with_capacity(load.total() as usize),
-        }));
-        let task = {
-            let shared = shared.clone();
-            tokio::spawn(async move {
-                let _client = client;
-                while let Ok(event) = eventloop.poll().await {
-                    if let Event::Incoming(Packet::Publish(p)) = event {
-                        if let Ok(mut state) = shared.lock() {
-                            state.receive(&p.topic, &p.payload);
-                        }
-                    }
-                }
-            })
         };
-        Ok(AckWatch { shared, task })
+        AckWatch { shared: Mutex::new(state) }
     }
 
     /// Events covered by an ack so far.
-    fn covered(&self) -> u64 {
+    fn covered_total(&self) -> u64 {
         self.shared.lock().map_or(0, |s| s.covered.iter().map(|&c| u64::from(c)).sum())
     }
 
@@ -187,9 +162,15 @@ impl AckWatch {
     }
 }
 
-impl Drop for AckWatch {
-    fn drop(&mut self) {
-        self.task.abort();
+impl load::Acks for AckWatch {
+    fn receive(&self, topic: &str, payload: &[u8]) {
+        if let Ok(mut state) = self.shared.lock() {
+            state.receive(topic, payload);
+        }
+    }
+
+    fn covered(&self, index: usize) -> bool {
+        self.shared.lock().is_ok_and(|s| s.covered.get(index).is_some_and(|&c| c >= s.load.per_publisher))
     }
 }
 
@@ -227,7 +208,9 @@ fn quantile_ms(sorted_us: &[u32], q: f64) -> Option<f64> {
 
 /// One steady measurement of `system` (the gateway or the bridge).
 pub async fn steady(r: &mut Results, system: System, o: &Options) -> Result<(), String> {
-    let sut = Sut::start(system, &o.sut(None, false)).await?;
+    let mut options = o.sut(None, false);
+    options.named_devices = Some(o.steady_devices);
+    let sut = Sut::start(system, &options).await?;
     let pid = sut.pid().ok_or("no pid")?;
     let rate = o.steady_devices as f64 * o.steady_rate;
     let label = format!("{} devices x {} ev/s = {} ev/s", o.steady_devices, o.steady_rate, rate);
@@ -240,8 +223,11 @@ pub async fn steady(r: &mut Results, system: System, o: &Options) -> Result<(), 
     let load = Load::spread(total, o.steady_devices, Some(rate));
     let log = Arc::new(SendLog::new(&load));
     sut.counter.expect(&load, Some(log.clone()));
+    // The gateway's devices log in as named users and take their own acks (the production
+    // set-up, and the gate's direct path: docs/architecture.md, step 2); the bridge's
+    // devices publish the same events (it has no device acks).
     let acks = match system {
-        System::Gateway => Some(AckWatch::connect(sut.devices_port, load, log.clone()).await?),
+        System::Gateway => Some(Arc::new(AckWatch::new(load, log.clone()))),
         _ => None,
     };
     let syncs = SyncCounter::start(pid);
@@ -249,10 +235,13 @@ pub async fn steady(r: &mut Results, system: System, o: &Options) -> Result<(), 
     // one 10 ms clock tick, which `/proc/PID/stat` would report as 0. The gateway's and
     // Mosquitto's threads live for the whole window.
     let (cpu0, disk0, t0) = (thread_cpu_ms(pid), write_bytes(pid), Instant::now());
-    load::run(sut.devices_port, load, log).await?;
+    match &acks {
+        Some(acks) => drop(load::run_named(sut.devices_port, load, log, acks.clone()).await?),
+        None => drop(load::run(sut.devices_port, load, log).await?),
+    }
     let tally = sut.counter.wait(load.total(), STALL, LIMIT).await;
     if let Some(acks) = &acks {
-        poll(Duration::from_secs(10), || acks.covered() >= load.total()).await;
+        poll(Duration::from_secs(10), || acks.covered_total() >= load.total()).await;
     }
     if let Some(gateway) = &sut.gateway {
         poll(Duration::from_secs(10), || gateway.queue_depth() == Some(0)).await;
@@ -274,7 +263,7 @@ pub async fn steady(r: &mut Results, system: System, o: &Options) -> Result<(), 
     if let Some(fsync) = fsync {
         r.add(FSYNC, "fsync-type calls per second (perf, syscall tracepoints)", system, fsync);
     }
-    let latencies = acks.as_ref().map(AckWatch::latencies_us).unwrap_or_default();
+    let latencies = acks.as_ref().map(|acks| acks.latencies_us()).unwrap_or_default();
     let (p50, p99) = (quantile_ms(&latencies, 0.5), quantile_ms(&latencies, 0.99));
     if let (Some(p50), Some(p99)) = (p50, p99) {
         r.add(ACK_P50, "device ack latency p50 (publish -> retained devices/{id}/ack)", system, p50);

@@ -12,6 +12,7 @@
 //! away); when asked, their cloud link goes through a [`Proxy`] that can cut it.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::counter::Counter;
@@ -89,6 +90,9 @@ pub struct SutOptions {
     pub max_delay: Option<String>,
     /// The executable that serves rumqttd (`bench serve-rumqttd PORT`).
     pub rumqttd_exe: Option<PathBuf>,
+    /// The gateway's devices are this many named users ([`super::load::run_named`]) instead
+    /// of the default config's anonymous access.
+    pub named_devices: Option<usize>,
 }
 
 /// A running system under test, its cloud side and a subscriber counting there.
@@ -110,6 +114,8 @@ pub struct Sut {
     _cloud: Option<Mosquitto>,
     /// The gateway's journal folder.
     pub data: tempfile::TempDir,
+    /// Its devices log in as named users ([`SutOptions::named_devices`]).
+    named: bool,
 }
 
 impl Sut {
@@ -148,7 +154,8 @@ impl Sut {
                     edge = Some(broker);
                     (devices, port)
                 } else {
-                    let conf = GatewayConf::new(link_port, data.path(), options.max_delay.as_deref());
+                    let mut conf = GatewayConf::new(link_port, data.path(), options.max_delay.as_deref());
+                    conf.named_devices = options.named_devices;
                     let (proc, _) = GatewayProc::start(&conf).await?;
                     gateway = Some(proc);
                     (conf.devices_port, port)
@@ -157,6 +164,7 @@ impl Sut {
         };
         let counter = Counter::connect(cloud_port).await?;
         let sut = Sut {
+            named: system == System::Gateway && options.named_devices.is_some(),
             system,
             devices_port,
             counter,
@@ -176,7 +184,11 @@ impl Sut {
     pub async fn warm_up(&self) -> Result<(), String> {
         let load = Load::new(1, 10, None);
         self.counter.expect(&load, None);
-        load::run(self.devices_port, load, SendLog::new(&load).into()).await?;
+        if self.named {
+            load::run_named(self.devices_port, load, SendLog::new(&load).into(), Arc::new(load::NoAcks)).await?;
+        } else {
+            load::run(self.devices_port, load, SendLog::new(&load).into()).await?;
+        }
         let tally = self.counter.wait(load.total(), Duration::from_secs(40), Duration::from_secs(60)).await;
         if tally.distinct < load.total() {
             return Err(format!(
