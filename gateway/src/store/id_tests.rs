@@ -177,7 +177,8 @@ async fn an_old_journal_keeps_its_autoincrement_table_and_its_ids_keep_growing()
 
     let conn = db(dir.path());
     assert!(events_sql(&conn).contains("AUTOINCREMENT"), "not rebuilt: {}", events_sql(&conn));
-    let sequence: i64 = conn.query_row("SELECT seq FROM sqlite_sequence WHERE name = 'events'", [], |r| r.get(0)).unwrap();
+    let sequence: i64 =
+        conn.query_row("SELECT seq FROM sqlite_sequence WHERE name = 'events'", [], |r| r.get(0)).unwrap();
     assert_eq!(sequence, new[2], "SQLite still moves the old counter along");
     drop(conn);
     let store = open(dir.path(), None);

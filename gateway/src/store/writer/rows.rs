@@ -41,9 +41,8 @@ impl Writer {
             // No `done`: an external broker keeps the message and redelivers it later.
             return Ok(());
         }
-        let mut insert = self
-            .conn
-            .prepare_cached("INSERT INTO events (id, route, received_ms, payload) VALUES (?1, ?2, ?3, ?4)")?;
+        let mut insert =
+            self.conn.prepare_cached("INSERT INTO events (id, route, received_ms, payload) VALUES (?1, ?2, ?3, ?4)")?;
         for &route in &event.routes {
             let Some(state) = self.routes.get(route) else {
                 continue;
