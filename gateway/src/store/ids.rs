@@ -14,9 +14,10 @@
 //!
 //! - `meta.events_id_reserved` = R: no id above R was ever handed out. The writer hands out
 //!   an id above R only in a transaction that also raises R to that id + [`BLOCK`], so a
-//!   commit writes `meta` once every [`BLOCK`] ids rather than `sqlite_sequence` every time;
-//!   R changes in memory only once that transaction has committed; a rolled-back one gives
-//!   its ids back (nobody saw them), so within a run the ids stay dense, as SQLite's were.
+//!   commit writes `meta` once every [`BLOCK`] ids rather than `sqlite_sequence` every time.
+//!   The writer's copy of R moves only once that transaction has committed. A rolled-back
+//!   transaction gives its ids back (nobody saw them): within a run ids stay dense, as
+//!   SQLite's were.
 //! - At start the counter continues above the largest of R, the largest id in `events` (a
 //!   seek to the last row, not a scan) and, for a journal made before this rule, its
 //!   `sqlite_sequence` value. Ids that a crash or a restart left unused are skipped: ids
@@ -25,8 +26,8 @@
 //! A journal created before this rule keeps its `AUTOINCREMENT` table (changing that would
 //! rebuild the table, i.e. read the whole backlog at start); the writer gives its rows
 //! explicit ids too (SQLite then moves `sqlite_sequence` along as before), so both kinds of
-//! journal run the same code. Kept forwarded events need no look: their ids came from the
-//! same counter, so they are at most R (or the `sqlite_sequence` value).
+//! journal run the same code. `forwarded.event_id` is not read at start (it has no index):
+//! those ids came from the same counter, so they are at most R (or `sqlite_sequence`).
 
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -52,7 +53,8 @@ impl EventIds {
             .query_row("SELECT value FROM meta WHERE key = 'events_id_reserved'", [], |r| r.get(0))
             .optional()?
             .unwrap_or(0);
-        let max: i64 = conn.query_row("SELECT coalesce(max(id), 0) FROM events", [], |r| r.get(0))?;
+        // The plain form, which SQLite answers from the last row of the table (no scan).
+        let max: Option<i64> = conn.query_row("SELECT max(id) FROM events", [], |r| r.get(0))?;
         // Journals made with AUTOINCREMENT; every journal has sqlite_sequence (dead_letters
         // uses AUTOINCREMENT), but a hand-made one may not.
         let has_sequence: bool = conn.query_row(
@@ -67,7 +69,7 @@ impl EventIds {
         } else {
             0
         };
-        let next = reserved.max(max).max(sequence).max(0) + 1;
+        let next = reserved.max(max.unwrap_or(0)).max(sequence).max(0) + 1;
         Ok(EventIds { next, committed_next: next, reserved })
     }
 
