@@ -1,8 +1,9 @@
 //! What one group writes, row by row, inside the group's transaction: events (with the
 //! duplicate check and `reject_new`), dead letters, replay copies, acknowledged deletions,
-//! and the per-route and per-device counters and the event id reservation. Nothing here commits or touches memory the
-//! caller cannot roll back (`Group` is applied only after the commit). Also the one read
-//! of the queue: a route's rows in id order, for the forwarder.
+//! the per-route and per-device counters and the event id reservation (`store/ids.rs`).
+//! Nothing here commits or touches memory the caller cannot roll back (`Group` is applied
+//! only after the commit; ids taken are given back on rollback). Also the one read of the
+//! queue: a route's rows in id order, for the forwarder.
 
 use rusqlite::params;
 
