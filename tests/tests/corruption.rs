@@ -169,7 +169,7 @@ async fn a_journal_from_a_newer_gateway_is_refused_and_left_alone() {
 
     let (code, log) = refused(&setup);
     assert_eq!(code, Some(1), "{log}");
-    assert!(log.contains("schema version 99") && log.contains("knows up to 3"), "{log}");
+    assert!(log.contains("schema version 99") && log.contains("knows up to 4"), "{log}");
     assert!(log.contains("upgrade the gateway"), "{log}");
     assert_eq!(std::fs::read(&db).unwrap(), before, "the journal is not touched");
 }

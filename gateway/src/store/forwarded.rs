@@ -70,13 +70,16 @@ pub struct Step {
 
 /// Queues again the kept, non-replay rows of `route_db` received in `[since_ms, until_ms)`
 /// among `forwarded.id` in `(after, after + REPLAY_SCAN]`, as new queue rows marked replay,
-/// received now (their age and `max_age` count from the replay).
+/// received now (their age and `max_age` count from the replay), numbered `first_id`,
+/// `first_id + 1`, ... in their original order: the writer's next event ids
+/// (`store/ids.rs`), so they queue behind everything; it skips the `rows` it returns.
 pub fn replay_step(
     conn: &Connection,
     route_db: i64,
     since_ms: i64,
     until_ms: i64,
     after: i64,
+    first_id: i64,
     now_ms: i64,
 ) -> Result<Step, rusqlite::Error> {
     // Retention deletes from the lowest ids: start where the kept rows start.
@@ -88,14 +91,14 @@ pub fn replay_step(
     let after = after.max(min - 1);
     let end = after.saturating_add(REPLAY_SCAN);
     let mut stmt = conn.prepare_cached(
-        "INSERT INTO events (route, received_ms, payload, replay)
-         SELECT route, ?6, payload, 1 FROM forwarded
+        "INSERT INTO events (id, route, received_ms, payload, replay)
+         SELECT ?7 - 1 + row_number() OVER (ORDER BY id), route, ?6, payload, 1 FROM forwarded
          WHERE id > ?1 AND id <= ?2 AND route = ?3 AND replay = 0 AND received_ms >= ?4 AND received_ms < ?5
          ORDER BY id
          RETURNING length(payload)",
     )?;
     let mut step = Step::default();
-    let mut rows = stmt.query(params![after, end, route_db, since_ms, until_ms, now_ms])?;
+    let mut rows = stmt.query(params![after, end, route_db, since_ms, until_ms, now_ms, first_id])?;
     while let Some(row) = rows.next()? {
         step.rows += 1;
         step.bytes += row.get::<_, i64>(0)?;

@@ -16,9 +16,13 @@
 //! 2. **Deleted only when acknowledged.** A row leaves `events` only when (a) the cloud sent
 //!    the PUBACK of the publish that carried it ([`StoreHandle::ack`]), or (b) a configured
 //!    bound dropped it (`max_bytes` with `drop_oldest`, `max_age`), counted by reason.
-//! 3. **Order.** `events.id` is `AUTOINCREMENT`: ids only grow, never reused, even when the
-//!    table empties. A route's queue is its rows in id order; a batch is a contiguous id range
-//!    of one route, so a crash can never lose half a batch.
+//! 3. **Order.** `events.id` only grows and is never reused: not when the table empties,
+//!    not across a restart or a crash, not by a replay. The writer numbers the rows itself,
+//!    and every committed id is at most the reservation `meta.events_id_reserved`, raised a
+//!    block at a time in the transaction that passes it (`store/ids.rs`; a journal made
+//!    before keeps its `AUTOINCREMENT` table and is numbered the same way). Ids may skip
+//!    (after a restart), never repeat. A route's queue is its rows in id order; a batch is a
+//!    contiguous id range of one route, so a crash can never lose half a batch.
 //! 4. **Bounded memory, fast start.** Queue depth and bytes per route are counters kept in
 //!    the `routes` table, updated in the same transaction as the rows; start-up reads those
 //!    counters and the per-device high-water marks, never the queue itself.
@@ -104,6 +108,7 @@
 pub mod dead_letters;
 pub mod forwarded;
 mod handle;
+mod ids;
 mod journal;
 pub mod metrics;
 pub mod read_model;
@@ -332,6 +337,8 @@ pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
+#[cfg(test)]
+mod id_tests;
 #[cfg(test)]
 mod read_tests;
 #[cfg(test)]

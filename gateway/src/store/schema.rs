@@ -12,8 +12,10 @@ use crate::filters::{DeviceState, StateUpdate};
 
 /// Schema version written to `PRAGMA user_version`. 2: the read model and kept forwarded
 /// events ([`migrate_read_model`]); 3: who published a dead letter
-/// ([`migrate_dead_letter_publisher`]).
-pub const SCHEMA_VERSION: i64 = 3;
+/// ([`migrate_dead_letter_publisher`]); 4: event ids handed out by the writer under
+/// `meta.events_id_reserved` (`store/ids.rs`): a new journal's `events.id` has no
+/// `AUTOINCREMENT`, so a gateway that does not know the reservation would reuse ids.
+pub const SCHEMA_VERSION: i64 = 4;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS routes (
@@ -23,11 +25,15 @@ CREATE TABLE IF NOT EXISTS routes (
     bytes      INTEGER NOT NULL DEFAULT 0,   -- payload bytes waiting
     last_batch INTEGER NOT NULL DEFAULT 0    -- last batch number the cloud acknowledged
 );
+-- id: the queue order, only grows, never reused. Handed out by the writer, every committed
+-- id at most meta.events_id_reserved (store/ids.rs); no AUTOINCREMENT, which would write
+-- sqlite_sequence in every commit. A journal made before version 4 keeps its AUTOINCREMENT
+-- table (only new tables are created here) and is numbered the same way.
 CREATE TABLE IF NOT EXISTS events (
-    id          INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: the queue order
+    id          INTEGER PRIMARY KEY,
     route       INTEGER NOT NULL,
     received_ms INTEGER NOT NULL,
-    payload     BLOB NOT NULL                        -- postcard-encoded edge-event
+    payload     BLOB NOT NULL            -- postcard-encoded edge-event
 );
 CREATE INDEX IF NOT EXISTS events_by_route ON events (route, id);
 CREATE TABLE IF NOT EXISTS devices (
@@ -38,7 +44,8 @@ CREATE TABLE IF NOT EXISTS devices (
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
-    value INTEGER NOT NULL              -- gateway_boot: +1 at every start
+    value INTEGER NOT NULL              -- gateway_boot: +1 at every start;
+                                        -- events_id_reserved: store/ids.rs
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS filter_state (
     route        TEXT NOT NULL,
@@ -181,6 +188,8 @@ pub struct State {
     pub filter_state: Vec<StateUpdate>,
     /// This start's number (the boot id of events the gateway numbers itself).
     pub gateway_boot: u32,
+    /// Where the event ids continue: above every id ever handed out.
+    pub event_ids: super::ids::EventIds,
 }
 
 pub(super) fn classify(path: &Path, source: rusqlite::Error) -> StoreError {
@@ -225,8 +234,8 @@ pub fn route_state(conn: &Connection, name: &str) -> Result<RouteState, rusqlite
     })
 }
 
-/// Reads what start-up needs (per-route counters, device marks, filter state) and counts
-/// this start in `meta.gateway_boot`; never the queue itself.
+/// Reads what start-up needs (per-route counters, device marks, filter state, where the
+/// event ids continue) and counts this start in `meta.gateway_boot`; never the queue itself.
 pub fn read_state(conn: &Connection, path: &Path, route_names: &[String]) -> Result<State, StoreError> {
     let mut routes = Vec::with_capacity(route_names.len());
     for name in route_names {
@@ -276,5 +285,6 @@ pub fn read_state(conn: &Connection, path: &Path, route_names: &[String]) -> Res
         )
         .map_err(|e| classify(path, e))?;
     let gateway_boot = u32::try_from(gateway_boot).unwrap_or(u32::MAX);
-    Ok(State { routes, devices, filter_state, gateway_boot })
+    let event_ids = super::ids::EventIds::read(conn).map_err(|e| classify(path, e))?;
+    Ok(State { routes, devices, filter_state, gateway_boot, event_ids })
 }

@@ -65,6 +65,8 @@ pub struct Writer {
     /// route db id -> config index.
     route_index: HashMap<i64, usize>,
     devices: HashMap<String, (u32, u32)>,
+    /// Hands out `events.id` (`store/ids.rs`).
+    ids: super::ids::EventIds,
     metrics: StoreMeters,
     committed: Arc<Queues>,
     acks: Option<mpsc::Sender<Vec<DeviceAck>>>,
@@ -128,6 +130,8 @@ struct Group {
     view: super::read_model::GroupView,
     /// The transaction wrote the read model (this group's changes and the ones held).
     view_written: bool,
+    /// The event id reservation the transaction raised (`store/ids.rs`).
+    reserved: Option<i64>,
 }
 
 /// Where a purge's result goes.
@@ -181,6 +185,7 @@ impl Writer {
             routes: state.routes,
             route_index,
             devices: state.devices,
+            ids: state.event_ids,
             metrics,
             committed,
             acks,
@@ -271,6 +276,7 @@ impl Writer {
                 }
                 Err(err) => {
                     let _ = self.conn.execute_batch("ROLLBACK");
+                    self.ids.rolled_back();
                     // Give the `done`s back to their items: a retry may still commit them.
                     for (index, done) in group.done.drain(..) {
                         match work.items.get_mut(index) {
@@ -396,6 +402,7 @@ impl Writer {
     /// the disk, whose rest does not fit; the disk stays full.
     fn after_commit(&mut self, mut group: Group, part: bool) {
         self.metrics.store.ok.set(1);
+        self.ids.committed(group.reserved);
         let view = std::mem::take(&mut group.view);
         if group.view_written {
             self.view = super::read_model::GroupView::default();

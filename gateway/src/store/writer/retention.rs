@@ -28,8 +28,8 @@ impl Writer {
                 return Err(err);
             }
         };
-        let group = Group { route_delta: delta, ..Group::default() };
-        if let Err(err) = self.write_counters(&group).and_then(|()| self.conn.execute_batch("COMMIT")) {
+        let mut group = Group { route_delta: delta, ..Group::default() };
+        if let Err(err) = self.write_counters(&mut group).and_then(|()| self.conn.execute_batch("COMMIT")) {
             let _ = self.conn.execute_batch("ROLLBACK");
             return Err(err);
         }

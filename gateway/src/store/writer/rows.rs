@@ -1,8 +1,9 @@
 //! What one group writes, row by row, inside the group's transaction: events (with the
 //! duplicate check and `reject_new`), dead letters, replay copies, acknowledged deletions,
-//! and the per-route and per-device counters. Nothing here commits or touches memory the
-//! caller cannot roll back (`Group` is applied only after the commit). Also the one read
-//! of the queue: a route's rows in id order, for the forwarder.
+//! the per-route and per-device counters and the event id reservation (`store/ids.rs`).
+//! Nothing here commits or touches memory the caller cannot roll back (`Group` is applied
+//! only after the commit; ids taken are given back on rollback). Also the one read of the
+//! queue: a route's rows in id order, for the forwarder.
 
 use rusqlite::params;
 
@@ -42,12 +43,12 @@ impl Writer {
             return Ok(());
         }
         let mut insert =
-            self.conn.prepare_cached("INSERT INTO events (route, received_ms, payload) VALUES (?1, ?2, ?3)")?;
+            self.conn.prepare_cached("INSERT INTO events (id, route, received_ms, payload) VALUES (?1, ?2, ?3, ?4)")?;
         for &route in &event.routes {
             let Some(state) = self.routes.get(route) else {
                 continue;
             };
-            insert.execute(params![state.db_id, event.received_ms, event.payload])?;
+            insert.execute(params![self.ids.take(), state.db_id, event.received_ms, event.payload])?;
             let delta = group.route_delta.entry(route).or_default();
             delta.0 += 1;
             delta.1 += event.payload.len() as i64;
@@ -120,8 +121,10 @@ impl Writer {
             since_ms,
             until_ms,
             after,
+            self.ids.peek(),
             crate::store::now_ms(),
         )?;
+        self.ids.skip(step.rows);
         if step.rows > 0 {
             let delta = group.route_delta.entry(route).or_default();
             delta.0 += step.rows;
@@ -159,7 +162,7 @@ impl Writer {
         Ok(())
     }
 
-    pub(super) fn write_counters(&mut self, group: &Group) -> Result<(), rusqlite::Error> {
+    pub(super) fn write_counters(&mut self, group: &mut Group) -> Result<(), rusqlite::Error> {
         // One mark per device per group, not per event.
         for device in group.marks_before.keys() {
             let Some(&(boot, seq)) = self.devices.get(device) else {
@@ -184,6 +187,8 @@ impl Writer {
                 .prepare_cached("UPDATE routes SET last_batch = MAX(last_batch, ?1) WHERE id = ?2")?
                 .execute(params![batch as i64, self.routes[route].db_id])?;
         }
+        // Every id this transaction handed out is under the reservation it commits with.
+        group.reserved = self.ids.reserve(&self.conn)?;
         Ok(())
     }
 
