@@ -35,7 +35,15 @@ pub fn run(args: Args, log_format: Option<LogFormatArg>) -> ExitCode {
     for warning in config.warnings(&path).into_iter().chain(crate::api::exposure_warning(&config.http)) {
         tracing::warn!("{warning}");
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // One worker thread unless TOKIO_WORKER_THREADS says otherwise: the async side relays
+    // and waits (the journal writer, ingest and the inner broker have threads of their own),
+    // and a second worker mostly costs wake-ups between the two at a steady load without
+    // adding throughput (docs/operations.md, "Sizing").
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+        builder.worker_threads(1);
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("cannot start the async runtime: {err}");

@@ -26,6 +26,7 @@ use tracing::{error, warn};
 
 use super::inflow::{self, Inflow};
 use crate::pipeline::Batcher;
+use crate::store::StoreHandle;
 
 /// One publish, as ingest takes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,17 +129,41 @@ pub fn follow_link(mut link_rx: LinkRx, queue: Queue) {
     }
 }
 
+/// How long before the writer's window ends the ingest thread hands over what it held.
+const HAND_OVER_BEFORE: Duration = Duration::from_millis(10);
+
+/// How long the ingest thread may hold arrivals: until shortly before the writer's open
+/// commit window ends (events handed over then join that commit all the same), or None.
+fn hold(store: &StoreHandle) -> Option<Duration> {
+    let until = store.window_due()?.checked_sub(HAND_OVER_BEFORE)?;
+    until.checked_duration_since(Instant::now()).filter(|d| !d.is_zero())
+}
+
 /// The ingest thread: takes every arrival in queue order and hands it to the store in groups;
 /// ends when every sender (the gates and the link thread) is gone.
-pub fn take(queue: mpsc::Receiver<Arrival>, mut batcher: Batcher, inflow: &Inflow) {
+///
+/// While the writer holds a commit window open, this thread sleeps until shortly before it
+/// ends instead of waking for each arrival (a queued publish does not wake a thread that
+/// is not waiting on the queue): what it then hands over still joins that commit, so the
+/// device ack comes no later, and a modest load costs one wake-up per window instead of one
+/// per event. A gate that finds the budget used up wakes it ([`Inflow::wait_for_room`]).
+pub fn take(queue: mpsc::Receiver<Arrival>, mut batcher: Batcher, inflow: &Inflow, store: &StoreHandle) {
+    inflow.set_taker(std::thread::current());
     loop {
-        // Take what is there without waiting while a group is pending; otherwise wait up to
-        // a tick.
+        // Take what is there without waiting while a group is pending; otherwise sleep
+        // through the writer's window, or wait up to a tick.
         let next = if batcher.has_pending() {
             queue.try_recv().map_err(|e| match e {
                 mpsc::TryRecvError::Empty => mpsc::RecvTimeoutError::Timeout,
                 mpsc::TryRecvError::Disconnected => mpsc::RecvTimeoutError::Disconnected,
             })
+        } else if let Some(hold) = hold(store) {
+            std::thread::park_timeout(hold);
+            match queue.try_recv() {
+                Ok(arrival) => Ok(arrival),
+                Err(mpsc::TryRecvError::Empty) => continue,
+                Err(mpsc::TryRecvError::Disconnected) => Err(mpsc::RecvTimeoutError::Disconnected),
+            }
         } else {
             queue.recv_timeout(crate::pipeline::TICK)
         };

@@ -151,10 +151,10 @@ pub fn start(
         runtime.spawn(gate.serve(listener));
         info!(listen = %v5, tls = settings.tls.is_some(), "device listener for MQTT 5");
     }
-    let batcher = Batcher::new(ingest, store, replays).with_denied(denied_rx).bounded();
+    let batcher = Batcher::new(ingest, store.clone(), replays).with_denied(denied_rx).bounded();
     let ingest_thread = std::thread::Builder::new()
         .name("device-ingest".into())
-        .spawn(move || super::arrivals::take(arrivals, batcher, &inflow))?;
+        .spawn(move || super::arrivals::take(arrivals, batcher, &inflow, &store))?;
     std::thread::Builder::new()
         .name("device-link".into())
         .spawn(move || super::arrivals::follow_link(link_rx, queue))?;

@@ -43,6 +43,9 @@ pub struct Inflow {
     waiting: AtomicBool,
     /// How often the gate had to wait (a metric of floods the journal could not keep up with).
     waits: AtomicU64,
+    /// The ingest thread, which may sleep through the writer's commit window
+    /// (`devices::arrivals`): a gate that has to wait wakes it.
+    taker: std::sync::OnceLock<std::thread::Thread>,
 }
 
 impl Inflow {
@@ -56,6 +59,7 @@ impl Inflow {
             room: Notify::new(),
             waiting: AtomicBool::new(false),
             waits: AtomicU64::new(0),
+            taker: std::sync::OnceLock::new(),
         }
     }
 
@@ -76,6 +80,9 @@ impl Inflow {
             return false;
         }
         self.waits.fetch_add(1, Ordering::Relaxed);
+        if let Some(taker) = self.taker.get() {
+            taker.unpark();
+        }
         loop {
             let mut notified = pin!(self.room.notified());
             notified.as_mut().enable();
@@ -85,6 +92,11 @@ impl Inflow {
             }
             notified.await;
         }
+    }
+
+    /// The ingest thread names itself, to be woken when a gate has to wait.
+    pub fn set_taker(&self, thread: std::thread::Thread) {
+        let _ = self.taker.set(thread);
     }
 
     /// The gate handed `publishes` publishes of `bytes` bytes (whole packets) to the broker.

@@ -168,6 +168,10 @@ pub(super) struct Queued {
     /// Events queued from which the writer is woken to commit a full group
     /// (`store.commit_max_events`).
     pub(super) wake_at: usize,
+    /// When the writer's open commit window ends: nanoseconds after `base`, plus one (0: no
+    /// window open). Read by the device ingest thread ([`StoreHandle::window_due`]).
+    window: AtomicU64,
+    base: std::time::Instant,
 }
 
 #[derive(Debug, Default)]
@@ -185,6 +189,21 @@ impl Queued {
             limit,
             writer: std::sync::OnceLock::new(),
             wake_at: wake_at.max(1),
+            window: AtomicU64::new(0),
+            base: std::time::Instant::now(),
+        }
+    }
+
+    /// The writer: its commit window ends at `due` (None: no window open).
+    pub(super) fn set_window(&self, due: Option<std::time::Instant>) {
+        let nanos = due.map_or(0, |due| due.saturating_duration_since(self.base).as_nanos() as u64 + 1);
+        self.window.store(nanos, Ordering::Release);
+    }
+
+    fn window_due(&self) -> Option<std::time::Instant> {
+        match self.window.load(Ordering::Acquire) {
+            0 => None,
+            nanos => Some(self.base + std::time::Duration::from_nanos(nanos - 1)),
         }
     }
 
@@ -277,6 +296,13 @@ impl StoreHandle {
     pub fn ingest_bounded(&self, items: Vec<Incoming>) -> Result<(), StoreError> {
         self.queued.add(items.len(), true);
         self.send(Command::Ingest(items))
+    }
+
+    /// When the writer's open commit window ends (None: none is open): events handed over
+    /// before then join its commit; a source may hold its own until shortly before
+    /// (`devices::arrivals`).
+    pub fn window_due(&self) -> Option<std::time::Instant> {
+        self.queued.window_due()
     }
 
     /// Up to `limit` rows of `route` with ids above `after`, oldest first.

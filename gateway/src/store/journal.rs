@@ -165,7 +165,7 @@ impl Journal {
             .spawn(move || {
                 let _close = CloseOnDrop(taken.clone());
                 let _ = taken.writer.set(std::thread::current());
-                writer.run(rx, |n| taken.take(n));
+                writer.run(rx, &taken);
                 // The lock is released when the writer has committed its last group and closed.
                 drop(lock);
             })

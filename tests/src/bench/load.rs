@@ -148,7 +148,7 @@ impl Acks for NoAcks {
 
 /// Runs `load` against the broker on `port` until every publish is acknowledged.
 pub async fn run(port: u16, load: Load, log: Arc<SendLog>) -> Result<Sent, String> {
-    run_with(port, load, log, None).await
+    run_with(port, load, log, None, None).await
 }
 
 /// [`run`] as named devices, the way firmware runs: each device logs in as its own user
@@ -156,15 +156,36 @@ pub async fn run(port: u16, load: Load, log: Arc<SendLog>) -> Result<Sent, Strin
 /// `devices/{id}/ack` and stays connected until `acks` says it is covered (at most 10 s
 /// after its last PUBACK).
 pub async fn run_named(port: u16, load: Load, log: Arc<SendLog>, acks: Arc<dyn Acks>) -> Result<Sent, String> {
-    run_with(port, load, log, Some(acks)).await
+    run_with(port, load, log, Some(acks), None).await
 }
 
-async fn run_with(port: u16, load: Load, log: Arc<SendLog>, acks: Option<Arc<dyn Acks>>) -> Result<Sent, String> {
+/// [`run`] (or [`run_named`] with `acks`), but every device first connects (and subscribes)
+/// and then waits at `connected` (a barrier of `load.publishers + 1`) before its first
+/// event, so the caller can start measuring once everyone is connected: a steady load's
+/// cost without the connects (a password check per device).
+pub async fn run_connected(
+    port: u16,
+    load: Load,
+    log: Arc<SendLog>,
+    acks: Option<Arc<dyn Acks>>,
+    connected: Arc<tokio::sync::Barrier>,
+) -> Result<Sent, String> {
+    run_with(port, load, log, acks, Some(connected)).await
+}
+
+async fn run_with(
+    port: u16,
+    load: Load,
+    log: Arc<SendLog>,
+    acks: Option<Arc<dyn Acks>>,
+    connected: Option<Arc<tokio::sync::Barrier>>,
+) -> Result<Sent, String> {
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(load.publishers);
     for index in 0..load.publishers {
         let log = log.clone();
-        tasks.push(tokio::spawn(publish_device(port, index, load, log, started, acks.clone())));
+        let device = Device { port, index, load, acks: acks.clone(), connected: connected.clone() };
+        tasks.push(tokio::spawn(publish_device(device, log, started)));
     }
     let mut errors = Vec::new();
     let mut acked = started;
@@ -182,16 +203,19 @@ async fn run_with(port: u16, load: Load, log: Arc<SendLog>, acks: Option<Arc<dyn
     }
 }
 
-/// One device: a sender task queues its events (paced when the load has a rate) while
-/// this task drives the connection and counts PUBACKs; returns when the last one came.
-async fn publish_device(
+/// One device of a load, and how it runs.
+struct Device {
     port: u16,
     index: usize,
     load: Load,
-    log: Arc<SendLog>,
-    started: Instant,
     acks: Option<Arc<dyn Acks>>,
-) -> Result<Instant, String> {
+    connected: Option<Arc<tokio::sync::Barrier>>,
+}
+
+/// One device: a sender task queues its events (paced when the load has a rate) while
+/// this task drives the connection and counts PUBACKs; returns when the last one came.
+async fn publish_device(this: Device, log: Arc<SendLog>, started: Instant) -> Result<Instant, String> {
+    let Device { port, index, load, acks, connected } = this;
     let device = device(index);
     let client_id = if acks.is_some() { device.clone() } else { format!("bench-{}-{device}", load.boot) };
     let mut options = MqttOptions::new(client_id, "127.0.0.1", port);
@@ -205,6 +229,23 @@ async fn publish_device(
         let ack_topic = format!("devices/{device}/ack");
         client.subscribe(ack_topic, QoS::AtLeastOnce).await.map_err(|e| format!("{device}: {e}"))?;
     }
+    let started = match connected {
+        Some(connected) => {
+            // CONNACK, and the SUBACK of a named device, before the barrier.
+            let mut waiting = if acks.is_some() { 2 } else { 1 };
+            while waiting > 0 {
+                match tokio::time::timeout(STALL, eventloop.poll()).await {
+                    Ok(Ok(Event::Incoming(Packet::ConnAck(_) | Packet::SubAck(_)))) => waiting -= 1,
+                    Ok(Ok(_)) => {}
+                    Ok(Err(err)) => return Err(format!("{device}: {err} while connecting")),
+                    Err(_) => return Err(format!("{device}: not connected within {STALL:?}")),
+                }
+            }
+            connected.wait().await;
+            Instant::now()
+        }
+        None => started,
+    };
     let topic = format!("devices/{device}/events");
     let total = load.per_publisher;
     // Spread the devices over one interval so that the paced load is even.

@@ -21,10 +21,10 @@
 //! - RSS at the end, and idle CPU: the CPU time of its threads (`/proc/PID/task/*/schedstat`,
 //!   nanoseconds) over `idle_secs` without traffic, after the warm-up and before the load.
 
+use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
 
 use super::load::{self, device_index, Load, SendLog};
 use super::report::{Metric, Results};
@@ -54,17 +54,29 @@ pub fn cpu_ms(pid: u32) -> Option<f64> {
     Some(ticks as f64 * 1000.0 / clock_ticks())
 }
 
-/// CPU time of every live thread of a process, in milliseconds, from
+/// CPU time of every live thread of a process, nanoseconds by thread id, from
 /// `/proc/PID/task/*/schedstat` (nanoseconds: fine enough for the few milliseconds of an
 /// idle process, where `/proc/PID/stat` counts in 10 ms ticks).
-pub fn thread_cpu_ms(pid: u32) -> Option<f64> {
+pub fn thread_cpu(pid: u32) -> Option<HashMap<u32, u64>> {
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
-    let mut nanos = 0u64;
+    let mut threads = HashMap::new();
     for task in tasks.flatten() {
+        let Some(tid) = task.file_name().to_str().and_then(|t| t.parse::<u32>().ok()) else { continue };
         let stat = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
-        nanos += stat.split_whitespace().next().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
+        if let Some(nanos) = stat.split_whitespace().next().and_then(|n| n.parse::<u64>().ok()) {
+            threads.insert(tid, nanos);
+        }
     }
-    Some(nanos as f64 / 1e6)
+    Some(threads)
+}
+
+/// Milliseconds of CPU the threads spent between two [`thread_cpu`] readings: each thread
+/// alive at the end counts from the first reading (or from its start). A thread that ended
+/// in between is not counted: only the runtime's blocking pool ends threads, and it does
+/// so after 10 s without work (its work, the password checks at connect, came before).
+pub fn cpu_between(before: &HashMap<u32, u64>, after: &HashMap<u32, u64>) -> f64 {
+    let nanos: u64 = after.iter().map(|(tid, &n)| n.saturating_sub(before.get(tid).copied().unwrap_or(0))).sum();
+    nanos as f64 / 1e6
 }
 
 /// `sysconf(_SC_CLK_TCK)`, by `getconf` (100 on every Linux the bench has seen).
@@ -215,9 +227,9 @@ pub async fn steady(r: &mut Results, system: System, o: &Options) -> Result<(), 
     let rate = o.steady_devices as f64 * o.steady_rate;
     let label = format!("{} devices x {} ev/s = {} ev/s", o.steady_devices, o.steady_rate, rate);
 
-    let idle_from = thread_cpu_ms(pid).ok_or("cannot read /proc/PID/task")?;
+    let idle_from = thread_cpu(pid).ok_or("cannot read /proc/PID/task")?;
     tokio::time::sleep(Duration::from_secs_f64(o.idle_secs)).await;
-    let idle = thread_cpu_ms(pid).unwrap_or(f64::NAN) - idle_from;
+    let idle = thread_cpu(pid).map_or(f64::NAN, |now| cpu_between(&idle_from, &now));
 
     let total = (rate * o.steady_secs).round() as u64;
     let load = Load::spread(total, o.steady_devices, Some(rate));
@@ -230,15 +242,17 @@ pub async fn steady(r: &mut Results, system: System, o: &Options) -> Result<(), 
         System::Gateway => Some(Arc::new(AckWatch::new(load, log.clone()))),
         _ => None,
     };
+    // The window starts once every device is connected (the connects, a password check
+    // each for the gateway, are not the steady cost of an event).
+    let connected = Arc::new(tokio::sync::Barrier::new(load.publishers + 1));
+    let acks_dyn = acks.clone().map(|acks| acks as Arc<dyn load::Acks>);
+    let running = tokio::spawn(load::run_connected(sut.devices_port, load, log, acks_dyn, connected.clone()));
     let syncs = SyncCounter::start(pid);
+    connected.wait().await;
     // CPU in nanoseconds per thread (schedstat): at smoke size a system may spend less than
-    // one 10 ms clock tick, which `/proc/PID/stat` would report as 0. The gateway's and
-    // Mosquitto's threads live for the whole window.
-    let (cpu0, disk0, t0) = (thread_cpu_ms(pid), write_bytes(pid), Instant::now());
-    match &acks {
-        Some(acks) => drop(load::run_named(sut.devices_port, load, log, acks.clone()).await?),
-        None => drop(load::run(sut.devices_port, load, log).await?),
-    }
+    // one 10 ms clock tick, which `/proc/PID/stat` would report as 0.
+    let (cpu0, disk0, t0) = (thread_cpu(pid), write_bytes(pid), Instant::now());
+    running.await.map_err(|e| format!("the load: {e}"))??;
     let tally = sut.counter.wait(load.total(), STALL, LIMIT).await;
     if let Some(acks) = &acks {
         poll(Duration::from_secs(10), || acks.covered_total() >= load.total()).await;
@@ -246,12 +260,12 @@ pub async fn steady(r: &mut Results, system: System, o: &Options) -> Result<(), 
     if let Some(gateway) = &sut.gateway {
         poll(Duration::from_secs(10), || gateway.queue_depth() == Some(0)).await;
     }
-    let (cpu1, disk1, secs) = (thread_cpu_ms(pid), write_bytes(pid), t0.elapsed().as_secs_f64());
+    let (cpu1, disk1, secs) = (thread_cpu(pid), write_bytes(pid), t0.elapsed().as_secs_f64());
     let calls = syncs.and_then(SyncCounter::stop);
 
     let n = load.total() as f64;
     let lost = load.total() - tally.distinct;
-    let cpu = cpu0.zip(cpu1).map(|(a, b)| (b - a) / n * 1000.0);
+    let cpu = cpu0.zip(cpu1).map(|(a, b)| cpu_between(&a, &b) / n * 1000.0);
     let disk = disk0.zip(disk1).map(|(a, b)| b.saturating_sub(a) as f64 / n);
     let fsync = calls.map(|c| c as f64 / secs);
     if let Some(cpu) = cpu {

@@ -31,7 +31,7 @@ use std::time::Instant;
 use tracing::{error, info, warn};
 
 use super::{Writer, MAINTENANCE_EVERY, MAINTENANCE_IDLE_EVERY};
-use crate::store::handle::Command;
+use crate::store::handle::{Command, Queued};
 
 /// Commands held for the next commit, and when that commit is due.
 #[derive(Default)]
@@ -45,8 +45,10 @@ struct Pending {
 }
 
 impl Writer {
-    /// Runs until shutdown; `taken(n)` is told of every `n` events taken out of `rx`.
-    pub fn run(mut self, rx: mpsc::Receiver<Command>, taken: impl Fn(usize)) {
+    /// Runs until shutdown; `queued` is told of every event taken out of `rx` and of the
+    /// open window.
+    pub(in crate::store) fn run(mut self, rx: mpsc::Receiver<Command>, queued: &Queued) {
+        let taken = |n| queued.take(n);
         // Retained acks live in the device broker's memory and are gone after a restart:
         // publish every known mark once, so a device that reconnects learns what is stored.
         let known: Vec<String> = self.devices.keys().cloned().collect();
@@ -56,6 +58,7 @@ impl Writer {
         let mut busy = true;
         let mut pending = Pending::default();
         loop {
+            queued.set_window(pending.due.filter(|_| !pending.now));
             let wake = pending.due.map_or(next_maintenance, |due| due.min(next_maintenance));
             let mut closed = false;
             // In an open window the writer sleeps: plain events do not wake it, only an
