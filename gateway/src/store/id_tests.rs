@@ -12,17 +12,7 @@ use crate::config::StoreConfig;
 use crate::metrics::Metrics;
 
 fn event(seq: u32) -> Incoming {
-    Incoming::Event(NewEvent {
-        device: "d1".into(),
-        boot: 1,
-        seq,
-        routes: vec![0],
-        payload: vec![7; 10],
-        received_ms: now_ms(),
-        done: None,
-        filter_state: Vec::new(),
-        held: false,
-    })
+    super::tests::event("d1", 1, seq, 10)
 }
 
 struct Open {

@@ -25,7 +25,7 @@ fn config(max_bytes: u64, when_full: WhenFull) -> StoreConfig {
     }
 }
 
-fn event(device: &str, boot: u32, seq: u32, size: usize) -> Incoming {
+pub(super) fn event(device: &str, boot: u32, seq: u32, size: usize) -> Incoming {
     Incoming::Event(NewEvent {
         device: device.into(),
         boot,
