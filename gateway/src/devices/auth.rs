@@ -224,9 +224,7 @@ impl Authenticator {
             if known(&self.verified) {
                 return Ok(granted());
             }
-            let phc = hash.clone();
-            let password = password.to_vec();
-            tokio::task::spawn_blocking(move || verify(&phc, &password)).await.unwrap_or(false)
+            verify_on_auth_thread(hash.to_string(), password.to_vec()).await
         };
         let set = if ok { &self.verified } else { &self.refused };
         if let Ok(mut set) = set.lock() {
@@ -303,6 +301,37 @@ fn diff(old: &Table, new: &Table) -> UsersChange {
         list.sort();
     }
     change
+}
+
+/// A password check waiting for the auth thread: the PHC string, the password, the answer.
+type Check = (String, Vec<u8>, tokio::sync::oneshot::Sender<bool>);
+
+/// Runs [`verify`] on the one `device-auth` thread (started at the first check). argon2 needs
+/// 19 MiB of working memory per check, and the allocator keeps it in the arena of the thread
+/// that ran it: on the runtime's blocking pool, whose threads come and go, 20 devices
+/// connecting left ~190 MiB of RSS behind (BENCHMARKS.md, "Steady load"); one thread keeps
+/// one arena. Checks are one at a time anyway ([`Authenticator`]'s `one_at_a_time`).
+async fn verify_on_auth_thread(hash: String, password: Vec<u8>) -> bool {
+    static CHECKS: std::sync::OnceLock<Option<std::sync::Mutex<std::sync::mpsc::Sender<Check>>>> =
+        std::sync::OnceLock::new();
+    let checks = CHECKS.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<Check>();
+        let spawned = std::thread::Builder::new().name("device-auth".into()).spawn(move || {
+            while let Ok((hash, password, answer)) = rx.recv() {
+                let _ = answer.send(verify(&hash, &password));
+            }
+        });
+        spawned.ok().map(|_| std::sync::Mutex::new(tx))
+    });
+    let (answer, answered) = tokio::sync::oneshot::channel();
+    let check = (hash, password, answer);
+    let unsent = match checks.as_ref().and_then(|tx| tx.lock().ok()) {
+        Some(tx) => tx.send(check).err().map(|std::sync::mpsc::SendError(back)| back),
+        None => Some(check),
+    };
+    // No auth thread (it could not be started, or it ended): the blocking pool.
+    let Some((hash, password, _)) = unsent else { return answered.await.unwrap_or(false) };
+    tokio::task::spawn_blocking(move || verify(&hash, &password)).await.unwrap_or(false)
 }
 
 /// Verifies `password` against a PHC string (argon2, constant time in the password).
