@@ -35,6 +35,7 @@
 mod deliver;
 mod login;
 pub mod prelogin;
+mod tls;
 mod uplink;
 
 use std::net::SocketAddr;
@@ -45,41 +46,19 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
-use tokio_rustls::rustls;
 use tracing::warn;
 
 use self::prelogin::{Admitted, Cut, Eviction, Prelogin};
+pub use self::tls::server_config;
 use super::auth::Identity;
 use super::control::Live;
 use super::metrics::{ConnectionRefusal, DeviceDisconnect, DeviceMeters};
 use super::mqtt::{self, v5, Next, Refusal};
 use super::places;
 use super::relay::{self, Claim, Clients, Held};
-use crate::config::{files, DeviceTls};
 use crate::pipeline::Denied;
 pub use crate::rights::{may_publish, may_subscribe};
 use crate::util::RateLimited;
-
-/// Builds the device listener's TLS server configuration from the files the config named
-/// (checked at load, read again here at start). `Err` is `(which key under devices, message)`.
-pub fn server_config(tls: &DeviceTls) -> Result<Arc<rustls::ServerConfig>, (String, String)> {
-    let files = files::load_device_tls(tls)?;
-    let provider = files::provider();
-    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ("tls_cert_file".to_owned(), e.to_string()))?;
-    let builder = match (files.client_roots, &tls.client_ca_file) {
-        (Some(roots), Some(ca_file)) => {
-            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                .build()
-                .map_err(|e| ("tls_client_ca_file".to_owned(), format!("{ca_file}: {e}")))?;
-            builder.with_client_cert_verifier(verifier)
-        }
-        _ => builder.with_no_client_auth(),
-    };
-    let config = builder.with_single_cert(files.certs, files.key).map_err(|e| files::device_key_mismatch(tls, &e))?;
-    Ok(Arc::new(config))
-}
 
 /// How the gate is set up.
 pub struct Settings {
