@@ -306,19 +306,22 @@ fn diff(old: &Table, new: &Table) -> UsersChange {
 /// A password check waiting for the auth thread: the PHC string, the password, the answer.
 type Check = (String, Vec<u8>, tokio::sync::oneshot::Sender<bool>);
 
-/// Runs [`verify`] on the one `device-auth` thread (started at the first check). argon2 needs
-/// 19 MiB of working memory per check, and the allocator keeps it in the arena of the thread
-/// that ran it: on the runtime's blocking pool, whose threads come and go, 20 devices
-/// connecting left ~190 MiB of RSS behind (BENCHMARKS.md, "Steady load"); one thread keeps
-/// one arena. Checks are one at a time anyway ([`Authenticator`]'s `one_at_a_time`).
+/// Runs the check on the one `device-auth` thread (started at the first check), with one
+/// working memory for argon2 kept there ([`verify_with`]). argon2 needs 19 MiB per check
+/// with the default parameters; allocated and freed per check, on the runtime's blocking
+/// pool, it left the allocator's arenas holding it and raised glibc's dynamic mmap
+/// threshold, so that later large buffers were never returned either: 20 named devices
+/// connecting left ~190 MiB of RSS behind (BENCHMARKS.md, "Steady load"). Checks are one at
+/// a time anyway ([`Authenticator`]'s `one_at_a_time`).
 async fn verify_on_auth_thread(hash: String, password: Vec<u8>) -> bool {
     static CHECKS: std::sync::OnceLock<Option<std::sync::Mutex<std::sync::mpsc::Sender<Check>>>> =
         std::sync::OnceLock::new();
     let checks = CHECKS.get_or_init(|| {
         let (tx, rx) = std::sync::mpsc::channel::<Check>();
         let spawned = std::thread::Builder::new().name("device-auth".into()).spawn(move || {
+            let mut memory = Vec::new();
             while let Ok((hash, password, answer)) = rx.recv() {
-                let _ = answer.send(verify(&hash, &password));
+                let _ = answer.send(verify_with(&hash, &password, &mut memory));
             }
         });
         spawned.ok().map(|_| std::sync::Mutex::new(tx))
@@ -334,6 +337,33 @@ async fn verify_on_auth_thread(hash: String, password: Vec<u8>) -> bool {
     tokio::task::spawn_blocking(move || verify(&hash, &password)).await.unwrap_or(false)
 }
 
+/// [`verify`] with `memory` as argon2's working memory, grown to what the hash's parameters
+/// need and kept by the caller for the next check (so it is allocated once, not per check).
+pub fn verify_with(hash: &str, password: &[u8], memory: &mut Vec<argon2::Block>) -> bool {
+    let Ok(parsed) = PasswordHash::new(hash) else { return false };
+    let (Ok(algorithm), Ok(params)) =
+        (argon2::Algorithm::try_from(parsed.algorithm), argon2::Params::try_from(&parsed))
+    else {
+        return false;
+    };
+    let version = match parsed.version.map(argon2::Version::try_from) {
+        None => argon2::Version::default(),
+        Some(Ok(version)) => version,
+        Some(Err(_)) => return false,
+    };
+    let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else { return false };
+    let mut salt_bytes = [0u8; 64];
+    let Ok(salt) = salt.decode_b64(&mut salt_bytes) else { return false };
+    let blocks = params.block_count();
+    if memory.len() < blocks {
+        *memory = vec![argon2::Block::default(); blocks];
+    }
+    let mut out = vec![0u8; expected.len()];
+    Argon2::new(algorithm, version, params)
+        .hash_password_into_with_memory(password, salt, &mut out, &mut memory[..blocks])
+        .is_ok_and(|()| crate::util::ct::constant_time_eq(&out, expected.as_bytes()))
+}
+
 /// Verifies `password` against a PHC string (argon2, constant time in the password).
 pub fn verify(hash: &str, password: &[u8]) -> bool {
     PasswordHash::new(hash).is_ok_and(|parsed| Argon2::default().verify_password(password, &parsed).is_ok())
@@ -343,6 +373,19 @@ pub fn verify(hash: &str, password: &[u8]) -> bool {
 mod tests {
     use super::*;
     use crate::config::Users;
+
+    #[test]
+    fn a_check_with_kept_memory_agrees_with_verify_and_allocates_once() {
+        let hash = hash_password("s3cret").unwrap();
+        let mut memory = Vec::new();
+        assert!(verify_with(&hash, b"s3cret", &mut memory));
+        let (len, at) = (memory.len(), memory.as_ptr());
+        assert!(len > 0, "argon2's working memory, kept");
+        assert!(!verify_with(&hash, b"wrong", &mut memory));
+        assert!(verify(&hash, b"s3cret") && !verify(&hash, b"wrong"));
+        assert_eq!((memory.len(), memory.as_ptr()), (len, at), "the same memory, not a new one");
+        assert!(!verify_with("not a hash", b"s3cret", &mut memory));
+    }
 
     fn users(pairs: &[(&str, &str)]) -> Users {
         let mut users = Users::new();

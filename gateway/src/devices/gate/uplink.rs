@@ -94,7 +94,7 @@ impl Gate {
         let mut aliases: HashMap<u16, String> = HashMap::new();
         // The broker closes a connection silent for 1.5x its keep-alive: when the gate takes
         // a device's publishes itself, it pings the broker for the device at half of it.
-        let ping_every = Duration::from_secs(u64::from(keep_alive) / 2);
+        let ping_every = Duration::from_millis(u64::from(keep_alive) * 500);
         let mut last_to_broker = Instant::now();
         loop {
             let mut chunk = Chunk::default();
