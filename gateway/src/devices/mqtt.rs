@@ -299,19 +299,6 @@ pub fn connack_refusal(level: u8, refusal: Refusal) -> Vec<u8> {
     }
 }
 
-/// Topic and payload of a PUBLISH. The topic is empty for an MQTT 5 publish by topic alias.
-pub fn publish(frame: &Frame, packet: &[u8], level: u8) -> Result<(String, Vec<u8>), String> {
-    let mut r = Reader { buf: &packet[frame.body..frame.len], at: 0 };
-    let topic = r.string()?.to_owned();
-    if (frame.first >> 1) & 0x03 != 0 {
-        r.u16()?;
-    }
-    if level == 5 {
-        r.properties()?;
-    }
-    Ok((topic, r.buf[r.at..].to_vec()))
-}
-
 /// The parts of a PUBLISH the gate takes itself (docs/architecture.md, "The device gate").
 #[derive(Debug, PartialEq, Eq)]
 pub struct PublishView<'a> {
@@ -346,7 +333,7 @@ pub fn publish_view<'a>(frame: &Frame, packet: &'a [u8], level: u8) -> Result<Pu
 /// whose alias the broker behind the gate may not know: the gate took the publish that set it).
 pub fn publish_with_topic(frame: &Frame, packet: &[u8], topic: &str) -> Vec<u8> {
     // An empty topic is its two length bytes: what follows them is kept as it is.
-    let rest = &packet[frame.body + 2..frame.len];
+    let rest = packet.get(frame.body + 2..frame.len).unwrap_or_default();
     let mut body = Vec::with_capacity(rest.len() + topic.len() + 2);
     body.extend_from_slice(&(topic.len() as u16).to_be_bytes());
     body.extend_from_slice(topic.as_bytes());
@@ -422,11 +409,6 @@ pub fn publish_packet_id(frame: &Frame, packet: &[u8]) -> Option<u16> {
     let mut r = Reader { buf: &packet[frame.body..frame.len], at: 0 };
     r.binary().ok()?;
     r.u16().ok().map(|id| id as u16)
-}
-
-/// Only the topic of a PUBLISH.
-pub fn publish_topic<'a>(frame: &Frame, packet: &'a [u8]) -> Result<&'a str, String> {
-    Reader { buf: &packet[frame.body..frame.len], at: 0 }.string()
 }
 
 /// The topic filters of a SUBSCRIBE.

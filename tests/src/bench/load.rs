@@ -129,7 +129,7 @@ pub const DEVICE_PASSWORD: &str = "bench-device-password";
 /// Where the devices of a named load ([`run_named`]) hand the publishes they get on their
 /// own `devices/{id}/ack`, and whether a device has had every ack it waits for.
 pub trait Acks: Send + Sync {
-    /// A publish device `index` got.
+    /// A publish one of the devices got (its topic names the device).
     fn receive(&self, topic: &str, payload: &[u8]);
     /// Whether device `index` has been acknowledged up to its last event.
     fn covered(&self, index: usize) -> bool;

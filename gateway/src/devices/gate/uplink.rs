@@ -54,11 +54,10 @@ impl Chunk {
         }
     }
 
-    /// From here on the bytes for the broker differ from the device's: copy what was relayed.
-    fn diverge(&mut self, buf: &[u8], at: usize) {
-        if self.relayed.is_none() {
-            self.relayed = Some(buf[..at].to_vec());
-        }
+    /// From here on the bytes for the broker differ from the device's: copy what was relayed
+    /// (the bytes before `at`) and return the bytes for the broker.
+    fn diverge(&mut self, buf: &[u8], at: usize) -> &mut Vec<u8> {
+        self.relayed.get_or_insert_with(|| buf[..at].to_vec())
     }
 }
 
@@ -107,37 +106,37 @@ impl Gate {
                             stop = Some(Ended::ByGate(DeviceDisconnect::Protocol, why));
                             break;
                         }
+                        let way = match identity {
+                            Identity::Device(id) if frame.kind == mqtt::PUBLISH => {
+                                self.way(id, &frame, &buf[ok..], level, &mut aliases)
+                            }
+                            Identity::Device(id) => self.check(id, &frame, &buf[ok..], level).map(|()| Way::Relay),
+                            Identity::Anonymous => Ok(Way::Relay),
+                        };
+                        let way = match way {
+                            Ok(way) => way,
+                            Err((reason, why)) => {
+                                stop = Some(Ended::ByGate(reason, why));
+                                break;
+                            }
+                        };
+                        // Counted only once handed on: a refused publish is neither relayed
+                        // nor queued, so it would never be taken (inflow.rs).
                         if frame.kind == mqtt::PUBLISH {
                             chunk.publishes += 1;
                             chunk.publish_bytes += frame.len as u64;
                         }
-                        if let Identity::Device(id) = identity {
-                            let way = if frame.kind == mqtt::PUBLISH {
-                                self.way(id, &frame, &buf[ok..], level, &mut aliases)
-                            } else {
-                                self.check(id, &frame, &buf[ok..], level).map(|()| Way::Relay)
-                            };
-                            match way {
-                                Ok(Way::Relay) => chunk.relay(&buf, ok, frame.len),
-                                Ok(Way::RelayAs(packet)) => {
-                                    chunk.diverge(&buf, ok);
-                                    chunk.relayed.get_or_insert_with(Vec::new).extend_from_slice(&packet);
-                                }
-                                Ok(Way::Direct(publish, packet_id)) => {
-                                    chunk.diverge(&buf, ok);
-                                    chunk.direct.push(publish);
-                                    if let Some(id) = packet_id {
-                                        let [hi, lo] = id.to_be_bytes();
-                                        chunk.pubacks.extend_from_slice(&[0x40, 0x02, hi, lo]);
-                                    }
-                                }
-                                Err((reason, why)) => {
-                                    stop = Some(Ended::ByGate(reason, why));
-                                    break;
+                        match way {
+                            Way::Relay => chunk.relay(&buf, ok, frame.len),
+                            Way::RelayAs(packet) => chunk.diverge(&buf, ok).extend_from_slice(&packet),
+                            Way::Direct(publish, packet_id) => {
+                                chunk.diverge(&buf, ok);
+                                chunk.direct.push(publish);
+                                if let Some(id) = packet_id {
+                                    let [hi, lo] = id.to_be_bytes();
+                                    chunk.pubacks.extend_from_slice(&[0x40, 0x02, hi, lo]);
                                 }
                             }
-                        } else {
-                            chunk.relay(&buf, ok, frame.len);
                         }
                         if frame.kind == mqtt::DISCONNECT {
                             if level == 5 {
